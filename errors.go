@@ -1,0 +1,86 @@
+package refresh
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors for the expected outcomes of verifying, rotating and
+// revoking tokens. Compare with errors.Is: the errors returned by this package
+// wrap them, usually inside a *TokenError that says why.
+//
+// All of them except ErrSessionExists and ErrConflict are client faults: the
+// presented token or request is not acceptable, and an HTTP handler answers
+// 400 or 401. Anything else (a store that is down, a cancelled context) is a
+// system fault; see IsClientError.
+var (
+	// ErrInvalidToken: the token is malformed, forged, signed by an unknown
+	// key, bound to another client, or names a session that does not exist.
+	ErrInvalidToken = errors.New("refresh: invalid token")
+	// ErrExpired: the token or its session has passed its lifetime (access
+	// token exp, refresh idle lifetime or absolute session lifetime).
+	ErrExpired = errors.New("refresh: token expired")
+	// ErrRevoked: the token's session has been revoked.
+	ErrRevoked = errors.New("refresh: session revoked")
+	// ErrReused: a refresh token that was already rotated was presented again
+	// outside the grace window. Its session has been revoked.
+	ErrReused = errors.New("refresh: refresh token reused; session revoked")
+	// ErrInvalidScope: a refresh asked for a scope the session was not
+	// granted.
+	ErrInvalidScope = errors.New("refresh: scope exceeds the granted scope")
+	// ErrRefused: the application's Config.OnRefresh hook refused the
+	// refresh (user disabled or deleted). The hook's own error is wrapped too.
+	ErrRefused = errors.New("refresh: refused by application")
+
+	// ErrSessionNotFound is returned by a Store when no session has the id.
+	ErrSessionNotFound = errors.New("refresh: session not found")
+	// ErrSessionExists is returned by Store.Create when the id is taken.
+	ErrSessionExists = errors.New("refresh: session already exists")
+	// ErrConflict is returned by Store.Advance and Store.UseGrace when the
+	// session is no longer in the state the caller expected: another
+	// request rotated it first, or it was revoked. Nothing was changed.
+	ErrConflict = errors.New("refresh: concurrent modification")
+)
+
+// TokenError describes why a token was refused. Err is one of the sentinel
+// errors above and Reason a short, fixed, human-readable cause such as
+// "bad signature" or "unknown key id". Reason never contains token bytes or
+// other attacker-chosen input, but it is meant for logs: HTTP handlers of this
+// package never send it to clients.
+type TokenError struct {
+	Err    error  // the sentinel: ErrInvalidToken, ErrExpired, ...
+	Reason string // fixed description of the cause
+}
+
+func (e *TokenError) Error() string {
+	if e.Reason == "" {
+		return e.Err.Error()
+	}
+	return e.Err.Error() + ": " + e.Reason
+}
+
+// Unwrap returns the sentinel error.
+func (e *TokenError) Unwrap() error { return e.Err }
+
+func tokenErr(sentinel error, reason string) error {
+	return &TokenError{Err: sentinel, Reason: reason}
+}
+
+// IsClientError reports whether err is the client's fault: a token or request
+// that is invalid, expired, revoked, reused, over-scoped or refused. Such
+// errors are expected and are answered with 4xx statuses. Any other non-nil
+// error is a fault of the system (store, context, configuration).
+func IsClientError(err error) bool {
+	for _, s := range []error{ErrInvalidToken, ErrExpired, ErrRevoked, ErrReused, ErrInvalidScope, ErrRefused} {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// storeErr wraps a failure of the Store so that callers see where it came
+// from without losing the cause.
+func storeErr(op string, err error) error {
+	return fmt.Errorf("refresh: store %s: %w", op, err)
+}

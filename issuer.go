@@ -1,0 +1,409 @@
+package refresh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Defaults and limits of Config.
+const (
+	DefaultAccessTTL       = 15 * time.Minute
+	MaxAccessTTL           = time.Hour
+	DefaultIdleTTL         = 14 * 24 * time.Hour
+	DefaultSessionTTL      = 90 * 24 * time.Hour
+	DefaultMaxGraceUses    = 3
+	DefaultMaxTokenSize    = 8 << 10
+	DefaultSessionCheckTTL = 2 * time.Second
+	MaxLeeway              = 5 * time.Minute
+)
+
+// RefreshKey is a server secret that MACs refresh tokens. Its ID is written
+// into every token so that keys can be rotated: Config.RefreshKeys[0] mints,
+// all of them verify.
+type RefreshKey struct {
+	ID     uint8
+	Secret []byte // at least 32 random bytes
+}
+
+// Config configures an Issuer. Zero durations take the documented defaults.
+type Config struct {
+	// Issuer is the iss claim, typically your service's URL. Required.
+	Issuer string
+	// Audience is the aud claim: the resource servers that accept the
+	// access tokens. Verify requires it in aud. Required.
+	Audience string
+	// ClientID is the client_id claim of sessions that are not bound to a
+	// client (issued without WithClientID). Default: Audience.
+	ClientID string
+
+	// Keys sign and verify access tokens. Keys[0] signs and must hold a
+	// private key or secret; all verify. Give old keys after the new one to
+	// rotate signing keys without logging anyone out. Required.
+	Keys []Key
+	// RefreshKeys MAC refresh tokens. RefreshKeys[0] mints; all verify.
+	// Required.
+	RefreshKeys []RefreshKey
+	// Store keeps the sessions. Required.
+	Store Store
+
+	// AccessTTL is the lifetime of access tokens. Default 15 minutes, at
+	// most one hour.
+	AccessTTL time.Duration
+	// IdleTTL: a session whose refresh token is not used for this long
+	// expires. Each rotation renews it. Default 14 days.
+	IdleTTL time.Duration
+	// SessionTTL is the absolute lifetime of a session from login. Rotation
+	// never extends it. Default 90 days.
+	SessionTTL time.Duration
+	// Grace is how long after a rotation the previous refresh token may
+	// still be presented (a second tab, a lost response) and receives the
+	// same successor. Zero (the default) is strict RFC 9700 rotation: any
+	// second use is reuse and revokes the session.
+	Grace time.Duration
+	// MaxGraceUses bounds the grace retries per rotation. Default 3.
+	MaxGraceUses int
+	// Leeway tolerates clock skew in exp and nbf checks. Default 0, at
+	// most 5 minutes.
+	Leeway time.Duration
+	// MaxTokenSize: longer access tokens are refused before parsing.
+	// Default 8 KiB.
+	MaxTokenSize int
+
+	// CheckSession makes Verify also reject access tokens whose session is
+	// revoked or gone, so that logout takes effect at once instead of when
+	// the access token expires. Answers are cached per session for
+	// SessionCheckTTL (default 2 s); revocations through this Issuer
+	// bypass the cache immediately.
+	CheckSession    bool
+	SessionCheckTTL time.Duration
+
+	// OnRefresh, if set, runs before every successful refresh with the
+	// session's details. It may replace info.Claims (reloading roles, say)
+	// for the new access token, or return an error to refuse: Rotate then
+	// returns an error wrapping both ErrRefused and the hook's error and
+	// changes nothing. It must be safe for concurrent use.
+	OnRefresh func(ctx context.Context, info *RefreshInfo) error
+	// OnEvent, if set, receives every issue, rotation, grace retry, reuse,
+	// revocation and expiry, synchronously, for audit logs and metrics.
+	// Event implements slog.LogValuer. It must be safe for concurrent use
+	// and should be quick.
+	OnEvent func(ctx context.Context, e Event)
+
+	// Now is the clock. Default time.Now. Tests inject their own.
+	Now func() time.Time
+}
+
+// RefreshInfo is what Config.OnRefresh sees of a session being refreshed.
+type RefreshInfo struct {
+	SessionID string
+	Subject   string
+	ClientID  string
+	Scope     []string          // the scope the new access token will carry
+	Claims    map[string]any    // application claims; may be replaced
+	Meta      map[string]string // metadata given at login
+}
+
+// EventKind names what happened to a session.
+type EventKind string
+
+// The events delivered to Config.OnEvent.
+const (
+	EventIssued   EventKind = "issued"   // a session started
+	EventRotated  EventKind = "rotated"  // a refresh token was rotated
+	EventGrace    EventKind = "grace"    // a grace retry received the current successor
+	EventReused   EventKind = "reused"   // a rotated token was reused; the session was revoked
+	EventRevoked  EventKind = "revoked"  // a session, or all of a subject's, was revoked
+	EventExpired  EventKind = "expired"  // a refresh was refused because the session expired
+	EventRejected EventKind = "rejected" // a refresh was refused by OnRefresh
+)
+
+// Event describes one thing that happened to a session.
+type Event struct {
+	Kind       EventKind
+	Time       time.Time
+	SessionID  string // empty for a revocation of a whole subject
+	Subject    string
+	ClientID   string
+	Generation uint64 // generation presented (rotations, reuse) or current
+	Reason     string // revocation reason, or how many sessions (subject)
+}
+
+// LogValue makes Event print as a group of attributes with log/slog.
+func (e Event) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("kind", string(e.Kind)),
+		slog.Time("time", e.Time),
+		slog.String("sid", e.SessionID),
+		slog.String("sub", e.Subject),
+		slog.String("client_id", e.ClientID),
+		slog.Uint64("generation", e.Generation),
+		slog.String("reason", e.Reason),
+	)
+}
+
+// Pair is what a login or a refresh returns: a new access token and the
+// refresh token that must be presented next time.
+type Pair struct {
+	AccessToken      string
+	TokenType        string // always "Bearer"
+	AccessExpiresAt  time.Time
+	RefreshToken     string
+	RefreshExpiresAt time.Time // when the refresh token expires if unused
+	SessionID        string
+	Subject          string
+	Scope            []string // scope of the access token
+}
+
+// Issuer mints, rotates, verifies and revokes tokens. Create it with
+// NewIssuer; it is safe for concurrent use by multiple goroutines, and
+// several processes may share one Store.
+type Issuer struct {
+	cfg       Config
+	now       func() time.Time
+	store     Store
+	signer    *accessKey
+	keys      map[string]*accessKey
+	jwks      []byte
+	mintKey   *refreshKey
+	macKeys   [256]*refreshKey
+	maxGrace  uint32
+	sessCache sessionCache
+}
+
+// NewIssuer checks cfg and returns an Issuer. It refuses a missing issuer,
+// audience, store, key or refresh key; an HMAC secret shorter than its hash;
+// an RSA key under 2048 bits; a refresh key under 32 bytes; duplicate key
+// ids; a key without an algorithm; and lifetimes that contradict each other
+// (an access token outliving the idle lifetime, an idle lifetime longer
+// than the session).
+func NewIssuer(cfg Config) (*Issuer, error) {
+	if cfg.Issuer == "" {
+		return nil, errors.New("refresh: Config.Issuer is required")
+	}
+	if cfg.Audience == "" {
+		return nil, errors.New("refresh: Config.Audience is required")
+	}
+	if cfg.Store == nil {
+		return nil, errors.New("refresh: Config.Store is required")
+	}
+	if cfg.ClientID == "" {
+		cfg.ClientID = cfg.Audience
+	}
+	setDefault(&cfg.AccessTTL, DefaultAccessTTL)
+	setDefault(&cfg.IdleTTL, DefaultIdleTTL)
+	setDefault(&cfg.SessionTTL, DefaultSessionTTL)
+	setDefault(&cfg.SessionCheckTTL, DefaultSessionCheckTTL)
+	if cfg.MaxGraceUses == 0 {
+		cfg.MaxGraceUses = DefaultMaxGraceUses
+	}
+	if cfg.MaxTokenSize == 0 {
+		cfg.MaxTokenSize = DefaultMaxTokenSize
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	switch {
+	case cfg.AccessTTL < 0 || cfg.IdleTTL < 0 || cfg.SessionTTL < 0 || cfg.Grace < 0 || cfg.Leeway < 0 || cfg.SessionCheckTTL < 0:
+		return nil, errors.New("refresh: durations must not be negative")
+	case cfg.AccessTTL > MaxAccessTTL:
+		return nil, fmt.Errorf("refresh: AccessTTL %v is over the maximum of %v", cfg.AccessTTL, MaxAccessTTL)
+	case cfg.AccessTTL < time.Second:
+		return nil, errors.New("refresh: AccessTTL must be at least one second")
+	case cfg.AccessTTL > cfg.IdleTTL:
+		return nil, fmt.Errorf("refresh: AccessTTL %v is longer than IdleTTL %v", cfg.AccessTTL, cfg.IdleTTL)
+	case cfg.IdleTTL > cfg.SessionTTL:
+		return nil, fmt.Errorf("refresh: IdleTTL %v is longer than SessionTTL %v", cfg.IdleTTL, cfg.SessionTTL)
+	case cfg.Grace >= cfg.IdleTTL:
+		return nil, fmt.Errorf("refresh: Grace %v must be shorter than IdleTTL %v", cfg.Grace, cfg.IdleTTL)
+	case cfg.Leeway > MaxLeeway:
+		return nil, fmt.Errorf("refresh: Leeway %v is over the maximum of %v", cfg.Leeway, MaxLeeway)
+	case cfg.MaxGraceUses < 0 || cfg.MaxGraceUses > 1<<20:
+		return nil, errors.New("refresh: MaxGraceUses out of range")
+	case cfg.MaxTokenSize < 256:
+		return nil, errors.New("refresh: MaxTokenSize must be at least 256 bytes")
+	}
+
+	iss := &Issuer{cfg: cfg, now: cfg.Now, store: cfg.Store, keys: map[string]*accessKey{}, maxGrace: uint32(cfg.MaxGraceUses)}
+	if len(cfg.Keys) == 0 {
+		return nil, errors.New("refresh: Config.Keys needs at least one key")
+	}
+	var all []*accessKey
+	for i, k := range cfg.Keys {
+		ak, err := compileKey(k)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := iss.keys[ak.id]; dup {
+			return nil, fmt.Errorf("refresh: duplicate key id %q", ak.id)
+		}
+		if i == 0 {
+			if ak.sign == nil {
+				return nil, errors.New("refresh: Config.Keys[0] signs and needs a private key or secret")
+			}
+			iss.signer = ak
+		}
+		iss.keys[ak.id] = ak
+		all = append(all, ak)
+	}
+	jwks, err := buildJWKS(all)
+	if err != nil {
+		return nil, fmt.Errorf("refresh: JWKS: %w", err)
+	}
+	iss.jwks = jwks
+
+	if len(cfg.RefreshKeys) == 0 {
+		return nil, errors.New("refresh: Config.RefreshKeys needs at least one key")
+	}
+	for i, rk := range cfg.RefreshKeys {
+		if len(rk.Secret) < 32 {
+			return nil, fmt.Errorf("refresh: refresh key %d: secret of %d bytes is under the 32 bytes required", rk.ID, len(rk.Secret))
+		}
+		if iss.macKeys[rk.ID] != nil {
+			return nil, fmt.Errorf("refresh: duplicate refresh key id %d", rk.ID)
+		}
+		k := newRefreshKey(rk)
+		iss.macKeys[rk.ID] = k
+		if i == 0 {
+			iss.mintKey = k
+		}
+	}
+	iss.sessCache.init(cfg.SessionCheckTTL)
+	return iss, nil
+}
+
+func setDefault(d *time.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = def
+	}
+}
+
+func (iss *Issuer) emit(ctx context.Context, e Event) {
+	if iss.cfg.OnEvent != nil {
+		iss.cfg.OnEvent(ctx, e)
+	}
+}
+
+// AccessTTL returns the configured access-token lifetime.
+func (iss *Issuer) AccessTTL() time.Duration { return iss.cfg.AccessTTL }
+
+// Now returns the Issuer's clock reading.
+func (iss *Issuer) Now() time.Time { return iss.now() }
+
+// Option varies one call of Issue or Rotate.
+type Option func(*callOptions)
+
+type callOptions struct {
+	clientID string
+	scope    []string
+	scopeSet bool
+	claims   map[string]any
+	meta     map[string]string
+}
+
+// WithClientID: for Issue, binds the session to a client, so that only that
+// client may refresh it (RFC 6749 §10.4). For Rotate, the client presenting
+// the refresh token; a bound session refuses any other.
+func WithClientID(id string) Option { return func(o *callOptions) { o.clientID = id } }
+
+// WithScope: for Issue, the scope granted to the session. For Rotate, a
+// narrower scope for the new access token only (RFC 6749 §6); asking for
+// more than granted fails with ErrInvalidScope.
+func WithScope(scope ...string) Option {
+	return func(o *callOptions) { o.scope, o.scopeSet = scope, true }
+}
+
+// WithClaims (Issue only) adds application claims, such as roles, to every
+// access token of the session. Registered claim names (iss, sub, aud, exp,
+// nbf, iat, jti, client_id, sid, scope, cnf) are refused.
+func WithClaims(claims map[string]any) Option { return func(o *callOptions) { o.claims = claims } }
+
+// WithMeta (Issue only) records metadata of the session, such as device,
+// user agent or IP address, shown by Sessions. It never enters a token.
+func WithMeta(meta map[string]string) Option { return func(o *callOptions) { o.meta = meta } }
+
+func collect(opts []Option) callOptions {
+	var o callOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
+// sessionCache remembers, per session id, whether Verify may accept its
+// access tokens, for a short time.
+type sessionCache struct {
+	ttl time.Duration
+	mu  sync.Mutex // guards m
+	m   map[string]cacheEntry
+}
+
+type cacheEntry struct {
+	err     error // nil: live
+	checked time.Time
+}
+
+const sessionCacheMax = 1 << 16
+
+func (c *sessionCache) init(ttl time.Duration) {
+	c.ttl = ttl
+	c.m = make(map[string]cacheEntry)
+}
+
+func (c *sessionCache) get(sid string, now time.Time) (error, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[sid]
+	if !ok || now.Sub(e.checked) >= c.ttl || now.Before(e.checked) {
+		return nil, false
+	}
+	return e.err, true
+}
+
+func (c *sessionCache) put(sid string, err error, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= sessionCacheMax {
+		clear(c.m) // bounded: start over rather than grow
+	}
+	c.m[sid] = cacheEntry{err: err, checked: now}
+}
+
+func (c *sessionCache) forget(sid string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if sid == "" {
+		clear(c.m)
+		return
+	}
+	delete(c.m, sid)
+}
+
+// checkSession rejects access tokens of sessions that are revoked, expired
+// or gone.
+func (iss *Issuer) checkSession(ctx context.Context, sid string) error {
+	if sid == "" {
+		return tokenErr(ErrInvalidToken, "no sid claim")
+	}
+	now := iss.now()
+	if err, ok := iss.sessCache.get(sid, now); ok {
+		return err
+	}
+	s, err := iss.store.Get(ctx, sid)
+	var verdict error
+	switch {
+	case errors.Is(err, ErrSessionNotFound):
+		verdict = tokenErr(ErrRevoked, "session gone")
+	case err != nil:
+		return storeErr("get", err)
+	case s.Revoked():
+		verdict = tokenErr(ErrRevoked, "session revoked")
+	case !now.Before(s.ExpiresAt):
+		verdict = tokenErr(ErrRevoked, "session expired")
+	}
+	iss.sessCache.put(sid, verdict, now)
+	return verdict
+}

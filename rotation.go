@@ -1,0 +1,468 @@
+package refresh
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Refresh tokens are a MAC chain (see DESIGN.md):
+//
+//	rt_<base64url( version | key id | session id (16) | generation (uvarint) | tag (16) )>
+//	tag = HMAC-SHA256(K[key id], domain | version | key id | session id | generation (8, big endian) | seed)[:16]
+//
+// The store holds the session's seed and generation but never a token or a
+// hash of one: without K it mints nothing, and K alone mints nothing without
+// the seed. The token of any generation is a pure function of the session
+// and K, which is what lets concurrent or retried refreshes within the grace
+// window receive the same successor.
+const (
+	refreshPrefix  = "rt_"
+	refreshVersion = 1
+	sessionIDLen   = 16
+	seedLen        = 32
+	tagLen         = 16
+	macDomain      = "refreshkit/refresh-token\x00"
+	// maxRefreshLen is the longest well-formed refresh token.
+	maxRefreshLen = len(refreshPrefix) + (2+sessionIDLen+binary.MaxVarintLen64+tagLen+2)/3*4
+)
+
+type refreshKey struct {
+	id   uint8
+	pool sync.Pool // of hash.Hash: HMAC-SHA256 keyed with the secret
+}
+
+func newRefreshKey(rk RefreshKey) *refreshKey {
+	secret := slices.Clone(rk.Secret)
+	k := &refreshKey{id: rk.ID}
+	k.pool.New = func() any { return hmac.New(sha256.New, secret) }
+	return k
+}
+
+// tag computes the MAC of the token of generation gen of session sid.
+func (k *refreshKey) tag(sid []byte, gen uint64, seed []byte) [tagLen]byte {
+	h := k.pool.Get().(hash.Hash)
+	h.Reset()
+	var buf [len(macDomain) + 2 + sessionIDLen + 8]byte
+	n := copy(buf[:], macDomain)
+	buf[n], buf[n+1] = refreshVersion, k.id
+	n += 2
+	n += copy(buf[n:], sid)
+	binary.BigEndian.PutUint64(buf[n:], gen)
+	h.Write(buf[:])
+	h.Write(seed)
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	k.pool.Put(h)
+	var t [tagLen]byte
+	copy(t[:], sum[:])
+	return t
+}
+
+// mintRefresh returns the refresh token of generation gen of session s.
+func (k *refreshKey) mint(sid []byte, gen uint64, seed []byte) string {
+	var raw [2 + sessionIDLen + binary.MaxVarintLen64 + tagLen]byte
+	raw[0], raw[1] = refreshVersion, k.id
+	n := 2 + copy(raw[2:], sid)
+	n += binary.PutUvarint(raw[n:], gen)
+	t := k.tag(sid, gen, seed)
+	n += copy(raw[n:], t[:])
+	out := make([]byte, 0, len(refreshPrefix)+b64.EncodedLen(n))
+	out = append(out, refreshPrefix...)
+	return string(b64.AppendEncode(out, raw[:n]))
+}
+
+// refreshClaims is what a well-formed refresh token says; nothing in it is
+// trusted until the tag is checked against the session's seed.
+type refreshClaims struct {
+	key *refreshKey
+	sid [sessionIDLen]byte
+	gen uint64
+	tag [tagLen]byte
+}
+
+func (rc *refreshClaims) sessionID() string { return b64.EncodeToString(rc.sid[:]) }
+
+// parseRefresh checks the form of a refresh token: prefix, length, canonical
+// base64url, version, known key id, minimal varint, exact length.
+func (iss *Issuer) parseRefresh(tok string) (*refreshClaims, error) {
+	if len(tok) > maxRefreshLen || len(tok) <= len(refreshPrefix) || tok[:len(refreshPrefix)] != refreshPrefix {
+		return nil, tokenErr(ErrInvalidToken, "not a refresh token")
+	}
+	var raw [maxRefreshLen]byte
+	n, err := b64.Strict().Decode(raw[:], []byte(tok[len(refreshPrefix):]))
+	if err != nil {
+		return nil, tokenErr(ErrInvalidToken, "refresh token is not base64url")
+	}
+	r := raw[:n]
+	if len(r) < 2+sessionIDLen+1+tagLen {
+		return nil, tokenErr(ErrInvalidToken, "refresh token too short")
+	}
+	if r[0] != refreshVersion {
+		return nil, tokenErr(ErrInvalidToken, "unknown refresh token version")
+	}
+	rc := &refreshClaims{key: iss.macKeys[r[1]]}
+	if rc.key == nil {
+		return nil, tokenErr(ErrInvalidToken, "unknown refresh key id")
+	}
+	copy(rc.sid[:], r[2:2+sessionIDLen])
+	gen, vn := binary.Uvarint(r[2+sessionIDLen:])
+	if vn <= 0 || vn != varintLen(gen) || len(r) != 2+sessionIDLen+vn+tagLen {
+		return nil, tokenErr(ErrInvalidToken, "malformed refresh token")
+	}
+	rc.gen = gen
+	copy(rc.tag[:], r[2+sessionIDLen+vn:])
+	return rc, nil
+}
+
+func varintLen(v uint64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], v)
+}
+
+// verifyRefresh parses tok, loads its session and checks the tag in
+// constant time. Only a token that passes can change any state.
+func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaims, *Session, error) {
+	rc, err := iss.parseRefresh(tok)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := iss.store.Get(ctx, rc.sessionID())
+	if errors.Is(err, ErrSessionNotFound) {
+		return nil, nil, tokenErr(ErrInvalidToken, "unknown session")
+	}
+	if err != nil {
+		return nil, nil, storeErr("get", err)
+	}
+	want := rc.key.tag(rc.sid[:], rc.gen, s.Seed)
+	if !hmac.Equal(want[:], rc.tag[:]) {
+		return nil, nil, tokenErr(ErrInvalidToken, "bad refresh token MAC")
+	}
+	if rc.gen > s.Generation {
+		// Only possible if the store lost writes (restored from backup).
+		return nil, nil, tokenErr(ErrInvalidToken, "refresh token generation ahead of session")
+	}
+	return rc, s, nil
+}
+
+// Issue starts a session for subject and returns its first token pair. Call
+// it after your own login check has authenticated the user. Options:
+// WithClientID, WithScope, WithClaims, WithMeta.
+func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*Pair, error) {
+	if subject == "" {
+		return nil, errors.New("refresh: Issue needs a subject")
+	}
+	o := collect(opts)
+	claims, err := encodeClaims(o.claims)
+	if err != nil {
+		return nil, err
+	}
+	now := iss.now()
+	var sid [sessionIDLen]byte
+	seed := make([]byte, seedLen)
+	_, _ = rand.Read(sid[:])
+	_, _ = rand.Read(seed)
+	s := &Session{
+		ID:         b64.EncodeToString(sid[:]),
+		Subject:    subject,
+		ClientID:   o.clientID,
+		Generation: 0,
+		Seed:       seed,
+		Scope:      slices.Clone(o.scope),
+		Claims:     claims,
+		Meta:       maps.Clone(o.meta),
+		CreatedAt:  now,
+		RotatedAt:  now,
+		ExpiresAt:  now.Add(iss.cfg.SessionTTL),
+	}
+	if err := iss.store.Create(ctx, s); err != nil {
+		return nil, storeErr("create", err)
+	}
+	iss.emit(ctx, Event{Kind: EventIssued, Time: now, SessionID: s.ID, Subject: subject, ClientID: s.ClientID})
+	return iss.pair(s, sid[:], s.Scope, s.Claims, now)
+}
+
+// pair mints the access token and the refresh token of s's current
+// generation.
+func (iss *Issuer) pair(s *Session, sid []byte, scope []string, claims []byte, now time.Time) (*Pair, error) {
+	at, atExp, err := iss.signAccess(&accessInput{
+		subject: s.Subject, clientID: s.ClientID, sessionID: s.ID, scope: scope, claims: claims,
+	}, now)
+	if err != nil {
+		return nil, err
+	}
+	rtExp := s.RotatedAt.Add(iss.cfg.IdleTTL)
+	if s.ExpiresAt.Before(rtExp) {
+		rtExp = s.ExpiresAt
+	}
+	return &Pair{
+		AccessToken:      at,
+		TokenType:        "Bearer",
+		AccessExpiresAt:  atExp,
+		RefreshToken:     iss.mintKey.mint(sid, s.Generation, s.Seed),
+		RefreshExpiresAt: rtExp,
+		SessionID:        s.ID,
+		Subject:          s.Subject,
+		Scope:            slices.Clone(scope),
+	}, nil
+}
+
+// usable reports why s cannot be refreshed now by this request, if at all.
+func (iss *Issuer) usable(s *Session, now time.Time, o *callOptions) error {
+	switch {
+	case s.Revoked():
+		return tokenErr(ErrRevoked, "session revoked")
+	case !now.Before(s.ExpiresAt):
+		return tokenErr(ErrExpired, "session lifetime over")
+	case !now.Before(s.RotatedAt.Add(iss.cfg.IdleTTL)):
+		return tokenErr(ErrExpired, "session idle too long")
+	case s.ClientID != "" && o.clientID != s.ClientID:
+		return tokenErr(ErrInvalidToken, "session bound to another client")
+	}
+	return nil
+}
+
+// maxRaces bounds how often one Rotate re-reads a session after losing a
+// compare-and-swap; each loss means another request made progress.
+const maxRaces = 8
+
+// Rotate exchanges a refresh token for a new pair. The rules (DESIGN.md,
+// "Rotation, reuse and the grace window"):
+//
+//   - a malformed or forged token, or one of a session bound to another
+//     client (see WithClientID), is ErrInvalidToken and changes nothing;
+//   - a revoked session is ErrRevoked; an expired one (idle or absolute)
+//     ErrExpired;
+//   - the current token advances the session by one generation (an atomic
+//     compare-and-swap in the store) and returns its successor;
+//   - the previous token, presented within Config.Grace of the rotation and
+//     at most Config.MaxGraceUses times, returns the same successor: racing
+//     tabs and clients that lost a response are not logged out;
+//   - any other earlier token is reuse: the session (only this one) is
+//     revoked and Rotate returns ErrReused.
+//
+// WithScope narrows the scope of the new access token (ErrInvalidScope if it
+// is not a subset); WithClientID names the presenting client. Config.OnRefresh
+// may refuse or reload claims. Rotate is safe for concurrent use.
+func (iss *Issuer) Rotate(ctx context.Context, refreshToken string, opts ...Option) (*Pair, error) {
+	o := collect(opts)
+	rc, s, err := iss.verifyRefresh(ctx, refreshToken)
+	if err != nil {
+		return nil, err
+	}
+	now := iss.now()
+	for race := 0; ; race++ {
+		if err := iss.usable(s, now, &o); err != nil {
+			if errors.Is(err, ErrExpired) {
+				iss.emit(ctx, Event{Kind: EventExpired, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
+			}
+			return nil, err
+		}
+		if race >= maxRaces {
+			return nil, fmt.Errorf("refresh: rotate: gave up after %d concurrent modifications", race)
+		}
+		head := s.Generation
+		grace := rc.gen+1 == head && iss.cfg.Grace > 0 && now.Sub(s.RotatedAt) <= iss.cfg.Grace
+		if rc.gen != head && !grace {
+			return nil, iss.reuse(ctx, s, rc.gen, now)
+		}
+		scope, claims, err := iss.prepare(ctx, s, &o, now)
+		if err != nil {
+			return nil, err
+		}
+		if rc.gen == head {
+			err = iss.store.Advance(ctx, s.ID, head, now)
+			if err == nil {
+				s.Generation, s.RotatedAt, s.GraceUses = head+1, now, 0
+				iss.emit(ctx, Event{Kind: EventRotated, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
+				return iss.pair(s, rc.sid[:], scope, claims, now)
+			}
+		} else {
+			err = iss.store.UseGrace(ctx, s.ID, head, iss.maxGrace)
+			if err == nil {
+				iss.emit(ctx, Event{Kind: EventGrace, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
+				return iss.pair(s, rc.sid[:], scope, claims, now)
+			}
+		}
+		if !errors.Is(err, ErrConflict) {
+			return nil, storeErr("update", err)
+		}
+		// Someone else changed the session first: look again.
+		fresh, err := iss.store.Get(ctx, s.ID)
+		if errors.Is(err, ErrSessionNotFound) {
+			return nil, tokenErr(ErrInvalidToken, "unknown session")
+		}
+		if err != nil {
+			return nil, storeErr("get", err)
+		}
+		if rc.gen != head && fresh.Generation == head && !fresh.Revoked() {
+			// The grace retries of this rotation are used up.
+			return nil, iss.reuse(ctx, fresh, rc.gen, now)
+		}
+		s = fresh
+	}
+}
+
+// prepare computes the scope and claims of the access token a refresh will
+// mint, running Config.OnRefresh. It changes nothing.
+func (iss *Issuer) prepare(ctx context.Context, s *Session, o *callOptions, now time.Time) ([]string, []byte, error) {
+	scope := s.Scope
+	if o.scopeSet {
+		for _, sc := range o.scope {
+			if !slices.Contains(s.Scope, sc) {
+				return nil, nil, tokenErr(ErrInvalidScope, "requested scope not granted")
+			}
+		}
+		scope = o.scope
+	}
+	claims := s.Claims
+	if iss.cfg.OnRefresh == nil {
+		return scope, claims, nil
+	}
+	info := &RefreshInfo{
+		SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID,
+		Scope: slices.Clone(scope), Meta: maps.Clone(s.Meta),
+	}
+	if len(s.Claims) > 0 {
+		if err := json.Unmarshal(s.Claims, &info.Claims); err != nil {
+			return nil, nil, fmt.Errorf("refresh: stored claims: %w", err)
+		}
+	}
+	if err := iss.cfg.OnRefresh(ctx, info); err != nil {
+		iss.emit(ctx, Event{Kind: EventRejected, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: s.Generation})
+		return nil, nil, fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	claims, err := encodeClaims(info.Claims)
+	if err != nil {
+		return nil, nil, err
+	}
+	return scope, claims, nil
+}
+
+// reuse handles the presentation of a rotated refresh token: it revokes the
+// session and returns ErrReused.
+func (iss *Issuer) reuse(ctx context.Context, s *Session, gen uint64, now time.Time) error {
+	if err := iss.store.Revoke(ctx, s.ID, now, "reuse"); err != nil && !errors.Is(err, ErrSessionNotFound) {
+		return storeErr("revoke", err)
+	}
+	iss.sessCache.forget(s.ID)
+	iss.emit(ctx, Event{Kind: EventReused, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: gen, Reason: "reuse"})
+	return tokenErr(ErrReused, "rotated refresh token presented again")
+}
+
+// Revoke ends the session of a refresh token (RFC 7009): its refresh tokens
+// stop working at once, and so do its access tokens when
+// Config.CheckSession is on. A malformed, forged or unknown token returns an
+// error wrapping ErrInvalidToken and revokes nothing; revoking a revoked
+// session is not an error.
+func (iss *Issuer) Revoke(ctx context.Context, refreshToken string) error {
+	_, s, err := iss.verifyRefresh(ctx, refreshToken)
+	if err != nil {
+		return err
+	}
+	return iss.revoke(ctx, s.ID, s.Subject, "revoked")
+}
+
+// RevokeSession ends the session with the id (from Claims.SessionID or
+// Sessions), for logout or a "sign out this device" button. An unknown id
+// returns ErrSessionNotFound.
+func (iss *Issuer) RevokeSession(ctx context.Context, id string) error {
+	return iss.revoke(ctx, id, "", "revoked")
+}
+
+func (iss *Issuer) revoke(ctx context.Context, id, subject, reason string) error {
+	now := iss.now()
+	err := iss.store.Revoke(ctx, id, now, reason)
+	if errors.Is(err, ErrSessionNotFound) {
+		return err
+	}
+	if err != nil {
+		return storeErr("revoke", err)
+	}
+	iss.sessCache.forget(id)
+	iss.emit(ctx, Event{Kind: EventRevoked, Time: now, SessionID: id, Subject: subject, Reason: reason})
+	return nil
+}
+
+// RevokeSubject ends every session of the subject ("log out everywhere",
+// password change) and returns how many were live.
+func (iss *Issuer) RevokeSubject(ctx context.Context, subject string) (int, error) {
+	now := iss.now()
+	n, err := iss.store.RevokeSubject(ctx, subject, now, "revoked-all")
+	if err != nil {
+		return n, storeErr("revoke subject", err)
+	}
+	iss.sessCache.forget("")
+	iss.emit(ctx, Event{Kind: EventRevoked, Time: now, Subject: subject, Reason: fmt.Sprintf("revoked-all: %d sessions", n)})
+	return n, nil
+}
+
+// SessionInfo describes a live session, for a "your devices" page. It holds
+// nothing secret.
+type SessionInfo struct {
+	ID         string            `json:"id"`
+	ClientID   string            `json:"client_id,omitempty"`
+	Scope      []string          `json:"scope,omitempty"`
+	Meta       map[string]string `json:"meta,omitempty"`
+	CreatedAt  time.Time         `json:"created_at"`
+	LastUsedAt time.Time         `json:"last_used_at"` // last rotation
+	ExpiresAt  time.Time         `json:"expires_at"`   // the earlier of idle and absolute expiry
+}
+
+// Sessions lists the subject's live sessions (not revoked, not expired),
+// oldest first.
+func (iss *Issuer) Sessions(ctx context.Context, subject string) ([]SessionInfo, error) {
+	all, err := iss.store.Sessions(ctx, subject)
+	if err != nil {
+		return nil, storeErr("sessions", err)
+	}
+	now := iss.now()
+	out := []SessionInfo{}
+	var none callOptions
+	for _, s := range all {
+		none.clientID = s.ClientID
+		if iss.usable(s, now, &none) != nil {
+			continue
+		}
+		exp := s.RotatedAt.Add(iss.cfg.IdleTTL)
+		if s.ExpiresAt.Before(exp) {
+			exp = s.ExpiresAt
+		}
+		out = append(out, SessionInfo{
+			ID: s.ID, ClientID: s.ClientID, Scope: s.Scope, Meta: s.Meta,
+			CreatedAt: s.CreatedAt, LastUsedAt: s.RotatedAt, ExpiresAt: exp,
+		})
+	}
+	return out, nil
+}
+
+// Sweep deletes sessions whose absolute lifetime ended before now from the
+// store, in batches of batch (default 1000), and returns how many it deleted.
+// Run it periodically with stores that do not expire sessions by themselves.
+func (iss *Issuer) Sweep(ctx context.Context, batch int) (int, error) {
+	if batch <= 0 {
+		batch = 1000
+	}
+	now := iss.now()
+	total := 0
+	for {
+		n, err := iss.store.DeleteExpired(ctx, now, batch)
+		total += n
+		if err != nil {
+			return total, storeErr("delete expired", err)
+		}
+		if n < batch {
+			return total, nil
+		}
+	}
+}

@@ -1,0 +1,109 @@
+package refresh
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"time"
+)
+
+// Session is one login on one device: a family of refresh tokens of which
+// exactly one, the token of generation Generation, may be used now.
+//
+// A Session holds no token and nothing a token can be rebuilt from without the
+// Issuer's refresh keys: a copy of the store gives an attacker no tokens.
+// Sessions returned by a Store are copies; the caller may change them freely.
+type Session struct {
+	ID         string // random 128-bit id, base64url; the sid claim of access tokens
+	Subject    string // the user
+	ClientID   string // client the family is bound to, or ""
+	Generation uint64 // generation of the refresh token that may be used now
+	GraceUses  uint32 // grace retries served for the current generation
+	Seed       []byte // 32 secret random bytes, input of every token's MAC
+
+	Scope  []string          // scope granted at login
+	Claims []byte            // application claims as a JSON object, or nil
+	Meta   map[string]string // device, user agent, IP ... for the sessions list
+
+	CreatedAt time.Time // start of the session
+	RotatedAt time.Time // last time Generation advanced (CreatedAt at first)
+	ExpiresAt time.Time // absolute end; rotation never extends it
+
+	RevokedAt    time.Time // zero while the session is live; set once
+	RevokeReason string    // why it was revoked ("logout", "reuse", ...)
+}
+
+// Revoked reports whether the session has been revoked.
+func (s *Session) Revoked() bool { return !s.RevokedAt.IsZero() }
+
+// Clone returns a deep copy of s: no slice or map is shared. Stores use it so
+// that returned sessions never alias their memory.
+func (s *Session) Clone() *Session {
+	if s == nil {
+		return nil
+	}
+	c := *s
+	c.Seed = slices.Clone(s.Seed)
+	c.Scope = slices.Clone(s.Scope)
+	c.Claims = slices.Clone(s.Claims)
+	c.Meta = maps.Clone(s.Meta)
+	return &c
+}
+
+// Store keeps sessions. It is a record store, not a policy engine: it never
+// decides whether a token is valid, expired or reused (the Issuer does), it
+// only applies each change atomically. That keeps third-party adapters simple
+// and hard to get wrong. The package storetest checks an implementation
+// against this contract.
+//
+// Every method must be safe for concurrent use by multiple goroutines and by
+// multiple processes sharing the store, must be one atomic step, must honour
+// ctx (returning its error once it is done), and must return copies that the
+// caller can modify without changing the store. Times are stored with
+// nanosecond precision and returned so that Equal reports true; locations
+// need not be preserved. Errors other than the documented sentinels are
+// system faults and are passed up wrapped.
+type Store interface {
+	// Create stores a new session. If a session with the same ID exists it
+	// returns ErrSessionExists and changes nothing.
+	Create(ctx context.Context, s *Session) error
+
+	// Get returns the session with the id, revoked or not, expired or not,
+	// or ErrSessionNotFound. Sessions removed by DeleteExpired are not found.
+	Get(ctx context.Context, id string) (*Session, error)
+
+	// Advance moves the session from generation `from` to from+1, sets
+	// RotatedAt to at and GraceUses to 0, but only if its generation is still
+	// `from` and it is not revoked. Otherwise it returns ErrConflict and
+	// changes nothing (ErrSessionNotFound if there is no such session). Of
+	// any number of concurrent calls with the same `from`, at most one
+	// succeeds.
+	Advance(ctx context.Context, id string, from uint64, at time.Time) error
+
+	// UseGrace counts one grace retry for the current generation: if the
+	// session's generation is `generation`, it is not revoked and GraceUses is
+	// below limit, it increments GraceUses and returns nil. Otherwise it
+	// returns ErrConflict and changes nothing (ErrSessionNotFound if there is
+	// no such session).
+	UseGrace(ctx context.Context, id string, generation uint64, limit uint32) error
+
+	// Revoke marks the session revoked at `at` for `reason`. Revoking a
+	// revoked session returns nil and keeps the first RevokedAt and reason.
+	// A missing session is ErrSessionNotFound.
+	Revoke(ctx context.Context, id string, at time.Time, reason string) error
+
+	// RevokeSubject revokes every session of the subject that is not revoked
+	// yet and returns how many it revoked (0 for an unknown subject).
+	RevokeSubject(ctx context.Context, subject string, at time.Time, reason string) (int, error)
+
+	// Sessions returns every stored session of the subject, revoked ones
+	// included, ordered by CreatedAt and then ID; an empty slice for an
+	// unknown subject. Sessions of other subjects never appear.
+	Sessions(ctx context.Context, subject string) ([]*Session, error)
+
+	// DeleteExpired removes at most limit sessions whose ExpiresAt is at or
+	// before `before` and returns how many it removed. Callers loop until it
+	// returns fewer than limit; each call must be short so it never holds
+	// long locks. limit <= 0 removes nothing.
+	DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error)
+}

@@ -1,0 +1,531 @@
+package refresh
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/lestrrat-go/jwx/v3/jws/jwsbb"
+)
+
+// Algorithm is a JWS signature algorithm for access tokens (RFC 7518).
+type Algorithm string
+
+// The supported algorithms. "none" is not one of them, and never will be.
+const (
+	HS256 Algorithm = "HS256" // HMAC SHA-256; secret of at least 32 bytes
+	HS384 Algorithm = "HS384" // HMAC SHA-384; secret of at least 48 bytes
+	HS512 Algorithm = "HS512" // HMAC SHA-512; secret of at least 64 bytes
+	RS256 Algorithm = "RS256" // RSA PKCS#1 v1.5 SHA-256; RSA of at least 2048 bits
+	PS256 Algorithm = "PS256" // RSA-PSS SHA-256; RSA of at least 2048 bits
+	ES256 Algorithm = "ES256" // ECDSA P-256 SHA-256
+	EdDSA Algorithm = "EdDSA" // Ed25519
+)
+
+// Key is a key that signs or verifies access tokens. Each key is bound to
+// exactly one algorithm (RFC 8725 §3.1): a token whose header names another
+// algorithm is refused.
+//
+// Key.Key holds the key material as a standard-library type:
+//   - HS256/HS384/HS512: []byte, at least as long as the hash output;
+//   - RS256/PS256: *rsa.PrivateKey, or *rsa.PublicKey to verify only;
+//   - ES256: *ecdsa.PrivateKey or *ecdsa.PublicKey on P-256;
+//   - EdDSA: ed25519.PrivateKey or ed25519.PublicKey.
+//
+// Use ParseJWK for keys held as JWK JSON.
+type Key struct {
+	// ID is the kid header. Empty means derived: the RFC 7638 thumbprint of
+	// a public key, or a hash-based id for an HMAC secret.
+	ID        string
+	Algorithm Algorithm
+	Key       any
+}
+
+// ParseJWK reads a key from its JWK JSON form (RFC 7517). The kid member
+// becomes the key ID. The algorithm is the alg member; without one it is
+// EdDSA for an Ed25519 key, ES256 for a P-256 key, RS256 for an RSA key and
+// HS256 for a symmetric key.
+func ParseJWK(data []byte) (Key, error) {
+	k, err := jwk.ParseKey(data)
+	if err != nil {
+		return Key{}, fmt.Errorf("refresh: parse JWK: %w", err)
+	}
+	var raw any
+	if err := jwk.Export(k, &raw); err != nil {
+		return Key{}, fmt.Errorf("refresh: parse JWK: %w", err)
+	}
+	out := Key{Key: raw}
+	out.ID, _ = k.KeyID()
+	if a, ok := k.Algorithm(); ok {
+		out.Algorithm = Algorithm(a.String())
+	} else {
+		switch r := raw.(type) {
+		case ed25519.PrivateKey, ed25519.PublicKey:
+			out.Algorithm = EdDSA
+		case *ecdsa.PrivateKey, *ecdsa.PublicKey:
+			out.Algorithm = ES256
+		case *rsa.PrivateKey, *rsa.PublicKey:
+			out.Algorithm = RS256
+		case []byte:
+			out.Algorithm = HS256
+		default:
+			return Key{}, fmt.Errorf("refresh: parse JWK: unsupported key type %T", r)
+		}
+	}
+	if _, err := compileKey(out); err != nil {
+		return Key{}, err
+	}
+	return out, nil
+}
+
+// accessKey is a Key checked and prepared for use.
+type accessKey struct {
+	id     string
+	alg    Algorithm
+	sign   any    // private key or secret; nil for a verify-only key
+	verify any    // public key or secret
+	header string // base64url of the protected header, for signing
+	hmac   bool
+	jwk    jwk.Key // public JWK for the JWKS document; nil for secrets
+}
+
+func compileKey(k Key) (*accessKey, error) {
+	ak := &accessKey{id: k.ID, alg: k.Algorithm}
+	bad := func(format string, args ...any) (*accessKey, error) {
+		return nil, fmt.Errorf("refresh: key %q (%s): %s", k.ID, k.Algorithm, fmt.Sprintf(format, args...))
+	}
+	switch k.Algorithm {
+	case HS256, HS384, HS512:
+		secret, ok := k.Key.([]byte)
+		if !ok {
+			return bad("needs a []byte secret, got %T", k.Key)
+		}
+		min := map[Algorithm]int{HS256: 32, HS384: 48, HS512: 64}[k.Algorithm]
+		if len(secret) < min {
+			return bad("secret of %d bytes is under the %d bytes required", len(secret), min)
+		}
+		secret = slices.Clone(secret)
+		ak.sign, ak.verify, ak.hmac = secret, secret, true
+		if ak.id == "" {
+			sum := sha256.Sum256(append([]byte("refresh/kid\x00"), secret...))
+			ak.id = "hs-" + base64.RawURLEncoding.EncodeToString(sum[:9])
+		}
+	case RS256, PS256:
+		switch key := k.Key.(type) {
+		case *rsa.PrivateKey:
+			ak.sign, ak.verify = key, &key.PublicKey
+		case *rsa.PublicKey:
+			ak.verify = key
+		default:
+			return bad("needs an *rsa.PrivateKey or *rsa.PublicKey, got %T", k.Key)
+		}
+		if n := ak.verify.(*rsa.PublicKey).N; n == nil || n.BitLen() < 2048 {
+			return bad("RSA keys must have at least 2048 bits")
+		}
+	case ES256:
+		switch key := k.Key.(type) {
+		case *ecdsa.PrivateKey:
+			ak.sign, ak.verify = key, &key.PublicKey
+		case *ecdsa.PublicKey:
+			ak.verify = key
+		default:
+			return bad("needs an *ecdsa.PrivateKey or *ecdsa.PublicKey, got %T", k.Key)
+		}
+		if ak.verify.(*ecdsa.PublicKey).Curve != elliptic.P256() {
+			return bad("ES256 needs a P-256 key")
+		}
+	case EdDSA:
+		switch key := k.Key.(type) {
+		case ed25519.PrivateKey:
+			if len(key) != ed25519.PrivateKeySize {
+				return bad("bad Ed25519 private key length %d", len(key))
+			}
+			ak.sign, ak.verify = key, key.Public()
+		case ed25519.PublicKey:
+			if len(key) != ed25519.PublicKeySize {
+				return bad("bad Ed25519 public key length %d", len(key))
+			}
+			ak.verify = key
+		default:
+			return bad("needs an ed25519.PrivateKey or ed25519.PublicKey, got %T", k.Key)
+		}
+	case "":
+		return bad("no algorithm: every key must name exactly one")
+	default:
+		return bad("unsupported algorithm")
+	}
+	if !ak.hmac {
+		pub, err := jwk.Import(ak.verify)
+		if err != nil {
+			return bad("%v", err)
+		}
+		if ak.id == "" {
+			tp, err := pub.Thumbprint(crypto.SHA256)
+			if err != nil {
+				return bad("%v", err)
+			}
+			ak.id = base64.RawURLEncoding.EncodeToString(tp)
+		}
+		for name, v := range map[string]any{jwk.KeyIDKey: ak.id, jwk.AlgorithmKey: string(ak.alg), jwk.KeyUsageKey: "sig"} {
+			if err := pub.Set(name, v); err != nil {
+				return bad("%v", err)
+			}
+		}
+		ak.jwk = pub
+	}
+	hdr := appendString([]byte(`{"alg":`), string(ak.alg))
+	hdr = appendString(append(hdr, `,"kid":`...), ak.id)
+	hdr = append(hdr, `,"typ":"at+jwt"}`...)
+	ak.header = base64.RawURLEncoding.EncodeToString(hdr)
+	return ak, nil
+}
+
+// Claims are the claims of a verified access token (RFC 9068 §2.2).
+// A Claims value is not modified by this package after it is returned.
+type Claims struct {
+	Issuer    string    // iss
+	Subject   string    // sub
+	Audience  []string  // aud
+	ExpiresAt time.Time // exp
+	IssuedAt  time.Time // iat
+	NotBefore time.Time // nbf; zero when absent
+	ID        string    // jti, unique per token
+	ClientID  string    // client_id
+	SessionID string    // sid: the session (token family) the token belongs to
+	Scope     []string  // scope, split on spaces
+	// Extra holds the application's own claims, decoded by encoding/json.
+	Extra map[string]any
+}
+
+// HasScope reports whether the token was granted scope.
+func (c *Claims) HasScope(scope string) bool { return slices.Contains(c.Scope, scope) }
+
+// Roles returns the strings of the "roles" claim (an array of strings or a
+// single string), or of the "role" claim when there is no "roles".
+func (c *Claims) Roles() []string {
+	v, ok := c.Extra["roles"]
+	if !ok {
+		v = c.Extra["role"]
+	}
+	switch r := v.(type) {
+	case string:
+		return []string{r}
+	case []any:
+		out := make([]string, 0, len(r))
+		for _, x := range r {
+			if s, ok := x.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// HasRole reports whether role is among Roles.
+func (c *Claims) HasRole(role string) bool { return slices.Contains(c.Roles(), role) }
+
+// reservedClaims may not be set by the application: the Issuer writes them.
+var reservedClaims = map[string]bool{
+	"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true,
+	"jti": true, "client_id": true, "sid": true, "scope": true, "cnf": true,
+}
+
+// encodeClaims validates application claims and returns them as a JSON
+// object, or nil when there are none.
+func encodeClaims(m map[string]any) ([]byte, error) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	for name := range m {
+		if reservedClaims[name] {
+			return nil, fmt.Errorf("refresh: claim %q is reserved and set by the Issuer", name)
+		}
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("refresh: claims: %w", err)
+	}
+	return b, nil
+}
+
+var b64 = base64.RawURLEncoding
+
+// accessInput is what one access token says.
+type accessInput struct {
+	subject, clientID, sessionID string
+	scope                        []string
+	claims                       []byte // JSON object or nil
+}
+
+// signAccess mints an access token. The claims JSON is appended directly,
+// without reflection; the header is encoded once per key.
+func (iss *Issuer) signAccess(in *accessInput, now time.Time) (string, time.Time, error) {
+	k := iss.signer
+	exp := now.Add(iss.cfg.AccessTTL).Unix()
+	var jti [16]byte
+	_, _ = rand.Read(jti[:])
+
+	p := make([]byte, 0, 256+len(in.claims))
+	p = append(p, `{"iss":`...)
+	p = appendString(p, iss.cfg.Issuer)
+	p = appendMember(p, "sub", in.subject)
+	p = appendMember(p, "aud", iss.cfg.Audience)
+	p = appendIntMember(p, "exp", exp)
+	p = appendIntMember(p, "iat", now.Unix())
+	p = append(p, `,"jti":"`...)
+	p = b64.AppendEncode(p, jti[:])
+	p = append(p, '"')
+	clientID := in.clientID
+	if clientID == "" {
+		clientID = iss.cfg.ClientID
+	}
+	p = appendMember(p, "client_id", clientID)
+	p = appendMember(p, "sid", in.sessionID)
+	if len(in.scope) > 0 {
+		p = appendMember(p, "scope", strings.Join(in.scope, " "))
+	}
+	if len(in.claims) > 2 { // more than "{}"
+		p = append(p, ',')
+		p = append(p, in.claims[1:]...) // members and the closing brace
+	} else {
+		p = append(p, '}')
+	}
+
+	tok := make([]byte, 0, len(k.header)+1+b64.EncodedLen(len(p))+1+140)
+	tok = append(tok, k.header...)
+	tok = append(tok, '.')
+	tok = b64.AppendEncode(tok, p)
+	sig, err := jwsbb.Sign(k.sign, string(k.alg), tok, nil)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("refresh: sign access token: %w", err)
+	}
+	tok = append(tok, '.')
+	tok = b64.AppendEncode(tok, sig)
+	return string(tok), time.Unix(exp, 0), nil
+}
+
+// Verify checks an access token and returns its claims. It refuses, with an
+// error wrapping ErrInvalidToken (or ErrExpired, ErrRevoked):
+//   - tokens longer than Config.MaxTokenSize, before any parsing;
+//   - anything but a three-part JWS compact serialization in canonical
+//     base64url, and headers or claims with duplicate members;
+//   - alg "none" and every algorithm other than the selected key's; an
+//     unknown kid, or no kid when several keys exist; any crit header;
+//     jku, x5u, jwk and x5c headers are ignored, never fetched;
+//   - typ other than "at+jwt" or "application/at+jwt" (case-insensitive);
+//   - a bad signature; iss other than Config.Issuer; aud without
+//     Config.Audience; missing sub, iat or jti;
+//   - missing or passed exp, nbf in the future (both with Config.Leeway);
+//   - with Config.CheckSession, a token whose session is revoked, expired or
+//     gone (ErrRevoked).
+//
+// Verify is safe for concurrent use.
+func (iss *Issuer) Verify(ctx context.Context, token string) (*Claims, error) {
+	if len(token) > iss.cfg.MaxTokenSize {
+		return nil, tokenErr(ErrInvalidToken, "token too long")
+	}
+	if strings.HasPrefix(token, refreshPrefix) {
+		return nil, tokenErr(ErrInvalidToken, "refresh token used as access token")
+	}
+	hdrB64, rest, ok := strings.Cut(token, ".")
+	if !ok {
+		return nil, tokenErr(ErrInvalidToken, "not a JWS compact serialization")
+	}
+	payB64, sigB64, ok := strings.Cut(rest, ".")
+	if !ok || strings.IndexByte(sigB64, '.') >= 0 {
+		return nil, tokenErr(ErrInvalidToken, "not a JWS compact serialization")
+	}
+	hdrJSON, err := b64.Strict().DecodeString(hdrB64)
+	if err != nil {
+		return nil, tokenErr(ErrInvalidToken, "header is not base64url")
+	}
+	var alg, kid, typ string
+	var hasKid, hasTyp, hasAlg bool
+	err = walkObject(hdrJSON, func(name string, v json.RawMessage) (err error) {
+		switch name {
+		case "alg":
+			alg, err = stringValue(v)
+			hasAlg = true
+		case "kid":
+			kid, err = stringValue(v)
+			hasKid = true
+		case "typ":
+			typ, err = stringValue(v)
+			hasTyp = true
+		case "crit":
+			err = errors.New("crit")
+		}
+		return err
+	})
+	if err != nil {
+		return nil, tokenErr(ErrInvalidToken, "bad header")
+	}
+	if !hasAlg || strings.EqualFold(alg, "none") {
+		return nil, tokenErr(ErrInvalidToken, "alg none or missing")
+	}
+	var k *accessKey
+	switch {
+	case hasKid:
+		k = iss.keys[kid]
+	case len(iss.keys) == 1:
+		k = iss.signer
+	}
+	if k == nil {
+		return nil, tokenErr(ErrInvalidToken, "unknown or missing kid")
+	}
+	if Algorithm(alg) != k.alg {
+		return nil, tokenErr(ErrInvalidToken, "alg does not match the key")
+	}
+	if !hasTyp || !(strings.EqualFold(typ, "at+jwt") || strings.EqualFold(typ, "application/at+jwt")) {
+		return nil, tokenErr(ErrInvalidToken, "typ is not at+jwt")
+	}
+	sig, err := b64.Strict().DecodeString(sigB64)
+	if err != nil {
+		return nil, tokenErr(ErrInvalidToken, "signature is not base64url")
+	}
+	signed := token[:len(hdrB64)+1+len(payB64)]
+	if err := jwsbb.Verify(k.verify, alg, []byte(signed), sig); err != nil {
+		return nil, tokenErr(ErrInvalidToken, "bad signature")
+	}
+	payload, err := b64.Strict().DecodeString(payB64)
+	if err != nil {
+		return nil, tokenErr(ErrInvalidToken, "payload is not base64url")
+	}
+	c, err := iss.parseClaims(payload)
+	if err != nil {
+		return nil, err
+	}
+	if iss.cfg.CheckSession {
+		if err := iss.checkSession(ctx, c.SessionID); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (iss *Issuer) parseClaims(payload []byte) (*Claims, error) {
+	c := &Claims{}
+	var hasExp, hasIat bool
+	err := walkObject(payload, func(name string, v json.RawMessage) (err error) {
+		switch name {
+		case "iss":
+			c.Issuer, err = stringValue(v)
+		case "sub":
+			c.Subject, err = stringValue(v)
+		case "jti":
+			c.ID, err = stringValue(v)
+		case "client_id":
+			c.ClientID, err = stringValue(v)
+		case "sid":
+			c.SessionID, err = stringValue(v)
+		case "scope":
+			var s string
+			s, err = stringValue(v)
+			c.Scope = strings.Fields(s)
+		case "aud":
+			c.Audience, err = audienceValue(v)
+		case "exp":
+			c.ExpiresAt, err = numericDate(v)
+			hasExp = true
+		case "iat":
+			c.IssuedAt, err = numericDate(v)
+			hasIat = true
+		case "nbf":
+			c.NotBefore, err = numericDate(v)
+		default:
+			if c.Extra == nil {
+				c.Extra = make(map[string]any)
+			}
+			var x any
+			err = json.Unmarshal(v, &x)
+			c.Extra[name] = x
+		}
+		return err
+	})
+	if err != nil {
+		return nil, tokenErr(ErrInvalidToken, "bad claims")
+	}
+	switch {
+	case c.Issuer != iss.cfg.Issuer:
+		return nil, tokenErr(ErrInvalidToken, "wrong issuer")
+	case !slices.Contains(c.Audience, iss.cfg.Audience):
+		return nil, tokenErr(ErrInvalidToken, "wrong audience")
+	case c.Subject == "" || c.ID == "" || !hasIat:
+		return nil, tokenErr(ErrInvalidToken, "missing sub, jti or iat")
+	case !hasExp:
+		return nil, tokenErr(ErrInvalidToken, "missing exp")
+	}
+	now := iss.now()
+	if !now.Before(c.ExpiresAt.Add(iss.cfg.Leeway)) {
+		return nil, tokenErr(ErrExpired, "access token expired")
+	}
+	if !c.NotBefore.IsZero() && now.Add(iss.cfg.Leeway).Before(c.NotBefore) {
+		return nil, tokenErr(ErrInvalidToken, "token not valid yet")
+	}
+	return c, nil
+}
+
+func audienceValue(v json.RawMessage) ([]string, error) {
+	if len(v) > 0 && v[0] == '"' {
+		s, err := stringValue(v)
+		return []string{s}, err
+	}
+	if len(v) == 0 || v[0] != '[' {
+		return nil, errors.New("aud is neither string nor array")
+	}
+	var out []string
+	err := json.Unmarshal(v, &out)
+	return out, err
+}
+
+// maxNumericDate is 9999-12-31T23:59:59Z; later dates are refused.
+const maxNumericDate = 253402300799
+
+// numericDate decodes a NumericDate (RFC 7519 §2): a non-negative JSON
+// number of seconds, possibly fractional. Strings, negatives and values
+// past year 9999 are refused.
+func numericDate(v json.RawMessage) (time.Time, error) {
+	if len(v) == 0 || v[0] < '0' || v[0] > '9' {
+		return time.Time{}, errors.New("NumericDate is not a non-negative number")
+	}
+	f, err := strconv.ParseFloat(string(v), 64)
+	if err != nil || f > maxNumericDate || math.IsNaN(f) {
+		return time.Time{}, errors.New("bad NumericDate")
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), nil
+}
+
+// JWKS returns the JSON Web Key Set (RFC 7517 §5) of the public keys of the
+// asymmetric keys in Config.Keys, for resource servers that verify access
+// tokens themselves. It never contains private members or HMAC secrets. The
+// returned slice is a fresh copy.
+func (iss *Issuer) JWKS() []byte { return slices.Clone(iss.jwks) }
+
+func buildJWKS(keys []*accessKey) ([]byte, error) {
+	set := jwk.NewSet()
+	for _, k := range keys {
+		if k.jwk != nil {
+			if err := set.AddKey(k.jwk); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return json.Marshal(set)
+}
