@@ -2,7 +2,10 @@ module github.com/refreshkit/refresh
 
 go 1.25.0
 
-require github.com/lestrrat-go/jwx/v3 v3.3.0
+require (
+	github.com/lestrrat-go/jwx/v3 v3.3.0
+	github.com/stretchr/testify v1.12.1
+)
 
 require (
 	github.com/decred/dcrd/dcrec/secp256k1/v4 v4.4.1 // indirect
@@ -15,5 +18,6 @@ require (
 	github.com/lestrrat-go/option/v2 v2.0.0 // indirect
 	github.com/segmentio/asm v1.2.1 // indirect
 	github.com/valyala/fastjson v1.6.10 // indirect
+	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/sys v0.47.0 // indirect
 )

@@ -317,7 +317,7 @@ func (iss *Issuer) signAccess(in *accessInput, now time.Time) (string, time.Time
 	}
 	tok = append(tok, '.')
 	tok = b64.AppendEncode(tok, sig)
-	return string(tok), time.Unix(exp, 0), nil
+	return string(tok), time.Unix(exp, 0).In(now.Location()), nil
 }
 
 // Verify checks an access token and returns its claims. It refuses, with an

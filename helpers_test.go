@@ -1,0 +1,139 @@
+package refresh_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/refreshkit/refresh"
+	"github.com/stretchr/testify/require"
+)
+
+// clock is an injectable clock that moves only when told to.
+type clock struct {
+	mu sync.Mutex // guards t
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func (c *clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+var (
+	hsSecret  = []byte("0123456789abcdef0123456789abcdef") // 32 bytes
+	macSecret = []byte("refresh-mac-key-refresh-mac-key-")
+	ecKey, _  = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, edKey, _ = ed25519.GenerateKey(rand.Reader)
+)
+
+type env struct {
+	iss   *refresh.Issuer
+	store *refresh.MemoryStore
+	clock *clock
+	cfg   refresh.Config
+}
+
+// newEnv returns an Issuer on a memory store with an injected clock; mod
+// may change the configuration first.
+func newEnv(t testing.TB, mod ...func(*refresh.Config)) *env {
+	t.Helper()
+	st := refresh.NewMemoryStore(refresh.WithSweepInterval(0))
+	c := newClock()
+	cfg := refresh.Config{
+		Issuer:      "https://auth.example.com",
+		Audience:    "https://api.example.com",
+		Keys:        []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}},
+		RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: macSecret}},
+		Store:       st,
+		Now:         c.Now,
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	iss, err := refresh.NewIssuer(cfg)
+	require.NoError(t, err)
+	return &env{iss: iss, store: st, clock: c, cfg: cfg}
+}
+
+func (e *env) issue(t testing.TB, sub string, opts ...refresh.Option) *refresh.Pair {
+	t.Helper()
+	p, err := e.iss.Issue(context.Background(), sub, opts...)
+	require.NoError(t, err)
+	return p
+}
+
+func (e *env) session(t testing.TB, id string) *refresh.Session {
+	t.Helper()
+	s, err := e.store.Get(context.Background(), id)
+	require.NoError(t, err)
+	return s
+}
+
+// decodeJWT splits a compact JWS into its decoded header and claims.
+func decodeJWT(t testing.TB, tok string) (map[string]any, map[string]any) {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	require.Len(t, parts, 3)
+	var h, c map[string]any
+	hb, err := base64.RawURLEncoding.DecodeString(parts[0])
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(hb, &h))
+	cb, err := base64.RawURLEncoding.DecodeString(parts[1])
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(cb, &c))
+	return h, c
+}
+
+func b64json(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// forgeHS signs header and claims with HMAC-SHA256 under secret, the way an
+// attacker holding secret would.
+func forgeHS(header, claims any, secret []byte) string {
+	in := b64json(header) + "." + b64json(claims)
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(in))
+	return in + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// goodClaims returns claims that Verify accepts at the env's current time.
+func (e *env) goodClaims() map[string]any {
+	now := e.clock.Now().Unix()
+	return map[string]any{
+		"iss": e.cfg.Issuer, "sub": "alice", "aud": e.cfg.Audience,
+		"exp": now + 60, "iat": now, "jti": "j1", "client_id": "c", "sid": "s",
+	}
+}
+
+func goodHeader() map[string]any { return map[string]any{"alg": "HS256", "kid": "hs1", "typ": "at+jwt"} }

@@ -1,0 +1,683 @@
+package refresh_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/refreshkit/refresh"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var bg = context.Background()
+
+func TestNewIssuerValidation(t *testing.T) {
+	rsaSmall, err := rsa.GenerateKey(rand.Reader, 1024)
+	require.NoError(t, err)
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	require.NoError(t, err)
+	cases := []struct {
+		name string
+		mod  func(*refresh.Config)
+		want string
+	}{
+		{"no issuer", func(c *refresh.Config) { c.Issuer = "" }, "Issuer is required"},
+		{"no audience", func(c *refresh.Config) { c.Audience = "" }, "Audience is required"},
+		{"no store", func(c *refresh.Config) { c.Store = nil }, "Store is required"},
+		{"no keys", func(c *refresh.Config) { c.Keys = nil }, "at least one key"},
+		{"no refresh keys", func(c *refresh.Config) { c.RefreshKeys = nil }, "RefreshKeys needs"},
+		{"HMAC secret of 31 bytes", func(c *refresh.Config) { c.Keys[0].Key = hsSecret[:31] }, "under the 32 bytes"},
+		{"HS512 secret of 63 bytes", func(c *refresh.Config) {
+			c.Keys[0] = refresh.Key{Algorithm: refresh.HS512, Key: make([]byte, 63)}
+		}, "under the 64 bytes"},
+		{"refresh key of 31 bytes", func(c *refresh.Config) { c.RefreshKeys[0].Secret = macSecret[:31] }, "under the 32 bytes"},
+		{"key without algorithm", func(c *refresh.Config) { c.Keys[0].Algorithm = "" }, "no algorithm"},
+		{"alg none", func(c *refresh.Config) { c.Keys[0].Algorithm = "none" }, "unsupported algorithm"},
+		{"HMAC key given to RS256", func(c *refresh.Config) { c.Keys[0].Algorithm = refresh.RS256 }, "needs an *rsa"},
+		{"RSA 1024", func(c *refresh.Config) { c.Keys[0] = refresh.Key{Algorithm: refresh.RS256, Key: rsaSmall} }, "2048 bits"},
+		{"ES256 on P-384", func(c *refresh.Config) { c.Keys[0] = refresh.Key{Algorithm: refresh.ES256, Key: p384} }, "P-256"},
+		{"verify-only signing key", func(c *refresh.Config) {
+			c.Keys[0] = refresh.Key{Algorithm: refresh.ES256, Key: &ecKey.PublicKey}
+		}, "needs a private key"},
+		{"duplicate kid", func(c *refresh.Config) { c.Keys = append(c.Keys, c.Keys[0]) }, "duplicate key id"},
+		{"duplicate refresh key id", func(c *refresh.Config) { c.RefreshKeys = append(c.RefreshKeys, c.RefreshKeys[0]) }, "duplicate refresh key id"},
+		{"access TTL over an hour", func(c *refresh.Config) { c.AccessTTL = time.Hour + 1 }, "over the maximum"},
+		{"access TTL over idle TTL", func(c *refresh.Config) { c.AccessTTL, c.IdleTTL = 30*time.Minute, 20*time.Minute }, "longer than IdleTTL"},
+		{"idle TTL over session TTL", func(c *refresh.Config) { c.IdleTTL, c.SessionTTL = 48*time.Hour, 24*time.Hour }, "longer than SessionTTL"},
+		{"grace not under idle", func(c *refresh.Config) { c.IdleTTL, c.Grace = time.Hour, time.Hour }, "shorter than IdleTTL"},
+		{"negative grace", func(c *refresh.Config) { c.Grace = -1 }, "negative"},
+		{"huge leeway", func(c *refresh.Config) { c.Leeway = time.Hour }, "Leeway"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := newEnv(t).cfg
+			cfg.Keys = append([]refresh.Key(nil), cfg.Keys...)
+			cfg.RefreshKeys = append([]refresh.RefreshKey(nil), cfg.RefreshKeys...)
+			tc.mod(&cfg)
+			_, err := refresh.NewIssuer(cfg)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.True(t, strings.HasPrefix(err.Error(), "refresh: "), "errors carry the package prefix: %v", err)
+		})
+	}
+}
+
+func TestIssueDefaultsAndPair(t *testing.T) {
+	e := newEnv(t)
+	p := e.issue(t, "alice", refresh.WithScope("read", "write"))
+	now := e.clock.Now()
+	assert.Equal(t, "Bearer", p.TokenType)
+	assert.Equal(t, now.Add(refresh.DefaultAccessTTL), p.AccessExpiresAt)
+	assert.Equal(t, now.Add(refresh.DefaultIdleTTL), p.RefreshExpiresAt)
+	assert.Equal(t, []string{"read", "write"}, p.Scope)
+	assert.True(t, strings.HasPrefix(p.RefreshToken, "rt_"), "secret scanners recognise the rt_ prefix")
+	s := e.session(t, p.SessionID)
+	assert.Equal(t, now.Add(refresh.DefaultSessionTTL), s.ExpiresAt)
+	assert.Equal(t, "alice", s.Subject)
+	assert.Len(t, s.Seed, 32)
+}
+
+func TestIssueRefusesReservedClaims(t *testing.T) {
+	e := newEnv(t)
+	for _, name := range []string{"iss", "sub", "aud", "exp", "jti", "sid", "scope", "client_id"} {
+		_, err := e.iss.Issue(bg, "alice", refresh.WithClaims(map[string]any{name: "x"}))
+		require.Error(t, err, name)
+	}
+	assert.Equal(t, 0, e.store.Len(), "a refused Issue stores nothing")
+	_, err := e.iss.Issue(bg, "")
+	require.Error(t, err)
+}
+
+// R1: refresh tokens carry a 128-bit session id, a 256-bit seed and a 128-bit
+// tag; 100,000 issued tokens (and session ids) are all distinct.
+func TestR1_TokenEntropy(t *testing.T) {
+	e := newEnv(t)
+	n := 100_000
+	if testing.Short() {
+		n = 10_000
+	}
+	tokens := make(map[string]struct{}, n)
+	sids := make(map[string]struct{}, n)
+	for i := 0; i < n; i++ {
+		p := e.issue(t, "alice")
+		tokens[p.RefreshToken] = struct{}{}
+		sids[p.SessionID] = struct{}{}
+	}
+	assert.Len(t, tokens, n)
+	assert.Len(t, sids, n)
+}
+
+// recordingStore remembers every byte it is given.
+type recordingStore struct {
+	refresh.Store
+	mu   sync.Mutex // guards seen
+	seen []string
+}
+
+func (r *recordingStore) record(parts ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seen = append(r.seen, parts...)
+}
+
+func (r *recordingStore) Create(ctx context.Context, s *refresh.Session) error {
+	r.record(s.ID, s.Subject, s.ClientID, string(s.Seed), string(s.Claims), strings.Join(s.Scope, " "))
+	for k, v := range s.Meta {
+		r.record(k, v)
+	}
+	return r.Store.Create(ctx, s)
+}
+func (r *recordingStore) Get(ctx context.Context, id string) (*refresh.Session, error) {
+	r.record(id)
+	return r.Store.Get(ctx, id)
+}
+func (r *recordingStore) Advance(ctx context.Context, id string, from uint64, at time.Time) error {
+	r.record(id)
+	return r.Store.Advance(ctx, id, from, at)
+}
+func (r *recordingStore) Revoke(ctx context.Context, id string, at time.Time, reason string) error {
+	r.record(id, reason)
+	return r.Store.Revoke(ctx, id, at, reason)
+}
+
+// R2: the store never receives a token, its MAC, or anything a token can be
+// rebuilt from without the server key.
+func TestR2_StoreNeverSeesTokens(t *testing.T) {
+	rec := &recordingStore{Store: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	e := newEnv(t, func(c *refresh.Config) { c.Store = rec })
+	p := e.issue(t, "alice", refresh.WithMeta(map[string]string{"ua": "x"}))
+	p2, err := e.iss.Rotate(bg, p.RefreshToken)
+	require.NoError(t, err)
+	_, err = e.iss.Rotate(bg, p.RefreshToken) // reuse: revokes
+	require.ErrorIs(t, err, refresh.ErrReused)
+
+	for _, tok := range []string{p.RefreshToken, p2.RefreshToken} {
+		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(tok, "rt_"))
+		require.NoError(t, err)
+		tag := string(raw[len(raw)-16:])
+		for _, s := range rec.seen {
+			assert.NotContains(t, s, tok)
+			assert.NotContains(t, s, tag, "the store saw a token's MAC")
+		}
+	}
+	// Everything the store holds, without the server key, mints nothing: an
+	// Issuer with another refresh key over the same store refuses the token.
+	other := newEnv(t, func(c *refresh.Config) {
+		c.Store = rec
+		c.RefreshKeys = []refresh.RefreshKey{{ID: 1, Secret: []byte("another-mac-key-another-mac-key-")}}
+	})
+	q := e.issue(t, "bob")
+	_, err = other.iss.Rotate(bg, q.RefreshToken)
+	require.ErrorIs(t, err, refresh.ErrInvalidToken)
+	s, err := rec.Get(bg, q.SessionID)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(0), s.Generation)
+}
+
+// R3: every refresh returns a new refresh token; the old one stops working.
+func TestR3_RotationReturnsNewToken(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.Grace = 10 * time.Second })
+	p := e.issue(t, "alice")
+	seen := map[string]bool{p.RefreshToken: true}
+	cur := p
+	for i := 0; i < 20; i++ {
+		e.clock.Add(time.Minute)
+		next, err := e.iss.Rotate(bg, cur.RefreshToken)
+		require.NoError(t, err)
+		require.False(t, seen[next.RefreshToken], "rotation %d returned a used refresh token", i)
+		require.NotEqual(t, cur.AccessToken, next.AccessToken)
+		seen[next.RefreshToken] = true
+		cur = next
+	}
+	e.clock.Add(11 * time.Second) // past the grace window of the last rotation
+	_, err := e.iss.Rotate(bg, p.RefreshToken)
+	require.ErrorIs(t, err, refresh.ErrReused)
+}
+
+// R4: reuse outside the grace window revokes the session; its current token
+// then fails too.
+func TestR4_ReuseRevokesSession(t *testing.T) {
+	var events []refresh.Event
+	e := newEnv(t, func(c *refresh.Config) {
+		c.OnEvent = func(_ context.Context, ev refresh.Event) { events = append(events, ev) }
+	})
+	p := e.issue(t, "alice")
+	p2, err := e.iss.Rotate(bg, p.RefreshToken)
+	require.NoError(t, err)
+	_, err = e.iss.Rotate(bg, p.RefreshToken)
+	require.ErrorIs(t, err, refresh.ErrReused)
+	assert.True(t, refresh.IsClientError(err))
+	s := e.session(t, p.SessionID)
+	require.True(t, s.Revoked())
+	assert.Equal(t, "reuse", s.RevokeReason)
+
+	_, err = e.iss.Rotate(bg, p2.RefreshToken)
+	require.ErrorIs(t, err, refresh.ErrRevoked, "the thief's or the victim's current token dies with the session")
+
+	kinds := []refresh.EventKind{}
+	for _, ev := range events {
+		kinds = append(kinds, ev.Kind)
+	}
+	assert.Equal(t, []refresh.EventKind{refresh.EventIssued, refresh.EventRotated, refresh.EventReused}, kinds)
+	assert.Equal(t, uint64(0), events[2].Generation, "the event names the reused generation")
+}
+
+// R5: reuse revokes that one session, not the user's other sessions.
+func TestR5_ReuseRevokesOnlyItsSession(t *testing.T) {
+	e := newEnv(t)
+	laptop := e.issue(t, "alice")
+	phone := e.issue(t, "alice")
+	_, err := e.iss.Rotate(bg, laptop.RefreshToken)
+	require.NoError(t, err)
+	_, err = e.iss.Rotate(bg, laptop.RefreshToken)
+	require.ErrorIs(t, err, refresh.ErrReused)
+	_, err = e.iss.Rotate(bg, phone.RefreshToken)
+	require.NoError(t, err, "the phone's session must survive the laptop's reuse")
+	assert.False(t, e.session(t, phone.SessionID).Revoked())
+}
+
+// rotateConcurrently presents one refresh token from n goroutines at once.
+func rotateConcurrently(e *env, tok string, n int) ([]*refresh.Pair, []error) {
+	pairs := make([]*refresh.Pair, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			pairs[i], errs[i] = e.iss.Rotate(bg, tok)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return pairs, errs
+}
+
+// R6, grace 0: of 64 concurrent refreshes with one token exactly one
+// succeeds; the others are reuse and the family is revoked.
+func TestR6_ConcurrentStrict(t *testing.T) {
+	e := newEnv(t)
+	p := e.issue(t, "alice")
+	pairs, errs := rotateConcurrently(e, p.RefreshToken, 64)
+	wins := 0
+	for i, err := range errs {
+		if err == nil {
+			wins++
+			require.NotNil(t, pairs[i])
+			continue
+		}
+		require.True(t, errors.Is(err, refresh.ErrReused) || errors.Is(err, refresh.ErrRevoked), "racer %d: %v", i, err)
+	}
+	assert.Equal(t, 1, wins)
+	assert.True(t, e.session(t, p.SessionID).Revoked())
+}
+
+// R6, grace > 0: all 64 succeed and all receive the same refresh token.
+func TestR6_ConcurrentGrace(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.Grace = 5 * time.Second; c.MaxGraceUses = 64 })
+	p := e.issue(t, "alice")
+	pairs, errs := rotateConcurrently(e, p.RefreshToken, 64)
+	for i, err := range errs {
+		require.NoError(t, err, "racer %d", i)
+	}
+	jtis := map[string]bool{}
+	for _, q := range pairs {
+		assert.Equal(t, pairs[0].RefreshToken, q.RefreshToken, "every racer receives the same successor")
+		_, c := decodeJWT(t, q.AccessToken)
+		jtis[c["jti"].(string)] = true
+	}
+	assert.Len(t, jtis, 64, "each racer still gets its own access token")
+	s := e.session(t, p.SessionID)
+	assert.Equal(t, uint64(1), s.Generation, "the family advanced exactly once")
+	assert.Equal(t, uint32(63), s.GraceUses)
+	assert.False(t, s.Revoked())
+	_, err := e.iss.Rotate(bg, pairs[0].RefreshToken)
+	require.NoError(t, err, "the shared successor rotates normally")
+}
+
+// R6: the grace window, one nanosecond either side.
+func TestR6_GraceBoundary(t *testing.T) {
+	const grace = 30 * time.Second
+	for _, tc := range []struct {
+		after time.Duration
+		want  error
+	}{
+		{grace - time.Nanosecond, nil},
+		{grace, nil},
+		{grace + time.Nanosecond, refresh.ErrReused},
+	} {
+		t.Run(tc.after.String(), func(t *testing.T) {
+			e := newEnv(t, func(c *refresh.Config) { c.Grace = grace })
+			p := e.issue(t, "alice")
+			e.clock.Add(time.Hour)
+			next, err := e.iss.Rotate(bg, p.RefreshToken)
+			require.NoError(t, err)
+			e.clock.Add(tc.after)
+			retry, err := e.iss.Rotate(bg, p.RefreshToken)
+			if tc.want != nil {
+				require.ErrorIs(t, err, tc.want)
+				assert.True(t, e.session(t, p.SessionID).Revoked())
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, next.RefreshToken, retry.RefreshToken)
+			assert.Equal(t, next.RefreshExpiresAt, retry.RefreshExpiresAt, "a retry does not renew the idle lifetime twice")
+		})
+	}
+}
+
+// R6: only the immediate parent is covered by grace, and retries are bounded.
+func TestR6_GraceOnlyParentAndBounded(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.Grace = time.Minute; c.MaxGraceUses = 2 })
+	p0 := e.issue(t, "alice")
+	p1, err := e.iss.Rotate(bg, p0.RefreshToken)
+	require.NoError(t, err)
+	_, err = e.iss.Rotate(bg, p1.RefreshToken)
+	require.NoError(t, err)
+	_, err = e.iss.Rotate(bg, p0.RefreshToken) // grandparent, within the window
+	require.ErrorIs(t, err, refresh.ErrReused)
+
+	e2 := newEnv(t, func(c *refresh.Config) { c.Grace = time.Minute; c.MaxGraceUses = 2 })
+	q0 := e2.issue(t, "alice")
+	_, err = e2.iss.Rotate(bg, q0.RefreshToken)
+	require.NoError(t, err)
+	for i := 0; i < 2; i++ {
+		_, err = e2.iss.Rotate(bg, q0.RefreshToken)
+		require.NoError(t, err, "grace retry %d", i+1)
+	}
+	_, err = e2.iss.Rotate(bg, q0.RefreshToken)
+	require.ErrorIs(t, err, refresh.ErrReused, "a third retry exceeds MaxGraceUses")
+	assert.True(t, e2.session(t, q0.SessionID).Revoked())
+}
+
+// R7: the idle lifetime, one nanosecond either side; rotation renews it.
+func TestR7_IdleExpiry(t *testing.T) {
+	const idle = 24 * time.Hour
+	for _, tc := range []struct {
+		after time.Duration
+		want  error
+	}{
+		{idle - time.Nanosecond, nil},
+		{idle, refresh.ErrExpired},
+		{idle + time.Nanosecond, refresh.ErrExpired},
+	} {
+		t.Run(tc.after.String(), func(t *testing.T) {
+			e := newEnv(t, func(c *refresh.Config) { c.IdleTTL = idle })
+			p := e.issue(t, "alice")
+			e.clock.Add(idle / 2)
+			p, err := e.iss.Rotate(bg, p.RefreshToken)
+			require.NoError(t, err)
+			assert.Equal(t, e.clock.Now().Add(idle), p.RefreshExpiresAt, "rotation renews the idle lifetime")
+			e.clock.Add(tc.after)
+			_, err = e.iss.Rotate(bg, p.RefreshToken)
+			if tc.want == nil {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, tc.want)
+			assert.False(t, e.session(t, p.SessionID).Revoked(), "expiry is not revocation")
+		})
+	}
+}
+
+// R7: the absolute lifetime is never extended by rotation.
+func TestR7_AbsoluteExpiry(t *testing.T) {
+	const idle, life = 10 * time.Hour, 48 * time.Hour
+	e := newEnv(t, func(c *refresh.Config) { c.IdleTTL, c.SessionTTL = idle, life })
+	start := e.clock.Now()
+	p := e.issue(t, "alice")
+	for e.clock.Now().Add(idle).Before(start.Add(life)) {
+		e.clock.Add(idle - time.Hour)
+		var err error
+		p, err = e.iss.Rotate(bg, p.RefreshToken)
+		require.NoError(t, err)
+		assert.False(t, p.RefreshExpiresAt.After(start.Add(life)), "refresh expiry capped at the session's end")
+	}
+	assert.Equal(t, start.Add(life), e.session(t, p.SessionID).ExpiresAt)
+	e.clock.Set(start.Add(life - time.Nanosecond))
+	p, err := e.iss.Rotate(bg, p.RefreshToken)
+	require.NoError(t, err)
+	assert.Equal(t, start.Add(life), p.RefreshExpiresAt)
+	e.clock.Set(start.Add(life))
+	_, err = e.iss.Rotate(bg, p.RefreshToken)
+	require.ErrorIs(t, err, refresh.ErrExpired)
+}
+
+// R8: every single-bit flip of a refresh token is refused and changes nothing.
+func TestR8_BitFlipsAreInvalidAndHarmless(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.Grace = time.Minute })
+	p := e.issue(t, "alice")
+	before := e.session(t, p.SessionID)
+	tok := []byte(p.RefreshToken)
+	for i := range tok {
+		for bit := 0; bit < 8; bit++ {
+			forged := append([]byte(nil), tok...)
+			forged[i] ^= 1 << bit
+			_, err := e.iss.Rotate(bg, string(forged))
+			require.ErrorIs(t, err, refresh.ErrInvalidToken, "byte %d bit %d", i, bit)
+			require.ErrorIs(t, e.iss.Revoke(bg, string(forged)), refresh.ErrInvalidToken)
+		}
+	}
+	after := e.session(t, p.SessionID)
+	assert.Equal(t, before, after, "forgeries changed the session")
+	_, err := e.iss.Rotate(bg, p.RefreshToken)
+	require.NoError(t, err, "the genuine token still works")
+}
+
+// R8: truncation, extension, other keys and other sessions' ids.
+func TestR8_Forgeries(t *testing.T) {
+	e := newEnv(t)
+	victim := e.issue(t, "victim")
+	attacker := e.issue(t, "attacker")
+	raw := func(tok string) []byte {
+		b, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(tok, "rt_"))
+		require.NoError(t, err)
+		return b
+	}
+	enc := func(b []byte) string { return "rt_" + base64.RawURLEncoding.EncodeToString(b) }
+	a := raw(attacker.RefreshToken)
+	v := raw(victim.RefreshToken)
+	swapped := append([]byte(nil), a...)
+	copy(swapped[2:18], v[2:18]) // the victim's session id with the attacker's tag
+
+	wrongKey := newEnv(t, func(c *refresh.Config) {
+		c.RefreshKeys = []refresh.RefreshKey{{ID: 1, Secret: []byte("a-different-refresh-mac-key-here")}}
+	})
+	forgedElsewhere := wrongKey.issue(t, "victim").RefreshToken
+
+	unknownKey := append([]byte(nil), a...)
+	unknownKey[1] = 9
+	badVersion := append([]byte(nil), a...)
+	badVersion[0] = 2
+	for name, tok := range map[string]string{
+		"empty":              "",
+		"prefix only":        "rt_",
+		"no prefix":          strings.TrimPrefix(victim.RefreshToken, "rt_"),
+		"truncated":          victim.RefreshToken[:len(victim.RefreshToken)-1],
+		"extended":           victim.RefreshToken + "A",
+		"padded":             victim.RefreshToken + "==",
+		"other session's id": enc(swapped),
+		"wrong server key":   forgedElsewhere,
+		"unknown key id":     enc(unknownKey),
+		"unknown version":    enc(badVersion),
+		"unicode":            "rt_ÄÖÜ" + victim.RefreshToken[6:],
+		"control chars":      victim.RefreshToken[:10] + "\x00\n" + victim.RefreshToken[12:],
+		"access token":       victim.AccessToken,
+		"huge":               "rt_" + strings.Repeat("A", 1<<20),
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := e.iss.Rotate(bg, tok)
+			require.ErrorIs(t, err, refresh.ErrInvalidToken)
+			require.ErrorIs(t, e.iss.Revoke(bg, tok), refresh.ErrInvalidToken)
+		})
+	}
+	for _, p := range []*refresh.Pair{victim, attacker} {
+		s := e.session(t, p.SessionID)
+		assert.False(t, s.Revoked(), "a forgery revoked a session")
+		assert.Equal(t, uint64(0), s.Generation)
+	}
+}
+
+// R9: a family bound to a client refuses a refresh from another client.
+func TestR9_ClientBinding(t *testing.T) {
+	e := newEnv(t)
+	p := e.issue(t, "alice", refresh.WithClientID("mobile"))
+	for _, other := range []string{"web", "", "MOBILE"} {
+		_, err := e.iss.Rotate(bg, p.RefreshToken, refresh.WithClientID(other))
+		require.ErrorIs(t, err, refresh.ErrInvalidToken, "client %q", other)
+	}
+	s := e.session(t, p.SessionID)
+	assert.Equal(t, uint64(0), s.Generation)
+	assert.False(t, s.Revoked(), "another client's attempt must not revoke the family")
+	q, err := e.iss.Rotate(bg, p.RefreshToken, refresh.WithClientID("mobile"))
+	require.NoError(t, err)
+	_, c := decodeJWT(t, q.AccessToken)
+	assert.Equal(t, "mobile", c["client_id"])
+
+	// An unbound session accepts any client and names the default client.
+	u := e.issue(t, "alice")
+	_, c = decodeJWT(t, u.AccessToken)
+	assert.Equal(t, "https://api.example.com", c["client_id"])
+	_, err = e.iss.Rotate(bg, u.RefreshToken, refresh.WithClientID("anything"))
+	require.NoError(t, err)
+}
+
+// R10: RevokeSubject revokes every session of the user and nothing else.
+func TestR10_RevokeSubject(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.CheckSession = true })
+	var alice []*refresh.Pair
+	for i := 0; i < 3; i++ {
+		alice = append(alice, e.issue(t, "alice"))
+	}
+	bob := e.issue(t, "bob")
+	_, err := e.iss.Verify(bg, alice[0].AccessToken)
+	require.NoError(t, err) // cached as live
+	n, err := e.iss.RevokeSubject(bg, "alice")
+	require.NoError(t, err)
+	assert.Equal(t, 3, n)
+	for _, p := range alice {
+		_, err := e.iss.Rotate(bg, p.RefreshToken)
+		require.ErrorIs(t, err, refresh.ErrRevoked)
+		_, err = e.iss.Verify(bg, p.AccessToken)
+		require.ErrorIs(t, err, refresh.ErrRevoked, "logout everywhere is immediate for access tokens too")
+	}
+	_, err = e.iss.Rotate(bg, bob.RefreshToken)
+	require.NoError(t, err)
+	list, err := e.iss.Sessions(bg, "alice")
+	require.NoError(t, err)
+	assert.Empty(t, list)
+}
+
+// R11: tokens minted under a previous refresh key still rotate; new tokens
+// use the new key; dropping the old key retires its tokens.
+func TestR11_RefreshKeyRotation(t *testing.T) {
+	e := newEnv(t)
+	old := e.issue(t, "alice")
+	newKey := refresh.RefreshKey{ID: 2, Secret: []byte("the-new-refresh-mac-key-32-bytes")}
+	rotated := newEnv(t, func(c *refresh.Config) {
+		c.Store = e.store
+		c.RefreshKeys = []refresh.RefreshKey{newKey, c.RefreshKeys[0]}
+	})
+	p, err := rotated.iss.Rotate(bg, old.RefreshToken)
+	require.NoError(t, err)
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(p.RefreshToken, "rt_"))
+	require.NoError(t, err)
+	assert.Equal(t, byte(2), raw[1], "new tokens carry the new key id")
+
+	stale := e.issue(t, "bob")
+	retired := newEnv(t, func(c *refresh.Config) {
+		c.Store = e.store
+		c.RefreshKeys = []refresh.RefreshKey{newKey}
+	})
+	_, err = retired.iss.Rotate(bg, stale.RefreshToken)
+	require.ErrorIs(t, err, refresh.ErrInvalidToken)
+	_, err = retired.iss.Rotate(bg, p.RefreshToken)
+	require.NoError(t, err)
+}
+
+// H3 at the library level: narrower scope for one access token; wider is
+// refused and changes nothing.
+func TestRotateScope(t *testing.T) {
+	e := newEnv(t)
+	p := e.issue(t, "alice", refresh.WithScope("read", "write"))
+	_, err := e.iss.Rotate(bg, p.RefreshToken, refresh.WithScope("read", "admin"))
+	require.ErrorIs(t, err, refresh.ErrInvalidScope)
+	assert.Equal(t, uint64(0), e.session(t, p.SessionID).Generation)
+	q, err := e.iss.Rotate(bg, p.RefreshToken, refresh.WithScope("read"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"read"}, q.Scope)
+	c, err := e.iss.Verify(bg, q.AccessToken)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"read"}, c.Scope)
+	r, err := e.iss.Rotate(bg, q.RefreshToken)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"read", "write"}, r.Scope, "omitted scope means the original grant")
+}
+
+func TestOnRefreshHook(t *testing.T) {
+	disabled := errors.New("user disabled")
+	var refuse atomic.Bool
+	e := newEnv(t, func(c *refresh.Config) {
+		c.OnRefresh = func(_ context.Context, info *refresh.RefreshInfo) error {
+			if refuse.Load() {
+				return disabled
+			}
+			assert.Equal(t, "alice", info.Subject)
+			assert.Equal(t, []any{"user"}, info.Claims["roles"])
+			info.Claims["roles"] = []string{"admin"}
+			return nil
+		}
+	})
+	p := e.issue(t, "alice", refresh.WithClaims(map[string]any{"roles": []string{"user"}}))
+	q, err := e.iss.Rotate(bg, p.RefreshToken)
+	require.NoError(t, err)
+	c, err := e.iss.Verify(bg, q.AccessToken)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"admin"}, c.Roles(), "the hook reloaded the claims")
+
+	refuse.Store(true)
+	_, err = e.iss.Rotate(bg, q.RefreshToken)
+	require.ErrorIs(t, err, refresh.ErrRefused)
+	require.ErrorIs(t, err, disabled)
+	assert.Equal(t, uint64(1), e.session(t, p.SessionID).Generation, "a refusal changes nothing")
+}
+
+func TestRevokeAndSessions(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.CheckSession = true })
+	a := e.issue(t, "alice", refresh.WithMeta(map[string]string{"device": "laptop"}), refresh.WithClientID("web"))
+	e.clock.Add(time.Second)
+	b := e.issue(t, "alice", refresh.WithMeta(map[string]string{"device": "phone"}))
+	list, err := e.iss.Sessions(bg, "alice")
+	require.NoError(t, err)
+	require.Len(t, list, 2)
+	assert.Equal(t, a.SessionID, list[0].ID)
+	assert.Equal(t, "laptop", list[0].Meta["device"])
+	assert.Equal(t, "web", list[0].ClientID)
+
+	require.NoError(t, e.iss.Revoke(bg, a.RefreshToken))
+	require.NoError(t, e.iss.Revoke(bg, a.RefreshToken), "revoking twice is fine")
+	_, err = e.iss.Rotate(bg, a.RefreshToken, refresh.WithClientID("web"))
+	require.ErrorIs(t, err, refresh.ErrRevoked)
+	_, err = e.iss.Verify(bg, a.AccessToken)
+	require.ErrorIs(t, err, refresh.ErrRevoked)
+
+	require.NoError(t, e.iss.RevokeSession(bg, b.SessionID))
+	require.ErrorIs(t, e.iss.RevokeSession(bg, "nope"), refresh.ErrSessionNotFound)
+	list, err = e.iss.Sessions(bg, "alice")
+	require.NoError(t, err)
+	assert.Empty(t, list)
+}
+
+func TestSweep(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.IdleTTL, c.SessionTTL = time.Hour, 2*time.Hour })
+	for i := 0; i < 5; i++ {
+		e.issue(t, "alice")
+	}
+	e.clock.Add(time.Hour)
+	live := e.issue(t, "alice")
+	e.clock.Add(time.Hour)
+	n, err := e.iss.Sweep(bg, 2)
+	require.NoError(t, err)
+	assert.Equal(t, 5, n)
+	_, err = e.store.Get(bg, live.SessionID)
+	require.NoError(t, err)
+}
+
+// A store failure is a system fault: wrapped, not a client error.
+func TestStoreFailureIsSystemFault(t *testing.T) {
+	boom := errors.New("connection refused")
+	e := newEnv(t, func(c *refresh.Config) { c.Store = failingStore{boom} })
+	_, err := e.iss.Issue(bg, "alice")
+	require.ErrorIs(t, err, boom)
+	assert.False(t, refresh.IsClientError(err))
+	assert.Contains(t, err.Error(), "refresh: store create")
+}
+
+type failingStore struct{ err error }
+
+func (f failingStore) Create(context.Context, *refresh.Session) error { return f.err }
+func (f failingStore) Get(context.Context, string) (*refresh.Session, error) {
+	return nil, f.err
+}
+func (f failingStore) Advance(context.Context, string, uint64, time.Time) error { return f.err }
+func (f failingStore) UseGrace(context.Context, string, uint64, uint32) error  { return f.err }
+func (f failingStore) Revoke(context.Context, string, time.Time, string) error { return f.err }
+func (f failingStore) RevokeSubject(context.Context, string, time.Time, string) (int, error) {
+	return 0, f.err
+}
+func (f failingStore) Sessions(context.Context, string) ([]*refresh.Session, error) {
+	return nil, f.err
+}
+func (f failingStore) DeleteExpired(context.Context, time.Time, int) (int, error) { return 0, f.err }

@@ -1,0 +1,40 @@
+package refresh_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/refreshkit/refresh"
+	"github.com/refreshkit/refresh/storetest"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMemoryStoreConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) refresh.Store {
+		m := refresh.NewMemoryStore()
+		t.Cleanup(func() { _ = m.Close() })
+		return m
+	})
+}
+
+// The sweeper deletes expired sessions on its own and stops on Close.
+func TestMemoryStoreSweeper(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := make(chan time.Time, 1)
+	clock <- now
+	m := refresh.NewMemoryStore(refresh.WithSweepInterval(time.Millisecond), refresh.WithStoreClock(func() time.Time {
+		t := <-clock
+		clock <- t
+		return t
+	}))
+	ctx := context.Background()
+	for i, exp := range []time.Time{now.Add(-time.Nanosecond), now, now.Add(time.Nanosecond)} {
+		require.NoError(t, m.Create(ctx, &refresh.Session{ID: string(rune('a' + i)), Subject: "u", ExpiresAt: exp}))
+	}
+	require.Eventually(t, func() bool { return m.Len() == 1 }, 5*time.Second, time.Millisecond)
+	_, err := m.Get(ctx, "c")
+	require.NoError(t, err, "the session expiring after now must survive")
+	require.NoError(t, m.Close())
+	require.NoError(t, m.Close(), "Close is idempotent")
+}

@@ -1,0 +1,598 @@
+// Package storetest is the refresh.Store contract in executable form. A store
+// adapter calls Run from its own tests; an adapter that passes is correct for
+// the Issuer:
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.Run(t, func(t *testing.T) refresh.Store { return newTestStore(t) })
+//	}
+//
+// Run checks creation and duplicates, not-found answers, compare-and-swap
+// advances (64 goroutines, exactly one winner), bounded grace counters,
+// revocation idempotence, subject revocation counts, listing isolation and
+// order, batched expiry deletion at its exact boundary, nanosecond time
+// round trips, aliasing of passed and returned values, and cancelled
+// contexts. Each subtest uses fresh random ids and subjects, so a store that
+// is shared between subtests (one database) is fine.
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/refreshkit/refresh"
+)
+
+// Run runs the conformance suite. newStore is called once per subtest and
+// may return the same store every time.
+func Run(t *testing.T, newStore func(t *testing.T) refresh.Store) {
+	t.Helper()
+	tests := []struct {
+		name string
+		f    func(t *testing.T, s refresh.Store)
+	}{
+		{"CreateGetRoundTrip", testCreateGet},
+		{"CreateDuplicate", testDuplicate},
+		{"NotFound", testNotFound},
+		{"Advance", testAdvance},
+		{"AdvanceConflict", testAdvanceConflict},
+		{"AdvanceRevoked", testAdvanceRevoked},
+		{"AdvanceConcurrent", testAdvanceConcurrent},
+		{"UseGrace", testUseGrace},
+		{"UseGraceConcurrent", testUseGraceConcurrent},
+		{"RevokeIdempotent", testRevokeIdempotent},
+		{"RevokeSubject", testRevokeSubject},
+		{"SessionsIsolationAndOrder", testSessions},
+		{"DeleteExpiredBoundary", testDeleteExpiredBoundary},
+		{"DeleteExpiredBatches", testDeleteExpiredBatches},
+		{"NoAliasing", testAliasing},
+		{"CancelledContext", testCancelled},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.f(t, newStore(t))
+		})
+	}
+}
+
+// base is a fixed instant with a nanosecond part, to catch stores that
+// round times.
+var base = time.Date(2030, 1, 2, 3, 4, 5, 123456789, time.UTC)
+
+func randID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// newSession returns a session with every field set.
+func newSession(subject string, created time.Time) *refresh.Session {
+	seed := make([]byte, 32)
+	_, _ = rand.Read(seed)
+	return &refresh.Session{
+		ID:         randID(),
+		Subject:    subject,
+		ClientID:   "client-" + subject,
+		Generation: 0,
+		Seed:       seed,
+		Scope:      []string{"read", "write"},
+		Claims:     []byte(`{"roles":["admin"]}`),
+		Meta:       map[string]string{"ip": "192.0.2.1", "ua": "test/1.0"},
+		CreatedAt:  created,
+		RotatedAt:  created,
+		ExpiresAt:  created.Add(90 * 24 * time.Hour),
+	}
+}
+
+func subject(t *testing.T) string { return "user-" + randID() }
+
+func ctx(t *testing.T) context.Context { return t.Context() }
+
+func mustCreate(t *testing.T, st refresh.Store, s *refresh.Session) {
+	t.Helper()
+	if err := st.Create(ctx(t), s); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+}
+
+func mustGet(t *testing.T, st refresh.Store, id string) *refresh.Session {
+	t.Helper()
+	s, err := st.Get(ctx(t), id)
+	if err != nil {
+		t.Fatalf("Get(%q): %v", id, err)
+	}
+	return s
+}
+
+// equal reports the first difference between two sessions, or "".
+func equal(want, got *refresh.Session) string {
+	switch {
+	case want.ID != got.ID:
+		return fmt.Sprintf("ID %q, want %q", got.ID, want.ID)
+	case want.Subject != got.Subject:
+		return fmt.Sprintf("Subject %q, want %q", got.Subject, want.Subject)
+	case want.ClientID != got.ClientID:
+		return fmt.Sprintf("ClientID %q, want %q", got.ClientID, want.ClientID)
+	case want.Generation != got.Generation:
+		return fmt.Sprintf("Generation %d, want %d", got.Generation, want.Generation)
+	case want.GraceUses != got.GraceUses:
+		return fmt.Sprintf("GraceUses %d, want %d", got.GraceUses, want.GraceUses)
+	case string(want.Seed) != string(got.Seed):
+		return "Seed differs"
+	case fmt.Sprint(want.Scope) != fmt.Sprint(got.Scope):
+		return fmt.Sprintf("Scope %q, want %q", got.Scope, want.Scope)
+	case !jsonEqual(want.Claims, got.Claims):
+		return fmt.Sprintf("Claims %s, want %s", got.Claims, want.Claims)
+	case fmt.Sprint(want.Meta) != fmt.Sprint(got.Meta) && !(len(want.Meta) == 0 && len(got.Meta) == 0):
+		return fmt.Sprintf("Meta %v, want %v", got.Meta, want.Meta)
+	case !want.CreatedAt.Equal(got.CreatedAt):
+		return fmt.Sprintf("CreatedAt %v, want %v", got.CreatedAt, want.CreatedAt)
+	case !want.RotatedAt.Equal(got.RotatedAt):
+		return fmt.Sprintf("RotatedAt %v, want %v", got.RotatedAt, want.RotatedAt)
+	case !want.ExpiresAt.Equal(got.ExpiresAt):
+		return fmt.Sprintf("ExpiresAt %v, want %v", got.ExpiresAt, want.ExpiresAt)
+	case !want.RevokedAt.Equal(got.RevokedAt):
+		return fmt.Sprintf("RevokedAt %v, want %v", got.RevokedAt, want.RevokedAt)
+	case want.RevokeReason != got.RevokeReason:
+		return fmt.Sprintf("RevokeReason %q, want %q", got.RevokeReason, want.RevokeReason)
+	}
+	return ""
+}
+
+// jsonEqual compares claims byte for byte, allowing stores (jsonb) to
+// normalise only insignificant white space.
+func jsonEqual(a, b []byte) bool {
+	if len(a) == 0 && len(b) == 0 {
+		return true
+	}
+	strip := func(x []byte) string {
+		out := make([]byte, 0, len(x))
+		for _, c := range x {
+			if c != ' ' && c != '\n' && c != '\t' && c != '\r' {
+				out = append(out, c)
+			}
+		}
+		return string(out)
+	}
+	return strip(a) == strip(b)
+}
+
+func expectSame(t *testing.T, want, got *refresh.Session) {
+	t.Helper()
+	if d := equal(want, got); d != "" {
+		t.Fatalf("stored session differs: %s", d)
+	}
+}
+
+func testCreateGet(t *testing.T, st refresh.Store) {
+	s := newSession(subject(t), base)
+	mustCreate(t, st, s)
+	expectSame(t, s, mustGet(t, st, s.ID))
+
+	// A session with empty optional fields round-trips too.
+	bare := &refresh.Session{ID: randID(), Subject: subject(t), Seed: make([]byte, 32),
+		CreatedAt: base, RotatedAt: base, ExpiresAt: base.Add(time.Hour)}
+	mustCreate(t, st, bare)
+	got := mustGet(t, st, bare.ID)
+	expectSame(t, bare, got)
+	if got.Revoked() {
+		t.Fatal("a new session must not be revoked")
+	}
+}
+
+func testDuplicate(t *testing.T, st refresh.Store) {
+	s := newSession(subject(t), base)
+	mustCreate(t, st, s)
+	other := newSession(subject(t), base.Add(time.Hour))
+	other.ID = s.ID
+	if err := st.Create(ctx(t), other); !errors.Is(err, refresh.ErrSessionExists) {
+		t.Fatalf("Create of a taken id: %v, want ErrSessionExists", err)
+	}
+	expectSame(t, s, mustGet(t, st, s.ID))
+	if list, _ := st.Sessions(ctx(t), other.Subject); len(list) != 0 {
+		t.Fatalf("a refused Create left %d sessions under its subject", len(list))
+	}
+}
+
+func testNotFound(t *testing.T, st refresh.Store) {
+	id := randID()
+	if _, err := st.Get(ctx(t), id); !errors.Is(err, refresh.ErrSessionNotFound) {
+		t.Errorf("Get: %v, want ErrSessionNotFound", err)
+	}
+	if err := st.Advance(ctx(t), id, 0, base); !errors.Is(err, refresh.ErrSessionNotFound) {
+		t.Errorf("Advance: %v, want ErrSessionNotFound", err)
+	}
+	if err := st.UseGrace(ctx(t), id, 0, 3); !errors.Is(err, refresh.ErrSessionNotFound) {
+		t.Errorf("UseGrace: %v, want ErrSessionNotFound", err)
+	}
+	if err := st.Revoke(ctx(t), id, base, "x"); !errors.Is(err, refresh.ErrSessionNotFound) {
+		t.Errorf("Revoke: %v, want ErrSessionNotFound", err)
+	}
+	if n, err := st.RevokeSubject(ctx(t), subject(t), base, "x"); err != nil || n != 0 {
+		t.Errorf("RevokeSubject of unknown subject: %d, %v; want 0, nil", n, err)
+	}
+	list, err := st.Sessions(ctx(t), subject(t))
+	if err != nil || len(list) != 0 {
+		t.Errorf("Sessions of unknown subject: %d, %v; want 0, nil", len(list), err)
+	}
+}
+
+func testAdvance(t *testing.T, st refresh.Store) {
+	s := newSession(subject(t), base)
+	mustCreate(t, st, s)
+	if err := st.UseGrace(ctx(t), s.ID, 0, 5); err != nil {
+		t.Fatalf("UseGrace: %v", err)
+	}
+	at := base.Add(time.Minute + time.Nanosecond)
+	if err := st.Advance(ctx(t), s.ID, 0, at); err != nil {
+		t.Fatalf("Advance: %v", err)
+	}
+	want := s.Clone()
+	want.Generation, want.RotatedAt, want.GraceUses = 1, at, 0
+	expectSame(t, want, mustGet(t, st, s.ID))
+	at2 := at.Add(time.Second)
+	if err := st.Advance(ctx(t), s.ID, 1, at2); err != nil {
+		t.Fatalf("second Advance: %v", err)
+	}
+	want.Generation, want.RotatedAt = 2, at2
+	expectSame(t, want, mustGet(t, st, s.ID))
+}
+
+func testAdvanceConflict(t *testing.T, st refresh.Store) {
+	s := newSession(subject(t), base)
+	mustCreate(t, st, s)
+	for _, from := range []uint64{1, 2, 1 << 62} {
+		if err := st.Advance(ctx(t), s.ID, from, base.Add(time.Hour)); !errors.Is(err, refresh.ErrConflict) {
+			t.Fatalf("Advance from %d at generation 0: %v, want ErrConflict", from, err)
+		}
+	}
+	expectSame(t, s, mustGet(t, st, s.ID))
+}
+
+func testAdvanceRevoked(t *testing.T, st refresh.Store) {
+	s := newSession(subject(t), base)
+	mustCreate(t, st, s)
+	if err := st.Revoke(ctx(t), s.ID, base.Add(time.Second), "logout"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Advance(ctx(t), s.ID, 0, base.Add(time.Hour)); !errors.Is(err, refresh.ErrConflict) {
+		t.Fatalf("Advance of a revoked session: %v, want ErrConflict", err)
+	}
+	if err := st.UseGrace(ctx(t), s.ID, 0, 5); !errors.Is(err, refresh.ErrConflict) {
+		t.Fatalf("UseGrace of a revoked session: %v, want ErrConflict", err)
+	}
+	got := mustGet(t, st, s.ID)
+	if got.Generation != 0 || !got.RotatedAt.Equal(base) || got.GraceUses != 0 {
+		t.Fatalf("revoked session changed: generation %d, rotated %v, grace %d", got.Generation, got.RotatedAt, got.GraceUses)
+	}
+}
+
+const racers = 64
+
+// race runs f from racers goroutines released together and counts nil
+// results; every other result must satisfy ok.
+func race(t *testing.T, f func(i int) error, ok func(error) bool) int {
+	t.Helper()
+	var wins atomic.Int64
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	errs := make(chan error, racers)
+	for i := 0; i < racers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			err := f(i)
+			if err == nil {
+				wins.Add(1)
+			} else if !ok(err) {
+				errs <- err
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("unexpected error: %v", err)
+	}
+	return int(wins.Load())
+}
+
+func isConflict(err error) bool { return errors.Is(err, refresh.ErrConflict) }
+
+func testAdvanceConcurrent(t *testing.T, st refresh.Store) {
+	s := newSession(subject(t), base)
+	mustCreate(t, st, s)
+	for gen := uint64(0); gen < 3; gen++ {
+		wins := race(t, func(i int) error {
+			return st.Advance(ctx(t), s.ID, gen, base.Add(time.Duration(i+1)*time.Second))
+		}, isConflict)
+		if wins != 1 {
+			t.Fatalf("generation %d: %d of %d concurrent Advance calls succeeded, want exactly 1", gen, wins, racers)
+		}
+		if got := mustGet(t, st, s.ID).Generation; got != gen+1 {
+			t.Fatalf("generation after the race: %d, want %d", got, gen+1)
+		}
+	}
+}
+
+func testUseGrace(t *testing.T, st refresh.Store) {
+	s := newSession(subject(t), base)
+	mustCreate(t, st, s)
+	for i := 0; i < 3; i++ {
+		if err := st.UseGrace(ctx(t), s.ID, 0, 3); err != nil {
+			t.Fatalf("UseGrace %d of 3: %v", i+1, err)
+		}
+	}
+	if err := st.UseGrace(ctx(t), s.ID, 0, 3); !errors.Is(err, refresh.ErrConflict) {
+		t.Fatalf("UseGrace past the limit: %v, want ErrConflict", err)
+	}
+	if err := st.UseGrace(ctx(t), s.ID, 1, 100); !errors.Is(err, refresh.ErrConflict) {
+		t.Fatalf("UseGrace of another generation: %v, want ErrConflict", err)
+	}
+	if got := mustGet(t, st, s.ID); got.GraceUses != 3 || got.Generation != 0 {
+		t.Fatalf("after grace: uses %d generation %d, want 3 and 0", got.GraceUses, got.Generation)
+	}
+	if err := st.UseGrace(ctx(t), s.ID, 0, 0); !errors.Is(err, refresh.ErrConflict) {
+		t.Fatalf("UseGrace with limit 0: %v, want ErrConflict", err)
+	}
+}
+
+func testUseGraceConcurrent(t *testing.T, st refresh.Store) {
+	s := newSession(subject(t), base)
+	mustCreate(t, st, s)
+	const limit = 10
+	wins := race(t, func(int) error { return st.UseGrace(ctx(t), s.ID, 0, limit) }, isConflict)
+	if wins != limit {
+		t.Fatalf("%d of %d concurrent UseGrace calls succeeded with limit %d", wins, racers, limit)
+	}
+	if got := mustGet(t, st, s.ID).GraceUses; got != limit {
+		t.Fatalf("GraceUses %d, want %d", got, limit)
+	}
+}
+
+func testRevokeIdempotent(t *testing.T, st refresh.Store) {
+	s := newSession(subject(t), base)
+	mustCreate(t, st, s)
+	first := base.Add(time.Minute + 7*time.Nanosecond)
+	if err := st.Revoke(ctx(t), s.ID, first, "logout"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Revoke(ctx(t), s.ID, first.Add(time.Hour), "reuse"); err != nil {
+		t.Fatalf("second Revoke: %v, want nil", err)
+	}
+	want := s.Clone()
+	want.RevokedAt, want.RevokeReason = first, "logout"
+	expectSame(t, want, mustGet(t, st, s.ID))
+	if _, err := st.RevokeSubject(ctx(t), s.Subject, first.Add(2*time.Hour), "all"); err != nil {
+		t.Fatal(err)
+	}
+	expectSame(t, want, mustGet(t, st, s.ID))
+}
+
+func testRevokeSubject(t *testing.T, st refresh.Store) {
+	alice, bob := subject(t), subject(t)
+	var as []*refresh.Session
+	for i := 0; i < 4; i++ {
+		s := newSession(alice, base.Add(time.Duration(i)*time.Second))
+		mustCreate(t, st, s)
+		as = append(as, s)
+	}
+	b := newSession(bob, base)
+	mustCreate(t, st, b)
+	if err := st.Revoke(ctx(t), as[0].ID, base, "logout"); err != nil {
+		t.Fatal(err)
+	}
+	at := base.Add(time.Hour)
+	n, err := st.RevokeSubject(ctx(t), alice, at, "password-change")
+	if err != nil || n != 3 {
+		t.Fatalf("RevokeSubject: %d, %v; want 3 (one was already revoked)", n, err)
+	}
+	for i, s := range as {
+		got := mustGet(t, st, s.ID)
+		if !got.Revoked() {
+			t.Fatalf("alice's session %d not revoked", i)
+		}
+		if i > 0 && (!got.RevokedAt.Equal(at) || got.RevokeReason != "password-change") {
+			t.Fatalf("session %d: revoked %v for %q", i, got.RevokedAt, got.RevokeReason)
+		}
+	}
+	if mustGet(t, st, b.ID).Revoked() {
+		t.Fatal("RevokeSubject revoked another subject's session")
+	}
+	if n, err := st.RevokeSubject(ctx(t), alice, at, "again"); err != nil || n != 0 {
+		t.Fatalf("second RevokeSubject: %d, %v; want 0", n, err)
+	}
+}
+
+func testSessions(t *testing.T, st refresh.Store) {
+	alice, bob := subject(t), subject(t)
+	// Created out of order, with two sharing a CreatedAt (then ordered by ID).
+	times := []time.Duration{3, 1, 2, 2}
+	var want []*refresh.Session
+	for _, d := range times {
+		s := newSession(alice, base.Add(d*time.Second))
+		mustCreate(t, st, s)
+		want = append(want, s)
+	}
+	mustCreate(t, st, newSession(bob, base))
+	if err := st.Revoke(ctx(t), want[0].ID, base, "x"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Sessions(ctx(t), alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Sessions: %d sessions, want %d (revoked included, other subjects excluded)", len(got), len(want))
+	}
+	for i := 1; i < len(got); i++ {
+		a, b := got[i-1], got[i]
+		if a.CreatedAt.After(b.CreatedAt) || a.CreatedAt.Equal(b.CreatedAt) && a.ID > b.ID {
+			t.Fatalf("Sessions not ordered by CreatedAt, ID at %d", i)
+		}
+	}
+	for _, s := range got {
+		if s.Subject != alice {
+			t.Fatalf("Sessions returned subject %q", s.Subject)
+		}
+	}
+}
+
+func testDeleteExpiredBoundary(t *testing.T, st refresh.Store) {
+	// A fresh "now" far in the future of other subtests' sessions keeps a
+	// shared store's other rows out of the way: every session here expires
+	// at cut, cut+1ns or later, and only sessions at or before cut go.
+	cut := time.Date(2031, 5, 6, 7, 8, 9, 987654321, time.UTC).Add(time.Duration(randUint(1<<40)) * time.Microsecond)
+	sub := subject(t)
+	mk := func(exp time.Time) *refresh.Session {
+		s := newSession(sub, exp.Add(-time.Hour))
+		s.ExpiresAt = exp
+		mustCreate(t, st, s)
+		return s
+	}
+	at := mk(cut)
+	after := mk(cut.Add(time.Nanosecond))
+	before := mk(cut.Add(-time.Nanosecond))
+	n := deleteAll(t, st, cut)
+	if n < 2 {
+		t.Fatalf("DeleteExpired removed %d, want at least the 2 sessions expiring at or before the cut", n)
+	}
+	for _, s := range []*refresh.Session{at, before} {
+		if _, err := st.Get(ctx(t), s.ID); !errors.Is(err, refresh.ErrSessionNotFound) {
+			t.Fatalf("session expiring at %v still there after DeleteExpired(%v): %v", s.ExpiresAt, cut, err)
+		}
+	}
+	expectSame(t, after, mustGet(t, st, after.ID))
+	list, err := st.Sessions(ctx(t), sub)
+	if err != nil || len(list) != 1 || list[0].ID != after.ID {
+		t.Fatalf("Sessions after DeleteExpired: %d, %v; want only the live one", len(list), err)
+	}
+	if n, err := st.DeleteExpired(ctx(t), cut, 0); err != nil || n != 0 {
+		t.Fatalf("DeleteExpired with limit 0: %d, %v", n, err)
+	}
+}
+
+func deleteAll(t *testing.T, st refresh.Store, before time.Time) int {
+	t.Helper()
+	total := 0
+	for i := 0; i < 100000; i++ {
+		n, err := st.DeleteExpired(ctx(t), before, 500)
+		if err != nil {
+			t.Fatalf("DeleteExpired: %v", err)
+		}
+		total += n
+		if n < 500 {
+			return total
+		}
+	}
+	t.Fatal("DeleteExpired never finished")
+	return 0
+}
+
+func randUint(n uint64) uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	var v uint64
+	for _, c := range b {
+		v = v<<8 | uint64(c)
+	}
+	return v % n
+}
+
+func testDeleteExpiredBatches(t *testing.T, st refresh.Store) {
+	cut := time.Date(2032, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(randUint(1<<40)) * time.Microsecond)
+	// Clear whatever a shared store holds that expires before the cut.
+	deleteAll(t, st, cut)
+	sub := subject(t)
+	for i := 0; i < 7; i++ {
+		s := newSession(sub, cut.Add(-time.Hour))
+		s.ExpiresAt = cut.Add(-time.Duration(i) * time.Minute)
+		mustCreate(t, st, s)
+	}
+	var got []int
+	for {
+		n, err := st.DeleteExpired(ctx(t), cut, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 3 {
+			t.Fatalf("DeleteExpired(limit 3) removed %d", n)
+		}
+		got = append(got, n)
+		if n < 3 {
+			break
+		}
+	}
+	if fmt.Sprint(got) != "[3 3 1]" {
+		t.Fatalf("batches %v, want [3 3 1]", got)
+	}
+	if list, _ := st.Sessions(ctx(t), sub); len(list) != 0 {
+		t.Fatalf("%d sessions left after deleting all", len(list))
+	}
+}
+
+func testAliasing(t *testing.T, st refresh.Store) {
+	s := newSession(subject(t), base)
+	keep := s.Clone()
+	mustCreate(t, st, s)
+	// Changing what was passed to Create must not change the store.
+	s.Seed[0] ^= 0xff
+	s.Scope[0] = "changed"
+	s.Claims[2] = 'X'
+	s.Meta["ip"] = "changed"
+	expectSame(t, keep, mustGet(t, st, keep.ID))
+	// Nor changing what Get or Sessions returned.
+	got := mustGet(t, st, keep.ID)
+	got.Seed[0] ^= 0xff
+	got.Scope[0] = "changed"
+	got.Claims[2] = 'X'
+	got.Meta["ip"] = "changed"
+	got.Generation = 99
+	list, err := st.Sessions(ctx(t), keep.Subject)
+	if err != nil || len(list) != 1 {
+		t.Fatalf("Sessions: %d, %v", len(list), err)
+	}
+	list[0].Seed[1] ^= 0xff
+	list[0].Meta["ua"] = "changed"
+	list[0] = nil
+	expectSame(t, keep, mustGet(t, st, keep.ID))
+}
+
+func testCancelled(t *testing.T, st refresh.Store) {
+	s := newSession(subject(t), base)
+	mustCreate(t, st, s)
+	c, cancel := context.WithCancel(ctx(t))
+	cancel()
+	check := func(name string, err error) {
+		t.Helper()
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("%s with a cancelled context: %v, want an error wrapping context.Canceled", name, err)
+		}
+	}
+	other := newSession(s.Subject, base)
+	check("Create", st.Create(c, other))
+	_, err := st.Get(c, s.ID)
+	check("Get", err)
+	check("Advance", st.Advance(c, s.ID, 0, base.Add(time.Hour)))
+	check("UseGrace", st.UseGrace(c, s.ID, 0, 3))
+	check("Revoke", st.Revoke(c, s.ID, base, "x"))
+	_, err = st.RevokeSubject(c, s.Subject, base, "x")
+	check("RevokeSubject", err)
+	_, err = st.Sessions(c, s.Subject)
+	check("Sessions", err)
+	_, err = st.DeleteExpired(c, base.Add(1000*time.Hour), 10)
+	check("DeleteExpired", err)
+	// Nothing changed.
+	expectSame(t, s, mustGet(t, st, s.ID))
+	if _, err := st.Get(ctx(t), other.ID); !errors.Is(err, refresh.ErrSessionNotFound) {
+		t.Fatalf("Create with a cancelled context stored the session: %v", err)
+	}
+}
