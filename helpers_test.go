@@ -132,8 +132,14 @@ func (e *env) goodClaims() map[string]any {
 	now := e.clock.Now().Unix()
 	return map[string]any{
 		"iss": e.cfg.Issuer, "sub": "alice", "aud": e.cfg.Audience,
-		"exp": now + 60, "iat": now, "jti": "j1", "client_id": "c", "sid": "s",
+		"exp": now + 3600, "iat": now, "jti": "j1", "client_id": "c", "sid": "s",
 	}
 }
 
 func goodHeader() map[string]any { return map[string]any{"alg": "HS256", "kid": "hs1", "typ": "at+jwt"} }
+
+func macB64(in string, secret []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(in))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
