@@ -46,9 +46,9 @@ func (c *clock) Set(t time.Time) {
 }
 
 var (
-	hsSecret  = []byte("0123456789abcdef0123456789abcdef") // 32 bytes
-	macSecret = []byte("refresh-mac-key-refresh-mac-key-")
-	ecKey, _  = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	hsSecret    = []byte("0123456789abcdef0123456789abcdef") // 32 bytes
+	macSecret   = []byte("refresh-mac-key-refresh-mac-key-")
+	ecKey, _    = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	_, edKey, _ = ed25519.GenerateKey(rand.Reader)
 )
 
@@ -136,7 +136,9 @@ func (e *env) goodClaims() map[string]any {
 	}
 }
 
-func goodHeader() map[string]any { return map[string]any{"alg": "HS256", "kid": "hs1", "typ": "at+jwt"} }
+func goodHeader() map[string]any {
+	return map[string]any{"alg": "HS256", "kid": "hs1", "typ": "at+jwt"}
+}
 
 func macB64(in string, secret []byte) string {
 	m := hmac.New(sha256.New, secret)

@@ -672,8 +672,8 @@ func (f failingStore) Get(context.Context, string) (*refresh.Session, error) {
 	return nil, f.err
 }
 func (f failingStore) Advance(context.Context, string, uint64, time.Time) error { return f.err }
-func (f failingStore) UseGrace(context.Context, string, uint64, uint32) error  { return f.err }
-func (f failingStore) Revoke(context.Context, string, time.Time, string) error { return f.err }
+func (f failingStore) UseGrace(context.Context, string, uint64, uint32) error   { return f.err }
+func (f failingStore) Revoke(context.Context, string, time.Time, string) error  { return f.err }
 func (f failingStore) RevokeSubject(context.Context, string, time.Time, string) (int, error) {
 	return 0, f.err
 }
