@@ -1,10 +1,11 @@
 module github.com/refreshkit/refresh
 
-go 1.25.0
+go 1.26.0
 
 require (
 	github.com/lestrrat-go/jwx/v3 v3.3.0
 	github.com/stretchr/testify v1.12.1
+	golang.org/x/oauth2 v0.37.0
 )
 
 require (

@@ -363,14 +363,27 @@ func (iss *Issuer) reuse(ctx context.Context, s *Session, gen uint64, now time.T
 // Revoke ends the session of a refresh token (RFC 7009): its refresh tokens
 // stop working at once, and so do its access tokens when
 // Config.CheckSession is on. A malformed, forged or unknown token returns an
-// error wrapping ErrInvalidToken and revokes nothing; revoking a revoked
-// session is not an error.
-func (iss *Issuer) Revoke(ctx context.Context, refreshToken string) error {
+// error wrapping ErrInvalidToken and revokes nothing; so does the token of a
+// session bound to a client (WithClientID at Issue) unless the same
+// WithClientID is given here. Revoking a revoked session is not an error.
+func (iss *Issuer) Revoke(ctx context.Context, refreshToken string, opts ...Option) error {
 	_, s, err := iss.verifyRefresh(ctx, refreshToken)
 	if err != nil {
 		return err
 	}
+	if o := collect(opts); s.ClientID != "" && o.clientID != s.ClientID {
+		return tokenErr(ErrInvalidToken, "session bound to another client")
+	}
 	return iss.revoke(ctx, s.ID, s.Subject, "revoked")
+}
+
+// revokeAccess ends the session of a valid access token.
+func (iss *Issuer) revokeAccess(ctx context.Context, accessToken string) error {
+	c, err := iss.verifyAccess(accessToken)
+	if err != nil {
+		return err
+	}
+	return iss.revoke(ctx, c.SessionID, c.Subject, "revoked")
 }
 
 // RevokeSession ends the session with the id (from Claims.SessionID or

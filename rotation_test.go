@@ -626,8 +626,11 @@ func TestRevokeAndSessions(t *testing.T) {
 	assert.Equal(t, "laptop", list[0].Meta["device"])
 	assert.Equal(t, "web", list[0].ClientID)
 
-	require.NoError(t, e.iss.Revoke(bg, a.RefreshToken))
-	require.NoError(t, e.iss.Revoke(bg, a.RefreshToken), "revoking twice is fine")
+	require.ErrorIs(t, e.iss.Revoke(bg, a.RefreshToken), refresh.ErrInvalidToken, "bound to the web client")
+	require.ErrorIs(t, e.iss.Revoke(bg, a.RefreshToken, refresh.WithClientID("ios")), refresh.ErrInvalidToken)
+	assert.False(t, e.session(t, a.SessionID).Revoked())
+	require.NoError(t, e.iss.Revoke(bg, a.RefreshToken, refresh.WithClientID("web")))
+	require.NoError(t, e.iss.Revoke(bg, a.RefreshToken, refresh.WithClientID("web")), "revoking twice is fine")
 	_, err = e.iss.Rotate(bg, a.RefreshToken, refresh.WithClientID("web"))
 	require.ErrorIs(t, err, refresh.ErrRevoked)
 	_, err = e.iss.Verify(bg, a.AccessToken)

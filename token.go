@@ -337,6 +337,20 @@ func (iss *Issuer) signAccess(in *accessInput, now time.Time) (string, time.Time
 //
 // Verify is safe for concurrent use.
 func (iss *Issuer) Verify(ctx context.Context, token string) (*Claims, error) {
+	c, err := iss.verifyAccess(token)
+	if err != nil {
+		return nil, err
+	}
+	if iss.cfg.CheckSession {
+		if err := iss.checkSession(ctx, c.SessionID); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// verifyAccess does every check of Verify but the session check.
+func (iss *Issuer) verifyAccess(token string) (*Claims, error) {
 	if len(token) > iss.cfg.MaxTokenSize {
 		return nil, tokenErr(ErrInvalidToken, "token too long")
 	}
@@ -407,16 +421,7 @@ func (iss *Issuer) Verify(ctx context.Context, token string) (*Claims, error) {
 	if err != nil {
 		return nil, tokenErr(ErrInvalidToken, "payload is not base64url")
 	}
-	c, err := iss.parseClaims(payload)
-	if err != nil {
-		return nil, err
-	}
-	if iss.cfg.CheckSession {
-		if err := iss.checkSession(ctx, c.SessionID); err != nil {
-			return nil, err
-		}
-	}
-	return c, nil
+	return iss.parseClaims(payload)
 }
 
 func (iss *Issuer) parseClaims(payload []byte) (*Claims, error) {

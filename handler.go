@@ -1,0 +1,418 @@
+package refresh
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultMaxBodyBytes bounds the form bodies the handlers read.
+const DefaultMaxBodyBytes = 16 << 10
+
+// HandlerConfig configures the HTTP endpoints of Handlers.
+type HandlerConfig struct {
+	// MaxBodyBytes bounds request bodies; larger ones get 413. Default 16 KiB.
+	MaxBodyBytes int64
+	// Cookie, if set, moves the refresh token into a cookie for browser
+	// apps (see CookieConfig). Nil: the token travels in the JSON body.
+	Cookie *CookieConfig
+	// ClientAuth, if set, authenticates confidential clients that send
+	// HTTP Basic credentials (RFC 6749 §2.3.1); a failure is 401
+	// invalid_client. Without it the Basic user name is taken as the
+	// client_id and the password is ignored.
+	ClientAuth func(ctx context.Context, clientID, secret string) error
+	// OnError, if set, sees every system fault (store down) the handlers
+	// answered with 503, for logging. Client faults are not reported.
+	OnError func(r *http.Request, err error)
+}
+
+// CookieConfig is the cookie mode for browser apps: the refresh token lives in
+// an HttpOnly, Secure, SameSite=Strict cookie that JavaScript cannot read,
+// rotated on every refresh and cleared on revocation.
+//
+// Cross-site request forgery is refused twice over: the refresh and
+// revocation requests must carry the CSRFHeader (a custom header, which a
+// cross-site form cannot send and cross-site fetch can send only after a CORS
+// preflight you do not allow), and an Origin header, when present, must be
+// one of AllowedOrigins or the request's own origin.
+type CookieConfig struct {
+	// Path scopes the cookie (default "/"). With "/" the cookie is named
+	// "__Host-refresh_token"; with another path "__Secure-refresh_token"
+	// (the __Host- prefix requires Path=/). Put the refresh and revocation
+	// endpoints under it.
+	Path string
+	// CSRFHeader must be present, non-empty, on cookie requests. Default
+	// "X-Requested-With".
+	CSRFHeader string
+	// AllowedOrigins lists origins (scheme://host[:port]) allowed besides the
+	// request's own.
+	AllowedOrigins []string
+	// Insecure drops the Secure attribute and the name prefix, for
+	// plain-HTTP development on localhost only.
+	Insecure bool
+}
+
+func (c *CookieConfig) name() string {
+	switch {
+	case c.Insecure:
+		return "refresh_token"
+	case c.path() == "/":
+		return "__Host-refresh_token"
+	default:
+		return "__Secure-refresh_token"
+	}
+}
+
+func (c *CookieConfig) path() string {
+	if c.Path == "" {
+		return "/"
+	}
+	return c.Path
+}
+
+func (c *CookieConfig) csrfHeader() string {
+	if c.CSRFHeader == "" {
+		return "X-Requested-With"
+	}
+	return c.CSRFHeader
+}
+
+// Handlers serves the OAuth 2.0 endpoints of an Issuer: the refresh grant
+// (RFC 6749 §6), token revocation (RFC 7009) and the JWKS document, and
+// writes token responses for the application's own login handler. It is safe
+// for concurrent use.
+type Handlers struct {
+	iss *Issuer
+	cfg HandlerConfig
+}
+
+// NewHandlers returns the HTTP endpoints of iss.
+func NewHandlers(iss *Issuer, cfg HandlerConfig) *Handlers {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	return &Handlers{iss: iss, cfg: cfg}
+}
+
+// TokenResponse is the JSON body of a successful token response (RFC 6749
+// §5.1).
+type TokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope,omitempty"`
+}
+
+// WriteTokenResponse writes p as an RFC 6749 §5.1 token response: 200, JSON,
+// Cache-Control: no-store. In cookie mode the refresh token is set as the
+// cookie instead of appearing in the body. Use it in your login handler so
+// that login and refresh answer alike.
+func (h *Handlers) WriteTokenResponse(w http.ResponseWriter, r *http.Request, p *Pair) {
+	resp := TokenResponse{
+		AccessToken:  p.AccessToken,
+		TokenType:    p.TokenType,
+		ExpiresIn:    int64(p.AccessExpiresAt.Sub(h.iss.now()) / time.Second),
+		RefreshToken: p.RefreshToken,
+		Scope:        strings.Join(p.Scope, " "),
+	}
+	if c := h.cfg.Cookie; c != nil {
+		http.SetCookie(w, &http.Cookie{
+			Name:     c.name(),
+			Value:    p.RefreshToken,
+			Path:     c.path(),
+			Expires:  p.RefreshExpiresAt,
+			MaxAge:   int(p.RefreshExpiresAt.Sub(h.iss.now()) / time.Second),
+			HttpOnly: true,
+			Secure:   !c.Insecure,
+			SameSite: http.SameSiteStrictMode,
+		})
+		resp.RefreshToken = ""
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (h *Handlers) clearCookie(w http.ResponseWriter) {
+	c := h.cfg.Cookie
+	http.SetCookie(w, &http.Cookie{
+		Name: c.name(), Value: "", Path: c.path(), MaxAge: -1,
+		HttpOnly: true, Secure: !c.Insecure, SameSite: http.SameSiteStrictMode,
+	})
+}
+
+func noStore(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	noStore(w)
+	w.Header().Set("Content-Type", "application/json;charset=UTF-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeJSONError writes an RFC 6749 §5.2 error body. code is always one of
+// the fixed codes of this package, never text derived from an error.
+func writeJSONError(w http.ResponseWriter, status int, code string) {
+	writeJSON(w, status, struct {
+		Error string `json:"error"`
+	}{code})
+}
+
+// oauthError is a refusal of the token or revocation endpoint.
+type oauthError struct {
+	status int
+	code   string
+}
+
+var (
+	errMethod      = &oauthError{http.StatusMethodNotAllowed, "invalid_request"}
+	errContentType = &oauthError{http.StatusBadRequest, "invalid_request"}
+	errTooLarge    = &oauthError{http.StatusRequestEntityTooLarge, "invalid_request"}
+	errRequest     = &oauthError{http.StatusBadRequest, "invalid_request"}
+	errCSRF        = &oauthError{http.StatusForbidden, "invalid_request"}
+)
+
+// readForm reads an application/x-www-form-urlencoded POST body, refusing
+// other methods, media types, oversized bodies and repeated parameters
+// (RFC 6749 §3.2). It never reads the query string.
+func (h *Handlers) readForm(w http.ResponseWriter, r *http.Request) (url.Values, *oauthError) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return nil, errMethod
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return nil, errContentType
+	}
+	buf, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, errTooLarge
+		}
+		return nil, errRequest
+	}
+	form, err := url.ParseQuery(string(buf))
+	if err != nil {
+		return nil, errRequest
+	}
+	for _, v := range form {
+		if len(v) > 1 {
+			return nil, errRequest
+		}
+	}
+	return form, nil
+}
+
+// checkCSRF applies the cookie mode's CSRF defences.
+func (h *Handlers) checkCSRF(r *http.Request) *oauthError {
+	c := h.cfg.Cookie
+	if r.Header.Get(c.csrfHeader()) == "" {
+		return errCSRF
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	for _, o := range c.AllowedOrigins {
+		if origin == o {
+			return nil
+		}
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host != r.Host {
+		return errCSRF
+	}
+	return nil
+}
+
+// clientID finds the client of a request: HTTP Basic credentials or the
+// client_id parameter, which must agree when both are given.
+func (h *Handlers) clientID(r *http.Request, form url.Values) (string, *oauthError) {
+	id := form.Get("client_id")
+	user, pass, basic := r.BasicAuth()
+	if !basic {
+		if r.Header.Get("Authorization") != "" && h.cfg.ClientAuth != nil {
+			return "", &oauthError{http.StatusUnauthorized, "invalid_client"}
+		}
+		return id, nil
+	}
+	// RFC 6749 §2.3.1: the credentials are form-encoded before Basic.
+	u, err1 := url.QueryUnescape(user)
+	p, err2 := url.QueryUnescape(pass)
+	if err1 != nil || err2 != nil || id != "" && id != u {
+		return "", errRequest
+	}
+	if h.cfg.ClientAuth != nil {
+		if err := h.cfg.ClientAuth(r.Context(), u, p); err != nil {
+			return "", &oauthError{http.StatusUnauthorized, "invalid_client"}
+		}
+	}
+	return u, nil
+}
+
+func (h *Handlers) fail(w http.ResponseWriter, e *oauthError) {
+	if e.code == "invalid_client" {
+		w.Header().Set("WWW-Authenticate", `Basic realm="token"`)
+	}
+	writeJSONError(w, e.status, e.code)
+}
+
+func (h *Handlers) systemFault(w http.ResponseWriter, r *http.Request, err error) {
+	if h.cfg.OnError != nil {
+		h.cfg.OnError(r, err)
+	}
+	writeJSONError(w, http.StatusServiceUnavailable, "temporarily_unavailable")
+}
+
+// RefreshHandler serves the refresh grant (RFC 6749 §6): a POST of
+// grant_type=refresh_token&refresh_token=…, optionally scope (narrower only)
+// and client_id, as application/x-www-form-urlencoded. Answers:
+//
+//   - 200 with a §5.1 JSON token response and Cache-Control: no-store;
+//   - 400 invalid_grant for a reused, revoked, expired, unknown, forged or
+//     other client's refresh token, invalid_scope for a wider scope,
+//     invalid_request for missing or repeated parameters,
+//     unsupported_grant_type for other grants;
+//   - 401 invalid_client when HandlerConfig.ClientAuth refuses;
+//   - 403 when the cookie mode's CSRF checks fail; 405 for other methods;
+//     413 for oversized bodies; 400 for other media types (RFC 6749 §5.2);
+//   - 503 temporarily_unavailable when the store fails.
+//
+// Error bodies carry only the error code, never internal detail.
+func (h *Handlers) RefreshHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		form, oe := h.readForm(w, r)
+		if oe != nil {
+			h.fail(w, oe)
+			return
+		}
+		switch gt := form.Get("grant_type"); gt {
+		case "refresh_token":
+		case "":
+			h.fail(w, errRequest)
+			return
+		default:
+			h.fail(w, &oauthError{http.StatusBadRequest, "unsupported_grant_type"})
+			return
+		}
+		tok := form.Get("refresh_token")
+		if tok == "" && h.cfg.Cookie != nil {
+			if c, err := r.Cookie(h.cfg.Cookie.name()); err == nil {
+				if oe := h.checkCSRF(r); oe != nil {
+					h.fail(w, oe)
+					return
+				}
+				tok = c.Value
+			}
+		}
+		if tok == "" {
+			h.fail(w, errRequest)
+			return
+		}
+		client, oe := h.clientID(r, form)
+		if oe != nil {
+			h.fail(w, oe)
+			return
+		}
+		opts := []Option{WithClientID(client)}
+		if s, ok := form["scope"]; ok && strings.TrimSpace(s[0]) != "" {
+			opts = append(opts, WithScope(strings.Fields(s[0])...))
+		}
+		p, err := h.iss.Rotate(r.Context(), tok, opts...)
+		switch {
+		case err == nil:
+			h.WriteTokenResponse(w, r, p)
+		case errors.Is(err, ErrInvalidScope):
+			h.fail(w, &oauthError{http.StatusBadRequest, "invalid_scope"})
+		case IsClientError(err):
+			if h.cfg.Cookie != nil && form.Get("refresh_token") == "" && !errors.Is(err, ErrInvalidScope) {
+				h.clearCookie(w)
+			}
+			h.fail(w, &oauthError{http.StatusBadRequest, "invalid_grant"})
+		default:
+			h.systemFault(w, r, err)
+		}
+	})
+}
+
+// RevocationHandler serves token revocation (RFC 7009): a POST of token=…
+// with an optional token_type_hint. A refresh token ends its session; a
+// valid access token ends its session too. The answer is 200 also for
+// unknown, malformed, expired or already revoked tokens (§2.2), so the
+// endpoint tells a caller nothing about tokens it does not hold. Malformed
+// requests get the same 4xx answers as RefreshHandler; a failing store 503.
+// In cookie mode the cookie is cleared.
+func (h *Handlers) RevocationHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		form, oe := h.readForm(w, r)
+		if oe != nil {
+			h.fail(w, oe)
+			return
+		}
+		tok := form.Get("token")
+		fromCookie := false
+		if tok == "" && h.cfg.Cookie != nil {
+			if c, err := r.Cookie(h.cfg.Cookie.name()); err == nil {
+				if oe := h.checkCSRF(r); oe != nil {
+					h.fail(w, oe)
+					return
+				}
+				tok, fromCookie = c.Value, true
+			}
+		}
+		if tok == "" {
+			h.fail(w, errRequest)
+			return
+		}
+		client, oe := h.clientID(r, form)
+		if oe != nil {
+			h.fail(w, oe)
+			return
+		}
+		var err error
+		if strings.HasPrefix(tok, refreshPrefix) {
+			err = h.iss.Revoke(r.Context(), tok, WithClientID(client))
+		} else {
+			err = h.iss.revokeAccess(r.Context(), tok)
+		}
+		if err != nil && !IsClientError(err) && !errors.Is(err, ErrSessionNotFound) {
+			h.systemFault(w, r, err)
+			return
+		}
+		if fromCookie || h.cfg.Cookie != nil && form.Get("token") == "" {
+			h.clearCookie(w)
+		}
+		noStore(w)
+		w.WriteHeader(http.StatusOK)
+	})
+}
+
+// JWKSHandler serves Issuer.JWKS for GET and HEAD, cacheable for five
+// minutes; other methods get 405.
+func (h *Handlers) JWKSHandler() http.Handler {
+	body := h.iss.JWKS()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			writeJSONError(w, http.StatusMethodNotAllowed, "invalid_request")
+			return
+		}
+		w.Header().Set("Content-Type", "application/jwk-set+json")
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(body)
+		}
+	})
+}

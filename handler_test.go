@@ -1,0 +1,348 @@
+package refresh_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/refreshkit/refresh"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
+)
+
+// server mounts the token, revocation and JWKS endpoints and a protected
+// /me behind the middleware.
+func (e *env) server(t *testing.T, cfg refresh.HandlerConfig) (*httptest.Server, *refresh.Handlers) {
+	h := refresh.NewHandlers(e.iss, cfg)
+	mux := http.NewServeMux()
+	mux.Handle("/token", h.RefreshHandler())
+	mux.Handle("/revoke", h.RevocationHandler())
+	mux.Handle("/jwks", h.JWKSHandler())
+	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
+		p, err := e.iss.Issue(r.Context(), r.FormValue("username"), refresh.WithScope("read", "write"))
+		if err != nil {
+			http.Error(w, "fail", 500)
+			return
+		}
+		h.WriteTokenResponse(w, r, p)
+	})
+	mux.Handle("/me", e.iss.Middleware()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := refresh.ClaimsFromContext(r.Context())
+		_, _ = io.WriteString(w, c.Subject)
+	})))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv, h
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func postForm(t *testing.T, client *http.Client, u string, form url.Values, header map[string]string) reply {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	return do(t, client, req)
+}
+
+func do(t *testing.T, client *http.Client, req *http.Request) reply {
+	t.Helper()
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	r := reply{status: resp.StatusCode, header: resp.Header, raw: string(b)}
+	_ = json.Unmarshal(b, &r.body)
+	return r
+}
+
+func refreshForm(tok string, kv ...string) url.Values {
+	v := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}}
+	for i := 0; i+1 < len(kv); i += 2 {
+		v.Set(kv[i], kv[i+1])
+	}
+	return v
+}
+
+func noStoreHeaders(t *testing.T, r reply) {
+	t.Helper()
+	assert.Equal(t, "no-store", r.header.Get("Cache-Control"))
+	assert.Equal(t, "no-cache", r.header.Get("Pragma"))
+	assert.True(t, strings.HasPrefix(r.header.Get("Content-Type"), "application/json"))
+}
+
+// H1: a successful refresh is a §5.1 JSON response that must not be cached.
+func TestH1_RefreshSuccess(t *testing.T) {
+	e := newEnv(t)
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	p := e.issue(t, "alice", refresh.WithScope("read", "write"))
+	r := postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
+	require.Equal(t, 200, r.status, r.raw)
+	noStoreHeaders(t, r)
+	assert.Equal(t, "Bearer", r.body["token_type"])
+	assert.Equal(t, float64(900), r.body["expires_in"])
+	assert.NotEqual(t, p.RefreshToken, r.body["refresh_token"])
+	assert.Equal(t, "read write", r.body["scope"])
+	resp := get(t, srv.URL+"/me", bearer(r.body["access_token"].(string)))
+	assert.Equal(t, 200, resp.StatusCode)
+
+	// H3: narrower scope; wider is invalid_scope.
+	r2 := postForm(t, nil, srv.URL+"/token", refreshForm(r.body["refresh_token"].(string), "scope", "read"), nil)
+	require.Equal(t, 200, r2.status)
+	assert.Equal(t, "read", r2.body["scope"])
+	r3 := postForm(t, nil, srv.URL+"/token", refreshForm(r2.body["refresh_token"].(string), "scope", "read admin"), nil)
+	assert.Equal(t, 400, r3.status)
+	assert.Equal(t, map[string]any{"error": "invalid_scope"}, r3.body)
+	noStoreHeaders(t, r3)
+}
+
+// H2, H4: every malformed request gets the right status and a §5.2 code,
+// never a 500 and never detail.
+func TestH2H4_RefreshErrors(t *testing.T) {
+	e := newEnv(t)
+	srv, _ := e.server(t, refresh.HandlerConfig{MaxBodyBytes: 1024})
+	p := e.issue(t, "alice")
+	rotated := e.issue(t, "alice")
+	_, err := e.iss.Rotate(bg, rotated.RefreshToken)
+	require.NoError(t, err)
+	bound := e.issue(t, "alice", refresh.WithClientID("mobile"))
+
+	form := func(v url.Values) string { return v.Encode() }
+	cases := []struct {
+		name, method, ctype, body string
+		status                    int
+		code                      string
+	}{
+		{"GET", "GET", "", "", 405, "invalid_request"},
+		{"JSON body", "POST", "application/json", `{"grant_type":"refresh_token"}`, 400, "invalid_request"},
+		{"no content type", "POST", "", form(refreshForm(p.RefreshToken)), 400, "invalid_request"},
+		{"oversized", "POST", "application/x-www-form-urlencoded", "grant_type=refresh_token&pad=" + strings.Repeat("x", 2000), 413, "invalid_request"},
+		{"no grant_type", "POST", "application/x-www-form-urlencoded", "refresh_token=" + p.RefreshToken, 400, "invalid_request"},
+		{"password grant", "POST", "application/x-www-form-urlencoded", "grant_type=password&username=a&password=b", 400, "unsupported_grant_type"},
+		{"no refresh_token", "POST", "application/x-www-form-urlencoded", "grant_type=refresh_token", 400, "invalid_request"},
+		{"repeated parameter", "POST", "application/x-www-form-urlencoded", form(refreshForm(p.RefreshToken)) + "&grant_type=refresh_token", 400, "invalid_request"},
+		{"bad encoding", "POST", "application/x-www-form-urlencoded", "grant_type=refresh_token&refresh_token=%zz", 400, "invalid_request"},
+		{"garbage token", "POST", "application/x-www-form-urlencoded", form(refreshForm("rt_garbage")), 400, "invalid_grant"},
+		{"access token", "POST", "application/x-www-form-urlencoded", form(refreshForm(p.AccessToken)), 400, "invalid_grant"},
+		{"reused token", "POST", "application/x-www-form-urlencoded", form(refreshForm(rotated.RefreshToken)), 400, "invalid_grant"},
+		{"other client", "POST", "application/x-www-form-urlencoded", form(refreshForm(bound.RefreshToken, "client_id", "web")), 400, "invalid_grant"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, srv.URL+"/token", strings.NewReader(tc.body))
+			require.NoError(t, err)
+			if tc.ctype != "" {
+				req.Header.Set("Content-Type", tc.ctype)
+			}
+			r := do(t, nil, req)
+			assert.Equal(t, tc.status, r.status, r.raw)
+			assert.Equal(t, map[string]any{"error": tc.code}, r.body, "only the code, no detail")
+			noStoreHeaders(t, r)
+		})
+	}
+	// The session of the genuine token was not disturbed by any of it.
+	r := postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
+	assert.Equal(t, 200, r.status)
+	r = postForm(t, nil, srv.URL+"/token", refreshForm(bound.RefreshToken, "client_id", "mobile"), nil)
+	assert.Equal(t, 200, r.status, "another client's attempt did not revoke the bound family")
+	// The query string is never read.
+	r = postForm(t, nil, srv.URL+"/token?grant_type=refresh_token&refresh_token="+url.QueryEscape(p.RefreshToken), url.Values{}, nil)
+	assert.Equal(t, 400, r.status)
+}
+
+// R4 on the wire: reuse is invalid_grant and kills the session's current token.
+func TestR4_ReuseOnTheWire(t *testing.T) {
+	e := newEnv(t)
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	p := e.issue(t, "alice")
+	r1 := postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
+	require.Equal(t, 200, r1.status)
+	r2 := postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
+	assert.Equal(t, 400, r2.status)
+	assert.Equal(t, "invalid_grant", r2.body["error"])
+	r3 := postForm(t, nil, srv.URL+"/token", refreshForm(r1.body["refresh_token"].(string)), nil)
+	assert.Equal(t, "invalid_grant", r3.body["error"])
+}
+
+func TestRefreshStoreDownIs503(t *testing.T) {
+	e := newEnv(t)
+	p := e.issue(t, "alice")
+	down := newEnv(t, func(c *refresh.Config) { c.Store = failingStore{errors.New("pq: secret detail")} })
+	var logged error
+	srv, _ := down.server(t, refresh.HandlerConfig{OnError: func(_ *http.Request, err error) { logged = err }})
+	r := postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
+	assert.Equal(t, 503, r.status)
+	assert.Equal(t, map[string]any{"error": "temporarily_unavailable"}, r.body)
+	assert.NotContains(t, r.raw, "secret detail")
+	require.Error(t, logged)
+}
+
+// E1, E2: revocation answers 200 for anything well-formed and ends the
+// session of a refresh token at once.
+func TestE1E2_Revocation(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.CheckSession = true })
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	p := e.issue(t, "alice")
+	other := e.issue(t, "alice")
+	for name, form := range map[string]url.Values{
+		"unknown":      {"token": {"rt_AQEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}},
+		"garbage":      {"token": {"not a token at all"}},
+		"unknown hint": {"token": {"garbage"}, "token_type_hint": {"id_token"}},
+	} {
+		r := postForm(t, nil, srv.URL+"/revoke", form, nil)
+		assert.Equal(t, 200, r.status, name)
+	}
+	r := postForm(t, nil, srv.URL+"/revoke", url.Values{"token": {p.RefreshToken}, "token_type_hint": {"refresh_token"}}, nil)
+	require.Equal(t, 200, r.status)
+	assert.Equal(t, "no-store", r.header.Get("Cache-Control"))
+	assert.True(t, e.session(t, p.SessionID).Revoked())
+	assert.Equal(t, 401, get(t, srv.URL+"/me", bearer(p.AccessToken)).StatusCode, "its access token stops at once")
+	r = postForm(t, nil, srv.URL+"/revoke", url.Values{"token": {p.RefreshToken}}, nil)
+	assert.Equal(t, 200, r.status, "already revoked")
+	assert.False(t, e.session(t, other.SessionID).Revoked())
+
+	// An access token revokes its own session.
+	r = postForm(t, nil, srv.URL+"/revoke", url.Values{"token": {other.AccessToken}, "token_type_hint": {"access_token"}}, nil)
+	assert.Equal(t, 200, r.status)
+	assert.True(t, e.session(t, other.SessionID).Revoked())
+
+	// Malformed requests.
+	assert.Equal(t, 400, postForm(t, nil, srv.URL+"/revoke", url.Values{}, nil).status)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/revoke?token=x", nil)
+	assert.Equal(t, 405, do(t, nil, req).status)
+}
+
+func TestJWKSHandler(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) {
+		c.Keys = []refresh.Key{{ID: "ed", Algorithm: refresh.EdDSA, Key: edKey}, {ID: "hs", Algorithm: refresh.HS256, Key: hsSecret}}
+	})
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	resp := get(t, srv.URL+"/jwks", nil)
+	require.Equal(t, 200, resp.StatusCode)
+	assert.Equal(t, "application/jwk-set+json", resp.Header.Get("Content-Type"))
+	assert.Contains(t, resp.Header.Get("Cache-Control"), "max-age")
+	var set struct{ Keys []map[string]any }
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&set))
+	require.Len(t, set.Keys, 1)
+	assert.Equal(t, "ed", set.Keys[0]["kid"])
+	assert.NotContains(t, set.Keys[0], "d")
+	r := postForm(t, nil, srv.URL+"/jwks", url.Values{}, nil)
+	assert.Equal(t, 405, r.status)
+}
+
+// The standard Go OAuth 2.0 client refreshes through the handler, sees the
+// rotated refresh token, and surfaces reuse as *oauth2.RetrieveError.
+func TestOAuth2ClientInterop(t *testing.T) {
+	e := newEnv(t)
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	p := e.issue(t, "alice", refresh.WithClientID("cli"))
+	for _, style := range []oauth2.AuthStyle{oauth2.AuthStyleInParams, oauth2.AuthStyleInHeader} {
+		p := e.issue(t, "alice", refresh.WithClientID("cli"))
+		conf := &oauth2.Config{ClientID: "cli", Endpoint: oauth2.Endpoint{TokenURL: srv.URL + "/token", AuthStyle: style}}
+		start := &oauth2.Token{AccessToken: p.AccessToken, RefreshToken: p.RefreshToken, Expiry: time.Now().Add(-time.Minute)}
+		tok, err := conf.TokenSource(context.Background(), start).Token()
+		require.NoError(t, err, "auth style %v", style)
+		assert.NotEqual(t, p.RefreshToken, tok.RefreshToken, "the client sees the rotated refresh token")
+		assert.Equal(t, "Bearer", tok.TokenType)
+		assert.WithinDuration(t, time.Now().Add(15*time.Minute), tok.Expiry, time.Minute)
+		// The new access token works on a protected route.
+		client := conf.Client(context.Background(), tok)
+		resp, err := client.Get(srv.URL + "/me")
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, "alice", string(body))
+	}
+
+	conf := &oauth2.Config{ClientID: "cli", Endpoint: oauth2.Endpoint{TokenURL: srv.URL + "/token", AuthStyle: oauth2.AuthStyleInParams}}
+	stale := &oauth2.Token{RefreshToken: p.RefreshToken, Expiry: time.Now().Add(-time.Minute)}
+	_, err := conf.TokenSource(context.Background(), stale).Token()
+	require.NoError(t, err)
+	_, err = conf.TokenSource(context.Background(), stale).Token() // the same token again
+	var re *oauth2.RetrieveError
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, "invalid_grant", re.ErrorCode)
+	assert.Equal(t, 400, re.Response.StatusCode)
+}
+
+// Cookie mode through a real cookie jar: the refresh token is an HttpOnly
+// cookie scoped to its path, rotated on refresh, cleared on revocation, and
+// refused without the CSRF header or from a foreign origin.
+func TestCookieMode(t *testing.T) {
+	e := newEnv(t)
+	srv, _ := e.server(t, refresh.HandlerConfig{Cookie: &refresh.CookieConfig{Insecure: true, AllowedOrigins: []string{"https://app.example.com"}}})
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	client := &http.Client{Jar: jar}
+	u, _ := url.Parse(srv.URL)
+
+	r := postForm(t, client, srv.URL+"/login", url.Values{"username": {"alice"}}, nil)
+	require.Equal(t, 200, r.status)
+	assert.NotContains(t, r.body, "refresh_token", "the body never carries the cookie's token")
+	setCookie := r.header.Get("Set-Cookie")
+	for _, attr := range []string{"HttpOnly", "SameSite=Strict", "Path=/", "refresh_token=rt_"} {
+		assert.Contains(t, setCookie, attr)
+	}
+	first := jar.Cookies(u)[0].Value
+
+	csrf := map[string]string{"X-Requested-With": "fetch"}
+	r = postForm(t, client, srv.URL+"/token", url.Values{"grant_type": {"refresh_token"}}, nil)
+	assert.Equal(t, 403, r.status, "no CSRF header")
+	r = postForm(t, client, srv.URL+"/token", url.Values{"grant_type": {"refresh_token"}},
+		map[string]string{"X-Requested-With": "fetch", "Origin": "https://evil.example.com"})
+	assert.Equal(t, 403, r.status, "foreign origin")
+	assert.Equal(t, first, jar.Cookies(u)[0].Value, "refused requests leave the cookie alone")
+
+	r = postForm(t, client, srv.URL+"/token", url.Values{"grant_type": {"refresh_token"}},
+		map[string]string{"X-Requested-With": "fetch", "Origin": "https://app.example.com"})
+	require.Equal(t, 200, r.status, r.raw)
+	second := jar.Cookies(u)[0].Value
+	assert.NotEqual(t, first, second, "rotated on every refresh")
+	assert.NotContains(t, r.body, "refresh_token")
+
+	r = postForm(t, client, srv.URL+"/revoke", url.Values{}, csrf)
+	require.Equal(t, 200, r.status)
+	assert.Empty(t, jar.Cookies(u), "cleared on revocation")
+	_, err = e.iss.Rotate(bg, second)
+	require.ErrorIs(t, err, refresh.ErrRevoked)
+}
+
+// The cookie's name and attributes outside development mode.
+func TestCookieAttributes(t *testing.T) {
+	e := newEnv(t)
+	for path, name := range map[string]string{"": "__Host-refresh_token", "/auth": "__Secure-refresh_token"} {
+		h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{Cookie: &refresh.CookieConfig{Path: path}})
+		w := httptest.NewRecorder()
+		h.WriteTokenResponse(w, httptest.NewRequest("POST", "/login", nil), e.issue(t, "alice"))
+		c := w.Result().Cookies()[0]
+		assert.Equal(t, name, c.Name)
+		assert.True(t, c.Secure && c.HttpOnly)
+		assert.Equal(t, http.SameSiteStrictMode, c.SameSite)
+		if path == "" {
+			path = "/"
+		}
+		assert.Equal(t, path, c.Path)
+		assert.Equal(t, int(refresh.DefaultIdleTTL/time.Second), c.MaxAge)
+	}
+}

@@ -1,0 +1,238 @@
+package refresh
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+)
+
+// BearerError is what the bearer middleware and its guards refuse a request
+// with. It is given to the error handler (WithErrorHandler); the default
+// handler writes the RFC 6750 §3 response for it. Err, the cause, is for
+// logs only and is never written to the client.
+type BearerError struct {
+	Status int    // 400, 401, 403, or 503 when the session store failed
+	Code   string // "invalid_request", "invalid_token", "insufficient_scope", or "" when no credentials were sent
+	Scope  string // the scope a 403 requires, space-separated
+	Err    error  // the cause
+}
+
+func (e *BearerError) Error() string {
+	msg := "refresh: bearer: " + http.StatusText(e.Status)
+	if e.Code != "" {
+		msg += " (" + e.Code + ")"
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+// Unwrap returns the cause.
+func (e *BearerError) Unwrap() error { return e.Err }
+
+// ErrorHandler answers a refused request.
+type ErrorHandler func(w http.ResponseWriter, r *http.Request, err *BearerError)
+
+// MiddlewareOption configures Middleware.
+type MiddlewareOption func(*middleware)
+
+// WithRealm sets the realm of WWW-Authenticate challenges (default "api").
+func WithRealm(realm string) MiddlewareOption {
+	return func(m *middleware) { m.realm = realm }
+}
+
+// WithErrorHandler replaces the RFC 6750 answer to refused requests, for
+// applications that answer differently or want to log. The guards
+// RequireScope and RequireRole use it too.
+func WithErrorHandler(h ErrorHandler) MiddlewareOption {
+	return func(m *middleware) { m.onError = h }
+}
+
+type middleware struct {
+	iss     *Issuer
+	realm   string
+	onError ErrorHandler
+}
+
+type ctxKey struct{}
+
+type authInfo struct {
+	claims *Claims
+	mw     *middleware
+}
+
+// ClaimsFromContext returns the claims of the verified access token of the
+// request, as stored by Middleware.
+func ClaimsFromContext(ctx context.Context) (*Claims, bool) {
+	a, ok := ctx.Value(ctxKey{}).(*authInfo)
+	if !ok {
+		return nil, false
+	}
+	return a.claims, true
+}
+
+// Middleware returns net/http middleware that admits only requests with a
+// valid access token in an "Authorization: Bearer" header (RFC 6750 §2.1;
+// the scheme is case-insensitive). Tokens in the query string or form body
+// are never read (RFC 9700 §4.3.2). The verified Claims are stored in the
+// request context (ClaimsFromContext). Refusals follow RFC 6750 §3:
+//
+//   - no bearer credentials: 401 with WWW-Authenticate: Bearer realm="…";
+//   - a malformed Authorization header (several, empty token, bad
+//     characters): 400 invalid_request;
+//   - a token that Verify refuses: 401 with error="invalid_token";
+//   - a failing session store (Config.CheckSession): 503.
+//
+// The handler it returns is safe for concurrent use.
+func (iss *Issuer) Middleware(opts ...MiddlewareOption) func(http.Handler) http.Handler {
+	m := &middleware{iss: iss, realm: "api"}
+	for _, o := range opts {
+		o(m)
+	}
+	if m.onError == nil {
+		m.onError = m.writeError
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			tok, berr := bearerToken(r)
+			if berr != nil {
+				m.onError(w, r, berr)
+				return
+			}
+			claims, err := iss.Verify(r.Context(), tok)
+			if err != nil {
+				if IsClientError(err) {
+					m.onError(w, r, &BearerError{Status: http.StatusUnauthorized, Code: "invalid_token", Err: err})
+				} else {
+					m.onError(w, r, &BearerError{Status: http.StatusServiceUnavailable, Err: err})
+				}
+				return
+			}
+			ctx := context.WithValue(r.Context(), ctxKey{}, &authInfo{claims: claims, mw: m})
+			next.ServeHTTP(w, r.WithContext(ctx))
+		})
+	}
+}
+
+var errNoCredentials = errors.New("no bearer credentials")
+
+// bearerToken extracts the token of the Authorization header.
+func bearerToken(r *http.Request) (string, *BearerError) {
+	vals := r.Header.Values("Authorization")
+	if len(vals) == 0 {
+		return "", &BearerError{Status: http.StatusUnauthorized, Err: errNoCredentials}
+	}
+	if len(vals) > 1 {
+		return "", &BearerError{Status: http.StatusBadRequest, Code: "invalid_request", Err: errors.New("several Authorization headers")}
+	}
+	scheme, tok, _ := strings.Cut(vals[0], " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		// Another scheme (Basic, DPoP...) is not bearer credentials.
+		return "", &BearerError{Status: http.StatusUnauthorized, Err: errNoCredentials}
+	}
+	tok = strings.TrimLeft(tok, " ")
+	if !isB64Token(tok) {
+		return "", &BearerError{Status: http.StatusBadRequest, Code: "invalid_request", Err: errors.New("malformed bearer token")}
+	}
+	return tok, nil
+}
+
+// isB64Token reports whether s matches RFC 6750's b64token:
+// 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+func isB64Token(s string) bool {
+	i := 0
+	for ; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '-' || c == '.' || c == '_' || c == '~' || c == '+' || c == '/') {
+			break
+		}
+	}
+	if i == 0 {
+		return false
+	}
+	for ; i < len(s); i++ {
+		if s[i] != '=' {
+			return false
+		}
+	}
+	return true
+}
+
+// writeError is the default ErrorHandler: RFC 6750 §3.
+func (m *middleware) writeError(w http.ResponseWriter, r *http.Request, e *BearerError) {
+	h := w.Header()
+	if e.Status == http.StatusServiceUnavailable {
+		writeJSONError(w, e.Status, "temporarily_unavailable")
+		return
+	}
+	challenge := `Bearer realm="` + quoteEscape(m.realm) + `"`
+	if e.Code != "" {
+		challenge += `, error="` + e.Code + `"`
+	}
+	if e.Scope != "" {
+		challenge += `, scope="` + quoteEscape(e.Scope) + `"`
+	}
+	h.Set("WWW-Authenticate", challenge)
+	if e.Code == "" {
+		h.Set("Cache-Control", "no-store")
+		w.WriteHeader(e.Status)
+		return
+	}
+	writeJSONError(w, e.Status, e.Code)
+}
+
+func quoteEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\r", "", "\n", "").Replace(s)
+}
+
+// guard builds middleware that checks the claims stored by Middleware.
+func guard(required string, ok func(*Claims) bool) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			a, found := r.Context().Value(ctxKey{}).(*authInfo)
+			if !found {
+				// Mounted without Middleware in front: refuse, never admit.
+				def := &middleware{realm: "api"}
+				def.writeError(w, r, &BearerError{Status: http.StatusUnauthorized, Err: errNoCredentials})
+				return
+			}
+			if !ok(a.claims) {
+				a.mw.onError(w, r, &BearerError{Status: http.StatusForbidden, Code: "insufficient_scope", Scope: required,
+					Err: errors.New("insufficient scope or role")})
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// RequireScope returns middleware, to be mounted after Middleware, that
+// admits only tokens granted every one of the scopes; others get 403 with
+// error="insufficient_scope" (RFC 6750 §3.1).
+func RequireScope(scopes ...string) func(http.Handler) http.Handler {
+	return guard(strings.Join(scopes, " "), func(c *Claims) bool {
+		for _, s := range scopes {
+			if !c.HasScope(s) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// RequireRole returns middleware, to be mounted after Middleware, that
+// admits only tokens whose roles claim (Claims.Roles) holds at least one of
+// roles; others get 403 with error="insufficient_scope".
+func RequireRole(roles ...string) func(http.Handler) http.Handler {
+	return guard("", func(c *Claims) bool {
+		for _, role := range roles {
+			if c.HasRole(role) {
+				return true
+			}
+		}
+		return false
+	})
+}
