@@ -48,7 +48,9 @@ func get(t *testing.T, url string, header map[string][]string) *http.Response {
 	return resp
 }
 
-func bearer(tok string) map[string][]string { return map[string][]string{"Authorization": {"Bearer " + tok}} }
+func bearer(tok string) map[string][]string {
+	return map[string][]string{"Authorization": {"Bearer " + tok}}
+}
 
 func TestMiddlewareAdmitsValidToken(t *testing.T) {
 	e := newEnv(t)
