@@ -11,7 +11,9 @@
 // revocation idempotence, subject revocation counts, listing isolation and
 // order, batched expiry deletion at its exact boundary, nanosecond time
 // round trips, aliasing of passed and returned values, and cancelled
-// contexts. Each subtest uses fresh random ids and subjects, so a store that
+// contexts; and, through an Issuer on the store, 64 goroutines rotating one
+// refresh token with grace 0 (exactly one wins) and with a grace window (all
+// receive the same successor). Each subtest uses fresh random ids and subjects, so a store that
 // is shared between subtests (one database) is fine.
 package storetest
 
@@ -53,6 +55,8 @@ func Run(t *testing.T, newStore func(t *testing.T) refresh.Store) {
 		{"DeleteExpiredBatches", testDeleteExpiredBatches},
 		{"NoAliasing", testAliasing},
 		{"CancelledContext", testCancelled},
+		{"IssuerConcurrentStrict", testIssuerStrict},
+		{"IssuerConcurrentGrace", testIssuerGrace},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,395 @@
+// Package redisstore is a refresh.Store on Redis (7 or later), through
+// go-redis. Several instances of a service can share it.
+//
+//	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+//	store := redisstore.New(client)
+//	iss, err := refresh.NewIssuer(refresh.Config{Store: store, …})
+//
+// # Keys
+//
+// With the default prefix "refresh:":
+//
+//	refresh:s:{<id>}       hash: one session
+//	refresh:u:{<subject>}  set: the ids of a subject's sessions
+//	refresh:exp            sorted set: ids scored by expiry (Unix seconds)
+//
+// Every change to a session (Create, Advance, UseGrace, Revoke) is one Lua
+// script on its own hash, loaded once and run by its SHA, so it is atomic
+// and one round trip. Each session hash expires with the session's absolute
+// lifetime (PEXPIREAT), so Redis forgets dead sessions by itself;
+// DeleteExpired also removes them on demand.
+//
+// # Redis Cluster
+//
+// The braces are hash tags: a session's hash lives in the slot of its id and
+// a subject's set in the slot of the subject, so every script touches one
+// key in one slot. What spans slots is not atomic, and need not be: Create
+// adds the id to the subject's set before it creates the hash, so a crash
+// between the two leaves only a dangling id, which readers skip and remove;
+// RevokeSubject revokes each listed session atomically, one by one (a
+// session created during the call may or may not be included, as with any
+// store); DeleteExpired re-checks each candidate's exact expiry inside the
+// session's own script before deleting it.
+package redisstore
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/refreshkit/refresh"
+)
+
+// Store is a refresh.Store on Redis. It is safe for concurrent use by
+// multiple goroutines and processes. It owns no goroutines; the client is
+// the caller's to close.
+type Store struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+var _ refresh.Store = (*Store)(nil)
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithPrefix sets the prefix of every key (default "refresh:").
+func WithPrefix(p string) Option { return func(s *Store) { s.prefix = p } }
+
+// New returns a Store on rdb: a *redis.Client, *redis.ClusterClient or any
+// redis.UniversalClient.
+func New(rdb redis.UniversalClient, opts ...Option) *Store {
+	s := &Store{rdb: rdb, prefix: "refresh:"}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+func (s *Store) sessionKey(id string) string  { return s.prefix + "s:{" + id + "}" }
+func (s *Store) subjectKey(sub string) string { return s.prefix + "u:{" + sub + "}" }
+func (s *Store) expiryKey() string            { return s.prefix + "exp" }
+func wrap(op string, err error) error         { return fmt.Errorf("redisstore: %s: %w", op, err) }
+func ns(t time.Time) string                   { return fmt.Sprintf("%020d", t.UnixNano()) }
+func parseNs(v string) (time.Time, error) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	return time.Unix(0, n).UTC(), err
+}
+
+// Scripts return -1 for a missing session, 0 for a refused change, 1 for a
+// done one. Generations are compared as decimal strings (exact for uint64;
+// Lua numbers are doubles).
+var (
+	createScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1`)
+	advanceScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'gen', 'revoked')
+if not v[1] then return -1 end
+if v[1] ~= ARGV[1] or v[2] then return 0 end
+redis.call('HSET', KEYS[1], 'gen', ARGV[2], 'rotated', ARGV[3], 'grace', '0')
+return 1`)
+	graceScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'gen', 'revoked', 'grace')
+if not v[1] then return -1 end
+if v[1] ~= ARGV[1] or v[2] or tonumber(v[3]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[1], 'grace', 1)
+return 1`)
+	// ARGV[3], if given, is the subject the session must belong to.
+	revokeScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'gen', 'revoked', 'sub')
+if not v[1] then return -1 end
+if v[2] or (ARGV[3] and v[3] ~= ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'revoked', ARGV[1], 'reason', ARGV[2])
+return 1`)
+	// Deletes the session if its expiry (20-digit nanoseconds, so string
+	// order is numeric order) is at or before ARGV[1].
+	deleteScript = redis.NewScript(`
+local e = redis.call('HGET', KEYS[1], 'expires')
+if not e then return -1 end
+if e > ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1`)
+)
+
+// Create implements refresh.Store.
+func (s *Store) Create(ctx context.Context, se *refresh.Session) error {
+	if err := ctx.Err(); err != nil {
+		return wrap("create", err)
+	}
+	scope, err := json.Marshal(se.Scope)
+	if err != nil {
+		return wrap("create", err)
+	}
+	meta, err := json.Marshal(se.Meta)
+	if err != nil {
+		return wrap("create", err)
+	}
+	args := []any{se.ExpiresAt.UnixMilli(),
+		"sub", se.Subject, "cid", se.ClientID, "gen", strconv.FormatUint(se.Generation, 10),
+		"grace", strconv.FormatUint(uint64(se.GraceUses), 10), "seed", se.Seed,
+		"scope", scope, "claims", se.Claims, "meta", meta,
+		"created", ns(se.CreatedAt), "rotated", ns(se.RotatedAt), "expires", ns(se.ExpiresAt),
+		"reason", se.RevokeReason,
+	}
+	if se.Revoked() {
+		args = append(args, "revoked", ns(se.RevokedAt))
+	}
+	// The subject's set first: a crash after it leaves a dangling id, never
+	// a session that RevokeSubject cannot find.
+	sk := s.subjectKey(se.Subject)
+	if err := s.rdb.SAdd(ctx, sk, se.ID).Err(); err != nil {
+		return wrap("create", err)
+	}
+	if err := s.extendSubject(ctx, sk, se.ExpiresAt); err != nil {
+		return wrap("create", err)
+	}
+	n, err := createScript.Run(ctx, s.rdb, []string{s.sessionKey(se.ID)}, args...).Int()
+	if err != nil {
+		return wrap("create", err)
+	}
+	if n == 0 {
+		// Taken: undo the index entry, unless it is the owner's.
+		if owner, err := s.rdb.HGet(ctx, s.sessionKey(se.ID), "sub").Result(); err == nil && owner != se.Subject {
+			s.rdb.SRem(ctx, sk, se.ID)
+		}
+		return refresh.ErrSessionExists
+	}
+	// The expiry index last: a session missing from it still expires by
+	// its key's TTL.
+	if err := s.rdb.ZAdd(ctx, s.expiryKey(), redis.Z{Score: float64(se.ExpiresAt.Unix()), Member: se.ID}).Err(); err != nil {
+		return wrap("create", err)
+	}
+	return nil
+}
+
+// extendSubject keeps a subject's set alive as long as its longest session.
+var extendScript = redis.NewScript(`
+local t = redis.call('PEXPIRETIME', KEYS[1])
+if t == -1 or (t >= 0 and t < tonumber(ARGV[1])) then redis.call('PEXPIREAT', KEYS[1], ARGV[1]) end
+return 1`)
+
+func (s *Store) extendSubject(ctx context.Context, key string, until time.Time) error {
+	return extendScript.Run(ctx, s.rdb, []string{key}, until.UnixMilli()).Err()
+}
+
+func decode(id string, m map[string]string) (*refresh.Session, error) {
+	se := &refresh.Session{ID: id, Subject: m["sub"], ClientID: m["cid"], RevokeReason: m["reason"]}
+	var err error
+	if se.Generation, err = strconv.ParseUint(m["gen"], 10, 64); err != nil {
+		return nil, err
+	}
+	g, err := strconv.ParseUint(m["grace"], 10, 32)
+	if err != nil {
+		return nil, err
+	}
+	se.GraceUses = uint32(g)
+	se.Seed = []byte(m["seed"])
+	if err := json.Unmarshal([]byte(m["scope"]), &se.Scope); err != nil {
+		return nil, err
+	}
+	if c := m["claims"]; c != "" {
+		se.Claims = []byte(c)
+	}
+	if err := json.Unmarshal([]byte(m["meta"]), &se.Meta); err != nil {
+		return nil, err
+	}
+	for f, dst := range map[string]*time.Time{"created": &se.CreatedAt, "rotated": &se.RotatedAt, "expires": &se.ExpiresAt} {
+		if *dst, err = parseNs(m[f]); err != nil {
+			return nil, err
+		}
+	}
+	if r, ok := m["revoked"]; ok {
+		if se.RevokedAt, err = parseNs(r); err != nil {
+			return nil, err
+		}
+	}
+	return se, nil
+}
+
+// Get implements refresh.Store.
+func (s *Store) Get(ctx context.Context, id string) (*refresh.Session, error) {
+	m, err := s.rdb.HGetAll(ctx, s.sessionKey(id)).Result()
+	if err != nil {
+		return nil, wrap("get", err)
+	}
+	if len(m) == 0 {
+		return nil, refresh.ErrSessionNotFound
+	}
+	se, err := decode(id, m)
+	if err != nil {
+		return nil, wrap("get: corrupt session", err)
+	}
+	return se, nil
+}
+
+func (s *Store) run(ctx context.Context, op string, sc *redis.Script, id string, args ...any) error {
+	n, err := sc.Run(ctx, s.rdb, []string{s.sessionKey(id)}, args...).Int()
+	switch {
+	case err != nil:
+		return wrap(op, err)
+	case n < 0:
+		return refresh.ErrSessionNotFound
+	case n == 0:
+		return refresh.ErrConflict
+	}
+	return nil
+}
+
+// Advance implements refresh.Store: one script, one round trip.
+func (s *Store) Advance(ctx context.Context, id string, from uint64, at time.Time) error {
+	if from == ^uint64(0) {
+		return s.run(ctx, "advance", advanceScript, id, "none", "0", ns(at))
+	}
+	return s.run(ctx, "advance", advanceScript, id,
+		strconv.FormatUint(from, 10), strconv.FormatUint(from+1, 10), ns(at))
+}
+
+// UseGrace implements refresh.Store: one script, one round trip.
+func (s *Store) UseGrace(ctx context.Context, id string, generation uint64, limit uint32) error {
+	return s.run(ctx, "use grace", graceScript, id, strconv.FormatUint(generation, 10), limit)
+}
+
+// Revoke implements refresh.Store.
+func (s *Store) Revoke(ctx context.Context, id string, at time.Time, reason string) error {
+	err := s.run(ctx, "revoke", revokeScript, id, ns(at), reason)
+	if errors.Is(err, refresh.ErrConflict) { // already revoked
+		return nil
+	}
+	return err
+}
+
+// RevokeSubject implements refresh.Store: each session of the subject is
+// revoked by its own atomic script, in one pipelined round trip.
+func (s *Store) RevokeSubject(ctx context.Context, subject string, at time.Time, reason string) (int, error) {
+	ids, err := s.rdb.SMembers(ctx, s.subjectKey(subject)).Result()
+	if err != nil {
+		return 0, wrap("revoke subject", err)
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	// Make sure the scripts are loaded: EvalSha in a pipeline cannot fall
+	// back to EVAL on NOSCRIPT.
+	if err := revokeScript.Load(ctx, s.rdb).Err(); err != nil {
+		return 0, wrap("revoke subject", err)
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = revokeScript.EvalSha(ctx, pipe, []string{s.sessionKey(id)}, ns(at), reason, subject)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return 0, wrap("revoke subject", err)
+	}
+	n := 0
+	for _, c := range cmds {
+		if v, err := c.Int(); err == nil && v == 1 {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Sessions implements refresh.Store: the subject's set, then every hash in
+// one pipelined round trip. Ids whose hash is gone (expired) are dropped
+// from the set.
+func (s *Store) Sessions(ctx context.Context, subject string) ([]*refresh.Session, error) {
+	sk := s.subjectKey(subject)
+	ids, err := s.rdb.SMembers(ctx, sk).Result()
+	if err != nil {
+		return nil, wrap("sessions", err)
+	}
+	out := []*refresh.Session{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HGetAll(ctx, s.sessionKey(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, wrap("sessions", err)
+	}
+	var gone []any
+	for i, c := range cmds {
+		m := c.Val()
+		if len(m) == 0 {
+			gone = append(gone, ids[i])
+			continue
+		}
+		if m["sub"] != subject {
+			continue
+		}
+		se, err := decode(ids[i], m)
+		if err != nil {
+			return nil, wrap("sessions: corrupt session", err)
+		}
+		out = append(out, se)
+	}
+	if len(gone) > 0 {
+		s.rdb.SRem(ctx, sk, gone...)
+	}
+	slices.SortFunc(out, func(a, b *refresh.Session) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+	return out, nil
+}
+
+// DeleteExpired implements refresh.Store. Candidates come from the expiry
+// index by whole seconds; each is deleted by a script that compares its
+// exact expiry, so the boundary is exact to the nanosecond.
+func (s *Store) DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, wrap("delete expired", err)
+	}
+	if limit <= 0 {
+		return 0, nil
+	}
+	max := strconv.FormatInt(before.Unix(), 10)
+	cut := ns(before)
+	deleted := 0
+	var offset int64
+	for deleted < limit {
+		ids, err := s.rdb.ZRangeByScore(ctx, s.expiryKey(), &redis.ZRangeBy{
+			Min: "-inf", Max: max, Offset: offset, Count: int64(limit - deleted),
+		}).Result()
+		if err != nil {
+			return deleted, wrap("delete expired", err)
+		}
+		if len(ids) == 0 {
+			break
+		}
+		for _, id := range ids {
+			key := s.sessionKey(id)
+			sub, _ := s.rdb.HGet(ctx, key, "sub").Result()
+			n, err := deleteScript.Run(ctx, s.rdb, []string{key}, cut).Int()
+			if err != nil {
+				return deleted, wrap("delete expired", err)
+			}
+			switch n {
+			case 1:
+				deleted++
+				s.rdb.SRem(ctx, s.subjectKey(sub), id)
+				s.rdb.ZRem(ctx, s.expiryKey(), id)
+			case -1: // expired by Redis already: clean the index
+				s.rdb.ZRem(ctx, s.expiryKey(), id)
+			default: // same second, later nanosecond: keep, look past it
+				offset++
+			}
+		}
+	}
+	return deleted, nil
+}

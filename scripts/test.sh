@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Runs every test of every module of this repository: the core library, the
+# storetest conformance suite on every store, the Postgres and Redis adapters
+# against real servers, and the demo service.
+#
+# Servers: PG_DSN and REDIS_URL point the tests at servers you already run.
+# Otherwise this script starts a throw-away postgresql and redis-server on
+# free loopback ports in a temporary directory (installing Debian's packages
+# with apt-get when they are missing and it runs as root) and stops them
+# afterwards. Without root and without the servers the adapter tests are
+# skipped with a message; with CI=true a missing server fails the run.
+#
+# Extra arguments are passed to every `go test`, e.g. scripts/test.sh -run Rotate
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+MODULES=(. pgstore redisstore)
+CI=${CI:-false}
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/refresh-test.XXXXXX")
+chmod 755 "$TMP"
+STOPS=()
+cleanup() {
+  local s
+  for s in "${STOPS[@]+"${STOPS[@]}"}"; do eval "$s" >/dev/null 2>&1 || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$((20000 + RANDOM % 20000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
+  done
+  die "no free loopback port found"
+}
+
+APT_UPDATED=0
+apt_install() {
+  is_root || return 1
+  command -v apt-get >/dev/null || return 1
+  if [ "$APT_UPDATED" = 0 ]; then
+    say "apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || return 1
+    APT_UPDATED=1
+  fi
+  say "apt-get install -y $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null || return 1
+}
+
+pg_bindir() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do
+    [ -x "$d/pg_ctl" ] && [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+  done
+  command -v pg_ctl >/dev/null && command -v initdb >/dev/null && { dirname "$(command -v pg_ctl)"; return 0; }
+  return 1
+}
+
+missing() { # what, how-to
+  if [ "$CI" = true ]; then die "$1 is not available and CI=true: a missing server is a failure ($2)"; fi
+  say "SKIPPING the $1 tests: $2"
+}
+
+start_postgres() {
+  if [ -n "${PG_DSN:-}" ]; then say "Postgres: using PG_DSN"; return 0; fi
+  local bin
+  if ! bin=$(pg_bindir); then
+    apt_install postgresql || true
+    bin=$(pg_bindir) || { missing Postgres "install postgresql, run this script as root, or set PG_DSN=postgres://…"; return 0; }
+  fi
+  local port dir user=""
+  port=$(free_port)
+  dir=$TMP/pg
+  mkdir -p "$dir/data" "$dir/sock"
+  if is_root; then
+    # postgres refuses to run as root: run it as the postgres system user.
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    chown -R postgres "$dir"
+    user=postgres
+  fi
+  as_pg() { if [ -n "$user" ]; then runuser -u "$user" -- "$@"; else "$@"; fi; }
+  as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
+  local opts="-c listen_addresses=127.0.0.1 -p $port -k $dir/sock -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  as_pg "$bin/pg_ctl" -D "$dir/data" -o "$opts" -l "$dir/server.log" -w -t 60 start >/dev/null || { cat "$dir/server.log" >&2; die "postgres did not start"; }
+  local pfx=""
+  [ -n "$user" ] && pfx="runuser -u $user -- "
+  export PG_STOP_CMD="${pfx}$bin/pg_ctl -D $dir/data -m fast -w stop"
+  export PG_START_CMD="${pfx}$bin/pg_ctl -D $dir/data -o '$opts' -l $dir/server.log -w -t 60 start"
+  STOPS+=("$PG_STOP_CMD")
+  export PG_DSN="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+  say "Postgres $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+}
+
+start_redis() {
+  if [ -n "${REDIS_URL:-}" ]; then say "Redis: using REDIS_URL"; return 0; fi
+  if ! command -v redis-server >/dev/null; then
+    apt_install redis-server || true
+    command -v redis-server >/dev/null || { missing Redis "install redis-server, run this script as root, or set REDIS_URL=redis://…"; return 0; }
+  fi
+  local port dir
+  port=$(free_port)
+  dir=$TMP/redis
+  mkdir -p "$dir"
+  local args="--port $port --bind 127.0.0.1 --dir $dir --save '' --appendonly yes --appendfsync always --daemonize yes --pidfile $dir/redis.pid --logfile $dir/redis.log"
+  eval redis-server "$args" || die "redis-server did not start"
+  for _ in $(seq 1 100); do [ -s "$dir/redis.pid" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+  export REDIS_STOP_CMD="kill \$(cat $dir/redis.pid); for i in \$(seq 1 100); do [ -e $dir/redis.pid ] || break; sleep 0.05; done"
+  export REDIS_START_CMD="redis-server $args; for i in \$(seq 1 100); do [ -s $dir/redis.pid ] && break; sleep 0.05; done"
+  STOPS+=("$REDIS_STOP_CMD")
+  export REDIS_URL="redis://127.0.0.1:$port/0"
+  say "Redis $(redis-server --version | awk '{print $3}' | tr -d 'v=') on 127.0.0.1:$port"
+}
+
+start_postgres
+start_redis
+
+status=0
+for m in "${MODULES[@]}"; do
+  say "go test -race $m"
+  (cd "$ROOT/$m" && GOWORK=off go test -race -count=1 "$@" ./...) || status=1
+done
+[ $status = 0 ] && say "all modules passed" || say "some tests FAILED"
+exit $status
