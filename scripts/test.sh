@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-MODULES=(. pgstore redisstore)
+MODULES=(. pgstore redisstore cmd/refresh-demo)
 CI=${CI:-false}
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -118,6 +118,10 @@ start_redis() {
   say "Redis $(redis-server --version | awk '{print $3}' | tr -d 'v=') on 127.0.0.1:$port"
 }
 
+# The demo's walkthrough test runs the README's curl commands for real.
+for tool in curl jq; do
+  command -v $tool >/dev/null || apt_install $tool || missing "README walkthrough" "install $tool"
+done
 start_postgres
 start_redis
 

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/refreshkit/refresh"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// user is an account of the demo. Passwords are held only as bcrypt hashes.
+type user struct {
+	hash  []byte
+	roles []string
+}
+
+// users: alice/wonderland (admin) and bob/builder (user).
+var users = map[string]user{
+	"alice": {hash: []byte("$2a$10$Le7TWkK9yALglO2NialDQuTv.rJ.oXSdQvDyCZg5hJhjxnjY.jKOW"), roles: []string{"admin"}},
+	"bob":   {hash: []byte("$2a$10$a4U4vrjLkcr3XE7XQOMRMetC8t0nKW73jBr6KrckX.8Z2RhIfYXX2"), roles: []string{"user"}},
+}
+
+// dummyHash is compared against when the user does not exist, so that a
+// wrong user name costs as much time as a wrong password.
+var dummyHash = []byte("$2a$10$Le7TWkK9yALglO2NialDQuTv.rJ.oXSdQvDyCZg5hJhjxnjY.jKOX")
+
+const maxLoginBody = 4 << 10
+
+// newMux wires the demo's routes around an Issuer.
+func newMux(iss *refresh.Issuer) http.Handler {
+	h := refresh.NewHandlers(iss, refresh.HandlerConfig{})
+	auth := iss.Middleware(refresh.WithRealm("refresh-demo"))
+	mux := http.NewServeMux()
+	mux.Handle("/login", loginHandler(iss, h))
+	mux.Handle("/token", h.RefreshHandler())
+	mux.Handle("/revoke", h.RevocationHandler())
+	mux.Handle("/.well-known/jwks.json", h.JWKSHandler())
+	mux.Handle("GET /me", auth(http.HandlerFunc(me)))
+	mux.Handle("GET /admin", auth(refresh.RequireRole("admin")(http.HandlerFunc(admin))))
+	mux.Handle("GET /sessions", auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := refresh.ClaimsFromContext(r.Context())
+		list, err := iss.Sessions(r.Context(), c.Subject)
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"sessions": list})
+	})))
+	mux.Handle("POST /logout-all", auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := refresh.ClaimsFromContext(r.Context())
+		if _, err := iss.RevokeSubject(r.Context(), c.Subject); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})))
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// loginHandler checks a password (form or JSON) and answers with the same
+// token response as the refresh grant.
+func loginHandler(iss *refresh.Issuer, h *refresh.Handlers) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "invalid_request"})
+			return
+		}
+		var in struct {
+			Username string `json:"username"`
+			Password string `json:"password"`
+			ClientID string `json:"client_id"`
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxLoginBody)
+		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		switch mt {
+		case "application/json":
+			if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+				status := http.StatusBadRequest
+				var mbe *http.MaxBytesError
+				if errors.As(err, &mbe) {
+					status = http.StatusRequestEntityTooLarge
+				}
+				writeJSON(w, status, map[string]string{"error": "invalid_request"})
+				return
+			}
+		case "application/x-www-form-urlencoded":
+			if err := r.ParseForm(); err != nil {
+				status := http.StatusBadRequest
+				var mbe *http.MaxBytesError
+				if errors.As(err, &mbe) {
+					status = http.StatusRequestEntityTooLarge
+				}
+				writeJSON(w, status, map[string]string{"error": "invalid_request"})
+				return
+			}
+			in.Username, in.Password, in.ClientID = r.PostForm.Get("username"), r.PostForm.Get("password"), r.PostForm.Get("client_id")
+		default:
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+			return
+		}
+		if in.Username == "" || in.Password == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+			return
+		}
+		u, ok := users[in.Username]
+		hash := u.hash
+		if !ok {
+			hash = dummyHash
+		}
+		if bcrypt.CompareHashAndPassword(hash, []byte(in.Password)) != nil || !ok {
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_credentials"})
+			return
+		}
+		opts := []refresh.Option{
+			refresh.WithScope("profile", "sessions"),
+			refresh.WithClaims(map[string]any{"roles": u.roles}),
+			refresh.WithMeta(map[string]string{"user_agent": truncate(r.UserAgent(), 200), "ip": r.RemoteAddr}),
+		}
+		if in.ClientID != "" {
+			opts = append(opts, refresh.WithClientID(in.ClientID))
+		}
+		p, err := iss.Issue(r.Context(), in.Username, opts...)
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+			return
+		}
+		h.WriteTokenResponse(w, r, p)
+	})
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func me(w http.ResponseWriter, r *http.Request) {
+	c, _ := refresh.ClaimsFromContext(r.Context())
+	writeJSON(w, http.StatusOK, map[string]any{
+		"sub": c.Subject, "sid": c.SessionID, "scope": strings.Join(c.Scope, " "),
+		"roles": c.Roles(), "client_id": c.ClientID, "expires_at": c.ExpiresAt,
+	})
+}
+
+func admin(w http.ResponseWriter, r *http.Request) {
+	c, _ := refresh.ClaimsFromContext(r.Context())
+	writeJSON(w, http.StatusOK, map[string]any{"hello": c.Subject, "area": "admin"})
+}
+
+// walkthrough is the curl session printed at start-up and shown in the
+// README; a test runs it against the demo.
+func walkthrough(base string) string {
+	return strings.ReplaceAll(`BASE=http://127.0.0.1:8080
+# 1. Log in: a 15-minute access token and a rotating refresh token
+PAIR=$(curl -s $BASE/login -d username=alice -d password=wonderland); echo "$PAIR"
+AT=$(echo "$PAIR" | jq -r .access_token); RT=$(echo "$PAIR" | jq -r .refresh_token)
+# 2. Call protected routes with the access token
+curl -s $BASE/me -H "Authorization: Bearer $AT"
+curl -s $BASE/admin -H "Authorization: Bearer $AT"
+# 3. Refresh: a new pair; the old refresh token is now spent
+NEW=$(curl -s $BASE/token -d grant_type=refresh_token -d refresh_token=$RT); echo "$NEW"
+# 4. Replay the spent token: invalid_grant, and the session is revoked...
+curl -s $BASE/token -d grant_type=refresh_token -d refresh_token=$RT
+# ...so even the newest refresh token of that session is refused now
+curl -s $BASE/token -d grant_type=refresh_token -d refresh_token=$(echo "$NEW" | jq -r .refresh_token)
+# 5. Log in as bob on two devices, list them, log out everywhere
+curl -s $BASE/login -d username=bob -d password=builder >/dev/null
+BOB=$(curl -s $BASE/login -d username=bob -d password=builder | jq -r .access_token)
+curl -s $BASE/sessions -H "Authorization: Bearer $BOB" | jq '.sessions | length'
+curl -s $BASE/admin -H "Authorization: Bearer $BOB" -o /dev/null -w '%{http_code}\n'
+curl -s -X POST $BASE/logout-all -H "Authorization: Bearer $BOB" -w '%{http_code}\n'
+curl -s $BASE/me -H "Authorization: Bearer $BOB" -o /dev/null -w '%{http_code}\n'
+`, "http://127.0.0.1:8080", base)
+}

@@ -1,0 +1,259 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/refreshkit/refresh"
+)
+
+func newTestIssuer(t *testing.T) *refresh.Issuer {
+	t.Helper()
+	key, _, err := signingKey("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac := make([]byte, 32)
+	_, _ = rand.Read(mac)
+	st := refresh.NewMemoryStore()
+	t.Cleanup(func() { _ = st.Close() })
+	iss, err := refresh.NewIssuer(refresh.Config{
+		Issuer: "http://demo.test", Audience: "refresh-demo",
+		Keys: []refresh.Key{key}, RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: mac}},
+		Store: st, CheckSession: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return iss
+}
+
+// The README's walkthrough, run for real with curl and jq against the demo.
+func TestREADMEWalkthrough(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := walkthrough("http://127.0.0.1:8080")
+	if !bytes.Contains(readme, []byte(want)) {
+		t.Fatalf("README.md does not contain the walkthrough the demo prints:\n%s", want)
+	}
+	for _, tool := range []string{"curl", "jq", "bash"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is missing (scripts/test.sh installs it as root)", tool)
+			}
+			t.Skipf("%s is not installed; scripts/test.sh installs it as root", tool)
+		}
+	}
+	srv := httptest.NewServer(newMux(newTestIssuer(t)))
+	defer srv.Close()
+	cmd := exec.Command("bash", "-euo", "pipefail", "-c", walkthrough(srv.URL))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("walkthrough failed: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	expect := []string{
+		`"access_token":`,           // 1. login
+		`"sub":"alice"`,             // 2. /me
+		`"area":"admin"`,            // 2. /admin
+		`"refresh_token":"rt_`,      // 3. refresh
+		`{"error":"invalid_grant"}`, // 4. replay
+		`{"error":"invalid_grant"}`, // 4. newest token dead too
+		`2`,                         // 5. bob's sessions
+		`403`,                       // 5. bob is no admin
+		`204`,                       // 5. logout everywhere
+		`401`,                       // 5. access token dead at once
+	}
+	if len(lines) != len(expect) {
+		t.Fatalf("walkthrough printed %d lines, want %d:\n%s", len(lines), len(expect), out)
+	}
+	for i, e := range expect {
+		if !strings.Contains(lines[i], e) {
+			t.Errorf("line %d: %q does not contain %q", i+1, lines[i], e)
+		}
+	}
+}
+
+type reply struct {
+	status int
+	body   map[string]any
+}
+
+func post(t *testing.T, u, ctype, body string, hdr ...string) reply {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(body))
+	req.Header.Set("Content-Type", ctype)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := reply{status: resp.StatusCode}
+	_ = json.NewDecoder(resp.Body).Decode(&r.body)
+	return r
+}
+
+const form = "application/x-www-form-urlencoded"
+
+func TestLogin(t *testing.T) {
+	srv := httptest.NewServer(newMux(newTestIssuer(t)))
+	defer srv.Close()
+	cases := []struct {
+		name, ctype, body string
+		status            int
+		errCode           string
+	}{
+		{"form", form, "username=alice&password=wonderland", 200, ""},
+		{"json", "application/json", `{"username":"bob","password":"builder","client_id":"cli"}`, 200, ""},
+		{"wrong password", form, "username=alice&password=builder", 401, "invalid_credentials"},
+		{"unknown user", form, "username=mallory&password=x", 401, "invalid_credentials"},
+		{"missing password", form, "username=alice", 400, "invalid_request"},
+		{"bad json", "application/json", `{"username":`, 400, "invalid_request"},
+		{"text", "text/plain", "alice:wonderland", 400, "invalid_request"},
+		{"oversized", form, "username=alice&password=" + strings.Repeat("x", 5000), 413, "invalid_request"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := post(t, srv.URL+"/login", tc.ctype, tc.body)
+			if r.status != tc.status {
+				t.Fatalf("status %d, want %d (%v)", r.status, tc.status, r.body)
+			}
+			if tc.errCode != "" && r.body["error"] != tc.errCode {
+				t.Fatalf("error %v, want %s", r.body["error"], tc.errCode)
+			}
+			if tc.status == 200 && (r.body["token_type"] != "Bearer" || r.body["refresh_token"] == nil) {
+				t.Fatalf("not a token response: %v", r.body)
+			}
+		})
+	}
+	resp, err := http.Get(srv.URL + "/login")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 405 {
+		t.Fatalf("GET /login: %d", resp.StatusCode)
+	}
+}
+
+// A client-bound login refreshes only with its client_id.
+func TestLoginClientBinding(t *testing.T) {
+	srv := httptest.NewServer(newMux(newTestIssuer(t)))
+	defer srv.Close()
+	r := post(t, srv.URL+"/login", form, "username=alice&password=wonderland&client_id=mobile")
+	rt := r.body["refresh_token"].(string)
+	bad := post(t, srv.URL+"/token", form, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {"web"}}.Encode())
+	if bad.status != 400 || bad.body["error"] != "invalid_grant" {
+		t.Fatalf("other client: %v", bad)
+	}
+	good := post(t, srv.URL+"/token", form, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {"mobile"}}.Encode())
+	if good.status != 200 {
+		t.Fatalf("own client: %v", good)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// run serves on a real port with each store, prints its URL and walkthrough,
+// and shuts down gracefully when its context ends.
+func TestRunEachStore(t *testing.T) {
+	stores := map[string]string{"memory": ""}
+	for kind, env := range map[string]string{"postgres": "PG_DSN", "redis": "REDIS_URL"} {
+		if v := os.Getenv(env); v != "" {
+			stores[kind] = v
+		} else if os.Getenv("CI") == "true" {
+			t.Errorf("%s is not set and CI=true", env)
+		} else {
+			t.Logf("%s not set: -store %s not tried", env, kind)
+		}
+	}
+	for kind, dsn := range stores {
+		t.Run(kind, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			out := &syncBuffer{}
+			done := make(chan error, 1)
+			o := options{addr: "127.0.0.1:0", store: kind, dsn: dsn, accessTTL: time.Minute, idleTTL: time.Hour, sessTTL: 2 * time.Hour}
+			go func() { done <- run(ctx, o, slog.New(slog.NewTextHandler(io.Discard, nil)), out) }()
+			re := regexp.MustCompile(`refresh-demo on (http://127\.0\.0\.1:\d+)`)
+			var base string
+			for i := 0; i < 200 && base == ""; i++ {
+				if m := re.FindStringSubmatch(out.String()); m != nil {
+					base = m[1]
+				} else {
+					time.Sleep(25 * time.Millisecond)
+				}
+			}
+			if base == "" {
+				cancel()
+				t.Fatalf("no URL printed: %s (%v)", out.String(), <-done)
+			}
+			r := post(t, base+"/login", form, "username=alice&password=wonderland")
+			if r.status != 200 {
+				t.Fatalf("login: %v", r)
+			}
+			r = post(t, base+"/token", form, "grant_type=refresh_token&refresh_token="+r.body["refresh_token"].(string))
+			if r.status != 200 {
+				t.Fatalf("refresh: %v", r)
+			}
+			resp, err := http.Get(base + "/.well-known/jwks.json")
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("jwks: %v %v", resp, err)
+			}
+			resp.Body.Close()
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("shutdown: %v", err)
+			}
+			if !strings.Contains(out.String(), "Generated an Ed25519 signing key") {
+				t.Fatalf("the demo does not say it generated keys:\n%s", out.String())
+			}
+		})
+	}
+}
+
+func TestRefreshSecret(t *testing.T) {
+	if _, _, err := refreshSecret("c2hvcnQ="); err == nil {
+		t.Fatal("a short REFRESH_SECRET was accepted")
+	}
+	if _, _, err := refreshSecret("!!!"); err == nil {
+		t.Fatal("a non-base64 REFRESH_SECRET was accepted")
+	}
+	b, gen, err := refreshSecret(strings.Repeat("QUFB", 11))
+	if err != nil || gen || len(b) != 33 {
+		t.Fatalf("%d %v %v", len(b), gen, err)
+	}
+}

@@ -1,0 +1,229 @@
+// Command refresh-demo is a small service built on
+// github.com/refreshkit/refresh: password login, rotating refresh tokens
+// with reuse detection, bearer-protected routes, revocation, "log out
+// everywhere" and a JWKS document.
+//
+//	go run ./cmd/refresh-demo                      # in-memory store on 127.0.0.1:8080
+//	go run ./cmd/refresh-demo -store postgres -dsn postgres://…
+//	go run ./cmd/refresh-demo -store redis -dsn redis://127.0.0.1:6379/0
+//
+// Users: alice/wonderland (role admin) and bob/builder (role user).
+//
+// Keys: an Ed25519 signing key and a refresh MAC key are generated at start
+// unless -key names a private key file (PKCS#8 PEM or JWK JSON) and the
+// REFRESH_SECRET environment variable holds the MAC key (base64 of at least
+// 32 bytes). Generated keys die with the process, and so do its tokens.
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+	"github.com/refreshkit/refresh"
+	"github.com/refreshkit/refresh/pgstore"
+	"github.com/refreshkit/refresh/redisstore"
+)
+
+type options struct {
+	addr, store, dsn, keyFile          string
+	grace, accessTTL, idleTTL, sessTTL time.Duration
+}
+
+func main() {
+	var o options
+	fs := flag.NewFlagSet("refresh-demo", flag.ExitOnError)
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address")
+	fs.StringVar(&o.store, "store", "memory", "session store: memory, postgres or redis")
+	fs.StringVar(&o.dsn, "dsn", "", "postgres:// or redis:// URL for -store postgres|redis")
+	fs.StringVar(&o.keyFile, "key", "", "signing key file: PKCS#8 PEM (Ed25519, P-256, RSA) or JWK JSON; generated if empty")
+	fs.DurationVar(&o.grace, "grace", 0, "grace window for retried refreshes (0: strict rotation)")
+	fs.DurationVar(&o.accessTTL, "access-ttl", refresh.DefaultAccessTTL, "access token lifetime")
+	fs.DurationVar(&o.idleTTL, "idle-ttl", refresh.DefaultIdleTTL, "refresh token idle lifetime")
+	fs.DurationVar(&o.sessTTL, "session-ttl", refresh.DefaultSessionTTL, "absolute session lifetime")
+	_ = fs.Parse(os.Args[1:])
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, log, os.Stdout); err != nil {
+		log.Error("refresh-demo", "err", err)
+		os.Exit(1)
+	}
+}
+
+// run serves until ctx is done, then shuts down gracefully.
+func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error {
+	store, closeStore, err := openStore(ctx, o.store, o.dsn)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	key, generated, err := signingKey(o.keyFile)
+	if err != nil {
+		return err
+	}
+	mac, macGenerated, err := refreshSecret(os.Getenv("REFRESH_SECRET"))
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	base := "http://" + ln.Addr().String()
+	iss, err := refresh.NewIssuer(refresh.Config{
+		Issuer:       base,
+		Audience:     "refresh-demo",
+		Keys:         []refresh.Key{key},
+		RefreshKeys:  []refresh.RefreshKey{{ID: 1, Secret: mac}},
+		Store:        store,
+		AccessTTL:    o.accessTTL,
+		IdleTTL:      o.idleTTL,
+		SessionTTL:   o.sessTTL,
+		Grace:        o.grace,
+		CheckSession: true,
+		OnEvent: func(ctx context.Context, e refresh.Event) {
+			level := slog.LevelInfo
+			if e.Kind == refresh.EventReused {
+				level = slog.LevelWarn
+			}
+			log.Log(ctx, level, "session event", "event", e)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: newMux(iss), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+	if generated {
+		fmt.Fprintln(out, "Generated an Ed25519 signing key (use -key FILE to keep one across restarts).")
+	}
+	if macGenerated {
+		fmt.Fprintln(out, "Generated a refresh MAC key (set REFRESH_SECRET to base64 of 32+ bytes to keep one).")
+	}
+	fmt.Fprintf(out, "refresh-demo on %s, %s store. Users: alice/wonderland (admin), bob/builder (user).\n", base, o.store)
+	fmt.Fprintf(out, "Try it (needs curl and jq):\n\n%s\n", walkthrough(base))
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	fmt.Fprintln(out, "shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+func openStore(ctx context.Context, kind, dsn string) (refresh.Store, func(), error) {
+	switch kind {
+	case "memory":
+		m := refresh.NewMemoryStore()
+		return m, func() { _ = m.Close() }, nil
+	case "postgres":
+		if dsn == "" {
+			return nil, nil, errors.New("-store postgres needs -dsn postgres://…")
+		}
+		pool, err := pgxpool.New(ctx, dsn)
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := pgstore.New(pool)
+		if err == nil {
+			err = st.Migrate(ctx)
+		}
+		if err != nil {
+			pool.Close()
+			return nil, nil, err
+		}
+		return st, pool.Close, nil
+	case "redis":
+		if dsn == "" {
+			return nil, nil, errors.New("-store redis needs -dsn redis://…")
+		}
+		opt, err := redis.ParseURL(dsn)
+		if err != nil {
+			return nil, nil, err
+		}
+		c := redis.NewClient(opt)
+		if err := c.Ping(ctx).Err(); err != nil {
+			_ = c.Close()
+			return nil, nil, fmt.Errorf("redis: %w", err)
+		}
+		return redisstore.New(c), func() { _ = c.Close() }, nil
+	}
+	return nil, nil, fmt.Errorf("unknown -store %q (memory, postgres or redis)", kind)
+}
+
+// signingKey reads the key file, or generates an Ed25519 key.
+func signingKey(path string) (refresh.Key, bool, error) {
+	if path == "" {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		return refresh.Key{Algorithm: refresh.EdDSA, Key: priv}, true, err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return refresh.Key{}, false, err
+	}
+	if strings.HasPrefix(strings.TrimSpace(string(data)), "{") {
+		k, err := refresh.ParseJWK(data)
+		return k, false, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return refresh.Key{}, false, errors.New("-key: neither PEM nor JWK")
+	}
+	raw, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return refresh.Key{}, false, fmt.Errorf("-key: %w", err)
+	}
+	switch k := raw.(type) {
+	case ed25519.PrivateKey:
+		return refresh.Key{Algorithm: refresh.EdDSA, Key: k}, false, nil
+	case *ecdsa.PrivateKey:
+		return refresh.Key{Algorithm: refresh.ES256, Key: k}, false, nil
+	case *rsa.PrivateKey:
+		return refresh.Key{Algorithm: refresh.RS256, Key: k}, false, nil
+	}
+	return refresh.Key{}, false, fmt.Errorf("-key: unsupported key type %T", raw)
+}
+
+// refreshSecret decodes REFRESH_SECRET, or generates a key.
+func refreshSecret(env string) ([]byte, bool, error) {
+	if env == "" {
+		b := make([]byte, 32)
+		_, err := rand.Read(b)
+		return b, true, err
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(env); err == nil {
+			if len(b) < 32 {
+				return nil, false, fmt.Errorf("REFRESH_SECRET decodes to %d bytes; at least 32 are needed", len(b))
+			}
+			return b, false, nil
+		}
+	}
+	return nil, false, errors.New("REFRESH_SECRET is not base64")
+}
