@@ -1,0 +1,173 @@
+package refresh_test
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/refreshkit/refresh"
+)
+
+// Fuzz targets for every parser of untrusted input. Run one with
+//
+//	go test -run '^$' -fuzz '^FuzzRefreshToken$' -fuzztime 30s .
+//
+// scripts/fuzz.sh runs them all briefly (CI does). Regression inputs live in
+// testdata/fuzz/<target>.
+
+// FuzzRefreshToken: Rotate and Revoke never panic, refuse everything but the
+// genuine token with ErrInvalidToken, and a refused token changes no state.
+func FuzzRefreshToken(f *testing.F) {
+	e := newEnv(f)
+	p := e.issue(f, "alice")
+	f.Add(p.RefreshToken)
+	f.Add(p.AccessToken)
+	f.Add("rt_")
+	f.Add("rt_AQEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	f.Add(strings.Repeat("rt_", 40))
+	before := e.session(f, p.SessionID)
+	f.Fuzz(func(t *testing.T, tok string) {
+		if tok == p.RefreshToken {
+			return
+		}
+		if _, err := e.iss.Rotate(bg, tok); !errors.Is(err, refresh.ErrInvalidToken) {
+			t.Fatalf("Rotate(%q): %v, want ErrInvalidToken", tok, err)
+		}
+		if err := e.iss.Revoke(bg, tok); !errors.Is(err, refresh.ErrInvalidToken) {
+			t.Fatalf("Revoke(%q): %v, want ErrInvalidToken", tok, err)
+		}
+		if after := e.session(t, p.SessionID); after.Generation != before.Generation || after.Revoked() {
+			t.Fatalf("input %q changed the session", tok)
+		}
+	})
+}
+
+// FuzzVerify: Verify never panics; what it refuses is a client error; what it
+// accepts carries our issuer and audience.
+func FuzzVerify(f *testing.F) {
+	e := newEnv(f)
+	p := e.issue(f, "alice", refresh.WithScope("read"))
+	f.Add(p.AccessToken)
+	f.Add(p.RefreshToken)
+	f.Add(forgeHS(map[string]any{"alg": "none", "typ": "at+jwt"}, e.goodClaims(), hsSecret))
+	f.Add(forgeHS(goodHeader(), e.goodClaims(), hsSecret))
+	f.Add("e30.e30.")
+	f.Add("..")
+	f.Fuzz(func(t *testing.T, tok string) {
+		c, err := e.iss.Verify(bg, tok)
+		if err != nil {
+			if !refresh.IsClientError(err) {
+				t.Fatalf("Verify refused %q with a non-client error: %v", tok, err)
+			}
+			return
+		}
+		if c.Issuer != e.cfg.Issuer || c.Subject == "" {
+			t.Fatalf("accepted claims %+v", c)
+		}
+	})
+}
+
+// FuzzBearerHeader: any Authorization header gets 200, 400 or 401 from the
+// middleware, never a panic or a 5xx.
+func FuzzBearerHeader(f *testing.F) {
+	e := newEnv(f)
+	p := e.issue(f, "alice")
+	h := e.iss.Middleware()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	for _, s := range []string{"Bearer " + p.AccessToken, "bearer x", "Bearer", "Basic Zm9vOmJhcg==", "Bearer a b", "Bearer ===", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header["Authorization"] = []string{header}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		switch w.Code {
+		case 200, 400, 401:
+		default:
+			t.Fatalf("header %q: status %d", header, w.Code)
+		}
+		if w.Code != 200 && !strings.HasPrefix(w.Header().Get("WWW-Authenticate"), "Bearer realm=") {
+			t.Fatalf("header %q: no challenge", header)
+		}
+	})
+}
+
+var okStatus = map[int]bool{200: true, 400: true, 401: true, 403: true, 405: true, 413: true}
+
+var okCodes = map[string]bool{"": true, "invalid_request": true, "invalid_grant": true, "unsupported_grant_type": true,
+	"invalid_scope": true, "invalid_client": true}
+
+// fuzzForm sends an arbitrary body with an arbitrary content type to h.
+func fuzzForm(t *testing.T, h http.Handler, ctype, body string) {
+	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
+	r.Header.Set("Content-Type", ctype)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if !okStatus[w.Code] {
+		t.Fatalf("%q %q: status %d", ctype, body, w.Code)
+	}
+	if w.Code != 200 {
+		b := w.Body.String()
+		code := ""
+		if i := strings.Index(b, `"error":"`); i >= 0 {
+			code = b[i+9:]
+			code = code[:strings.IndexByte(code, '"')]
+		}
+		if !okCodes[code] || strings.Count(b, `"`) != 4 {
+			t.Fatalf("%q %q: body %s", ctype, body, b)
+		}
+	}
+}
+
+// FuzzRefreshForm: the refresh grant answers every body with an RFC 6749
+// status and code, never a 5xx or detail.
+func FuzzRefreshForm(f *testing.F) {
+	e := newEnv(f)
+	p := e.issue(f, "alice", refresh.WithScope("read"))
+	h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{MaxBodyBytes: 2048}).RefreshHandler()
+	const ct = "application/x-www-form-urlencoded"
+	f.Add(ct, "grant_type=refresh_token&refresh_token="+p.RefreshToken)
+	f.Add(ct, "grant_type=refresh_token&refresh_token="+p.RefreshToken+"&scope=read%20write")
+	f.Add(ct, "grant_type=password")
+	f.Add(ct, "grant_type=refresh_token&grant_type=refresh_token")
+	f.Add("application/json", `{"grant_type":"refresh_token"}`)
+	f.Add(ct+"; charset=utf-8", "%zz")
+	f.Fuzz(func(t *testing.T, ctype, body string) { fuzzForm(t, h, ctype, body) })
+}
+
+// FuzzRevocationForm: the revocation endpoint likewise.
+func FuzzRevocationForm(f *testing.F) {
+	e := newEnv(f)
+	p := e.issue(f, "alice")
+	h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{MaxBodyBytes: 2048}).RevocationHandler()
+	const ct = "application/x-www-form-urlencoded"
+	f.Add(ct, "token="+p.RefreshToken+"&token_type_hint=refresh_token")
+	f.Add(ct, "token="+p.AccessToken)
+	f.Add(ct, "token=&token=")
+	f.Add("text/plain", "token=x")
+	f.Fuzz(func(t *testing.T, ctype, body string) { fuzzForm(t, h, ctype, body) })
+}
+
+// FuzzParseJWK: key input never panics, and what it accepts is usable.
+func FuzzParseJWK(f *testing.F) {
+	f.Add([]byte(`{"kty":"oct","kid":"k","alg":"HS256","k":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}`))
+	f.Add([]byte(`{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}`))
+	f.Add([]byte(`{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}`))
+	f.Add([]byte(`{"kty":"RSA","n":"AQAB","e":"AQAB"}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		k, err := refresh.ParseJWK(data)
+		if err != nil {
+			return
+		}
+		_, err = refresh.NewIssuer(refresh.Config{
+			Issuer: "i", Audience: "a", Keys: []refresh.Key{k, {ID: "other", Algorithm: refresh.HS256, Key: hsSecret}},
+			RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: macSecret}}, Store: refresh.NewMemoryStore(refresh.WithSweepInterval(0)),
+		})
+		if err != nil && !strings.Contains(err.Error(), "private key") && !strings.Contains(err.Error(), "duplicate key id") {
+			t.Fatalf("ParseJWK accepted a key NewIssuer refuses: %v", err)
+		}
+	})
+}

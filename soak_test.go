@@ -1,0 +1,254 @@
+package refresh_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/refreshkit/refresh"
+	"github.com/stretchr/testify/require"
+)
+
+// soakSession is what the soak test knows of one session.
+type soakSession struct {
+	id, subject string
+	expires     time.Time
+	mu          sync.Mutex // guards tokens
+	tokens      []string   // every refresh token seen, oldest first
+}
+
+func (s *soakSession) add(tok string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tokens[len(s.tokens)-1] != tok {
+		s.tokens = append(s.tokens, tok)
+	}
+}
+
+func (s *soakSession) pick(r *rand.Rand) (tok string, latest bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.tokens)
+	if n > 1 && r.IntN(60) == 0 {
+		return s.tokens[r.IntN(n-1)], false
+	}
+	return s.tokens[n-1], true
+}
+
+// TestSoak runs a bounded number of concurrent issues, rotations (with and
+// without grace), reuses, revocations of sessions and subjects, verifications
+// and sweeps against one Issuer and memory store, and checks the invariants
+// of the design throughout and at the end:
+//
+//   - at most one live generation per session: every rotation event advanced
+//     the session by exactly one, and the final generation equals the number
+//     of rotation events;
+//   - nothing rotates after revocation: a revoked session's generation never
+//     moves again;
+//   - a presented token always receives the same successor (grace retries);
+//   - every reuse revokes exactly its own session, and no session is revoked
+//     without a reason the test caused;
+//   - no session is lost (gone before its absolute expiry) or resurrected
+//     (revoked, then live again).
+func TestSoak(t *testing.T) {
+	for _, grace := range []time.Duration{0, 500 * time.Millisecond} {
+		t.Run(fmt.Sprintf("grace=%v", grace), func(t *testing.T) { soak(t, grace) })
+	}
+}
+
+func soak(t *testing.T, grace time.Duration) {
+	const workers, opsPerWorker, subjects = 8, 1500, 6
+	var (
+		mu        sync.Mutex // guards the maps below
+		rotations = map[string]uint64{}    // session -> rotation events
+		revokedBy = map[string]string{}    // session -> why the test expects it revoked
+		frozenGen = map[string]uint64{}    // session -> generation when first seen revoked
+		successor = map[string]string{}    // presented token -> refresh token it received
+		sessions  []*soakSession
+		failures  []string
+	)
+	fail := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(failures) < 10 {
+			failures = append(failures, fmt.Sprintf(format, args...))
+		}
+	}
+	e := newEnv(t, func(c *refresh.Config) {
+		c.Grace = grace
+		c.MaxGraceUses = 2
+		c.AccessTTL, c.IdleTTL, c.SessionTTL = 5*time.Second, 20*time.Second, time.Minute
+		c.CheckSession = true
+		c.SessionCheckTTL = time.Nanosecond
+		c.OnEvent = func(_ context.Context, ev refresh.Event) {
+			if ev.Kind == refresh.EventRotated {
+				mu.Lock()
+				rotations[ev.SessionID]++
+				mu.Unlock()
+			}
+		}
+	})
+	var clockMu sync.Mutex
+	tick := func(d time.Duration) { clockMu.Lock(); e.clock.Add(d); clockMu.Unlock() }
+
+	issue := func(r *rand.Rand) {
+		sub := fmt.Sprintf("user%d", r.IntN(subjects))
+		p, err := e.iss.Issue(bg, sub)
+		if err != nil {
+			fail("issue: %v", err)
+			return
+		}
+		got, err := e.store.Get(bg, p.SessionID)
+		if err != nil {
+			fail("get after issue: %v", err)
+			return
+		}
+		mu.Lock()
+		sessions = append(sessions, &soakSession{id: p.SessionID, subject: sub, expires: got.ExpiresAt, tokens: []string{p.RefreshToken}})
+		mu.Unlock()
+	}
+	pickSession := func(r *rand.Rand) *soakSession {
+		mu.Lock()
+		defer mu.Unlock()
+		return sessions[r.IntN(len(sessions))]
+	}
+	expectRevoked := func(id, why string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, ok := revokedBy[id]; !ok {
+			revokedBy[id] = why
+		}
+	}
+
+	r0 := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 20; i++ {
+		issue(r0)
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 99))
+			for op := 0; op < opsPerWorker; op++ {
+				tick(time.Duration(r.IntN(20)) * time.Millisecond)
+				s := pickSession(r)
+				switch n := r.IntN(100); {
+				case n < 70: // rotate
+					tok, _ := s.pick(r)
+					p, err := e.iss.Rotate(bg, tok)
+					switch {
+					case err == nil:
+						s.add(p.RefreshToken)
+						mu.Lock()
+						if prev, ok := successor[tok]; ok && prev != p.RefreshToken {
+							failures = append(failures, "one token received two different successors")
+						}
+						successor[tok] = p.RefreshToken
+						mu.Unlock()
+					case errors.Is(err, refresh.ErrReused):
+						expectRevoked(s.id, "reuse")
+						if got, err := e.store.Get(bg, s.id); err == nil && !got.Revoked() {
+							fail("reuse did not revoke session %s", s.id)
+						}
+					case errors.Is(err, refresh.ErrRevoked), errors.Is(err, refresh.ErrExpired):
+					case errors.Is(err, refresh.ErrInvalidToken):
+						// Only a token of a swept session, past its expiry.
+						if _, gerr := e.store.Get(bg, s.id); !errors.Is(gerr, refresh.ErrSessionNotFound) {
+							fail("genuine token of a stored session refused: %v", err)
+						} else if e.clock.Now().Before(s.expires) {
+							fail("session %s swept before its expiry", s.id)
+						}
+					default:
+						fail("rotate: %v", err)
+					}
+				case n < 71:
+					if err := e.iss.RevokeSession(bg, s.id); err != nil && !errors.Is(err, refresh.ErrSessionNotFound) {
+						fail("revoke: %v", err)
+					} else if err == nil {
+						expectRevoked(s.id, "revoke")
+					}
+				case n < 72 && r.IntN(5) == 0:
+					mu.Lock()
+					var ids []string
+					for _, x := range sessions {
+						if x.subject == s.subject {
+							ids = append(ids, x.id)
+						}
+					}
+					mu.Unlock()
+					if _, err := e.iss.RevokeSubject(bg, s.subject); err != nil {
+						fail("revoke subject: %v", err)
+					}
+					for _, id := range ids {
+						expectRevoked(id, "subject")
+					}
+				case n < 80:
+					issue(r)
+				case n < 81:
+					if _, err := e.iss.Sweep(bg, 10); err != nil {
+						fail("sweep: %v", err)
+					}
+				default: // look at the session, checking invariants on the way
+					got, err := e.store.Get(bg, s.id)
+					if errors.Is(err, refresh.ErrSessionNotFound) {
+						continue
+					}
+					if err != nil {
+						fail("get: %v", err)
+						continue
+					}
+					mu.Lock()
+					if got.Revoked() {
+						if _, ok := revokedBy[s.id]; !ok && got.RevokeReason != "reuse" && got.RevokeReason != "revoked" && got.RevokeReason != "revoked-all" {
+							failures = append(failures, "session revoked for no reason: "+got.RevokeReason)
+						}
+						if g, ok := frozenGen[s.id]; ok && g != got.Generation {
+							failures = append(failures, fmt.Sprintf("revoked session %s moved from generation %d to %d", s.id, g, got.Generation))
+						}
+						frozenGen[s.id] = got.Generation
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.Empty(t, failures)
+
+	now := e.clock.Now()
+	swept := 0
+	for _, s := range sessions {
+		got, err := e.store.Get(bg, s.id)
+		if errors.Is(err, refresh.ErrSessionNotFound) {
+			require.False(t, now.Before(s.expires), "session %s lost before its expiry", s.id)
+			swept++
+			continue
+		}
+		require.NoError(t, err)
+		require.Equal(t, rotations[s.id], got.Generation, "session %s: generation must equal its rotation events", s.id)
+		if why, ok := revokedBy[s.id]; ok {
+			require.True(t, got.Revoked(), "session %s should be revoked (%s)", s.id, why)
+		}
+		if g, ok := frozenGen[s.id]; ok {
+			require.Equal(t, g, got.Generation, "a revoked session rotated")
+		}
+		if got.Revoked() {
+			_, err := e.iss.Rotate(bg, s.tokens[len(s.tokens)-1])
+			require.True(t, errors.Is(err, refresh.ErrRevoked) || errors.Is(err, refresh.ErrExpired), "revoked session refreshed: %v", err)
+		}
+	}
+	t.Logf("%d sessions, %d swept, %d revoked, %d rotations", len(sessions), swept, len(revokedBy), sum(rotations))
+	require.Greater(t, len(sessions), 20)
+}
+
+func sum(m map[string]uint64) (n uint64) {
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
