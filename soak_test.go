@@ -63,11 +63,11 @@ func TestSoak(t *testing.T) {
 func soak(t *testing.T, grace time.Duration) {
 	const workers, opsPerWorker, subjects = 8, 1500, 6
 	var (
-		mu        sync.Mutex // guards the maps below
-		rotations = map[string]uint64{}    // session -> rotation events
-		revokedBy = map[string]string{}    // session -> why the test expects it revoked
-		frozenGen = map[string]uint64{}    // session -> generation when first seen revoked
-		successor = map[string]string{}    // presented token -> refresh token it received
+		mu        sync.Mutex            // guards the maps below
+		rotations = map[string]uint64{} // session -> rotation events
+		revokedBy = map[string]string{} // session -> why the test expects it revoked
+		frozenGen = map[string]uint64{} // session -> generation when first seen revoked
+		successor = map[string]string{} // presented token -> refresh token it received
 		sessions  []*soakSession
 		failures  []string
 	)
