@@ -18,6 +18,7 @@ const (
 	DefaultMaxGraceUses    = 3
 	DefaultMaxTokenSize    = 8 << 10
 	DefaultSessionCheckTTL = 2 * time.Second
+	DefaultVerifyCacheSize = 4096
 	MaxLeeway              = 5 * time.Minute
 )
 
@@ -72,6 +73,11 @@ type Config struct {
 	// MaxTokenSize: longer access tokens are refused before parsing.
 	// Default 8 KiB.
 	MaxTokenSize int
+	// VerifyCacheSize bounds a cache of access tokens that passed every
+	// check of Verify, so that a token presented again skips the signature
+	// and parsing; expiry and the session check still run on every hit.
+	// Default 4096 tokens; negative disables it.
+	VerifyCacheSize int
 
 	// CheckSession makes Verify also reject access tokens whose session is
 	// revoked or gone, so that logout takes effect at once instead of when
@@ -172,6 +178,7 @@ type Issuer struct {
 	macKeys   [256]*refreshKey
 	maxGrace  uint32
 	sessCache sessionCache
+	vcache    *verifyCache // nil when disabled
 }
 
 // NewIssuer checks cfg and returns an Issuer. It refuses a missing issuer,
@@ -272,6 +279,10 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 		}
 	}
 	iss.sessCache.init(cfg.SessionCheckTTL)
+	if cfg.VerifyCacheSize == 0 {
+		cfg.VerifyCacheSize = DefaultVerifyCacheSize
+	}
+	iss.vcache = newVerifyCache(cfg.VerifyCacheSize)
 	return iss, nil
 }
 
@@ -326,11 +337,14 @@ func WithClaims(claims map[string]any) Option { return func(o *callOptions) { o.
 func WithMeta(meta map[string]string) Option { return func(o *callOptions) { o.meta = meta } }
 
 func collect(opts []Option) callOptions {
-	var o callOptions
-	for _, f := range opts {
-		f(&o)
+	if len(opts) == 0 {
+		return callOptions{} // without escaping to the heap
 	}
-	return o
+	o := new(callOptions)
+	for _, f := range opts {
+		f(o)
+	}
+	return *o
 }
 
 // sessionCache remembers, per session id, whether Verify may accept its

@@ -4,72 +4,248 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"strconv"
 	"unicode/utf8"
 )
 
-var errDuplicateMember = errors.New("duplicate member")
+var (
+	errDuplicateMember = errors.New("duplicate member")
+	errSyntax          = errors.New("malformed JSON")
+)
 
-// walkObject calls fn for each member of the JSON object in data, in order.
-// It refuses anything that is not exactly one object: other JSON values,
-// trailing data, and duplicate member names (RFC 8259 leaves their meaning
-// open; RFC 7515 §4 and RFC 7519 §4 require rejecting them).
-func walkObject(data []byte, fn func(name string, value json.RawMessage) error) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	t, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	if d, ok := t.(json.Delim); !ok || d != '{' {
+// walkObject calls fn for each member of the JSON object in data, in order,
+// with the member's raw value. It refuses anything that is not exactly one
+// well-formed object: other JSON values, trailing data, and duplicate member
+// names (RFC 8259 leaves their meaning open; RFC 7515 §4 and RFC 7519 §4
+// require rejecting them).
+//
+// It is a small hand-written scanner rather than encoding/json's Decoder
+// because it runs on every access-token verification: it allocates only for
+// member names with escapes and for nested values, which are validated with
+// json.Valid.
+//
+// The name given to fn is the raw bytes between the quotes when they hold no
+// escape (no allocation; fn must not keep it), and the decoded name
+// otherwise.
+func walkObject(data []byte, fn func(name []byte, value json.RawMessage) error) error {
+	i := skipWS(data, 0)
+	if i >= len(data) || data[i] != '{' {
 		return errors.New("not a JSON object")
 	}
-	seen := make(map[string]struct{}, 12)
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		name, ok := t.(string)
-		if !ok {
-			return errors.New("bad member name")
-		}
-		if _, dup := seen[name]; dup {
-			return errDuplicateMember
-		}
-		seen[name] = struct{}{}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return err
-		}
-		if err := fn(name, raw); err != nil {
-			return err
+	i = skipWS(data, i+1)
+	var seenBuf [16][]byte
+	seen := seenBuf[:0]
+	if i < len(data) && data[i] == '}' {
+		i++
+	} else {
+		for {
+			if i >= len(data) || data[i] != '"' {
+				return errSyntax
+			}
+			end, err := skipString(data, i)
+			if err != nil {
+				return err
+			}
+			name := data[i+1 : end-1]
+			if bytes.IndexByte(name, '\\') >= 0 || !utf8.Valid(name) {
+				decoded, err := stringValue(data[i:end])
+				if err != nil {
+					return err
+				}
+				name = []byte(decoded)
+			}
+			for _, n := range seen {
+				if bytes.Equal(n, name) {
+					return errDuplicateMember
+				}
+			}
+			seen = append(seen, name)
+			i = skipWS(data, end)
+			if i >= len(data) || data[i] != ':' {
+				return errSyntax
+			}
+			i = skipWS(data, i+1)
+			vend, err := skipValue(data, i)
+			if err != nil {
+				return err
+			}
+			if err := fn(name, data[i:vend]); err != nil {
+				return err
+			}
+			i = skipWS(data, vend)
+			if i >= len(data) {
+				return errSyntax
+			}
+			if data[i] == '}' {
+				i++
+				break
+			}
+			if data[i] != ',' {
+				return errSyntax
+			}
+			i = skipWS(data, i+1)
 		}
 	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
+	if skipWS(data, i) != len(data) {
 		return errors.New("trailing data after JSON object")
 	}
 	return nil
 }
 
+func skipWS(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at data[i] == '"'.
+func skipString(data []byte, i int) (int, error) {
+	for i++; i < len(data); i++ {
+		switch c := data[i]; {
+		case c == '"':
+			return i + 1, nil
+		case c < 0x20:
+			return 0, errSyntax
+		case c == '\\':
+			i++
+			if i >= len(data) {
+				return 0, errSyntax
+			}
+			switch data[i] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if i+4 >= len(data) {
+					return 0, errSyntax
+				}
+				for _, h := range data[i+1 : i+5] {
+					if !('0' <= h && h <= '9' || 'a' <= h && h <= 'f' || 'A' <= h && h <= 'F') {
+						return 0, errSyntax
+					}
+				}
+				i += 4
+			default:
+				return 0, errSyntax
+			}
+		}
+	}
+	return 0, errSyntax
+}
+
+// skipValue returns the index after the JSON value starting at data[i].
+func skipValue(data []byte, i int) (int, error) {
+	if i >= len(data) {
+		return 0, errSyntax
+	}
+	switch c := data[i]; {
+	case c == '"':
+		return skipString(data, i)
+	case c == '{' || c == '[':
+		// Find the matching bracket, then let encoding/json validate.
+		depth := 0
+		for j := i; j < len(data); j++ {
+			switch data[j] {
+			case '"':
+				end, err := skipString(data, j)
+				if err != nil {
+					return 0, err
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					if !json.Valid(data[i : j+1]) {
+						return 0, errSyntax
+					}
+					return j + 1, nil
+				}
+			}
+		}
+		return 0, errSyntax
+	case c == 't':
+		return literal(data, i, "true")
+	case c == 'f':
+		return literal(data, i, "false")
+	case c == 'n':
+		return literal(data, i, "null")
+	case c == '-' || '0' <= c && c <= '9':
+		return skipNumber(data, i)
+	}
+	return 0, errSyntax
+}
+
+func literal(data []byte, i int, lit string) (int, error) {
+	if len(data)-i < len(lit) || string(data[i:i+len(lit)]) != lit {
+		return 0, errSyntax
+	}
+	return i + len(lit), nil
+}
+
+// skipNumber follows the number grammar of RFC 8259 §6.
+func skipNumber(data []byte, i int) (int, error) {
+	digits := func(i int) int {
+		for i < len(data) && '0' <= data[i] && data[i] <= '9' {
+			i++
+		}
+		return i
+	}
+	if data[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(data) && data[i] == '0':
+		i++
+	case i < len(data) && '1' <= data[i] && data[i] <= '9':
+		i = digits(i)
+	default:
+		return 0, errSyntax
+	}
+	if i < len(data) && data[i] == '.' {
+		j := digits(i + 1)
+		if j == i+1 {
+			return 0, errSyntax
+		}
+		i = j
+	}
+	if i < len(data) && (data[i] == 'e' || data[i] == 'E') {
+		i++
+		if i < len(data) && (data[i] == '+' || data[i] == '-') {
+			i++
+		}
+		j := digits(i)
+		if j == i {
+			return 0, errSyntax
+		}
+		i = j
+	}
+	return i, nil
+}
+
 // stringValue decodes a JSON string value, refusing any other type.
 func stringValue(raw json.RawMessage) (string, error) {
-	if len(raw) == 0 || raw[0] != '"' {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
 		return "", errors.New("not a string")
+	}
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		return string(raw[1 : len(raw)-1]), nil
 	}
 	var s string
 	err := json.Unmarshal(raw, &s)
 	return s, err
 }
 
-// appendString appends s to b as a JSON string. Invalid UTF-8 becomes U+FFFD
-// and <, >, & are escaped, as encoding/json does.
+// appendString appends s to b as a JSON string.
 func appendString(b []byte, s string) []byte {
+	return append(appendEscaped(append(b, '"'), s), '"')
+}
+
+// appendEscaped appends s to b escaped for the inside of a JSON string.
+// Invalid UTF-8 becomes U+FFFD and <, >, & are escaped, as encoding/json
+// does.
+func appendEscaped(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
-	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
@@ -110,8 +286,7 @@ func appendString(b []byte, s string) []byte {
 		}
 		i += size
 	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	return append(b, s[start:]...)
 }
 
 func appendMember(b []byte, name, value string) []byte {

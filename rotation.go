@@ -39,37 +39,42 @@ const (
 
 type refreshKey struct {
 	id   uint8
-	pool sync.Pool // of hash.Hash: HMAC-SHA256 keyed with the secret
+	pool sync.Pool // of *macState keyed with the secret
+}
+
+// macState is an HMAC-SHA256 with its scratch space, pooled so that
+// computing a tag allocates nothing.
+type macState struct {
+	h   hash.Hash
+	in  [len(macDomain) + 2 + sessionIDLen + 8]byte
+	sum [sha256.Size]byte
 }
 
 func newRefreshKey(rk RefreshKey) *refreshKey {
 	secret := slices.Clone(rk.Secret)
 	k := &refreshKey{id: rk.ID}
-	k.pool.New = func() any { return hmac.New(sha256.New, secret) }
+	k.pool.New = func() any { return &macState{h: hmac.New(sha256.New, secret)} }
 	return k
 }
 
 // tag computes the MAC of the token of generation gen of session sid.
 func (k *refreshKey) tag(sid []byte, gen uint64, seed []byte) [tagLen]byte {
-	h := k.pool.Get().(hash.Hash)
-	h.Reset()
-	var buf [len(macDomain) + 2 + sessionIDLen + 8]byte
-	n := copy(buf[:], macDomain)
-	buf[n], buf[n+1] = refreshVersion, k.id
+	m := k.pool.Get().(*macState)
+	m.h.Reset()
+	n := copy(m.in[:], macDomain)
+	m.in[n], m.in[n+1] = refreshVersion, k.id
 	n += 2
-	n += copy(buf[n:], sid)
-	binary.BigEndian.PutUint64(buf[n:], gen)
-	h.Write(buf[:])
-	h.Write(seed)
-	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
-	k.pool.Put(h)
+	n += copy(m.in[n:], sid)
+	binary.BigEndian.PutUint64(m.in[n:], gen)
+	m.h.Write(m.in[:])
+	m.h.Write(seed)
 	var t [tagLen]byte
-	copy(t[:], sum[:])
+	copy(t[:], m.h.Sum(m.sum[:0]))
+	k.pool.Put(m)
 	return t
 }
 
-// mintRefresh returns the refresh token of generation gen of session s.
+// mint returns the refresh token of generation gen of session sid.
 func (k *refreshKey) mint(sid []byte, gen uint64, seed []byte) string {
 	var raw [2 + sessionIDLen + binary.MaxVarintLen64 + tagLen]byte
 	raw[0], raw[1] = refreshVersion, k.id
@@ -77,9 +82,10 @@ func (k *refreshKey) mint(sid []byte, gen uint64, seed []byte) string {
 	n += binary.PutUvarint(raw[n:], gen)
 	t := k.tag(sid, gen, seed)
 	n += copy(raw[n:], t[:])
-	out := make([]byte, 0, len(refreshPrefix)+b64.EncodedLen(n))
-	out = append(out, refreshPrefix...)
-	return string(b64.AppendEncode(out, raw[:n]))
+	var out [maxRefreshLen]byte
+	copy(out[:], refreshPrefix)
+	b64.Encode(out[len(refreshPrefix):], raw[:n])
+	return string(out[:len(refreshPrefix)+b64.EncodedLen(n)])
 }
 
 // refreshClaims is what a well-formed refresh token says; nothing in it is
@@ -95,30 +101,30 @@ func (rc *refreshClaims) sessionID() string { return b64.EncodeToString(rc.sid[:
 
 // parseRefresh checks the form of a refresh token: prefix, length, canonical
 // base64url, version, known key id, minimal varint, exact length.
-func (iss *Issuer) parseRefresh(tok string) (*refreshClaims, error) {
+func (iss *Issuer) parseRefresh(tok string) (refreshClaims, error) {
+	var rc refreshClaims
 	if len(tok) > maxRefreshLen || len(tok) <= len(refreshPrefix) || tok[:len(refreshPrefix)] != refreshPrefix {
-		return nil, tokenErr(ErrInvalidToken, "not a refresh token")
+		return rc, tokenErr(ErrInvalidToken, "not a refresh token")
 	}
 	var raw [maxRefreshLen]byte
 	n, err := b64.Strict().Decode(raw[:], []byte(tok[len(refreshPrefix):]))
 	if err != nil {
-		return nil, tokenErr(ErrInvalidToken, "refresh token is not base64url")
+		return rc, tokenErr(ErrInvalidToken, "refresh token is not base64url")
 	}
 	r := raw[:n]
 	if len(r) < 2+sessionIDLen+1+tagLen {
-		return nil, tokenErr(ErrInvalidToken, "refresh token too short")
+		return rc, tokenErr(ErrInvalidToken, "refresh token too short")
 	}
 	if r[0] != refreshVersion {
-		return nil, tokenErr(ErrInvalidToken, "unknown refresh token version")
+		return rc, tokenErr(ErrInvalidToken, "unknown refresh token version")
 	}
-	rc := &refreshClaims{key: iss.macKeys[r[1]]}
-	if rc.key == nil {
-		return nil, tokenErr(ErrInvalidToken, "unknown refresh key id")
+	if rc.key = iss.macKeys[r[1]]; rc.key == nil {
+		return rc, tokenErr(ErrInvalidToken, "unknown refresh key id")
 	}
 	copy(rc.sid[:], r[2:2+sessionIDLen])
 	gen, vn := binary.Uvarint(r[2+sessionIDLen:])
 	if vn <= 0 || vn != varintLen(gen) || len(r) != 2+sessionIDLen+vn+tagLen {
-		return nil, tokenErr(ErrInvalidToken, "malformed refresh token")
+		return rc, tokenErr(ErrInvalidToken, "malformed refresh token")
 	}
 	rc.gen = gen
 	copy(rc.tag[:], r[2+sessionIDLen+vn:])
@@ -137,6 +143,10 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 	if err != nil {
 		return nil, nil, err
 	}
+	return iss.checkRefresh(ctx, &rc)
+}
+
+func (iss *Issuer) checkRefresh(ctx context.Context, rc *refreshClaims) (*refreshClaims, *Session, error) {
 	s, err := iss.store.Get(ctx, rc.sessionID())
 	if errors.Is(err, ErrSessionNotFound) {
 		return nil, nil, tokenErr(ErrInvalidToken, "unknown session")
@@ -213,7 +223,7 @@ func (iss *Issuer) pair(s *Session, sid []byte, scope []string, claims []byte, n
 		RefreshExpiresAt: rtExp,
 		SessionID:        s.ID,
 		Subject:          s.Subject,
-		Scope:            slices.Clone(scope),
+		Scope:            scope,
 	}, nil
 }
 
@@ -323,7 +333,7 @@ func (iss *Issuer) prepare(ctx context.Context, s *Session, o *callOptions, now 
 				return nil, nil, tokenErr(ErrInvalidScope, "requested scope not granted")
 			}
 		}
-		scope = o.scope
+		scope = slices.Clone(o.scope)
 	}
 	claims := s.Claims
 	if iss.cfg.OnRefresh == nil {

@@ -6,17 +6,22 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v3/jwk"
@@ -101,7 +106,8 @@ type accessKey struct {
 	verify any    // public key or secret
 	header string // base64url of the protected header, for signing
 	hmac   bool
-	jwk    jwk.Key // public JWK for the JWKS document; nil for secrets
+	macs   *sync.Pool // of *hmacState keyed with the secret, for HS*
+	jwk    jwk.Key    // public JWK for the JWKS document; nil for secrets
 }
 
 func compileKey(k Key) (*accessKey, error) {
@@ -121,6 +127,8 @@ func compileKey(k Key) (*accessKey, error) {
 		}
 		secret = slices.Clone(secret)
 		ak.sign, ak.verify, ak.hmac = secret, secret, true
+		h := map[Algorithm]func() hash.Hash{HS256: sha256.New, HS384: sha512.New384, HS512: sha512.New}[k.Algorithm]
+		ak.macs = &sync.Pool{New: func() any { return &hmacState{h: hmac.New(h, secret)} }}
 		if ak.id == "" {
 			sum := sha256.Sum256(append([]byte("refresh/kid\x00"), secret...))
 			ak.id = "hs-" + base64.RawURLEncoding.EncodeToString(sum[:9])
@@ -196,7 +204,9 @@ func compileKey(k Key) (*accessKey, error) {
 }
 
 // Claims are the claims of a verified access token (RFC 9068 §2.2).
-// A Claims value is not modified by this package after it is returned.
+// Treat a returned Claims as read-only: the slices and the map in it may be
+// shared with other calls of Verify for the same token (see
+// Config.VerifyCacheSize).
 type Claims struct {
 	Issuer    string    // iss
 	Subject   string    // sub
@@ -281,7 +291,9 @@ func (iss *Issuer) signAccess(in *accessInput, now time.Time) (string, time.Time
 	var jti [16]byte
 	_, _ = rand.Read(jti[:])
 
-	p := make([]byte, 0, 256+len(in.claims))
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	p := (*bp)[:0]
 	p = append(p, `{"iss":`...)
 	p = appendString(p, iss.cfg.Issuer)
 	p = appendMember(p, "sub", in.subject)
@@ -298,7 +310,14 @@ func (iss *Issuer) signAccess(in *accessInput, now time.Time) (string, time.Time
 	p = appendMember(p, "client_id", clientID)
 	p = appendMember(p, "sid", in.sessionID)
 	if len(in.scope) > 0 {
-		p = appendMember(p, "scope", strings.Join(in.scope, " "))
+		p = append(p, `,"scope":"`...)
+		for i, sc := range in.scope {
+			if i > 0 {
+				p = append(p, ' ')
+			}
+			p = appendEscaped(p, sc)
+		}
+		p = append(p, '"')
 	}
 	if len(in.claims) > 2 { // more than "{}"
 		p = append(p, ',')
@@ -306,19 +325,33 @@ func (iss *Issuer) signAccess(in *accessInput, now time.Time) (string, time.Time
 	} else {
 		p = append(p, '}')
 	}
-
-	tok := make([]byte, 0, len(k.header)+1+b64.EncodedLen(len(p))+1+140)
-	tok = append(tok, k.header...)
+	// The token is assembled after the payload in the same buffer.
+	start := len(p)
+	tok := append(p, k.header...)
 	tok = append(tok, '.')
-	tok = b64.AppendEncode(tok, p)
-	sig, err := jwsbb.Sign(k.sign, string(k.alg), tok, nil)
-	if err != nil {
-		return "", time.Time{}, fmt.Errorf("refresh: sign access token: %w", err)
+	tok = b64.AppendEncode(tok, p[:start])
+	signed := tok[start:]
+	if k.hmac {
+		m := k.macs.Get().(*hmacState)
+		m.h.Reset()
+		m.h.Write(signed)
+		tok = append(tok, '.')
+		tok = b64.AppendEncode(tok, m.h.Sum(m.sum[:0]))
+		k.macs.Put(m)
+	} else {
+		sig, err := jwsbb.Sign(k.sign, string(k.alg), signed, nil)
+		if err != nil {
+			return "", time.Time{}, fmt.Errorf("refresh: sign access token: %w", err)
+		}
+		tok = append(tok, '.')
+		tok = b64.AppendEncode(tok, sig)
 	}
-	tok = append(tok, '.')
-	tok = b64.AppendEncode(tok, sig)
-	return string(tok), time.Unix(exp, 0).In(now.Location()), nil
+	*bp = tok
+	return string(tok[start:]), time.Unix(exp, 0).In(now.Location()), nil
 }
+
+// bufPool holds scratch buffers for minting access tokens.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // Verify checks an access token and returns its claims. It refuses, with an
 // error wrapping ErrInvalidToken (or ErrExpired, ErrRevoked):
@@ -337,9 +370,23 @@ func (iss *Issuer) signAccess(in *accessInput, now time.Time) (string, time.Time
 //
 // Verify is safe for concurrent use.
 func (iss *Issuer) Verify(ctx context.Context, token string) (*Claims, error) {
-	c, err := iss.verifyAccess(token)
-	if err != nil {
-		return nil, err
+	var c *Claims
+	if cached := iss.vcache.get(token); cached != nil {
+		// Seen and fully verified before: only time and session can have
+		// changed since.
+		if err := iss.checkTimes(cached); err != nil {
+			return nil, err
+		}
+		cp := *cached
+		c = &cp
+	} else {
+		var err error
+		if c, err = iss.verifyAccess(token); err != nil {
+			return nil, err
+		}
+		iss.vcache.put(token, c)
+		cp := *c
+		c = &cp
 	}
 	if iss.cfg.CheckSession {
 		if err := iss.checkSession(ctx, c.SessionID); err != nil {
@@ -371,8 +418,8 @@ func (iss *Issuer) verifyAccess(token string) (*Claims, error) {
 	}
 	var alg, kid, typ string
 	var hasKid, hasTyp, hasAlg bool
-	err = walkObject(hdrJSON, func(name string, v json.RawMessage) (err error) {
-		switch name {
+	err = walkObject(hdrJSON, func(name []byte, v json.RawMessage) (err error) {
+		switch string(name) {
 		case "alg":
 			alg, err = stringValue(v)
 			hasAlg = true
@@ -414,7 +461,7 @@ func (iss *Issuer) verifyAccess(token string) (*Claims, error) {
 		return nil, tokenErr(ErrInvalidToken, "signature is not base64url")
 	}
 	signed := token[:len(hdrB64)+1+len(payB64)]
-	if err := jwsbb.Verify(k.verify, alg, []byte(signed), sig); err != nil {
+	if !k.verifySig(signed, sig) {
 		return nil, tokenErr(ErrInvalidToken, "bad signature")
 	}
 	payload, err := b64.Strict().DecodeString(payB64)
@@ -424,11 +471,36 @@ func (iss *Issuer) verifyAccess(token string) (*Claims, error) {
 	return iss.parseClaims(payload)
 }
 
+// verifySig checks a JWS signature over signed with the key.
+func (k *accessKey) verifySig(signed string, sig []byte) bool {
+	if pub, ok := k.verify.(ed25519.PublicKey); ok {
+		// Straight to the primitive: jwsbb's key conversion costs more than
+		// the 10% over ed25519.Verify that the benchmarks allow.
+		return len(sig) == ed25519.SignatureSize && ed25519.Verify(pub, []byte(signed), sig)
+	}
+	if !k.hmac {
+		return jwsbb.Verify(k.verify, string(k.alg), []byte(signed), sig) == nil
+	}
+	m := k.macs.Get().(*hmacState)
+	m.h.Reset()
+	_, _ = io.WriteString(m.h, signed)
+	ok := hmac.Equal(m.h.Sum(m.sum[:0]), sig)
+	k.macs.Put(m)
+	return ok
+}
+
+// hmacState is a keyed HMAC with room for its sum, pooled per key so that
+// signing and verifying HS* tokens allocate nothing for the MAC.
+type hmacState struct {
+	h   hash.Hash
+	sum [sha512.Size]byte
+}
+
 func (iss *Issuer) parseClaims(payload []byte) (*Claims, error) {
 	c := &Claims{}
 	var hasExp, hasIat bool
-	err := walkObject(payload, func(name string, v json.RawMessage) (err error) {
-		switch name {
+	err := walkObject(payload, func(name []byte, v json.RawMessage) (err error) {
+		switch string(name) {
 		case "iss":
 			c.Issuer, err = stringValue(v)
 		case "sub":
@@ -459,7 +531,7 @@ func (iss *Issuer) parseClaims(payload []byte) (*Claims, error) {
 			}
 			var x any
 			err = json.Unmarshal(v, &x)
-			c.Extra[name] = x
+			c.Extra[string(name)] = x
 		}
 		return err
 	})
@@ -476,14 +548,80 @@ func (iss *Issuer) parseClaims(payload []byte) (*Claims, error) {
 	case !hasExp:
 		return nil, tokenErr(ErrInvalidToken, "missing exp")
 	}
-	now := iss.now()
-	if !now.Before(c.ExpiresAt.Add(iss.cfg.Leeway)) {
-		return nil, tokenErr(ErrExpired, "access token expired")
-	}
-	if !c.NotBefore.IsZero() && now.Add(iss.cfg.Leeway).Before(c.NotBefore) {
-		return nil, tokenErr(ErrInvalidToken, "token not valid yet")
+	if err := iss.checkTimes(c); err != nil {
+		return nil, err
 	}
 	return c, nil
+}
+
+// checkTimes applies exp and nbf, with the leeway, at the current time.
+func (iss *Issuer) checkTimes(c *Claims) error {
+	now := iss.now()
+	if !now.Before(c.ExpiresAt.Add(iss.cfg.Leeway)) {
+		return tokenErr(ErrExpired, "access token expired")
+	}
+	if !c.NotBefore.IsZero() && now.Add(iss.cfg.Leeway).Before(c.NotBefore) {
+		return tokenErr(ErrInvalidToken, "token not valid yet")
+	}
+	return nil
+}
+
+// verifyCache remembers the claims of access tokens that passed every check
+// of verifyAccess, keyed by their signature and compared in full, so that a
+// token seen again costs a map lookup instead of a signature check. It
+// holds at most max entries in two generations: when the current one is
+// full it becomes the previous one and the oldest generation is dropped.
+// A nil *verifyCache is a disabled cache.
+type verifyCache struct {
+	max       int
+	mu        sync.RWMutex // guards cur and prev
+	cur, prev map[string]*cachedToken
+}
+
+type cachedToken struct {
+	token  string
+	claims *Claims
+}
+
+func newVerifyCache(size int) *verifyCache {
+	if size < 0 {
+		return nil
+	}
+	if size < 2 {
+		size = 2
+	}
+	return &verifyCache{max: size, cur: make(map[string]*cachedToken)}
+}
+
+func sigSegment(token string) string { return token[strings.LastIndexByte(token, '.')+1:] }
+
+func (vc *verifyCache) get(token string) *Claims {
+	if vc == nil {
+		return nil
+	}
+	key := sigSegment(token)
+	vc.mu.RLock()
+	e := vc.cur[key]
+	if e == nil {
+		e = vc.prev[key]
+	}
+	vc.mu.RUnlock()
+	if e == nil || e.token != token {
+		return nil
+	}
+	return e.claims
+}
+
+func (vc *verifyCache) put(token string, c *Claims) {
+	if vc == nil {
+		return
+	}
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	if len(vc.cur) >= vc.max/2 {
+		vc.prev, vc.cur = vc.cur, make(map[string]*cachedToken, vc.max/2)
+	}
+	vc.cur[sigSegment(token)] = &cachedToken{token: token, claims: c}
 }
 
 func audienceValue(v json.RawMessage) ([]string, error) {

@@ -437,3 +437,44 @@ func TestES256OnlyP256(t *testing.T) {
 	_, err = e.iss.Verify(bg, p.AccessToken)
 	require.NoError(t, err)
 }
+
+// The verification cache: a hit still checks expiry and the session, and a
+// token sharing a cached token's signature but not its bytes is a miss.
+func TestVerifyCache(t *testing.T) {
+	for _, size := range []int{0, -1, 2} {
+		e := newEnv(t, func(c *refresh.Config) { c.VerifyCacheSize = size; c.CheckSession = true })
+		p := e.issue(t, "alice")
+		for i := 0; i < 3; i++ {
+			c, err := e.iss.Verify(bg, p.AccessToken)
+			require.NoError(t, err)
+			c.Subject = "mallory" // a caller's change never reaches the next caller
+		}
+		c, err := e.iss.Verify(bg, p.AccessToken)
+		require.NoError(t, err)
+		assert.Equal(t, "alice", c.Subject)
+
+		parts := strings.Split(p.AccessToken, ".")
+		_, claims := decodeJWT(t, p.AccessToken)
+		claims["sub"] = "admin"
+		spliced := parts[0] + "." + b64json(claims) + "." + parts[2]
+		e.refused(t, spliced, "another payload with a cached signature")
+
+		// Several tokens cycle through a small cache; all stay correct.
+		for i := 0; i < 5; i++ {
+			q := e.issue(t, "bob")
+			c, err := e.iss.Verify(bg, q.AccessToken)
+			require.NoError(t, err)
+			assert.Equal(t, "bob", c.Subject)
+		}
+
+		require.NoError(t, e.iss.RevokeSession(bg, p.SessionID))
+		_, err = e.iss.Verify(bg, p.AccessToken)
+		require.ErrorIs(t, err, refresh.ErrRevoked, "cache size %d: a hit still checks the session", size)
+		q := e.issue(t, "carol")
+		_, err = e.iss.Verify(bg, q.AccessToken)
+		require.NoError(t, err)
+		e.clock.Set(q.AccessExpiresAt)
+		_, err = e.iss.Verify(bg, q.AccessToken)
+		require.ErrorIs(t, err, refresh.ErrExpired, "cache size %d: a hit still checks expiry", size)
+	}
+}

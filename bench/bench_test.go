@@ -1,0 +1,387 @@
+// Package bench measures refresh against its peers in one run, so that the
+// ratios in BENCHMARKS.md compare numbers taken on the same machine at the
+// same time. It is its own module: the peers (golang-jwt, fosite) never
+// enter the core's dependencies.
+//
+//	cd bench && go test -run '^$' -bench . -benchmem -count 6 | tee new.txt
+package bench
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	gjwt "github.com/golang-jwt/jwt/v5"
+	"github.com/lestrrat-go/jwx/v3/jwa"
+	jjwt "github.com/lestrrat-go/jwx/v3/jwt"
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/compose"
+	"github.com/ory/fosite/storage"
+	"github.com/refreshkit/refresh"
+)
+
+var (
+	ctx       = context.Background()
+	hsSecret  = []byte("0123456789abcdef0123456789abcdef")
+	macSecret = []byte("refresh-mac-key-refresh-mac-key-")
+	ecKey, _  = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, edKey, _ = ed25519.GenerateKey(rand.Reader)
+)
+
+const (
+	issuer   = "https://auth.example.com"
+	audience = "https://api.example.com"
+)
+
+func keyFor(alg string) refresh.Key {
+	switch alg {
+	case "ES256":
+		return refresh.Key{ID: "k", Algorithm: refresh.ES256, Key: ecKey}
+	case "EdDSA":
+		return refresh.Key{ID: "k", Algorithm: refresh.EdDSA, Key: edKey}
+	}
+	return refresh.Key{ID: "k", Algorithm: refresh.HS256, Key: hsSecret}
+}
+
+func newIssuer(tb testing.TB, alg string, mod ...func(*refresh.Config)) *refresh.Issuer {
+	st := refresh.NewMemoryStore(refresh.WithSweepInterval(0))
+	cfg := refresh.Config{
+		Issuer: issuer, Audience: audience,
+		Keys:        []refresh.Key{keyFor(alg)},
+		RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: macSecret}},
+		Store:       st,
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	iss, err := refresh.NewIssuer(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return iss
+}
+
+// --- refresh --------------------------------------------------------------
+
+func BenchmarkRefreshRotate(b *testing.B) {
+	for _, alg := range []string{"HS256", "ES256", "EdDSA"} {
+		b.Run(alg, func(b *testing.B) {
+			iss := newIssuer(b, alg)
+			p, _ := iss.Issue(ctx, "alice", refresh.WithScope("read"))
+			tok := p.RefreshToken
+			b.ReportAllocs()
+			for b.Loop() {
+				p, err := iss.Rotate(ctx, tok)
+				if err != nil {
+					b.Fatal(err)
+				}
+				tok = p.RefreshToken
+			}
+		})
+	}
+}
+
+// BenchmarkRefreshRotateParallel: independent sessions from every P; compare
+// ns/op with BenchmarkRefreshRotate/HS256 for the parallel speed-up.
+func BenchmarkRefreshRotateParallel(b *testing.B) {
+	iss := newIssuer(b, "HS256")
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		p, _ := iss.Issue(ctx, "alice", refresh.WithScope("read"))
+		tok := p.RefreshToken
+		for pb.Next() {
+			p, err := iss.Rotate(ctx, tok)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			tok = p.RefreshToken
+		}
+	})
+}
+
+func BenchmarkRefreshIssue(b *testing.B) {
+	iss := newIssuer(b, "HS256")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := iss.Issue(ctx, "alice", refresh.WithScope("read")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRefreshVerify(b *testing.B) {
+	for _, alg := range []string{"HS256", "ES256", "EdDSA"} {
+		b.Run(alg+"/fresh", func(b *testing.B) {
+			iss := newIssuer(b, alg, func(c *refresh.Config) { c.VerifyCacheSize = -1 })
+			p, _ := iss.Issue(ctx, "alice", refresh.WithScope("read"))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := iss.Verify(ctx, p.AccessToken); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkRefreshMiddleware: one request through the bearer middleware, with
+// a token never seen before (cache off) and with one seen before (cached).
+func BenchmarkRefreshMiddleware(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		cache int
+	}{{"fresh", -1}, {"seen", 0}} {
+		b.Run(tc.name, func(b *testing.B) {
+			iss := newIssuer(b, "HS256", func(c *refresh.Config) { c.VerifyCacheSize = tc.cache })
+			p, _ := iss.Issue(ctx, "alice", refresh.WithScope("read"))
+			h := iss.Middleware()(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header.Set("Authorization", "Bearer "+p.AccessToken)
+			w := httptest.NewRecorder()
+			b.ReportAllocs()
+			for b.Loop() {
+				h.ServeHTTP(w, r)
+			}
+			if w.Code != 200 {
+				b.Fatal(w.Code)
+			}
+		})
+	}
+}
+
+// BenchmarkRefreshHandler: a whole refresh grant through the HTTP handler.
+func BenchmarkRefreshHandler(b *testing.B) {
+	iss := newIssuer(b, "HS256")
+	h := refresh.NewHandlers(iss, refresh.HandlerConfig{}).RefreshHandler()
+	p, _ := iss.Issue(ctx, "alice", refresh.WithScope("read"))
+	tok := p.RefreshToken
+	b.ReportAllocs()
+	for b.Loop() {
+		r := httptest.NewRequest(http.MethodPost, "/token", strings.NewReader("grant_type=refresh_token&refresh_token="+tok))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 200 {
+			b.Fatal(w.Code, w.Body.String())
+		}
+		body := w.Body.String()
+		i := strings.Index(body, `"refresh_token":"`) + 17
+		tok = body[i : i+strings.IndexByte(body[i:], '"')]
+	}
+}
+
+// BenchmarkRefreshMemoryStoreScale: Rotate with 1,000 and 1,000,000 live
+// sessions, and the heap each session costs.
+func BenchmarkRefreshMemoryStoreScale(b *testing.B) {
+	for _, n := range []int{1_000, 1_000_000} {
+		b.Run(itoa(n), func(b *testing.B) {
+			st := refresh.NewMemoryStore(refresh.WithSweepInterval(0))
+			iss := newIssuer(b, "HS256", func(c *refresh.Config) { c.Store = st })
+			runtime.GC()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			var last string
+			for i := 0; i < n; i++ {
+				p, err := iss.Issue(ctx, "user"+itoa(i%100_000), refresh.WithScope("read"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				last = p.RefreshToken
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			perSession := float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				p, err := iss.Rotate(ctx, last)
+				if err != nil {
+					b.Fatal(err)
+				}
+				last = p.RefreshToken
+			}
+			b.ReportMetric(perSession, "heapB/session")
+			runtime.KeepAlive(st)
+		})
+	}
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b [20]byte
+	i := len(b)
+	for ; n > 0; n /= 10 {
+		i--
+		b[i] = byte('0' + n%10)
+	}
+	return string(b[i:])
+}
+
+// --- golang-jwt v5 -------------------------------------------------------
+
+func gjwtClaims() gjwt.MapClaims {
+	now := time.Now()
+	return gjwt.MapClaims{
+		"iss": issuer, "sub": "alice", "aud": audience, "exp": now.Add(15 * time.Minute).Unix(),
+		"iat": now.Unix(), "jti": "3q2-7wAAAAAAAAAAAAAAAA", "client_id": audience, "sid": "hK5GtKTKUsAE-50cAL47Pg", "scope": "read",
+	}
+}
+
+func BenchmarkGolangJWTSignHS256(b *testing.B) {
+	c := gjwtClaims()
+	b.ReportAllocs()
+	for b.Loop() {
+		t := gjwt.NewWithClaims(gjwt.SigningMethodHS256, c)
+		t.Header["kid"] = "k"
+		t.Header["typ"] = "at+jwt"
+		if _, err := t.SignedString(hsSecret); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkGolangJWTParseHS256(b *testing.B) {
+	t := gjwt.NewWithClaims(gjwt.SigningMethodHS256, gjwtClaims())
+	t.Header["kid"] = "k"
+	s, _ := t.SignedString(hsSecret)
+	p := gjwt.NewParser(gjwt.WithValidMethods([]string{"HS256"}), gjwt.WithIssuer(issuer), gjwt.WithAudience(audience), gjwt.WithExpirationRequired())
+	key := func(*gjwt.Token) (any, error) { return hsSecret, nil }
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.Parse(s, key); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// --- jwx v3 high level -----------------------------------------------------
+
+func jwxToken() jjwt.Token {
+	now := time.Now()
+	t, _ := jjwt.NewBuilder().Issuer(issuer).Subject("alice").Audience([]string{audience}).
+		Expiration(now.Add(15*time.Minute)).IssuedAt(now).JwtID("3q2-7wAAAAAAAAAAAAAAAA").
+		Claim("client_id", audience).Claim("sid", "hK5GtKTKUsAE-50cAL47Pg").Claim("scope", "read").Build()
+	return t
+}
+
+func BenchmarkJWXSignHS256(b *testing.B) {
+	t := jwxToken()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := jjwt.Sign(t, jjwt.WithKey(jwa.HS256(), hsSecret)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkJWXParseHS256(b *testing.B) {
+	s, _ := jjwt.Sign(jwxToken(), jjwt.WithKey(jwa.HS256(), hsSecret))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := jjwt.Parse(s, jjwt.WithKey(jwa.HS256(), hsSecret), jjwt.WithIssuer(issuer), jjwt.WithAudience(audience)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// --- fosite ----------------------------------------------------------------
+
+// BenchmarkFositeRefreshGrant: fosite v0.49's refresh grant (compose with the
+// refresh-token factory, opaque HMAC tokens, its memory store, a public
+// client so that no bcrypt runs), request parsing and response included.
+func BenchmarkFositeRefreshGrant(b *testing.B) {
+	store := storage.NewExampleStore()
+	store.Clients["public"] = &fosite.DefaultClient{
+		ID: "public", Public: true,
+		GrantTypes: []string{"password", "refresh_token"}, ResponseTypes: []string{"token"},
+		Scopes: []string{"offline", "read"},
+	}
+	config := &fosite.Config{GlobalSecret: []byte("some-cool-secret-that-is-32bytes"), AccessTokenLifespan: 15 * time.Minute}
+	provider := compose.Compose(config, store, compose.NewOAuth2HMACStrategy(config),
+		compose.OAuth2ResourceOwnerPasswordCredentialsFactory, compose.OAuth2RefreshTokenGrantFactory)
+	grant := func(form url.Values) map[string]any {
+		r := httptest.NewRequest(http.MethodPost, "/token", strings.NewReader(form.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		ar, err := provider.NewAccessRequest(ctx, r, &fosite.DefaultSession{Username: "peter"})
+		if err != nil {
+			b.Fatal(fosite.ErrorToRFC6749Error(err).WithExposeDebug(true).GetDescription())
+		}
+		if ar.GetRequestedScopes().Has("offline") {
+			ar.GrantScope("offline")
+			ar.GrantScope("read")
+		}
+		resp, err := provider.NewAccessResponse(ctx, ar)
+		if err != nil {
+			b.Fatal(fosite.ErrorToRFC6749Error(err).WithExposeDebug(true).GetDescription())
+		}
+		return resp.ToMap()
+	}
+	first := grant(url.Values{"grant_type": {"password"}, "username": {"peter"}, "password": {"secret"}, "client_id": {"public"}, "scope": {"offline read"}})
+	tok := first["refresh_token"].(string)
+	b.ReportAllocs()
+	for b.Loop() {
+		m := grant(url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}, "client_id": {"public"}})
+		tok = m["refresh_token"].(string)
+	}
+}
+
+// --- raw primitives (the floor) ------------------------------------------
+
+func BenchmarkPrimitiveHMACSHA256(b *testing.B) {
+	msg := make([]byte, 300)
+	b.ReportAllocs()
+	for b.Loop() {
+		m := hmac.New(sha256.New, hsSecret)
+		m.Write(msg)
+		m.Sum(nil)
+	}
+}
+
+func BenchmarkPrimitiveEd25519(b *testing.B) {
+	msg := make([]byte, 300)
+	sig := ed25519.Sign(edKey, msg)
+	pub := edKey.Public().(ed25519.PublicKey)
+	b.Run("Sign", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			ed25519.Sign(edKey, msg)
+		}
+	})
+	b.Run("Verify", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			ed25519.Verify(pub, msg, sig)
+		}
+	})
+}
+
+func BenchmarkPrimitiveECDSAP256(b *testing.B) {
+	h := sha256.Sum256(make([]byte, 300))
+	sig, _ := ecdsa.SignASN1(rand.Reader, ecKey, h[:])
+	b.Run("Sign", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = ecdsa.SignASN1(rand.Reader, ecKey, h[:])
+		}
+	})
+	b.Run("Verify", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			ecdsa.VerifyASN1(&ecKey.PublicKey, h[:], sig)
+		}
+	})
+}
