@@ -3,8 +3,12 @@ package refresh
 import (
 	"cmp"
 	"context"
+	"errors"
 	"hash/maphash"
+	"maps"
+	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -16,8 +20,9 @@ const memShards = 64
 // survive a restart.
 //
 // It is sharded so that concurrent requests for different sessions rarely
-// contend. All methods are safe for concurrent use. A background sweeper
-// removes expired sessions in bounded batches; Close stops it.
+// contend, and compact: a session costs about 250 bytes of heap. All
+// methods are safe for concurrent use. A background sweeper removes expired
+// sessions in bounded batches; Close stops it.
 type MemoryStore struct {
 	seed     maphash.Seed
 	shards   [memShards]memShard
@@ -31,14 +36,160 @@ type MemoryStore struct {
 	closeOnce sync.Once
 }
 
+// memID is a session id as the memory store keys it: the 16 bytes of an id
+// minted by the Issuer (22 characters of base64url), or any other string.
+type memID struct {
+	fixed   [sessionIDLen]byte
+	other   string
+	isFixed bool
+}
+
+func parseMemID(id string) memID {
+	var k memID
+	if len(id) == b64.EncodedLen(sessionIDLen) {
+		if n, err := b64.Strict().Decode(k.fixed[:], []byte(id)); err == nil && n == sessionIDLen {
+			k.isFixed = true
+			return k
+		}
+	}
+	k.other = id
+	return k
+}
+
+func (k memID) String() string {
+	if k.isFixed {
+		return b64.EncodeToString(k.fixed[:])
+	}
+	return k.other
+}
+
 type memShard struct {
-	mu sync.RWMutex // guards m
-	m  map[string]*Session
+	mu    sync.RWMutex // guards fixed and other
+	fixed map[[sessionIDLen]byte]*memRecord
+	other map[string]*memRecord
+}
+
+func (sh *memShard) get(k memID) *memRecord {
+	if k.isFixed {
+		return sh.fixed[k.fixed]
+	}
+	return sh.other[k.other]
+}
+
+func (sh *memShard) put(k memID, r *memRecord) {
+	if k.isFixed {
+		sh.fixed[k.fixed] = r
+	} else {
+		sh.other[k.other] = r
+	}
 }
 
 type subjectShard struct {
 	mu sync.Mutex // guards m
-	m  map[string]map[string]struct{}
+	m  map[string]*subjectEntry
+}
+
+// subjectEntry indexes a subject's sessions. Its name is shared by the
+// records of the subject, so a subject's string is stored once.
+type subjectEntry struct {
+	name  string
+	fixed map[[sessionIDLen]byte]struct{}
+	other map[string]struct{}
+}
+
+func (e *subjectEntry) add(k memID) {
+	if k.isFixed {
+		e.fixed[k.fixed] = struct{}{}
+	} else {
+		e.other[k.other] = struct{}{}
+	}
+}
+
+func (e *subjectEntry) remove(k memID) {
+	if k.isFixed {
+		delete(e.fixed, k.fixed)
+	} else {
+		delete(e.other, k.other)
+	}
+}
+
+func (e *subjectEntry) len() int { return len(e.fixed) + len(e.other) }
+
+// memRecord is a session as the memory store keeps it: times as Unix
+// nanoseconds, the seed inline, the scope interned, the rarer fields behind
+// one pointer; 112 bytes, under half a Session, and only three pointers for
+// the garbage collector to follow.
+type memRecord struct {
+	subject string    // shared with the subject index
+	scope   *[]string // interned; never modified
+	ext     *memExt   // nil when all its fields are empty
+	gen     uint64
+	created int64
+	rotated int64
+	expires int64
+	revoked int64 // zeroTime while live
+	grace   uint32
+	seedN   uint8
+	seed    [seedLen]byte
+}
+
+// memExt holds the fields most sessions leave empty.
+type memExt struct {
+	clientID string
+	reason   string
+	claims   string
+	meta     map[string]string
+}
+
+func (r *memRecord) extra() memExt {
+	if r.ext == nil {
+		return memExt{}
+	}
+	return *r.ext
+}
+
+func (r *memRecord) revoke(at time.Time, reason string) {
+	x := r.extra()
+	x.reason = reason
+	r.ext, r.revoked = &x, nanos(at)
+}
+
+// zeroTime encodes the zero time.Time; other times are Unix nanoseconds,
+// which cover the years 1678 to 2262.
+const zeroTime = math.MinInt64
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return zeroTime
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == zeroTime {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func (r *memRecord) isRevoked() bool { return r.revoked != zeroTime }
+
+// session expands the record into a Session the caller owns.
+func (r *memRecord) session(id string) *Session {
+	x := r.extra()
+	s := &Session{
+		ID: id, Subject: r.subject, ClientID: x.clientID, Generation: r.gen, GraceUses: r.grace,
+		Seed: slices.Clone(r.seed[:r.seedN]), Meta: maps.Clone(x.meta),
+		CreatedAt: fromNanos(r.created), RotatedAt: fromNanos(r.rotated),
+		ExpiresAt: fromNanos(r.expires), RevokedAt: fromNanos(r.revoked), RevokeReason: x.reason,
+	}
+	if r.scope != nil {
+		s.Scope = slices.Clone(*r.scope)
+	}
+	if x.claims != "" {
+		s.Claims = []byte(x.claims)
+	}
+	return s
 }
 
 // MemoryOption configures a MemoryStore.
@@ -46,7 +197,7 @@ type MemoryOption func(*MemoryStore)
 
 // WithSweepInterval sets how often the background sweeper deletes expired
 // sessions (default one minute). Zero or a negative value disables the
-// sweeper; call DeleteExpired yourself then.
+// sweeper; call DeleteExpired (or Issuer.Sweep) yourself then.
 func WithSweepInterval(d time.Duration) MemoryOption {
 	return func(m *MemoryStore) { m.sweep = d }
 }
@@ -65,8 +216,9 @@ func NewMemoryStore(opts ...MemoryOption) *MemoryStore {
 		o(m)
 	}
 	for i := range m.shards {
-		m.shards[i].m = make(map[string]*Session)
-		m.subjects[i].m = make(map[string]map[string]struct{})
+		m.shards[i].fixed = make(map[[sessionIDLen]byte]*memRecord)
+		m.shards[i].other = make(map[string]*memRecord)
+		m.subjects[i].m = make(map[string]*subjectEntry)
 	}
 	m.stop = make(chan struct{})
 	m.done = make(chan struct{})
@@ -126,37 +278,82 @@ func (m *MemoryStore) Len() int {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.RLock()
-		n += len(sh.m)
+		n += len(sh.fixed) + len(sh.other)
 		sh.mu.RUnlock()
 	}
 	return n
 }
 
-// Create implements Store.
+// Create implements Store. A seed longer than 32 bytes is refused.
 func (m *MemoryStore) Create(ctx context.Context, s *Session) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	c := s.Clone()
-	sh := m.shard(c.ID)
+	if len(s.Seed) > seedLen {
+		return errors.New("refresh: memory store: seed longer than 32 bytes")
+	}
+	k := parseMemID(s.ID)
+	if !k.isFixed {
+		k.other = strings.Clone(k.other)
+	}
+	r := &memRecord{
+		scope: internScope(s.Scope), gen: s.Generation, grace: s.GraceUses,
+		created: nanos(s.CreatedAt), rotated: nanos(s.RotatedAt), expires: nanos(s.ExpiresAt), revoked: nanos(s.RevokedAt),
+		seedN: uint8(len(s.Seed)),
+	}
+	if s.ClientID != "" || s.RevokeReason != "" || len(s.Claims) > 0 || s.Meta != nil {
+		r.ext = &memExt{clientID: s.ClientID, reason: s.RevokeReason, claims: string(s.Claims), meta: maps.Clone(s.Meta)}
+	}
+	copy(r.seed[:], s.Seed)
+
+	sh := m.shard(s.ID)
+	ss := m.subjectShard(s.Subject)
+	// The subject shard's lock is held across the insertion so that a
+	// concurrent DeleteExpired cannot drop the entry in between; lock order
+	// is always subject shard, then session shard.
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	e := ss.m[s.Subject]
+	if e == nil {
+		e = &subjectEntry{name: strings.Clone(s.Subject), fixed: map[[sessionIDLen]byte]struct{}{}, other: map[string]struct{}{}}
+	}
+	r.subject = e.name
 	sh.mu.Lock()
-	if _, ok := sh.m[c.ID]; ok {
+	if sh.get(k) != nil {
 		sh.mu.Unlock()
 		return ErrSessionExists
 	}
-	sh.m[c.ID] = c
+	sh.put(k, r)
 	sh.mu.Unlock()
-
-	ss := m.subjectShard(c.Subject)
-	ss.mu.Lock()
-	ids := ss.m[c.Subject]
-	if ids == nil {
-		ids = make(map[string]struct{}, 1)
-		ss.m[c.Subject] = ids
-	}
-	ids[c.ID] = struct{}{}
-	ss.mu.Unlock()
+	ss.m[e.name] = e
+	e.add(k)
 	return nil
+}
+
+// scopes interns scope lists: most sessions share a few, and a shared list
+// costs one pointer per session. Records never modify their scope.
+var scopes = struct {
+	sync.Mutex // guards m
+	m          map[string]*[]string
+}{m: make(map[string]*[]string)}
+
+const maxInternedScopes = 1024
+
+func internScope(scope []string) *[]string {
+	if len(scope) == 0 {
+		return nil
+	}
+	key := strings.Join(scope, "\x00")
+	scopes.Lock()
+	defer scopes.Unlock()
+	if s, ok := scopes.m[key]; ok && slices.Equal(*s, scope) {
+		return s
+	}
+	s := slices.Clone(scope)
+	if len(scopes.m) < maxInternedScopes {
+		scopes.m[key] = &s
+	}
+	return &s
 }
 
 // Get implements Store.
@@ -164,64 +361,62 @@ func (m *MemoryStore) Get(ctx context.Context, id string) (*Session, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	k := parseMemID(id)
 	sh := m.shard(id)
 	sh.mu.RLock()
-	s, ok := sh.m[id]
-	var c *Session
-	if ok {
-		c = s.Clone()
-	}
-	sh.mu.RUnlock()
-	if !ok {
+	defer sh.mu.RUnlock()
+	r := sh.get(k)
+	if r == nil {
 		return nil, ErrSessionNotFound
 	}
-	return c, nil
+	return r.session(id), nil
 }
 
-// update runs f on the stored session under the shard's write lock.
-func (m *MemoryStore) update(ctx context.Context, id string, f func(*Session) error) error {
+// update runs f on the record under its shard's write lock.
+func (m *MemoryStore) update(ctx context.Context, id string, f func(*memRecord) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	k := parseMemID(id)
 	sh := m.shard(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	s, ok := sh.m[id]
-	if !ok {
+	r := sh.get(k)
+	if r == nil {
 		return ErrSessionNotFound
 	}
-	return f(s)
+	return f(r)
 }
 
 // Advance implements Store.
 func (m *MemoryStore) Advance(ctx context.Context, id string, from uint64, at time.Time) error {
-	return m.update(ctx, id, func(s *Session) error {
-		if s.Generation != from || s.Revoked() {
+	return m.update(ctx, id, func(r *memRecord) error {
+		if r.gen != from || r.isRevoked() {
 			return ErrConflict
 		}
-		s.Generation++
-		s.GraceUses = 0
-		s.RotatedAt = at
+		r.gen++
+		r.grace = 0
+		r.rotated = nanos(at)
 		return nil
 	})
 }
 
 // UseGrace implements Store.
 func (m *MemoryStore) UseGrace(ctx context.Context, id string, generation uint64, limit uint32) error {
-	return m.update(ctx, id, func(s *Session) error {
-		if s.Generation != generation || s.Revoked() || s.GraceUses >= limit {
+	return m.update(ctx, id, func(r *memRecord) error {
+		if r.gen != generation || r.isRevoked() || r.grace >= limit {
 			return ErrConflict
 		}
-		s.GraceUses++
+		r.grace++
 		return nil
 	})
 }
 
 // Revoke implements Store.
 func (m *MemoryStore) Revoke(ctx context.Context, id string, at time.Time, reason string) error {
-	return m.update(ctx, id, func(s *Session) error {
-		if !s.Revoked() {
-			s.RevokedAt, s.RevokeReason = at, reason
+	return m.update(ctx, id, func(r *memRecord) error {
+		if !r.isRevoked() {
+			r.revoke(at, reason)
 		}
 		return nil
 	})
@@ -231,9 +426,16 @@ func (m *MemoryStore) subjectIDs(subject string) []string {
 	ss := m.subjectShard(subject)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	ids := make([]string, 0, len(ss.m[subject]))
-	for id := range ss.m[subject] {
-		ids = append(ids, id)
+	e := ss.m[subject]
+	if e == nil {
+		return nil
+	}
+	ids := make([]string, 0, e.len())
+	for k := range e.fixed {
+		ids = append(ids, memID{fixed: k, isFixed: true}.String())
+	}
+	for k := range e.other {
+		ids = append(ids, k)
 	}
 	return ids
 }
@@ -245,13 +447,13 @@ func (m *MemoryStore) RevokeSubject(ctx context.Context, subject string, at time
 	}
 	n := 0
 	for _, id := range m.subjectIDs(subject) {
-		sh := m.shard(id)
-		sh.mu.Lock()
-		if s, ok := sh.m[id]; ok && s.Subject == subject && !s.Revoked() {
-			s.RevokedAt, s.RevokeReason = at, reason
-			n++
-		}
-		sh.mu.Unlock()
+		_ = m.update(ctx, id, func(r *memRecord) error {
+			if r.subject == subject && !r.isRevoked() {
+				r.revoke(at, reason)
+				n++
+			}
+			return nil
+		})
 	}
 	return n, nil
 }
@@ -265,8 +467,8 @@ func (m *MemoryStore) Sessions(ctx context.Context, subject string) ([]*Session,
 	for _, id := range m.subjectIDs(subject) {
 		sh := m.shard(id)
 		sh.mu.RLock()
-		if s, ok := sh.m[id]; ok && s.Subject == subject {
-			out = append(out, s.Clone())
+		if r := sh.get(parseMemID(id)); r != nil && r.subject == subject {
+			out = append(out, r.session(id))
 		}
 		sh.mu.RUnlock()
 	}
@@ -285,7 +487,11 @@ func (m *MemoryStore) DeleteExpired(ctx context.Context, before time.Time, limit
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	type gone struct{ id, subject string }
+	cut := nanos(before)
+	type gone struct {
+		k       memID
+		subject string
+	}
 	var deleted []gone
 	for i := range m.shards {
 		if len(deleted) >= limit {
@@ -293,13 +499,22 @@ func (m *MemoryStore) DeleteExpired(ctx context.Context, before time.Time, limit
 		}
 		sh := &m.shards[i]
 		sh.mu.Lock()
-		for id, s := range sh.m {
+		for k, r := range sh.fixed {
 			if len(deleted) >= limit {
 				break
 			}
-			if !s.ExpiresAt.After(before) {
-				delete(sh.m, id)
-				deleted = append(deleted, gone{id, s.Subject})
+			if r.expires <= cut {
+				delete(sh.fixed, k)
+				deleted = append(deleted, gone{memID{fixed: k, isFixed: true}, r.subject})
+			}
+		}
+		for k, r := range sh.other {
+			if len(deleted) >= limit {
+				break
+			}
+			if r.expires <= cut {
+				delete(sh.other, k)
+				deleted = append(deleted, gone{memID{other: k}, r.subject})
 			}
 		}
 		sh.mu.Unlock()
@@ -307,9 +522,9 @@ func (m *MemoryStore) DeleteExpired(ctx context.Context, before time.Time, limit
 	for _, g := range deleted {
 		ss := m.subjectShard(g.subject)
 		ss.mu.Lock()
-		if ids := ss.m[g.subject]; ids != nil {
-			delete(ids, g.id)
-			if len(ids) == 0 {
+		if e := ss.m[g.subject]; e != nil {
+			e.remove(g.k)
+			if e.len() == 0 {
 				delete(ss.m, g.subject)
 			}
 		}
