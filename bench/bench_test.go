@@ -385,3 +385,24 @@ func BenchmarkPrimitiveECDSAP256(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkPrimitiveSHA256 and its Parallel twin are the machine's own
+// ceiling for parallel speed-up: pure CPU work with no allocation and no
+// shared state, serially and from every P.
+func BenchmarkPrimitiveSHA256(b *testing.B) {
+	msg := make([]byte, 300)
+	b.ReportAllocs()
+	for b.Loop() {
+		sha256.Sum256(msg)
+	}
+}
+
+func BenchmarkPrimitiveSHA256Parallel(b *testing.B) {
+	msg := make([]byte, 300)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			sha256.Sum256(msg)
+		}
+	})
+}
