@@ -335,7 +335,7 @@ func (h *Handlers) RefreshHandler() http.Handler {
 		case errors.Is(err, ErrInvalidScope):
 			h.fail(w, &oauthError{http.StatusBadRequest, "invalid_scope"})
 		case IsClientError(err):
-			if h.cfg.Cookie != nil && form.Get("refresh_token") == "" && !errors.Is(err, ErrInvalidScope) {
+			if h.cfg.Cookie != nil && form.Get("refresh_token") == "" {
 				h.clearCookie(w)
 			}
 			h.fail(w, &oauthError{http.StatusBadRequest, "invalid_grant"})

@@ -187,6 +187,9 @@ func BenchmarkRefreshHandler(b *testing.B) {
 func BenchmarkRefreshMemoryStoreScale(b *testing.B) {
 	for _, n := range []int{1_000, 1_000_000} {
 		b.Run(itoa(n), func(b *testing.B) {
+			if n > 1000 && raceEnabled {
+				b.Skip("a million sessions under the race detector take minutes and gigabytes; run without -race")
+			}
 			st := refresh.NewMemoryStore(refresh.WithSweepInterval(0))
 			iss := newIssuer(b, "HS256", func(c *refresh.Config) { c.Store = st })
 			runtime.GC()

@@ -10,9 +10,11 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/refreshkit/refresh"
 	"github.com/refreshkit/refresh/pgstore"
@@ -210,5 +212,46 @@ func BenchmarkRotate(b *testing.B) {
 			b.ReportAllocs()
 			storetest.BenchmarkClients(b, iss, clients)
 		})
+	}
+}
+
+// countingTracer counts the statements pgx sends: one round trip each.
+type countingTracer struct{ n atomic.Int64 }
+
+func (c *countingTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	c.n.Add(1)
+	return ctx
+}
+func (c *countingTracer) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// A rotation costs exactly two round trips: read the session, then the
+// compare-and-swap.
+func TestRoundTripsPerRotation(t *testing.T) {
+	testPool(t) // skips without a server
+	cfg, err := pgxpool.ParseConfig(os.Getenv("PG_DSN"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &countingTracer{}
+	cfg.ConnConfig.Tracer = tr
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	iss := issuer(t, newStore(t, pool))
+	p, err := iss.Issue(context.Background(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := tr.n.Load()
+	const n = 50
+	for i := 0; i < n; i++ {
+		if p, err = iss.Rotate(context.Background(), p.RefreshToken); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := tr.n.Load() - before; got != 2*n {
+		t.Fatalf("%d statements for %d rotations, want %d", got, n, 2*n)
 	}
 }

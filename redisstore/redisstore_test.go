@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -189,5 +190,49 @@ func BenchmarkRotate(b *testing.B) {
 			b.ReportAllocs()
 			storetest.BenchmarkClients(b, iss, clients)
 		})
+	}
+}
+
+// countingHook counts commands and pipelines sent: one round trip each.
+type countingHook struct{ n atomic.Int64 }
+
+func (h *countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// A rotation costs exactly two round trips: HGETALL, then the Lua
+// compare-and-swap by its SHA.
+func TestRoundTripsPerRotation(t *testing.T) {
+	c := testClient(t)
+	h := &countingHook{}
+	c.AddHook(h)
+	iss := issuer(t, newStore(t, c))
+	ctx := context.Background()
+	p, err := iss.Issue(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err = iss.Rotate(ctx, p.RefreshToken); err != nil { // loads the script if needed
+		t.Fatal(err)
+	}
+	before := h.n.Load()
+	const n = 50
+	for i := 0; i < n; i++ {
+		if p, err = iss.Rotate(ctx, p.RefreshToken); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := h.n.Load() - before; got != 2*n {
+		t.Fatalf("%d round trips for %d rotations, want %d", got, n, 2*n)
 	}
 }

@@ -10,11 +10,14 @@
 # afterwards. Without root and without the servers the adapter tests are
 # skipped with a message; with CI=true a missing server fails the run.
 #
-# Extra arguments are passed to every `go test`, e.g. scripts/test.sh -run Rotate
+# Extra arguments are passed to every `go test`, e.g. scripts/test.sh -run Rotate.
+# GO_TEST_FLAGS replaces the default "-race -count=1" (say, for benchmarks:
+# GO_TEST_FLAGS=-count=1 scripts/test.sh -run '^$' -bench . ).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-MODULES=(. pgstore redisstore cmd/refresh-demo)
+MODULES=(. pgstore redisstore cmd/refresh-demo bench)
+read -r -a FLAGS <<<"${GO_TEST_FLAGS:--race -count=1}"
 CI=${CI:-false}
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -108,7 +111,7 @@ start_redis() {
   port=$(free_port)
   dir=$TMP/redis
   mkdir -p "$dir"
-  local args="--port $port --bind 127.0.0.1 --dir $dir --save '' --appendonly yes --appendfsync always --daemonize yes --pidfile $dir/redis.pid --logfile $dir/redis.log"
+  local args="--port $port --bind 127.0.0.1 --dir $dir --save '' --appendonly yes --appendfsync everysec --daemonize yes --pidfile $dir/redis.pid --logfile $dir/redis.log"
   eval redis-server "$args" || die "redis-server did not start"
   for _ in $(seq 1 100); do [ -s "$dir/redis.pid" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   export REDIS_STOP_CMD="kill \$(cat $dir/redis.pid); for i in \$(seq 1 100); do [ -e $dir/redis.pid ] || break; sleep 0.05; done"
@@ -127,8 +130,8 @@ start_redis
 
 status=0
 for m in "${MODULES[@]}"; do
-  say "go test -race $m"
-  (cd "$ROOT/$m" && GOWORK=off go test -race -count=1 "$@" ./...) || status=1
+  say "go test ${FLAGS[*]} $* ($m)"
+  (cd "$ROOT/$m" && GOWORK=off go test "${FLAGS[@]}" "$@" ./...) || status=1
 done
 [ $status = 0 ] && say "all modules passed" || say "some tests FAILED"
 exit $status

@@ -1,0 +1,50 @@
+// Package refresh issues short-lived JWT access tokens and rotating refresh
+// tokens for Go services, and protects net/http routes with them.
+//
+// After its own login check, a service calls [Issuer.Issue] to start a
+// session and hand out a [Pair]: an RFC 9068 access token (a JWS with typ
+// "at+jwt") and an opaque refresh token. [Issuer.Rotate] exchanges a refresh
+// token for a new pair and retires the old token; presenting a retired token
+// again is reuse, which revokes that session ([ErrReused]). A short grace
+// window ([Config].Grace) lets racing tabs and retried requests receive the
+// same successor instead. [Issuer.Revoke], [Issuer.RevokeSession] and
+// [Issuer.RevokeSubject] end one session or all of a user's.
+//
+// [Issuer.Verify] checks access tokens, refusing every known JWT attack;
+// [Issuer.Middleware] wraps it as RFC 6750 bearer middleware with
+// [ClaimsFromContext], [RequireScope] and [RequireRole]. [NewHandlers]
+// serves the refresh grant (RFC 6749 §6), token revocation (RFC 7009) and the
+// JWKS document, with an optional cookie mode for browser apps.
+//
+// # Sessions and the store
+//
+// A session is one login on one device: a family of refresh tokens of which
+// one, the current generation, is valid. A [Store] keeps one record per
+// session and applies changes atomically; every security decision is made by
+// the Issuer, so a store cannot get rotation, reuse or expiry wrong.
+// [MemoryStore] ships here; PostgreSQL and Redis stores are the modules
+// github.com/refreshkit/refresh/pgstore and .../redisstore, and the package
+// storetest checks any implementation against the contract.
+//
+// # Refresh tokens
+//
+// A refresh token is "rt_" followed by base64url of its version, the server
+// key id, the session id, the generation and a 128-bit HMAC-SHA256 tag over
+// them and the session's secret seed. The store holds the seed but no token
+// and no hash of one: a copy of the database mints no tokens without the
+// server key, and a token whose tag does not verify changes nothing.
+//
+// # Errors
+//
+// Expected outcomes are sentinel errors, compared with errors.Is:
+// [ErrInvalidToken], [ErrExpired], [ErrRevoked], [ErrReused],
+// [ErrInvalidScope], [ErrRefused]; a [*TokenError] carries a fixed reason for
+// logs. [IsClientError] tells them from system faults such as a failing
+// store, which are wrapped with their cause. HTTP handlers never write error
+// text to clients.
+//
+// # Concurrency
+//
+// An [Issuer], a [MemoryStore] and [Handlers] are safe for concurrent use by
+// multiple goroutines; several processes may share one Store.
+package refresh
