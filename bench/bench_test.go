@@ -32,10 +32,10 @@ import (
 )
 
 var (
-	ctx       = context.Background()
-	hsSecret  = []byte("0123456789abcdef0123456789abcdef")
-	macSecret = []byte("refresh-mac-key-refresh-mac-key-")
-	ecKey, _  = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ctx         = context.Background()
+	hsSecret    = []byte("0123456789abcdef0123456789abcdef")
+	macSecret   = []byte("refresh-mac-key-refresh-mac-key-")
+	ecKey, _    = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	_, edKey, _ = ed25519.GenerateKey(rand.Reader)
 )
 
