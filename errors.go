@@ -46,7 +46,7 @@ var (
 // errors above and Reason a short, fixed, human-readable cause such as
 // "bad signature" or "unknown key id". Reason never contains token bytes or
 // other attacker-chosen input, but it is meant for logs: HTTP handlers of this
-// package never send it to clients.
+// package never send it to clients. It is immutable once returned.
 type TokenError struct {
 	Err    error  // the sentinel: ErrInvalidToken, ErrExpired, ...
 	Reason string // fixed description of the cause

@@ -16,7 +16,8 @@ import (
 // DefaultMaxBodyBytes bounds the form bodies the handlers read.
 const DefaultMaxBodyBytes = 16 << 10
 
-// HandlerConfig configures the HTTP endpoints of Handlers.
+// HandlerConfig configures the HTTP endpoints of Handlers. NewHandlers copies
+// it; its hooks must be safe for concurrent use.
 type HandlerConfig struct {
 	// MaxBodyBytes bounds request bodies; larger ones get 413. Default 16 KiB.
 	MaxBodyBytes int64
@@ -260,6 +261,25 @@ func (h *Handlers) clientID(r *http.Request, form url.Values) (string, *oauthErr
 	return u, nil
 }
 
+// credentials finds the token of a request, in the form parameter param or,
+// in cookie mode, in the cookie (after the CSRF checks), and the client.
+func (h *Handlers) credentials(r *http.Request, form url.Values, param string) (tok, client string, fromCookie bool, oe *oauthError) {
+	tok = form.Get(param)
+	if tok == "" && h.cfg.Cookie != nil {
+		if c, err := r.Cookie(h.cfg.Cookie.name()); err == nil {
+			if oe := h.checkCSRF(r); oe != nil {
+				return "", "", false, oe
+			}
+			tok, fromCookie = c.Value, true
+		}
+	}
+	if tok == "" {
+		return "", "", false, errRequest
+	}
+	client, oe = h.clientID(r, form)
+	return tok, client, fromCookie, oe
+}
+
 func (h *Handlers) fail(w http.ResponseWriter, e *oauthError) {
 	if e.code == "invalid_client" {
 		w.Header().Set("WWW-Authenticate", `Basic realm="token"`)
@@ -305,21 +325,7 @@ func (h *Handlers) RefreshHandler() http.Handler {
 			h.fail(w, &oauthError{http.StatusBadRequest, "unsupported_grant_type"})
 			return
 		}
-		tok := form.Get("refresh_token")
-		if tok == "" && h.cfg.Cookie != nil {
-			if c, err := r.Cookie(h.cfg.Cookie.name()); err == nil {
-				if oe := h.checkCSRF(r); oe != nil {
-					h.fail(w, oe)
-					return
-				}
-				tok = c.Value
-			}
-		}
-		if tok == "" {
-			h.fail(w, errRequest)
-			return
-		}
-		client, oe := h.clientID(r, form)
+		tok, client, _, oe := h.credentials(r, form, "refresh_token")
 		if oe != nil {
 			h.fail(w, oe)
 			return
@@ -336,7 +342,7 @@ func (h *Handlers) RefreshHandler() http.Handler {
 			h.fail(w, &oauthError{http.StatusBadRequest, "invalid_scope"})
 		case IsClientError(err):
 			if h.cfg.Cookie != nil && form.Get("refresh_token") == "" {
-				h.clearCookie(w)
+				h.clearCookie(w) // the cookie's token is dead: stop sending it
 			}
 			h.fail(w, &oauthError{http.StatusBadRequest, "invalid_grant"})
 		default:
@@ -359,22 +365,7 @@ func (h *Handlers) RevocationHandler() http.Handler {
 			h.fail(w, oe)
 			return
 		}
-		tok := form.Get("token")
-		fromCookie := false
-		if tok == "" && h.cfg.Cookie != nil {
-			if c, err := r.Cookie(h.cfg.Cookie.name()); err == nil {
-				if oe := h.checkCSRF(r); oe != nil {
-					h.fail(w, oe)
-					return
-				}
-				tok, fromCookie = c.Value, true
-			}
-		}
-		if tok == "" {
-			h.fail(w, errRequest)
-			return
-		}
-		client, oe := h.clientID(r, form)
+		tok, client, fromCookie, oe := h.credentials(r, form, "token")
 		if oe != nil {
 			h.fail(w, oe)
 			return
@@ -389,7 +380,7 @@ func (h *Handlers) RevocationHandler() http.Handler {
 			h.systemFault(w, r, err)
 			return
 		}
-		if fromCookie || h.cfg.Cookie != nil && form.Get("token") == "" {
+		if fromCookie {
 			h.clearCookie(w)
 		}
 		noStore(w)

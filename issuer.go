@@ -31,6 +31,8 @@ type RefreshKey struct {
 }
 
 // Config configures an Issuer. Zero durations take the documented defaults.
+// NewIssuer copies it (keys included), so changing a Config afterwards does
+// not affect the Issuer.
 type Config struct {
 	// Issuer is the iss claim, typically your service's URL. Required.
 	Issuer string
@@ -104,6 +106,7 @@ type Config struct {
 }
 
 // RefreshInfo is what Config.OnRefresh sees of a session being refreshed.
+// Each call gets its own copy, which the hook may change.
 type RefreshInfo struct {
 	SessionID string
 	Subject   string
@@ -127,7 +130,8 @@ const (
 	EventRejected EventKind = "rejected" // a refresh was refused by OnRefresh
 )
 
-// Event describes one thing that happened to a session.
+// Event describes one thing that happened to a session. It is a plain
+// value, passed by copy.
 type Event struct {
 	Kind       EventKind
 	Time       time.Time
@@ -152,7 +156,9 @@ func (e Event) LogValue() slog.Value {
 }
 
 // Pair is what a login or a refresh returns: a new access token and the
-// refresh token that must be presented next time.
+// refresh token that must be presented next time. It is a plain value that
+// nothing modifies after it is returned, safe to read from several
+// goroutines.
 type Pair struct {
 	AccessToken      string
 	TokenType        string // always "Bearer"

@@ -431,7 +431,7 @@ func (iss *Issuer) RevokeSubject(ctx context.Context, subject string) (int, erro
 }
 
 // SessionInfo describes a live session, for a "your devices" page. It holds
-// nothing secret.
+// nothing secret and is a plain value owned by the caller.
 type SessionInfo struct {
 	ID         string            `json:"id"`
 	ClientID   string            `json:"client_id,omitempty"`

@@ -1,6 +1,7 @@
 package refresh
 
 import (
+	"cmp"
 	"context"
 	"maps"
 	"slices"
@@ -12,7 +13,8 @@ import (
 //
 // A Session holds no token and nothing a token can be rebuilt from without the
 // Issuer's refresh keys: a copy of the store gives an attacker no tokens.
-// Sessions returned by a Store are copies; the caller may change them freely.
+// Sessions returned by a Store are copies owned by the caller, who may change
+// them freely; a Session is not safe for concurrent modification.
 type Session struct {
 	ID         string // random 128-bit id, base64url; the sid claim of access tokens
 	Subject    string // the user
@@ -106,4 +108,15 @@ type Store interface {
 	// returns fewer than limit; each call must be short so it never holds
 	// long locks. limit <= 0 removes nothing.
 	DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error)
+}
+
+// SortSessions orders sessions as Store.Sessions must return them: by
+// CreatedAt, then by ID. Store implementations may use it.
+func SortSessions(list []*Session) {
+	slices.SortFunc(list, func(a, b *Session) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
 }

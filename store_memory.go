@@ -1,7 +1,6 @@
 package refresh
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"hash/maphash"
@@ -472,12 +471,7 @@ func (m *MemoryStore) Sessions(ctx context.Context, subject string) ([]*Session,
 		}
 		sh.mu.RUnlock()
 	}
-	slices.SortFunc(out, func(a, b *Session) int {
-		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.ID, b.ID)
-	})
+	SortSessions(out)
 	return out, nil
 }
 

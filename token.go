@@ -44,7 +44,8 @@ const (
 
 // Key is a key that signs or verifies access tokens. Each key is bound to
 // exactly one algorithm (RFC 8725 §3.1): a token whose header names another
-// algorithm is refused.
+// algorithm is refused. NewIssuer copies HMAC secrets; private keys must not
+// be modified while an Issuer uses them.
 //
 // Key.Key holds the key material as a standard-library type:
 //   - HS256/HS384/HS512: []byte, at least as long as the hash output;

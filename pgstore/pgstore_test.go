@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -100,20 +99,6 @@ func TestConcurrentMigrate(t *testing.T) {
 	}
 }
 
-func issuer(t testing.TB, st refresh.Store) *refresh.Issuer {
-	t.Helper()
-	iss, err := refresh.NewIssuer(refresh.Config{
-		Issuer: "https://pg.test", Audience: "api",
-		Keys:        []refresh.Key{{Algorithm: refresh.HS256, Key: []byte(strings.Repeat("k", 32))}},
-		RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: []byte(strings.Repeat("m", 32))}},
-		Store:       st,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return iss
-}
-
 func shell(t *testing.T, cmd string) {
 	t.Helper()
 	out, err := exec.Command("bash", "-c", cmd).CombinedOutput()
@@ -130,62 +115,8 @@ func TestServerRestart(t *testing.T) {
 	if stop == "" || start == "" {
 		t.Skip("PG_STOP_CMD/PG_START_CMD not set (scripts/test.sh sets them for the server it starts)")
 	}
-	pool := testPool(t)
-	st := newStore(t, pool)
-	iss := issuer(t, st)
-	ctx := context.Background()
-	p, err := iss.Issue(ctx, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p, err = iss.Rotate(ctx, p.RefreshToken); err != nil {
-		t.Fatal(err)
-	}
-
-	shell(t, stop)
-	restarted := false
-	defer func() {
-		if !restarted {
-			shell(t, start)
-		}
-	}()
-	for i := 0; i < 3; i++ {
-		c, cancel := context.WithTimeout(ctx, 3*time.Second)
-		_, err = iss.Rotate(c, p.RefreshToken)
-		cancel()
-		if err == nil {
-			t.Fatal("Rotate succeeded with the server stopped")
-		}
-		if refresh.IsClientError(err) {
-			t.Fatalf("a server outage was reported as the client's fault: %v", err)
-		}
-		if !strings.Contains(err.Error(), "pgstore") {
-			t.Fatalf("error does not say where it came from: %v", err)
-		}
-		t.Logf("with the server stopped: %v", err)
-	}
-	shell(t, start)
-	restarted = true
-
-	var next *refresh.Pair
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		next, err = iss.Rotate(ctx, p.RefreshToken)
-		if err == nil || refresh.IsClientError(err) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("after restart: %v", err)
-	}
-	s, err := st.Get(ctx, next.SessionID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Generation != 2 || s.Revoked() {
-		t.Fatalf("after restart: generation %d revoked %v, want 2 and live", s.Generation, s.Revoked())
-	}
+	st := newStore(t, testPool(t))
+	storetest.Restart(t, st, "pgstore", func(t *testing.T) { shell(t, stop) }, func(t *testing.T) { shell(t, start) })
 }
 
 func TestDeadline(t *testing.T) {
@@ -206,7 +137,7 @@ func TestDeadline(t *testing.T) {
 func BenchmarkRotate(b *testing.B) {
 	pool := testPool(b)
 	st := newStore(b, pool)
-	iss := issuer(b, st)
+	iss := storetest.NewIssuer(b, st, 0)
 	for _, clients := range []int{1, 8, 64} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			b.ReportAllocs()
@@ -239,7 +170,7 @@ func TestRoundTripsPerRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	iss := issuer(t, newStore(t, pool))
+	iss := storetest.NewIssuer(t, newStore(t, pool), 0)
 	p, err := iss.Issue(context.Background(), "alice")
 	if err != nil {
 		t.Fatal(err)

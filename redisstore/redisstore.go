@@ -33,12 +33,10 @@
 package redisstore
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 
@@ -339,12 +337,7 @@ func (s *Store) Sessions(ctx context.Context, subject string) ([]*refresh.Sessio
 	if len(gone) > 0 {
 		s.rdb.SRem(ctx, sk, gone...)
 	}
-	slices.SortFunc(out, func(a, b *refresh.Session) int {
-		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.ID, b.ID)
-	})
+	refresh.SortSessions(out)
 	return out, nil
 }
 

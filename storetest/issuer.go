@@ -11,8 +11,9 @@ import (
 	"github.com/refreshkit/refresh"
 )
 
-// newIssuer returns an Issuer on st with fresh random keys.
-func newIssuer(t *testing.T, st refresh.Store, grace time.Duration) *refresh.Issuer {
+// NewIssuer returns an Issuer on st with fresh random HS256 and refresh keys
+// and the given grace window, for adapter tests and benchmarks.
+func NewIssuer(t testing.TB, st refresh.Store, grace time.Duration) *refresh.Issuer {
 	t.Helper()
 	secret := make([]byte, 32)
 	mac := make([]byte, 32)
@@ -56,7 +57,7 @@ func rotateRace(iss *refresh.Issuer, tok string) ([]*refresh.Pair, []error) {
 // through an Issuer on this store exactly one succeeds and the session ends
 // revoked.
 func testIssuerStrict(t *testing.T, st refresh.Store) {
-	iss := newIssuer(t, st, 0)
+	iss := NewIssuer(t, st, 0)
 	p, err := iss.Issue(ctx(t), subject(t))
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +85,7 @@ func testIssuerStrict(t *testing.T, st refresh.Store) {
 // testIssuerGrace: with a grace window, all 64 concurrent rotations succeed
 // and receive the same successor; the session advanced exactly once.
 func testIssuerGrace(t *testing.T, st refresh.Store) {
-	iss := newIssuer(t, st, time.Minute)
+	iss := NewIssuer(t, st, time.Minute)
 	p, err := iss.Issue(ctx(t), subject(t))
 	if err != nil {
 		t.Fatal(err)

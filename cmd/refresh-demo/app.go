@@ -86,22 +86,12 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers) http.Handler {
 		switch mt {
 		case "application/json":
 			if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
-				status := http.StatusBadRequest
-				var mbe *http.MaxBytesError
-				if errors.As(err, &mbe) {
-					status = http.StatusRequestEntityTooLarge
-				}
-				writeJSON(w, status, map[string]string{"error": "invalid_request"})
+				badBody(w, err)
 				return
 			}
 		case "application/x-www-form-urlencoded":
 			if err := r.ParseForm(); err != nil {
-				status := http.StatusBadRequest
-				var mbe *http.MaxBytesError
-				if errors.As(err, &mbe) {
-					status = http.StatusRequestEntityTooLarge
-				}
-				writeJSON(w, status, map[string]string{"error": "invalid_request"})
+				badBody(w, err)
 				return
 			}
 			in.Username, in.Password, in.ClientID = r.PostForm.Get("username"), r.PostForm.Get("password"), r.PostForm.Get("client_id")
@@ -137,6 +127,17 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers) http.Handler {
 		}
 		h.WriteTokenResponse(w, r, p)
 	})
+}
+
+// badBody answers a login body that could not be read: 413 when too large,
+// 400 otherwise.
+func badBody(w http.ResponseWriter, err error) {
+	status := http.StatusBadRequest
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		status = http.StatusRequestEntityTooLarge
+	}
+	writeJSON(w, status, map[string]string{"error": "invalid_request"})
 }
 
 func truncate(s string, n int) string {
