@@ -171,3 +171,26 @@ func FuzzParseJWK(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseKeyPEM: PEM key input never panics, and what it accepts is usable.
+func FuzzParseKeyPEM(f *testing.F) {
+	for _, k := range []any{edKey, ecKey, edKey.Public(), &ecKey.PublicKey} {
+		f.Add(pemOf(k))
+	}
+	f.Add([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"))
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		k, err := refresh.ParseKeyPEM(data)
+		if err != nil {
+			return
+		}
+		k.ID = "k"
+		_, err = refresh.NewIssuer(refresh.Config{
+			Issuer: "i", Audience: "a", Keys: []refresh.Key{{ID: "hs", Algorithm: refresh.HS256, Key: hsSecret}, k},
+			RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: macSecret}}, Store: refresh.NewMemoryStore(refresh.WithSweepInterval(0)),
+		})
+		if err != nil {
+			t.Fatalf("ParseKeyPEM accepted a key NewIssuer refuses: %v", err)
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package refresh
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -11,8 +12,10 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"hash"
@@ -97,6 +100,54 @@ func ParseJWK(data []byte) (Key, error) {
 		return Key{}, err
 	}
 	return out, nil
+}
+
+// ParseKeyPEM reads a key from PEM: a PKCS#8 private key ("PRIVATE KEY"), an
+// SEC 1 EC private key ("EC PRIVATE KEY"), a PKCS#1 RSA private key ("RSA
+// PRIVATE KEY") or a PKIX public key ("PUBLIC KEY", to verify only). The
+// algorithm is EdDSA for Ed25519, ES256 for P-256 and RS256 for RSA; set
+// Key.Algorithm to PS256 afterwards to use RSA-PSS. The key ID is left
+// empty (derived from the key by NewIssuer) for the caller to set.
+func ParseKeyPEM(data []byte) (Key, error) {
+	block, rest := pem.Decode(data)
+	if block == nil {
+		return Key{}, errors.New("refresh: parse PEM: no PEM block")
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return Key{}, errors.New("refresh: parse PEM: more than one PEM block")
+	}
+	var raw any
+	var err error
+	switch block.Type {
+	case "PRIVATE KEY":
+		raw, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		raw, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		raw, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	case "PUBLIC KEY":
+		raw, err = x509.ParsePKIXPublicKey(block.Bytes)
+	default:
+		return Key{}, fmt.Errorf("refresh: parse PEM: unsupported block type %q", block.Type)
+	}
+	if err != nil {
+		return Key{}, fmt.Errorf("refresh: parse PEM: %w", err)
+	}
+	k := Key{Key: raw}
+	switch raw.(type) {
+	case ed25519.PrivateKey, ed25519.PublicKey:
+		k.Algorithm = EdDSA
+	case *ecdsa.PrivateKey, *ecdsa.PublicKey:
+		k.Algorithm = ES256
+	case *rsa.PrivateKey, *rsa.PublicKey:
+		k.Algorithm = RS256
+	default:
+		return Key{}, fmt.Errorf("refresh: parse PEM: unsupported key type %T", raw)
+	}
+	if _, err := compileKey(k); err != nil {
+		return Key{}, err
+	}
+	return k, nil
 }
 
 // accessKey is a Key checked and prepared for use.

@@ -478,3 +478,60 @@ func TestVerifyCache(t *testing.T) {
 		require.ErrorIs(t, err, refresh.ErrExpired, "cache size %d: a hit still checks expiry", size)
 	}
 }
+
+func pemOf(key any) []byte {
+	var der []byte
+	var typ string
+	var err error
+	switch k := key.(type) {
+	case ed25519.PublicKey, *ecdsa.PublicKey, *rsa.PublicKey:
+		der, err = x509.MarshalPKIXPublicKey(k)
+		typ = "PUBLIC KEY"
+	default:
+		der, err = x509.MarshalPKCS8PrivateKey(k)
+		typ = "PRIVATE KEY"
+	}
+	if err != nil {
+		panic(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+func TestParseKeyPEM(t *testing.T) {
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	for name, tc := range map[string]struct {
+		key any
+		alg refresh.Algorithm
+	}{
+		"Ed25519":        {edKey, refresh.EdDSA},
+		"P-256":          {ecKey, refresh.ES256},
+		"RSA":            {rsaKey, refresh.RS256},
+		"Ed25519 public": {edKey.Public(), refresh.EdDSA},
+	} {
+		t.Run(name, func(t *testing.T) {
+			k, err := refresh.ParseKeyPEM(pemOf(tc.key))
+			require.NoError(t, err)
+			assert.Equal(t, tc.alg, k.Algorithm)
+		})
+	}
+	ecDER, err := x509.MarshalECPrivateKey(ecKey)
+	require.NoError(t, err)
+	k, err := refresh.ParseKeyPEM(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: ecDER}))
+	require.NoError(t, err)
+	assert.Equal(t, refresh.ES256, k.Algorithm)
+
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	require.NoError(t, err)
+	for name, data := range map[string][]byte{
+		"empty":          nil,
+		"not PEM":        []byte("hello"),
+		"two blocks":     append(pemOf(edKey), pemOf(ecKey)...),
+		"certificate":    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}),
+		"bad DER":        pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1, 2, 3}}),
+		"P-384 (no alg)": pemOf(p384),
+	} {
+		_, err := refresh.ParseKeyPEM(data)
+		require.Error(t, err, name)
+	}
+}

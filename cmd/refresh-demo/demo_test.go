@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"log/slog"
 	"net/http"
@@ -255,5 +259,30 @@ func TestRefreshSecret(t *testing.T) {
 	b, gen, err := refreshSecret(strings.Repeat("QUFB", 11))
 	if err != nil || gen || len(b) != 33 {
 		t.Fatalf("%d %v %v", len(b), gen, err)
+	}
+}
+
+func TestSigningKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(priv)
+	pemFile := dir + "/key.pem"
+	if err := os.WriteFile(pemFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k, generated, err := signingKey(pemFile)
+	if err != nil || generated || k.Algorithm != refresh.EdDSA {
+		t.Fatalf("PEM key: %v %v %v", k.Algorithm, generated, err)
+	}
+	jwkFile := dir + "/key.json"
+	secret := base64.RawURLEncoding.EncodeToString([]byte(strings.Repeat("s", 32)))
+	if err := os.WriteFile(jwkFile, []byte(`{"kty":"oct","kid":"demo","alg":"HS256","k":"`+secret+`"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if k, _, err = signingKey(jwkFile); err != nil || k.ID != "demo" {
+		t.Fatalf("JWK key: %v %v", k.ID, err)
+	}
+	if _, _, err := signingKey(dir + "/missing"); err == nil {
+		t.Fatal("a missing key file was accepted")
 	}
 }

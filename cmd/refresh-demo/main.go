@@ -17,13 +17,9 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -55,7 +51,7 @@ func main() {
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address")
 	fs.StringVar(&o.store, "store", "memory", "session store: memory, postgres or redis")
 	fs.StringVar(&o.dsn, "dsn", "", "postgres:// or redis:// URL for -store postgres|redis")
-	fs.StringVar(&o.keyFile, "key", "", "signing key file: PKCS#8 PEM (Ed25519, P-256, RSA) or JWK JSON; generated if empty")
+	fs.StringVar(&o.keyFile, "key", "", "signing key file: PEM (Ed25519, P-256, RSA) or JWK JSON; generated if empty")
 	fs.DurationVar(&o.grace, "grace", 0, "grace window for retried refreshes (0: strict rotation)")
 	fs.DurationVar(&o.accessTTL, "access-ttl", refresh.DefaultAccessTTL, "access token lifetime")
 	fs.DurationVar(&o.idleTTL, "idle-ttl", refresh.DefaultIdleTTL, "refresh token idle lifetime")
@@ -191,23 +187,8 @@ func signingKey(path string) (refresh.Key, bool, error) {
 		k, err := refresh.ParseJWK(data)
 		return k, false, err
 	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return refresh.Key{}, false, errors.New("-key: neither PEM nor JWK")
-	}
-	raw, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return refresh.Key{}, false, fmt.Errorf("-key: %w", err)
-	}
-	switch k := raw.(type) {
-	case ed25519.PrivateKey:
-		return refresh.Key{Algorithm: refresh.EdDSA, Key: k}, false, nil
-	case *ecdsa.PrivateKey:
-		return refresh.Key{Algorithm: refresh.ES256, Key: k}, false, nil
-	case *rsa.PrivateKey:
-		return refresh.Key{Algorithm: refresh.RS256, Key: k}, false, nil
-	}
-	return refresh.Key{}, false, fmt.Errorf("-key: unsupported key type %T", raw)
+	k, err := refresh.ParseKeyPEM(data)
+	return k, false, err
 }
 
 // refreshSecret decodes REFRESH_SECRET, or generates a key.
