@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -167,5 +168,50 @@ func TestRoundTripsPerRotation(t *testing.T) {
 	}
 	if got := h.n.Load() - before; got != 2*n {
 		t.Fatalf("%d round trips for %d rotations, want %d", got, n, 2*n)
+	}
+}
+
+// The whole conformance suite, and the Issuer races in it, on a real
+// three-master Redis Cluster: every script touches one key, so nothing is
+// refused with CROSSSLOT, and what spans slots stays correct.
+func TestClusterConformance(t *testing.T) {
+	addrs := os.Getenv("REDIS_CLUSTER_ADDRS")
+	if addrs == "" {
+		if os.Getenv("CI") == "true" && os.Getenv("REDIS_URL_GIVEN") == "" {
+			t.Fatal("REDIS_CLUSTER_ADDRS is not set and CI=true: scripts/test.sh starts a cluster")
+		}
+		t.Skip("REDIS_CLUSTER_ADDRS is not set: scripts/test.sh starts a three-node cluster")
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ","), PoolSize: 80})
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	prefix := "rtc-" + hex.EncodeToString(b[:]) + ":"
+	t.Cleanup(func() {
+		_ = c.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+			iter := n.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+			for iter.Next(ctx) {
+				n.Del(ctx, iter.Val())
+			}
+			return nil
+		})
+	})
+	st := redisstore.New(c, redisstore.WithPrefix(prefix))
+	storetest.Run(t, func(*testing.T) refresh.Store { return st })
+
+	// The keys really are spread over several nodes.
+	var nodes atomic.Int32 // ForEachMaster calls in parallel
+	_ = c.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		if keys, _ := n.Keys(ctx, prefix+"*").Result(); len(keys) > 0 {
+			nodes.Add(1)
+		}
+		return nil
+	})
+	if nodes := nodes.Load(); nodes < 2 {
+		t.Fatalf("keys on %d node(s): the test did not exercise several slots", nodes)
 	}
 }

@@ -9,6 +9,8 @@
 # with apt-get when they are missing and it runs as root) and stops them
 # afterwards. Without root and without the servers the adapter tests are
 # skipped with a message; with CI=true a missing server fails the run.
+# A three-node Redis Cluster is started too (REDIS_CLUSTER_ADDRS=host:port,…
+# names an existing one), so that redisstore is tested on Cluster as well.
 #
 # Extra arguments are passed to every `go test`, e.g. scripts/test.sh -run Rotate.
 # GO_TEST_FLAGS replaces the default "-race -count=1" (say, for benchmarks:
@@ -102,7 +104,7 @@ start_postgres() {
 }
 
 start_redis() {
-  if [ -n "${REDIS_URL:-}" ]; then say "Redis: using REDIS_URL"; return 0; fi
+  if [ -n "${REDIS_URL:-}" ]; then say "Redis: using REDIS_URL"; REDIS_URL_GIVEN=1; return 0; fi
   if ! command -v redis-server >/dev/null; then
     apt_install redis-server || true
     command -v redis-server >/dev/null || { missing Redis "install redis-server, run this script as root, or set REDIS_URL=redis://…"; return 0; }
@@ -125,8 +127,42 @@ start_redis() {
 for tool in curl jq; do
   command -v $tool >/dev/null || apt_install $tool || missing "README walkthrough" "install $tool"
 done
+# A three-node Redis Cluster on loopback, for the cluster test of redisstore.
+start_redis_cluster() {
+  if [ -n "${REDIS_CLUSTER_ADDRS:-}" ]; then say "Redis Cluster: using REDIS_CLUSTER_ADDRS"; return 0; fi
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { missing "Redis Cluster" "install redis-server (and redis-tools)"; return 0; }
+  local addrs=() port dir i
+  for i in 1 2 3; do
+    for _ in $(seq 1 50); do
+      port=$(free_port)
+      # the cluster bus listens on port+10000
+      (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null || break
+    done
+    dir=$TMP/rc$i
+    mkdir -p "$dir"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' --appendonly no \
+      --cluster-enabled yes --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 5000 \
+      --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" || die "cluster node did not start"
+    STOPS+=("kill \$(cat $dir/redis.pid)")
+    addrs+=("127.0.0.1:$port")
+  done
+  for a in "${addrs[@]}"; do
+    for _ in $(seq 1 100); do redis-cli -u "redis://$a" ping >/dev/null 2>&1 && break; sleep 0.05; done
+  done
+  redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes >"$TMP/cluster-create.log" 2>&1 \
+    || { cat "$TMP/cluster-create.log" >&2; die "redis-cli --cluster create failed"; }
+  for _ in $(seq 1 200); do
+    redis-cli -u "redis://${addrs[0]}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break
+    sleep 0.05
+  done
+  export REDIS_CLUSTER_ADDRS
+  REDIS_CLUSTER_ADDRS=$(IFS=,; echo "${addrs[*]}")
+  say "Redis Cluster of 3 masters on $REDIS_CLUSTER_ADDRS"
+}
+
 start_postgres
 start_redis
+[ -n "${REDIS_URL_GIVEN:-}" ] || start_redis_cluster
 
 status=0
 for m in "${MODULES[@]}"; do
