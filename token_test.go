@@ -10,7 +10,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -296,6 +299,19 @@ func TestV7_KeyIDAndKeyHeaders(t *testing.T) {
 		e.refused(t, forgeHS(h, e.goodClaims(), hsSecret), "kid")
 	}
 	e.refused(t, forgeHS(map[string]any{"alg": "HS256", "typ": "at+jwt"}, e.goodClaims(), hsSecret), "no kid with two keys")
+
+	// URLs in jku and x5u are never fetched.
+	var fetched atomic.Int32
+	keySrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fetched.Add(1) }))
+	defer keySrv.Close()
+	for _, hdr := range []string{"jku", "x5u"} {
+		h := goodHeader()
+		h[hdr] = keySrv.URL + "/keys.json"
+		e.refused(t, forgeHS(h, e.goodClaims(), []byte("attacker-secret-attacker-secret-")), hdr+" URL")
+		_, err := e.iss.Verify(bg, forgeHS(h, e.goodClaims(), hsSecret))
+		require.NoError(t, err)
+	}
+	assert.Zero(t, fetched.Load(), "a key URL from a token header was fetched")
 
 	// An attacker's own key offered in every key-carrying header.
 	attacker := []byte("attacker-secret-attacker-secret-")
