@@ -4,9 +4,15 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/refreshkit/refresh"
@@ -118,4 +124,71 @@ func ExampleIssuer_RevokeSubject() {
 	_, err := iss.Rotate(ctx, laptop.RefreshToken)
 	fmt.Println(n, errors.Is(err, refresh.ErrRevoked))
 	// Output: 2 true
+}
+
+// Middleware protects routes; ClaimsFromContext gives handlers the verified
+// claims, and RequireRole/RequireScope guard them further.
+func ExampleIssuer_Middleware() {
+	iss := newExampleIssuer(0)
+	auth := iss.Middleware(refresh.WithRealm("example"))
+	mux := http.NewServeMux()
+	mux.Handle("/me", auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		claims, _ := refresh.ClaimsFromContext(r.Context())
+		fmt.Fprintln(w, "hello", claims.Subject)
+	})))
+	mux.Handle("/admin", auth(refresh.RequireRole("admin")(http.NotFoundHandler())))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	pair, _ := iss.Issue(context.Background(), "alice")
+	get := func(path, token string) {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		line := fmt.Sprintf("%s %d %s %s", path, resp.StatusCode, resp.Header.Get("WWW-Authenticate"), strings.TrimSpace(string(body)))
+		fmt.Println(strings.TrimSpace(line))
+	}
+	get("/me", pair.AccessToken)
+	get("/me", "")
+	get("/me", "not-a-token")
+	get("/admin", pair.AccessToken)
+	// Output:
+	// /me 200  hello alice
+	// /me 401 Bearer realm="example"
+	// /me 401 Bearer realm="example", error="invalid_token" {"error":"invalid_token"}
+	// /admin 403 Bearer realm="example", error="insufficient_scope" {"error":"insufficient_scope"}
+}
+
+// NewHandlers serves the refresh grant; WriteTokenResponse answers logins in
+// the same RFC 6749 format.
+func ExampleNewHandlers() {
+	iss := newExampleIssuer(0)
+	h := refresh.NewHandlers(iss, refresh.HandlerConfig{})
+	srv := httptest.NewServer(h.RefreshHandler())
+	defer srv.Close()
+
+	pair, _ := iss.Issue(context.Background(), "alice", refresh.WithScope("read"))
+	refreshOnce := func(token string) map[string]any {
+		resp, err := http.PostForm(srv.URL, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {token}})
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		fmt.Println(resp.StatusCode, resp.Header.Get("Cache-Control"), body["token_type"], body["scope"], body["error"])
+		return body
+	}
+	refreshOnce(pair.RefreshToken)
+	refreshOnce(pair.RefreshToken) // reuse
+	// Output:
+	// 200 no-store Bearer read <nil>
+	// 400 no-store <nil> <nil> invalid_grant
 }
