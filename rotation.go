@@ -304,6 +304,9 @@ func (iss *Issuer) Rotate(ctx context.Context, refreshToken string, opts ...Opti
 				return iss.pair(s, rc.sid[:], scope, claims, now)
 			}
 		}
+		if errors.Is(err, ErrSessionNotFound) { // swept meanwhile
+			return nil, tokenErr(ErrInvalidToken, "unknown session")
+		}
 		if !errors.Is(err, ErrConflict) {
 			return nil, storeErr("update", err)
 		}

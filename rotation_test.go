@@ -684,3 +684,23 @@ func (f failingStore) Sessions(context.Context, string) ([]*refresh.Session, err
 	return nil, f.err
 }
 func (f failingStore) DeleteExpired(context.Context, time.Time, int) (int, error) { return 0, f.err }
+
+// sweepingStore deletes the session between the Issuer's read and its
+// compare-and-swap, as a concurrent sweep would.
+type sweepingStore struct{ *refresh.MemoryStore }
+
+func (s sweepingStore) Advance(ctx context.Context, id string, from uint64, at time.Time) error {
+	_, _ = s.MemoryStore.DeleteExpired(ctx, time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), 1000)
+	return s.MemoryStore.Advance(ctx, id, from, at)
+}
+
+// A session that disappears mid-rotation is the client's problem (its token
+// is no longer valid), not a system fault.
+func TestRotateSessionSweptMidway(t *testing.T) {
+	mem := refresh.NewMemoryStore(refresh.WithSweepInterval(0))
+	e := newEnv(t, func(c *refresh.Config) { c.Store = sweepingStore{mem} })
+	p := e.issue(t, "alice")
+	_, err := e.iss.Rotate(bg, p.RefreshToken)
+	require.ErrorIs(t, err, refresh.ErrInvalidToken)
+	assert.True(t, refresh.IsClientError(err))
+}

@@ -154,12 +154,23 @@ func (r *memRecord) revoke(at time.Time, reason string) {
 }
 
 // zeroTime encodes the zero time.Time; other times are Unix nanoseconds,
-// which cover the years 1678 to 2262.
+// which cover the years 1678 to 2262. Times outside are clamped to that
+// range, so they keep their order against every time inside it.
 const zeroTime = math.MinInt64
 
+var (
+	minNanos = time.Unix(0, math.MinInt64+1)
+	maxNanos = time.Unix(0, math.MaxInt64)
+)
+
 func nanos(t time.Time) int64 {
-	if t.IsZero() {
+	switch {
+	case t.IsZero():
 		return zeroTime
+	case t.Before(minNanos):
+		return math.MinInt64 + 1
+	case t.After(maxNanos):
+		return math.MaxInt64
 	}
 	return t.UnixNano()
 }

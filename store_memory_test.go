@@ -38,3 +38,14 @@ func TestMemoryStoreSweeper(t *testing.T) {
 	require.NoError(t, m.Close())
 	require.NoError(t, m.Close(), "Close is idempotent")
 }
+
+// Times beyond the nanosecond range keep their order: a sweep "before the
+// year 3000" deletes everything that expires earlier.
+func TestMemoryStoreFarFuture(t *testing.T) {
+	m := refresh.NewMemoryStore(refresh.WithSweepInterval(0))
+	ctx := context.Background()
+	require.NoError(t, m.Create(ctx, &refresh.Session{ID: "a", Subject: "u", ExpiresAt: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}))
+	n, err := m.DeleteExpired(ctx, time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), 10)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+}

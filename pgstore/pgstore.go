@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 	"time"
@@ -123,7 +124,22 @@ func buildQueries(t string) queries {
 	}
 }
 
-func nanos(t time.Time) int64 { return t.UnixNano() }
+// nanos is t in Unix nanoseconds, clamped to the years 1678 to 2262 so that
+// times outside keep their order (a sweep "before the year 3000").
+func nanos(t time.Time) int64 {
+	switch {
+	case t.Before(minTime):
+		return math.MinInt64
+	case t.After(maxTime):
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
 
 func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
 

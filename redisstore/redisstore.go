@@ -37,6 +37,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -74,7 +75,24 @@ func (s *Store) sessionKey(id string) string  { return s.prefix + "s:{" + id + "
 func (s *Store) subjectKey(sub string) string { return s.prefix + "u:{" + sub + "}" }
 func (s *Store) expiryKey() string            { return s.prefix + "exp" }
 func wrap(op string, err error) error         { return fmt.Errorf("redisstore: %s: %w", op, err) }
-func ns(t time.Time) string                   { return fmt.Sprintf("%020d", t.UnixNano()) }
+func ns(t time.Time) string {
+	// Clamped to 1970..2262: 20 digits without a sign, so that string
+	// order is time order inside the scripts.
+	n := int64(0)
+	switch {
+	case t.After(maxTime):
+		n = math.MaxInt64
+	case t.After(epoch):
+		n = t.UnixNano()
+	}
+	return fmt.Sprintf("%020d", n)
+}
+
+var (
+	epoch   = time.Unix(0, 0)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
 func parseNs(v string) (time.Time, error) {
 	n, err := strconv.ParseInt(v, 10, 64)
 	return time.Unix(0, n).UTC(), err

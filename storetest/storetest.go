@@ -53,6 +53,7 @@ func Run(t *testing.T, newStore func(t *testing.T) refresh.Store) {
 		{"SessionsIsolationAndOrder", testSessions},
 		{"DeleteExpiredBoundary", testDeleteExpiredBoundary},
 		{"DeleteExpiredBatches", testDeleteExpiredBatches},
+		{"DeleteExpiredFarFuture", testDeleteExpiredFarFuture},
 		{"NoAliasing", testAliasing},
 		{"CancelledContext", testCancelled},
 		{"IssuerConcurrentStrict", testIssuerStrict},
@@ -540,6 +541,17 @@ func testDeleteExpiredBatches(t *testing.T, st refresh.Store) {
 	}
 	if list, _ := st.Sessions(ctx(t), sub); len(list) != 0 {
 		t.Fatalf("%d sessions left after deleting all", len(list))
+	}
+}
+
+// A cut-off beyond the years that fit Unix nanoseconds (2262) still
+// deletes what expires before it.
+func testDeleteExpiredFarFuture(t *testing.T, st refresh.Store) {
+	s := newSession(subject(t), base)
+	mustCreate(t, st, s)
+	deleteAll(t, st, time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC))
+	if _, err := st.Get(ctx(t), s.ID); !errors.Is(err, refresh.ErrSessionNotFound) {
+		t.Fatalf("DeleteExpired(year 3000) kept a session expiring in 2030: %v", err)
 	}
 }
 
