@@ -82,19 +82,8 @@ func ParseJWK(data []byte) (Key, error) {
 	out.ID, _ = k.KeyID()
 	if a, ok := k.Algorithm(); ok {
 		out.Algorithm = Algorithm(a.String())
-	} else {
-		switch r := raw.(type) {
-		case ed25519.PrivateKey, ed25519.PublicKey:
-			out.Algorithm = EdDSA
-		case *ecdsa.PrivateKey, *ecdsa.PublicKey:
-			out.Algorithm = ES256
-		case *rsa.PrivateKey, *rsa.PublicKey:
-			out.Algorithm = RS256
-		case []byte:
-			out.Algorithm = HS256
-		default:
-			return Key{}, fmt.Errorf("refresh: parse JWK: unsupported key type %T", r)
-		}
+	} else if out.Algorithm = defaultAlgorithm(raw); out.Algorithm == "" {
+		return Key{}, fmt.Errorf("refresh: parse JWK: unsupported key type %T", raw)
 	}
 	if _, err := compileKey(out); err != nil {
 		return Key{}, err
@@ -133,21 +122,30 @@ func ParseKeyPEM(data []byte) (Key, error) {
 	if err != nil {
 		return Key{}, fmt.Errorf("refresh: parse PEM: %w", err)
 	}
-	k := Key{Key: raw}
-	switch raw.(type) {
-	case ed25519.PrivateKey, ed25519.PublicKey:
-		k.Algorithm = EdDSA
-	case *ecdsa.PrivateKey, *ecdsa.PublicKey:
-		k.Algorithm = ES256
-	case *rsa.PrivateKey, *rsa.PublicKey:
-		k.Algorithm = RS256
-	default:
+	k := Key{Key: raw, Algorithm: defaultAlgorithm(raw)}
+	if k.Algorithm == "" {
 		return Key{}, fmt.Errorf("refresh: parse PEM: unsupported key type %T", raw)
 	}
 	if _, err := compileKey(k); err != nil {
 		return Key{}, err
 	}
 	return k, nil
+}
+
+// defaultAlgorithm is the algorithm a key of raw's type gets when nothing
+// names one, or "" for an unsupported type.
+func defaultAlgorithm(raw any) Algorithm {
+	switch raw.(type) {
+	case ed25519.PrivateKey, ed25519.PublicKey:
+		return EdDSA
+	case *ecdsa.PrivateKey, *ecdsa.PublicKey:
+		return ES256
+	case *rsa.PrivateKey, *rsa.PublicKey:
+		return RS256
+	case []byte:
+		return HS256
+	}
+	return ""
 }
 
 // accessKey is a Key checked and prepared for use.
