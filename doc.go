@@ -14,7 +14,9 @@
 // [Issuer.Middleware] wraps it as RFC 6750 bearer middleware with
 // [ClaimsFromContext], [RequireScope] and [RequireRole]. [NewHandlers]
 // serves the refresh grant (RFC 6749 §6), token revocation (RFC 7009) and the
-// JWKS document, with an optional cookie mode for browser apps.
+// JWKS document, with an optional cookie mode for browser apps. Sessions can
+// be bound to a client's DPoP key (RFC 9449, [WithDPoP]), so that stolen
+// tokens are useless without it.
 //
 // # Sessions and the store
 //

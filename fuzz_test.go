@@ -88,7 +88,7 @@ func FuzzBearerHeader(f *testing.F) {
 		default:
 			t.Fatalf("header %q: status %d", header, w.Code)
 		}
-		if w.Code != 200 && !strings.HasPrefix(w.Header().Get("WWW-Authenticate"), "Bearer realm=") {
+		if c := w.Header().Get("WWW-Authenticate"); w.Code != 200 && !strings.HasPrefix(c, "Bearer realm=") && !strings.HasPrefix(c, "DPoP realm=") {
 			t.Fatalf("header %q: no challenge", header)
 		}
 	})
@@ -97,7 +97,7 @@ func FuzzBearerHeader(f *testing.F) {
 var okStatus = map[int]bool{200: true, 400: true, 401: true, 403: true, 405: true, 413: true}
 
 var okCodes = map[string]bool{"": true, "invalid_request": true, "invalid_grant": true, "unsupported_grant_type": true,
-	"invalid_scope": true, "invalid_client": true}
+	"invalid_scope": true, "invalid_client": true, "invalid_dpop_proof": true}
 
 // fuzzForm sends an arbitrary body with an arbitrary content type to h.
 func fuzzForm(t *testing.T, h http.Handler, ctype, body string) {
@@ -191,6 +191,20 @@ func FuzzParseKeyPEM(f *testing.F) {
 		})
 		if err != nil {
 			t.Fatalf("ParseKeyPEM accepted a key NewIssuer refuses: %v", err)
+		}
+	})
+}
+
+// FuzzDPoPProof: proof verification never panics and refuses garbage as a
+// client error.
+func FuzzDPoPProof(f *testing.F) {
+	e := newEnv(f)
+	f.Add("a.b.c", "GET", "https://api.example.com/me")
+	f.Add(forgeHS(map[string]any{"typ": "dpop+jwt", "alg": "EdDSA", "jwk": map[string]any{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}},
+		map[string]any{"jti": "1", "htm": "GET", "htu": "https://api.example.com/me", "iat": 1}, hsSecret), "GET", "https://api.example.com/me")
+	f.Fuzz(func(t *testing.T, proof, method, u string) {
+		if _, err := e.iss.VerifyDPoPProof(proof, method, u, ""); err != nil && !refresh.IsClientError(err) {
+			t.Fatalf("non-client error: %v", err)
 		}
 	})
 }

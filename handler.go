@@ -294,13 +294,36 @@ func (h *Handlers) systemFault(w http.ResponseWriter, r *http.Request, err error
 	writeJSONError(w, http.StatusServiceUnavailable, "temporarily_unavailable")
 }
 
+// DPoPThumbprint verifies the DPoP proof of a token request (RFC 9449 §5)
+// and returns the thumbprint of its key, or "" when the request has none.
+// Use it in a login handler: pass the thumbprint to Issue with WithDPoP to
+// bind the session. The error wraps ErrInvalidToken; answer it with 400
+// {"error":"invalid_dpop_proof"}.
+func (h *Handlers) DPoPThumbprint(r *http.Request) (string, error) {
+	proofs := r.Header.Values("DPoP")
+	switch len(proofs) {
+	case 0:
+		return "", nil
+	case 1:
+	default:
+		return "", tokenErr(ErrInvalidToken, "several DPoP headers")
+	}
+	p, err := h.iss.VerifyDPoPProof(proofs[0], r.Method, h.iss.RequestURL(r), "")
+	if err != nil {
+		return "", err
+	}
+	return p.Thumbprint, nil
+}
+
 // RefreshHandler serves the refresh grant (RFC 6749 §6): a POST of
 // grant_type=refresh_token&refresh_token=…, optionally scope (narrower only)
 // and client_id, as application/x-www-form-urlencoded. Answers:
 //
 //   - 200 with a §5.1 JSON token response and Cache-Control: no-store;
 //   - 400 invalid_grant for a reused, revoked, expired, unknown, forged or
-//     other client's refresh token, invalid_scope for a wider scope,
+//     other client's refresh token, or one bound to another DPoP key (or
+//     to one, without a proof); invalid_dpop_proof for a bad DPoP proof
+//     (RFC 9449 §5); invalid_scope for a wider scope,
 //     invalid_request for missing or repeated parameters,
 //     unsupported_grant_type for other grants;
 //   - 401 invalid_client when HandlerConfig.ClientAuth refuses;
@@ -330,7 +353,12 @@ func (h *Handlers) RefreshHandler() http.Handler {
 			h.fail(w, oe)
 			return
 		}
-		opts := []Option{WithClientID(client)}
+		jkt, err := h.DPoPThumbprint(r)
+		if err != nil {
+			h.fail(w, &oauthError{http.StatusBadRequest, "invalid_dpop_proof"})
+			return
+		}
+		opts := []Option{WithClientID(client), WithDPoP(jkt)}
 		if s, ok := form["scope"]; ok && strings.TrimSpace(s[0]) != "" {
 			opts = append(opts, WithScope(strings.Fields(s[0])...))
 		}

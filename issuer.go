@@ -89,6 +89,11 @@ type Config struct {
 	CheckSession    bool
 	SessionCheckTTL time.Duration
 
+	// PublicURL is scheme://host of this service as clients see it, for the
+	// htu check of DPoP proofs behind proxies. Default: taken from each
+	// request (its TLS state and Host header).
+	PublicURL string
+
 	// OnRefresh, if set, runs before every successful refresh with the
 	// session's details. It may replace info.Claims (reloading roles, say)
 	// for the new access token, or return an error to refuse: Rotate then
@@ -161,7 +166,7 @@ func (e Event) LogValue() slog.Value {
 // goroutines.
 type Pair struct {
 	AccessToken      string
-	TokenType        string // always "Bearer"
+	TokenType        string // "Bearer", or "DPoP" for a session bound with WithDPoP
 	AccessExpiresAt  time.Time
 	RefreshToken     string
 	RefreshExpiresAt time.Time // when the refresh token expires if unused
@@ -185,6 +190,7 @@ type Issuer struct {
 	maxGrace  uint32
 	sessCache sessionCache
 	vcache    *verifyCache // nil when disabled
+	dpopSeen  replayCache
 }
 
 // NewIssuer checks cfg and returns an Issuer. It refuses a missing issuer,
@@ -289,6 +295,7 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 		cfg.VerifyCacheSize = DefaultVerifyCacheSize
 	}
 	iss.vcache = newVerifyCache(cfg.VerifyCacheSize)
+	iss.dpopSeen.window = dpopMaxAge + dpopMaxFuture + 2*cfg.Leeway
 	return iss, nil
 }
 
@@ -314,6 +321,7 @@ func (iss *Issuer) Now() time.Time { return iss.now() }
 type Option func(*callOptions)
 
 type callOptions struct {
+	dpop     string
 	clientID string
 	scope    []string
 	scopeSet bool
@@ -325,6 +333,14 @@ type callOptions struct {
 // client may refresh it (RFC 6749 §10.4). For Rotate, the client presenting
 // the refresh token; a bound session refuses any other.
 func WithClientID(id string) Option { return func(o *callOptions) { o.clientID = id } }
+
+// WithDPoP: for Issue, binds the session to the DPoP key with this RFC 7638
+// thumbprint (DPoPProof.Thumbprint): its refresh tokens then rotate only
+// with a proof from that key, and its access tokens carry cnf.jkt and are
+// of type "DPoP" (RFC 9449). For Rotate, the thumbprint of the verified
+// proof that came with the request; a bound session refuses any other, or
+// none, without being revoked.
+func WithDPoP(thumbprint string) Option { return func(o *callOptions) { o.dpop = thumbprint } }
 
 // WithScope: for Issue, the scope granted to the session. For Rotate, a
 // narrower scope for the new access token only (RFC 6749 §6); asking for

@@ -12,6 +12,7 @@ import (
 // handler writes the RFC 6750 §3 response for it. Err, the cause, is for
 // logs only and is never written to the client.
 type BearerError struct {
+	Scheme string // "Bearer", or "DPoP" for DPoP-bound tokens (RFC 9449 §7.1)
 	Status int    // 400, 401, 403, or 503 when the session store failed
 	Code   string // "invalid_request", "invalid_token", "insufficient_scope", or "" when no credentials were sent
 	Scope  string // the scope a 403 requires, space-separated
@@ -60,6 +61,7 @@ type ctxKey struct{}
 
 type authInfo struct {
 	claims *Claims
+	scheme string
 	mw     *middleware
 }
 
@@ -75,7 +77,9 @@ func ClaimsFromContext(ctx context.Context) (*Claims, bool) {
 
 // Middleware returns net/http middleware that admits only requests with a
 // valid access token in an "Authorization: Bearer" header (RFC 6750 §2.1;
-// the scheme is case-insensitive). Tokens in the query string or form body
+// the scheme is case-insensitive), or, for tokens bound to a DPoP key, an
+// "Authorization: DPoP" header with a DPoP proof from that key for this
+// request (RFC 9449 §7). Tokens in the query string or form body
 // are never read (RFC 9700 §4.3.2). The verified Claims are stored in the
 // request context (ClaimsFromContext). Refusals follow RFC 6750 §3:
 //
@@ -96,7 +100,7 @@ func (iss *Issuer) Middleware(opts ...MiddlewareOption) func(http.Handler) http.
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			tok, berr := bearerToken(r)
+			scheme, tok, berr := bearerToken(r)
 			if berr != nil {
 				m.onError(w, r, berr)
 				return
@@ -104,13 +108,17 @@ func (iss *Issuer) Middleware(opts ...MiddlewareOption) func(http.Handler) http.
 			claims, err := iss.Verify(r.Context(), tok)
 			if err != nil {
 				if IsClientError(err) {
-					m.onError(w, r, &BearerError{Status: http.StatusUnauthorized, Code: "invalid_token", Err: err})
+					m.onError(w, r, &BearerError{Scheme: scheme, Status: http.StatusUnauthorized, Code: "invalid_token", Err: err})
 				} else {
-					m.onError(w, r, &BearerError{Status: http.StatusServiceUnavailable, Err: err})
+					m.onError(w, r, &BearerError{Scheme: scheme, Status: http.StatusServiceUnavailable, Err: err})
 				}
 				return
 			}
-			ctx := context.WithValue(r.Context(), ctxKey{}, &authInfo{claims: claims, mw: m})
+			if berr := m.checkDPoP(r, scheme, tok, claims); berr != nil {
+				m.onError(w, r, berr)
+				return
+			}
+			ctx := context.WithValue(r.Context(), ctxKey{}, &authInfo{claims: claims, scheme: scheme, mw: m})
 			next.ServeHTTP(w, r.WithContext(ctx))
 		})
 	}
@@ -118,25 +126,60 @@ func (iss *Issuer) Middleware(opts ...MiddlewareOption) func(http.Handler) http.
 
 var errNoCredentials = errors.New("no bearer credentials")
 
-// bearerToken extracts the token of the Authorization header.
-func bearerToken(r *http.Request) (string, *BearerError) {
+// checkDPoP enforces RFC 9449 §7: a token bound to a DPoP key is admitted
+// only with the DPoP scheme and a proof from that key for this request and
+// this token; an unbound token is not admitted with the DPoP scheme.
+func (m *middleware) checkDPoP(r *http.Request, scheme, tok string, c *Claims) *BearerError {
+	fail := func(code string, err error) *BearerError {
+		return &BearerError{Scheme: "DPoP", Status: http.StatusUnauthorized, Code: code, Err: err}
+	}
+	switch {
+	case c.DPoPKey == "" && scheme == "DPoP":
+		return fail("invalid_token", errors.New("bearer token sent with the DPoP scheme"))
+	case c.DPoPKey == "":
+		return nil
+	case scheme != "DPoP":
+		return fail("invalid_token", errors.New("DPoP-bound token sent as a bearer token"))
+	}
+	proofs := r.Header.Values("DPoP")
+	if len(proofs) != 1 {
+		return fail("invalid_dpop_proof", errors.New("want exactly one DPoP header"))
+	}
+	p, err := m.iss.VerifyDPoPProof(proofs[0], r.Method, m.iss.RequestURL(r), tok)
+	if err != nil {
+		return fail("invalid_dpop_proof", err)
+	}
+	if p.Thumbprint != c.DPoPKey {
+		return fail("invalid_token", errors.New("DPoP proof from another key"))
+	}
+	return nil
+}
+
+// bearerToken extracts the scheme ("Bearer" or "DPoP") and the token of the
+// Authorization header.
+func bearerToken(r *http.Request) (string, string, *BearerError) {
 	vals := r.Header.Values("Authorization")
 	if len(vals) == 0 {
-		return "", &BearerError{Status: http.StatusUnauthorized, Err: errNoCredentials}
+		return "", "", &BearerError{Scheme: "Bearer", Status: http.StatusUnauthorized, Err: errNoCredentials}
 	}
 	if len(vals) > 1 {
-		return "", &BearerError{Status: http.StatusBadRequest, Code: "invalid_request", Err: errors.New("several Authorization headers")}
+		return "", "", &BearerError{Scheme: "Bearer", Status: http.StatusBadRequest, Code: "invalid_request", Err: errors.New("several Authorization headers")}
 	}
 	scheme, tok, _ := strings.Cut(vals[0], " ")
-	if !strings.EqualFold(scheme, "Bearer") {
-		// Another scheme (Basic, DPoP...) is not bearer credentials.
-		return "", &BearerError{Status: http.StatusUnauthorized, Err: errNoCredentials}
+	switch {
+	case strings.EqualFold(scheme, "Bearer"):
+		scheme = "Bearer"
+	case strings.EqualFold(scheme, "DPoP"):
+		scheme = "DPoP"
+	default:
+		// Another scheme (Basic...) is not bearer credentials.
+		return "", "", &BearerError{Scheme: "Bearer", Status: http.StatusUnauthorized, Err: errNoCredentials}
 	}
 	tok = strings.TrimLeft(tok, " ")
 	if !isB64Token(tok) {
-		return "", &BearerError{Status: http.StatusBadRequest, Code: "invalid_request", Err: errors.New("malformed bearer token")}
+		return "", "", &BearerError{Scheme: scheme, Status: http.StatusBadRequest, Code: "invalid_request", Err: errors.New("malformed bearer token")}
 	}
-	return tok, nil
+	return scheme, tok, nil
 }
 
 // isB64Token reports whether s matches RFC 6750's b64token:
@@ -168,12 +211,19 @@ func (m *middleware) writeError(w http.ResponseWriter, r *http.Request, e *Beare
 		writeJSONError(w, e.Status, "temporarily_unavailable")
 		return
 	}
-	challenge := `Bearer realm="` + quoteEscape(m.realm) + `"`
+	scheme := e.Scheme
+	if scheme == "" {
+		scheme = "Bearer"
+	}
+	challenge := scheme + ` realm="` + quoteEscape(m.realm) + `"`
 	if e.Code != "" {
 		challenge += `, error="` + e.Code + `"`
 	}
 	if e.Scope != "" {
 		challenge += `, scope="` + quoteEscape(e.Scope) + `"`
+	}
+	if scheme == "DPoP" {
+		challenge += `, algs="ES256 EdDSA RS256 PS256"`
 	}
 	h.Set("WWW-Authenticate", challenge)
 	if e.Code == "" {
@@ -196,11 +246,11 @@ func guard(required string, ok func(*Claims) bool) func(http.Handler) http.Handl
 			if !found {
 				// Mounted without Middleware in front: refuse, never admit.
 				def := &middleware{realm: "api"}
-				def.writeError(w, r, &BearerError{Status: http.StatusUnauthorized, Err: errNoCredentials})
+				def.writeError(w, r, &BearerError{Scheme: "Bearer", Status: http.StatusUnauthorized, Err: errNoCredentials})
 				return
 			}
 			if !ok(a.claims) {
-				a.mw.onError(w, r, &BearerError{Status: http.StatusForbidden, Code: "insufficient_scope", Scope: required,
+				a.mw.onError(w, r, &BearerError{Scheme: a.scheme, Status: http.StatusForbidden, Code: "insufficient_scope", Scope: required,
 					Err: errors.New("insufficient scope or role")})
 				return
 			}

@@ -186,6 +186,7 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 		ID:         b64.EncodeToString(sid[:]),
 		Subject:    subject,
 		ClientID:   o.clientID,
+		DPoPKey:    o.dpop,
 		Generation: 0,
 		Seed:       seed,
 		Scope:      slices.Clone(o.scope),
@@ -206,7 +207,7 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 // generation.
 func (iss *Issuer) pair(s *Session, sid []byte, scope []string, claims []byte, now time.Time) (*Pair, error) {
 	at, atExp, err := iss.signAccess(&accessInput{
-		subject: s.Subject, clientID: s.ClientID, sessionID: s.ID, scope: scope, claims: claims,
+		subject: s.Subject, clientID: s.ClientID, sessionID: s.ID, scope: scope, claims: claims, jkt: s.DPoPKey,
 	}, now)
 	if err != nil {
 		return nil, err
@@ -215,9 +216,13 @@ func (iss *Issuer) pair(s *Session, sid []byte, scope []string, claims []byte, n
 	if s.ExpiresAt.Before(rtExp) {
 		rtExp = s.ExpiresAt
 	}
+	typ := "Bearer"
+	if s.DPoPKey != "" {
+		typ = "DPoP"
+	}
 	return &Pair{
 		AccessToken:      at,
-		TokenType:        "Bearer",
+		TokenType:        typ,
 		AccessExpiresAt:  atExp,
 		RefreshToken:     iss.mintKey.mint(sid, s.Generation, s.Seed),
 		RefreshExpiresAt: rtExp,
@@ -238,6 +243,8 @@ func (iss *Issuer) usable(s *Session, now time.Time, o *callOptions) error {
 		return tokenErr(ErrExpired, "session idle too long")
 	case s.ClientID != "" && o.clientID != s.ClientID:
 		return tokenErr(ErrInvalidToken, "session bound to another client")
+	case s.DPoPKey != "" && o.dpop != s.DPoPKey:
+		return tokenErr(ErrInvalidToken, "session bound to another DPoP key")
 	}
 	return nil
 }
@@ -456,7 +463,7 @@ func (iss *Issuer) Sessions(ctx context.Context, subject string) ([]SessionInfo,
 	out := []SessionInfo{}
 	var none callOptions
 	for _, s := range all {
-		none.clientID = s.ClientID
+		none.clientID, none.dpop = s.ClientID, s.DPoPKey
 		if iss.usable(s, now, &none) != nil {
 			continue
 		}

@@ -22,6 +22,7 @@ type Session struct {
 	Generation uint64 // generation of the refresh token that may be used now
 	GraceUses  uint32 // grace retries served for the current generation
 	Seed       []byte // 32 secret random bytes, input of every token's MAC
+	DPoPKey    string // thumbprint of the DPoP key the session is bound to, or ""
 
 	Scope  []string          // scope granted at login
 	Claims []byte            // application claims as a JSON object, or nil

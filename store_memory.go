@@ -134,6 +134,7 @@ type memRecord struct {
 
 // memExt holds the fields most sessions leave empty.
 type memExt struct {
+	dpopKey  string
 	clientID string
 	reason   string
 	claims   string
@@ -188,7 +189,7 @@ func (r *memRecord) isRevoked() bool { return r.revoked != zeroTime }
 func (r *memRecord) session(id string) *Session {
 	x := r.extra()
 	s := &Session{
-		ID: id, Subject: r.subject, ClientID: x.clientID, Generation: r.gen, GraceUses: r.grace,
+		ID: id, Subject: r.subject, ClientID: x.clientID, DPoPKey: x.dpopKey, Generation: r.gen, GraceUses: r.grace,
 		Seed: slices.Clone(r.seed[:r.seedN]), Meta: maps.Clone(x.meta),
 		CreatedAt: fromNanos(r.created), RotatedAt: fromNanos(r.rotated),
 		ExpiresAt: fromNanos(r.expires), RevokedAt: fromNanos(r.revoked), RevokeReason: x.reason,
@@ -311,8 +312,8 @@ func (m *MemoryStore) Create(ctx context.Context, s *Session) error {
 		created: nanos(s.CreatedAt), rotated: nanos(s.RotatedAt), expires: nanos(s.ExpiresAt), revoked: nanos(s.RevokedAt),
 		seedN: uint8(len(s.Seed)),
 	}
-	if s.ClientID != "" || s.RevokeReason != "" || len(s.Claims) > 0 || s.Meta != nil {
-		r.ext = &memExt{clientID: s.ClientID, reason: s.RevokeReason, claims: string(s.Claims), meta: maps.Clone(s.Meta)}
+	if s.ClientID != "" || s.DPoPKey != "" || s.RevokeReason != "" || len(s.Claims) > 0 || s.Meta != nil {
+		r.ext = &memExt{clientID: s.ClientID, dpopKey: s.DPoPKey, reason: s.RevokeReason, claims: string(s.Claims), meta: maps.Clone(s.Meta)}
 	}
 	copy(r.seed[:], s.Seed)
 

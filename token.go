@@ -268,6 +268,9 @@ type Claims struct {
 	ClientID  string    // client_id
 	SessionID string    // sid: the session (token family) the token belongs to
 	Scope     []string  // scope, split on spaces
+	// DPoPKey is cnf.jkt: the thumbprint of the DPoP key the token is bound
+	// to (RFC 9449 §6.1), or "" for a bearer token.
+	DPoPKey string
 	// Extra holds the application's own claims, decoded by encoding/json.
 	Extra map[string]any
 }
@@ -331,6 +334,7 @@ type accessInput struct {
 	subject, clientID, sessionID string
 	scope                        []string
 	claims                       []byte // JSON object or nil
+	jkt                          string // DPoP key thumbprint, or ""
 }
 
 // signAccess mints an access token. The claims JSON is appended directly,
@@ -368,6 +372,11 @@ func (iss *Issuer) signAccess(in *accessInput, now time.Time) (string, time.Time
 			p = appendEscaped(p, sc)
 		}
 		p = append(p, '"')
+	}
+	if in.jkt != "" {
+		p = append(p, `,"cnf":{"jkt":`...)
+		p = appendString(p, in.jkt)
+		p = append(p, '}')
 	}
 	if len(in.claims) > 2 { // more than "{}"
 		p = append(p, ',')
@@ -575,6 +584,13 @@ func (iss *Issuer) parseClaims(payload []byte) (*Claims, error) {
 			hasIat = true
 		case "nbf":
 			c.NotBefore, err = numericDate(v)
+		case "cnf":
+			err = walkObject(v, func(name []byte, v json.RawMessage) (err error) {
+				if string(name) == "jkt" {
+					c.DPoPKey, err = stringValue(v)
+				}
+				return err
+			})
 		default:
 			if c.Extra == nil {
 				c.Extra = make(map[string]any)

@@ -88,14 +88,14 @@ type queries struct {
 	create, get, advance, grace, revoke, revokeSubject, sessions, deleteExpired string
 }
 
-const columns = `id, subject, client_id, generation, grace_uses, seed, scope, claims, meta,
+const columns = `id, subject, client_id, dpop_key, generation, grace_uses, seed, scope, claims, meta,
 	created_at, rotated_at, expires_at, revoked_at, revoke_reason`
 
 func buildQueries(t string) queries {
 	r := func(q string) string { return strings.ReplaceAll(q, "$T", t) }
 	return queries{
 		create: r(`INSERT INTO $T (` + columns + `)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 			ON CONFLICT (id) DO NOTHING`),
 		get: r(`SELECT ` + columns + ` FROM $T WHERE id = $1`),
 		// One round trip: the update, and whether the row exists at all so
@@ -160,7 +160,7 @@ func (s *Store) Create(ctx context.Context, se *refresh.Session) error {
 	if scope == nil {
 		scope = []string{}
 	}
-	tag, err := s.pool.Exec(ctx, s.q.create, se.ID, se.Subject, se.ClientID, int64(se.Generation), int64(se.GraceUses),
+	tag, err := s.pool.Exec(ctx, s.q.create, se.ID, se.Subject, se.ClientID, se.DPoPKey, int64(se.Generation), int64(se.GraceUses),
 		se.Seed, scope, se.Claims, meta, nanos(se.CreatedAt), nanos(se.RotatedAt), nanos(se.ExpiresAt),
 		revoked, se.RevokeReason)
 	if err != nil {
@@ -180,7 +180,7 @@ func scanSession(row pgx.Row) (*refresh.Session, error) {
 		created, rotated, expires int64
 		revoked                   *int64
 	)
-	err := row.Scan(&se.ID, &se.Subject, &se.ClientID, &gen, &grace, &se.Seed, &se.Scope, &se.Claims, &meta,
+	err := row.Scan(&se.ID, &se.Subject, &se.ClientID, &se.DPoPKey, &gen, &grace, &se.Seed, &se.Scope, &se.Claims, &meta,
 		&created, &rotated, &expires, &revoked, &se.RevokeReason)
 	if err != nil {
 		return nil, err

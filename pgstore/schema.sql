@@ -9,6 +9,7 @@ CREATE TABLE IF NOT EXISTS refresh_sessions (
     id            text     PRIMARY KEY,
     subject       text     NOT NULL,
     client_id     text     NOT NULL DEFAULT '',
+    dpop_key      text     NOT NULL DEFAULT '',
     generation    bigint   NOT NULL,
     grace_uses    bigint   NOT NULL DEFAULT 0,
     seed          bytea    NOT NULL,

@@ -150,7 +150,7 @@ func (s *Store) Create(ctx context.Context, se *refresh.Session) error {
 		return wrap("create", err)
 	}
 	args := []any{se.ExpiresAt.UnixMilli(),
-		"sub", se.Subject, "cid", se.ClientID, "gen", strconv.FormatUint(se.Generation, 10),
+		"sub", se.Subject, "cid", se.ClientID, "jkt", se.DPoPKey, "gen", strconv.FormatUint(se.Generation, 10),
 		"grace", strconv.FormatUint(uint64(se.GraceUses), 10), "seed", se.Seed,
 		"scope", scope, "claims", se.Claims, "meta", meta,
 		"created", ns(se.CreatedAt), "rotated", ns(se.RotatedAt), "expires", ns(se.ExpiresAt),
@@ -198,7 +198,7 @@ func (s *Store) extendSubject(ctx context.Context, key string, until time.Time) 
 }
 
 func decode(id string, m map[string]string) (*refresh.Session, error) {
-	se := &refresh.Session{ID: id, Subject: m["sub"], ClientID: m["cid"], RevokeReason: m["reason"]}
+	se := &refresh.Session{ID: id, Subject: m["sub"], ClientID: m["cid"], DPoPKey: m["jkt"], RevokeReason: m["reason"]}
 	var err error
 	if se.Generation, err = strconv.ParseUint(m["gen"], 10, 64); err != nil {
 		return nil, err

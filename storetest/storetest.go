@@ -84,6 +84,7 @@ func newSession(subject string, created time.Time) *refresh.Session {
 		ID:         randID(),
 		Subject:    subject,
 		ClientID:   "client-" + subject,
+		DPoPKey:    "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs",
 		Generation: 0,
 		Seed:       seed,
 		Scope:      []string{"read", "write"},
@@ -124,6 +125,8 @@ func equal(want, got *refresh.Session) string {
 		return fmt.Sprintf("Subject %q, want %q", got.Subject, want.Subject)
 	case want.ClientID != got.ClientID:
 		return fmt.Sprintf("ClientID %q, want %q", got.ClientID, want.ClientID)
+	case want.DPoPKey != got.DPoPKey:
+		return fmt.Sprintf("DPoPKey %q, want %q", got.DPoPKey, want.DPoPKey)
 	case want.Generation != got.Generation:
 		return fmt.Sprintf("Generation %d, want %d", got.Generation, want.Generation)
 	case want.GraceUses != got.GraceUses:

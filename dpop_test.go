@@ -1,0 +1,224 @@
+package refresh_test
+
+import (
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/refreshkit/refresh"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// dpopClient is a client holding a DPoP key.
+type dpopClient struct {
+	key        ed25519.PrivateKey
+	jwk        map[string]any
+	thumbprint string
+	n          int
+}
+
+func newDPoPClient(t *testing.T) *dpopClient {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	pub, err := jwk.Import(priv.Public())
+	require.NoError(t, err)
+	tp, err := pub.Thumbprint(crypto.SHA256)
+	require.NoError(t, err)
+	b, err := json.Marshal(pub)
+	require.NoError(t, err)
+	var m map[string]any
+	require.NoError(t, json.Unmarshal(b, &m))
+	return &dpopClient{key: priv, jwk: m, thumbprint: base64.RawURLEncoding.EncodeToString(tp)}
+}
+
+// proof signs a DPoP proof; mod may change header and claims first.
+func (c *dpopClient) proof(method, u, accessToken string, iat time.Time, mod ...func(h, claims map[string]any)) string {
+	c.n++
+	h := map[string]any{"typ": "dpop+jwt", "alg": "EdDSA", "jwk": c.jwk}
+	claims := map[string]any{"jti": "jti-" + strings.Repeat("x", c.n%3) + time.Now().Format(time.RFC3339Nano) + string(rune('a'+c.n%26)),
+		"htm": method, "htu": u, "iat": iat.Unix()}
+	if accessToken != "" {
+		sum := sha256.Sum256([]byte(accessToken))
+		claims["ath"] = base64.RawURLEncoding.EncodeToString(sum[:])
+	}
+	for _, m := range mod {
+		m(h, claims)
+	}
+	in := b64json(h) + "." + b64json(claims)
+	return in + "." + base64.RawURLEncoding.EncodeToString(ed25519.Sign(c.key, []byte(in)))
+}
+
+const tokenURL = "https://auth.example.com/token"
+
+// D1: a refresh token issued with a DPoP proof is bound to that key; a
+// refresh with another key or without a proof fails and revokes nothing.
+func TestD1_DPoPBoundRefresh(t *testing.T) {
+	e := newEnv(t)
+	alice, mallory := newDPoPClient(t), newDPoPClient(t)
+	proof, err := e.iss.VerifyDPoPProof(alice.proof("POST", tokenURL, "", e.clock.Now()), "POST", tokenURL, "")
+	require.NoError(t, err)
+	assert.Equal(t, alice.thumbprint, proof.Thumbprint, "the thumbprint is RFC 7638's")
+
+	p := e.issue(t, "alice", refresh.WithDPoP(proof.Thumbprint))
+	assert.Equal(t, "DPoP", p.TokenType)
+	_, c := decodeJWT(t, p.AccessToken)
+	assert.Equal(t, map[string]any{"jkt": alice.thumbprint}, c["cnf"])
+
+	for name, jkt := range map[string]string{"no proof": "", "another key": mallory.thumbprint} {
+		_, err := e.iss.Rotate(bg, p.RefreshToken, refresh.WithDPoP(jkt))
+		require.ErrorIs(t, err, refresh.ErrInvalidToken, name)
+	}
+	s := e.session(t, p.SessionID)
+	assert.False(t, s.Revoked())
+	assert.Equal(t, uint64(0), s.Generation)
+
+	q, err := e.iss.Rotate(bg, p.RefreshToken, refresh.WithDPoP(alice.thumbprint))
+	require.NoError(t, err)
+	claims, err := e.iss.Verify(bg, q.AccessToken)
+	require.NoError(t, err)
+	assert.Equal(t, alice.thumbprint, claims.DPoPKey)
+
+	// An unbound session ignores a proof: no silent upgrade, no failure.
+	u := e.issue(t, "bob")
+	r, err := e.iss.Rotate(bg, u.RefreshToken, refresh.WithDPoP(mallory.thumbprint))
+	require.NoError(t, err)
+	assert.Equal(t, "Bearer", r.TokenType)
+}
+
+func TestVerifyDPoPProof(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.Leeway = 0 })
+	c := newDPoPClient(t)
+	now := e.clock.Now()
+	ok := func(p string, at string) {
+		t.Helper()
+		_, err := e.iss.VerifyDPoPProof(p, "GET", "https://api.example.com/me?x=1", at)
+		require.NoError(t, err)
+	}
+	bad := func(why, p, at string) {
+		t.Helper()
+		_, err := e.iss.VerifyDPoPProof(p, "GET", "https://api.example.com/me", at)
+		require.ErrorIs(t, err, refresh.ErrInvalidToken, why)
+	}
+	u := "https://API.example.com/me#frag"
+	ok(c.proof("GET", u, "tok", now), "tok")
+	replay := c.proof("GET", u, "tok", now)
+	ok(replay, "tok")
+	bad("replayed", replay, "tok")
+
+	// iat: one minute old is the limit, five seconds ahead too.
+	ok(c.proof("GET", u, "", now.Add(-time.Minute)), "")
+	bad("iat too old", c.proof("GET", u, "", now.Add(-time.Minute-time.Second)), "")
+	ok(c.proof("GET", u, "", now.Add(5*time.Second)), "")
+	bad("iat in the future", c.proof("GET", u, "", now.Add(6*time.Second)), "")
+
+	bad("wrong method", c.proof("POST", u, "", now), "")
+	bad("wrong path", c.proof("GET", "https://api.example.com/admin", "", now), "")
+	bad("wrong host", c.proof("GET", "https://evil.example.com/me", "", now), "")
+	bad("wrong scheme", c.proof("GET", "http://api.example.com/me", "", now), "")
+	bad("missing ath", c.proof("GET", u, "", now), "tok")
+	bad("ath of another token", c.proof("GET", u, "other", now), "tok")
+	bad("typ JWT", c.proof("GET", u, "", now, func(h, _ map[string]any) { h["typ"] = "JWT" }), "")
+	bad("alg none", c.proof("GET", u, "", now, func(h, _ map[string]any) { h["alg"] = "none" }), "")
+	bad("alg HS256", c.proof("GET", u, "", now, func(h, _ map[string]any) { h["alg"] = "HS256" }), "")
+	bad("alg ES256 for an Ed25519 key", c.proof("GET", u, "", now, func(h, _ map[string]any) { h["alg"] = "ES256" }), "")
+	bad("no jwk", c.proof("GET", u, "", now, func(h, _ map[string]any) { delete(h, "jwk") }), "")
+	bad("another key's jwk", c.proof("GET", u, "", now, func(h, _ map[string]any) { h["jwk"] = newDPoPClient(t).jwk }), "")
+	priv, err := jwk.Import(c.key)
+	require.NoError(t, err)
+	privJSON, _ := json.Marshal(priv)
+	var privMap map[string]any
+	_ = json.Unmarshal(privJSON, &privMap)
+	bad("private jwk", c.proof("GET", u, "", now, func(h, _ map[string]any) { h["jwk"] = privMap }), "")
+	bad("no jti", c.proof("GET", u, "", now, func(_, cl map[string]any) { delete(cl, "jti") }), "")
+	bad("no iat", c.proof("GET", u, "", now, func(_, cl map[string]any) { delete(cl, "iat") }), "")
+	bad("crit", c.proof("GET", u, "", now, func(h, _ map[string]any) { h["crit"] = []string{"x"} }), "")
+	p := c.proof("GET", u, "", now)
+	bad("tampered", p[:len(p)-3]+"AAA", "")
+	bad("garbage", "not.a.proof", "")
+	bad("huge", strings.Repeat("A", 5000), "")
+}
+
+// D1 over HTTP: the refresh endpoint binds and checks proofs, and the
+// middleware admits a bound access token only with the DPoP scheme and a
+// fresh proof from the same key.
+func TestD1_DPoPOverHTTP(t *testing.T) {
+	e := newEnv(t)
+	srv, h := e.server(t, refresh.HandlerConfig{})
+	alice, mallory := newDPoPClient(t), newDPoPClient(t)
+
+	// Bind at login the way an application would.
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+"/login", nil)
+	req.Host = strings.TrimPrefix(srv.URL, "http://")
+	req.Header.Set("DPoP", alice.proof("POST", srv.URL+"/login", "", e.clock.Now()))
+	jkt, err := h.DPoPThumbprint(req)
+	require.NoError(t, err)
+	require.Equal(t, alice.thumbprint, jkt)
+	p := e.issue(t, "alice", refresh.WithDPoP(jkt))
+
+	refreshWith := func(c *dpopClient, tok string) reply {
+		hdr := map[string]string{}
+		if c != nil {
+			hdr["DPoP"] = c.proof("POST", srv.URL+"/token", "", e.clock.Now())
+		}
+		return postForm(t, nil, srv.URL+"/token", refreshForm(tok), hdr)
+	}
+	r := refreshWith(nil, p.RefreshToken)
+	assert.Equal(t, "invalid_grant", r.body["error"], "no proof")
+	r = refreshWith(mallory, p.RefreshToken)
+	assert.Equal(t, "invalid_grant", r.body["error"], "another key")
+	r = postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), map[string]string{"DPoP": "garbage"})
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "invalid_dpop_proof", r.body["error"])
+	r = refreshWith(alice, p.RefreshToken)
+	require.Equal(t, 200, r.status, r.raw)
+	assert.Equal(t, "DPoP", r.body["token_type"])
+	at := r.body["access_token"].(string)
+
+	call := func(scheme string, c *dpopClient, method string, mod ...func(h, claims map[string]any)) *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/me", nil)
+		req.Header.Set("Authorization", scheme+" "+at)
+		if c != nil {
+			req.Header.Set("DPoP", c.proof(method, srv.URL+"/me", at, e.clock.Now(), mod...))
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp
+	}
+	assert.Equal(t, 200, call("DPoP", alice, "GET").StatusCode)
+	resp := call("Bearer", nil, "GET")
+	assert.Equal(t, 401, resp.StatusCode, "a bound token used as a bearer token")
+	assert.True(t, strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "DPoP "), resp.Header.Get("WWW-Authenticate"))
+	assert.Equal(t, 401, call("DPoP", nil, "GET").StatusCode, "no proof")
+	assert.Equal(t, 401, call("DPoP", mallory, "GET").StatusCode, "another key")
+	assert.Equal(t, 401, call("DPoP", alice, "POST").StatusCode, "proof for another method")
+	assert.Equal(t, 401, call("DPoP", alice, "GET", func(_, cl map[string]any) { delete(cl, "ath") }).StatusCode, "no ath")
+
+	// An unbound token is not admitted with the DPoP scheme.
+	plain := e.issue(t, "bob")
+	req, _ = http.NewRequest(http.MethodGet, srv.URL+"/me", nil)
+	req.Header.Set("Authorization", "DPoP "+plain.AccessToken)
+	req.Header.Set("DPoP", alice.proof("GET", srv.URL+"/me", plain.AccessToken, e.clock.Now()))
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 401, resp.StatusCode)
+}
+
+func TestRequestURL(t *testing.T) {
+	e := newEnv(t)
+	r, _ := http.NewRequest(http.MethodGet, "http://internal:8080/a%20b?q=1", nil)
+	r.Host = "api.example.com"
+	assert.Equal(t, "http://api.example.com/a%20b", e.iss.RequestURL(r))
+	behind := newEnv(t, func(c *refresh.Config) { c.PublicURL = "https://auth.example.com/" })
+	assert.Equal(t, "https://auth.example.com/a%20b", behind.iss.RequestURL(r))
+}
