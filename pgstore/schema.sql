@@ -26,3 +26,5 @@ CREATE TABLE IF NOT EXISTS refresh_sessions (
 CREATE INDEX IF NOT EXISTS refresh_sessions_subject_idx ON refresh_sessions (subject, created_at);
 -- DeleteExpired(before).
 CREATE INDEX IF NOT EXISTS refresh_sessions_expires_idx ON refresh_sessions (expires_at);
+-- Columns added after the first version, for tables created before them.
+ALTER TABLE refresh_sessions ADD COLUMN IF NOT EXISTS dpop_key text NOT NULL DEFAULT '';
