@@ -29,7 +29,7 @@ func testPool(t testing.TB) *pgxpool.Pool {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("PG_DSN is not set and CI=true: run scripts/test.sh, which starts a Postgres")
 		}
-		t.Skip("PG_DSN is not set: run scripts/test.sh (starts a throw-away Postgres) or set PG_DSN=postgres://…")
+		t.Skip("PG_DSN is not set: scripts/test.sh starts a throw-away Postgres when postgresql is installed or it runs as root (to install it); or set PG_DSN=postgres://…")
 	}
 	pool, err := pgxpool.New(context.Background(), dsn)
 	if err != nil {

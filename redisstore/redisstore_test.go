@@ -27,7 +27,7 @@ func testClient(t testing.TB) *redis.Client {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("REDIS_URL is not set and CI=true: run scripts/test.sh, which starts a Redis")
 		}
-		t.Skip("REDIS_URL is not set: run scripts/test.sh (starts a throw-away Redis) or set REDIS_URL=redis://…")
+		t.Skip("REDIS_URL is not set: scripts/test.sh starts a throw-away Redis when redis-server is installed or it runs as root (to install it); or set REDIS_URL=redis://…")
 	}
 	opt, err := redis.ParseURL(u)
 	if err != nil {
@@ -180,7 +180,7 @@ func TestClusterConformance(t *testing.T) {
 		if os.Getenv("CI") == "true" && os.Getenv("REDIS_URL_GIVEN") == "" {
 			t.Fatal("REDIS_CLUSTER_ADDRS is not set and CI=true: scripts/test.sh starts a cluster")
 		}
-		t.Skip("REDIS_CLUSTER_ADDRS is not set: scripts/test.sh starts a three-node cluster")
+		t.Skip("REDIS_CLUSTER_ADDRS is not set: scripts/test.sh starts a three-node cluster unless REDIS_URL names your own server")
 	}
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ","), PoolSize: 80})
 	defer c.Close()

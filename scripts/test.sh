@@ -104,7 +104,7 @@ start_postgres() {
 }
 
 start_redis() {
-  if [ -n "${REDIS_URL:-}" ]; then say "Redis: using REDIS_URL"; REDIS_URL_GIVEN=1; return 0; fi
+  if [ -n "${REDIS_URL:-}" ]; then say "Redis: using REDIS_URL"; export REDIS_URL_GIVEN=1; return 0; fi
   if ! command -v redis-server >/dev/null; then
     apt_install redis-server || true
     command -v redis-server >/dev/null || { missing Redis "install redis-server, run this script as root, or set REDIS_URL=redis://…"; return 0; }
