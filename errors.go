@@ -52,6 +52,7 @@ type TokenError struct {
 	Reason string // fixed description of the cause
 }
 
+// Error returns the sentinel's message and the reason.
 func (e *TokenError) Error() string {
 	if e.Reason == "" {
 		return e.Err.Error()

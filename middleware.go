@@ -19,6 +19,7 @@ type BearerError struct {
 	Err    error  // the cause
 }
 
+// Error describes the refusal and its cause, for logs.
 func (e *BearerError) Error() string {
 	msg := "refresh: bearer: " + http.StatusText(e.Status)
 	if e.Code != "" {
