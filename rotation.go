@@ -410,7 +410,14 @@ func (iss *Issuer) revokeAccess(ctx context.Context, accessToken string) error {
 // Sessions), for logout or a "sign out this device" button. An unknown id
 // returns ErrSessionNotFound.
 func (iss *Issuer) RevokeSession(ctx context.Context, id string) error {
-	return iss.revoke(ctx, id, "", "revoked")
+	s, err := iss.store.Get(ctx, id) // for the event's subject
+	if errors.Is(err, ErrSessionNotFound) {
+		return err
+	}
+	if err != nil {
+		return storeErr("get", err)
+	}
+	return iss.revoke(ctx, id, s.Subject, "revoked")
 }
 
 func (iss *Issuer) revoke(ctx context.Context, id, subject, reason string) error {

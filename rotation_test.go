@@ -704,3 +704,27 @@ func TestRotateSessionSweptMidway(t *testing.T) {
 	require.ErrorIs(t, err, refresh.ErrInvalidToken)
 	assert.True(t, refresh.IsClientError(err))
 }
+
+// Revocation events name the session and its subject, for audit logs.
+func TestRevokeEvents(t *testing.T) {
+	var got []refresh.Event
+	e := newEnv(t, func(c *refresh.Config) {
+		c.OnEvent = func(_ context.Context, ev refresh.Event) {
+			if ev.Kind == refresh.EventRevoked {
+				got = append(got, ev)
+			}
+		}
+	})
+	a := e.issue(t, "alice")
+	b := e.issue(t, "alice")
+	require.NoError(t, e.iss.RevokeSession(bg, a.SessionID))
+	require.NoError(t, e.iss.Revoke(bg, b.RefreshToken))
+	_, err := e.iss.RevokeSubject(bg, "alice")
+	require.NoError(t, err)
+	require.Len(t, got, 3)
+	for i, sid := range []string{a.SessionID, b.SessionID, ""} {
+		assert.Equal(t, sid, got[i].SessionID)
+		assert.Equal(t, "alice", got[i].Subject)
+	}
+	assert.Equal(t, "revoked-all: 0 sessions", got[2].Reason)
+}
