@@ -143,10 +143,6 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 	if err != nil {
 		return nil, nil, err
 	}
-	return iss.checkRefresh(ctx, &rc)
-}
-
-func (iss *Issuer) checkRefresh(ctx context.Context, rc *refreshClaims) (*refreshClaims, *Session, error) {
 	s, err := iss.store.Get(ctx, rc.sessionID())
 	if errors.Is(err, ErrSessionNotFound) {
 		return nil, nil, tokenErr(ErrInvalidToken, "unknown session")
@@ -162,7 +158,7 @@ func (iss *Issuer) checkRefresh(ctx context.Context, rc *refreshClaims) (*refres
 		// Only possible if the store lost writes (restored from backup).
 		return nil, nil, tokenErr(ErrInvalidToken, "refresh token generation ahead of session")
 	}
-	return rc, s, nil
+	return &rc, s, nil
 }
 
 // Issue starts a session for subject and returns its first token pair. Call

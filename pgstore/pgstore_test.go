@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -99,24 +98,12 @@ func TestConcurrentMigrate(t *testing.T) {
 	}
 }
 
-func shell(t *testing.T, cmd string) {
-	t.Helper()
-	out, err := exec.Command("bash", "-c", cmd).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", cmd, err, out)
-	}
-}
-
 // The server stops mid-test: calls fail with clear, non-client errors and
 // change nothing; once it is back the pool reconnects and rotation goes on
 // with no generation lost or duplicated.
 func TestServerRestart(t *testing.T) {
-	stop, start := os.Getenv("PG_STOP_CMD"), os.Getenv("PG_START_CMD")
-	if stop == "" || start == "" {
-		t.Skip("PG_STOP_CMD/PG_START_CMD not set (scripts/test.sh sets them for the server it starts)")
-	}
 	st := newStore(t, testPool(t))
-	storetest.Restart(t, st, "pgstore", func(t *testing.T) { shell(t, stop) }, func(t *testing.T) { shell(t, start) })
+	storetest.RestartWithCommands(t, st, "pgstore", os.Getenv("PG_STOP_CMD"), os.Getenv("PG_START_CMD"))
 }
 
 func TestDeadline(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -93,24 +92,12 @@ func TestKeyTTLFollowsSessionExpiry(t *testing.T) {
 	}
 }
 
-func shell(t *testing.T, cmd string) {
-	t.Helper()
-	out, err := exec.Command("bash", "-c", cmd).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", cmd, err, out)
-	}
-}
-
 // The server stops mid-test: calls fail with clear, non-client errors and
 // change nothing; after the restart (the AOF keeps the data) rotation goes
 // on with no generation lost or duplicated, and the scripts are reloaded.
 func TestServerRestart(t *testing.T) {
-	stop, start := os.Getenv("REDIS_STOP_CMD"), os.Getenv("REDIS_START_CMD")
-	if stop == "" || start == "" {
-		t.Skip("REDIS_STOP_CMD/REDIS_START_CMD not set (scripts/test.sh sets them for the server it starts)")
-	}
 	st := newStore(t, testClient(t))
-	storetest.Restart(t, st, "redisstore", func(t *testing.T) { shell(t, stop) }, func(t *testing.T) { shell(t, start) })
+	storetest.RestartWithCommands(t, st, "redisstore", os.Getenv("REDIS_STOP_CMD"), os.Getenv("REDIS_START_CMD"))
 }
 
 // BenchmarkRotate: rotations through an Issuer on Redis with 1, 8 and 64

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -67,4 +68,24 @@ func Restart(t *testing.T, st refresh.Store, errPrefix string, stop, start func(
 	if s.Generation != 2 || s.Revoked() {
 		t.Fatalf("after restart: generation %d revoked %v, want 2 and live", s.Generation, s.Revoked())
 	}
+}
+
+// RestartWithCommands runs Restart with shell commands that stop and start
+// the server, such as the PG_STOP_CMD/PG_START_CMD and
+// REDIS_STOP_CMD/REDIS_START_CMD that scripts/test.sh exports for the
+// servers it starts. It skips the test when either command is empty.
+func RestartWithCommands(t *testing.T, st refresh.Store, errPrefix, stopCmd, startCmd string) {
+	t.Helper()
+	if stopCmd == "" || startCmd == "" {
+		t.Skip("no commands to stop and start the server (scripts/test.sh sets them for the servers it starts)")
+	}
+	run := func(cmd string) func(t *testing.T) {
+		return func(t *testing.T) {
+			t.Helper()
+			if out, err := exec.Command("bash", "-c", cmd).CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v\n%s", cmd, err, out)
+			}
+		}
+	}
+	Restart(t, st, errPrefix, run(stopCmd), run(startCmd))
 }
