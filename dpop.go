@@ -1,6 +1,7 @@
 package refresh
 
 import (
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -30,14 +31,31 @@ const (
 	dpopMaxFuture  = 5 * time.Second
 	dpopMaxJTI     = 256
 	dpopMaxProof   = 4 << 10
-	dpopReplaySize = 1 << 20
+	dpopMaxRSABits = 4096
+	dpopMaxRSAExp  = 1<<32 - 1
+)
+
+// The replay cache's bounds (see replayCache). Only proofs that came with a
+// request already authenticated by a refresh token's MAC or an access
+// token's signature, and made with the key that token is bound to, are ever
+// recorded, so an unauthenticated flood adds nothing to it.
+const (
+	dpopReplaySize   = 1 << 20 // proofs remembered at once, all keys
+	dpopReplayPerKey = 1 << 14 // proofs remembered at once for one key
 )
 
 // DPoPProof is a verified DPoP proof.
+//
+// A DPoPProof made by VerifyDPoPProof is single-use once it is consumed:
+// given with WithDPoPProof to Issue, Rotate or Revoke, or checked by the
+// middleware, its jti is recorded and any later use of the same proof with
+// the same key is refused as a replay. A DPoPProof built by hand is refused
+// by those calls. It is a plain value, safe to read from several goroutines.
 type DPoPProof struct {
 	Thumbprint string    // RFC 7638 SHA-256 thumbprint of the proof's key, base64url
 	ID         string    // jti
 	IssuedAt   time.Time // iat
+	verified   bool
 }
 
 // VerifyDPoPProof checks a DPoP proof JWT (RFC 9449 §4.3) sent with a
@@ -48,10 +66,15 @@ type DPoPProof struct {
 // typ "dpop+jwt"; a symmetric or unknown alg, or one that does not fit the
 // embedded key; a jwk header that is missing, malformed or private; a bad
 // signature; htm or htu that do not match the request; an iat more than a
-// minute old or in the future; a jti seen before within that minute (per
-// Issuer); a missing or wrong ath.
+// minute old or in the future; a missing or wrong ath; an RSA key under 2048
+// or over 4096 bits or with an exponent over 2^32-1.
 //
-// VerifyDPoPProof is safe for concurrent use.
+// VerifyDPoPProof does not record the proof: anyone can make a valid proof
+// with a key of their own, so remembering proofs before the request is
+// otherwise authenticated would let an unauthenticated client fill the
+// replay cache. Pass the proof to Issue, Rotate or Revoke with
+// WithDPoPProof, which consume it once the request has proved the session
+// (see DPoPProof). It is safe for concurrent use.
 func (iss *Issuer) VerifyDPoPProof(proof, method, requestURL, accessToken string) (*DPoPProof, error) {
 	bad := func(reason string) (*DPoPProof, error) {
 		return nil, tokenErr(ErrInvalidToken, "DPoP proof: "+reason)
@@ -64,15 +87,15 @@ func (iss *Issuer) VerifyDPoPProof(proof, method, requestURL, accessToken string
 	if !ok || !ok2 || strings.IndexByte(sigB64, '.') >= 0 {
 		return bad("not a JWS compact serialization")
 	}
-	hdrJSON, err1 := b64.Strict().DecodeString(hdrB64)
-	payload, err2 := b64.Strict().DecodeString(payB64)
-	sig, err3 := b64.Strict().DecodeString(sigB64)
+	hdrJSON, err1 := decodeB64(hdrB64)
+	payload, err2 := decodeB64(payB64)
+	sig, err3 := decodeB64(sigB64)
 	if err1 != nil || err2 != nil || err3 != nil {
 		return bad("not base64url")
 	}
 	var typ, alg string
 	var jwkJSON json.RawMessage
-	err := walkObject(hdrJSON, func(name []byte, v json.RawMessage) (err error) {
+	err := walkObjectMax(hdrJSON, maxHeaderMembers, func(name []byte, v json.RawMessage) (err error) {
 		switch string(name) {
 		case "typ":
 			typ, err = stringValue(v)
@@ -107,6 +130,13 @@ func (iss *Issuer) VerifyDPoPProof(proof, method, requestURL, accessToken string
 	if err := jwk.Export(key, &raw); err != nil {
 		return bad("bad jwk")
 	}
+	if pub, ok := raw.(*rsa.PublicKey); ok {
+		// Bound the work an unauthenticated proof can cause: verification
+		// costs grow with the modulus and the exponent.
+		if pub.N == nil || pub.N.BitLen() > dpopMaxRSABits || pub.E < 3 || pub.E > dpopMaxRSAExp {
+			return bad("RSA key size or exponent out of range")
+		}
+	}
 	ak, err := compileKey(Key{Algorithm: Algorithm(alg), Key: raw})
 	if err != nil || ak.hmac || ak.sign != nil {
 		return bad("alg does not fit the jwk")
@@ -118,7 +148,7 @@ func (iss *Issuer) VerifyDPoPProof(proof, method, requestURL, accessToken string
 	var htm, htu, jti, ath string
 	var iat time.Time
 	var hasIat, hasAth bool
-	err = walkObject(payload, func(name []byte, v json.RawMessage) (err error) {
+	err = walkObjectMax(payload, maxHeaderMembers, func(name []byte, v json.RawMessage) (err error) {
 		switch string(name) {
 		case "htm":
 			htm, err = stringValue(v)
@@ -155,10 +185,25 @@ func (iss *Issuer) VerifyDPoPProof(proof, method, requestURL, accessToken string
 			return bad("ath does not match the access token")
 		}
 	}
-	if !iss.dpopSeen.add(ak.id+" "+jti, now) {
-		return bad("replayed")
+	return &DPoPProof{Thumbprint: ak.id, ID: jti, IssuedAt: iat, verified: true}, nil
+}
+
+// consumeDPoP records a verified proof whose key the request has shown to be
+// the session's, refusing one seen before. Call it only once the request is
+// authenticated (a refresh token's MAC, an access token's signature, or the
+// application's login check before Issue).
+func (iss *Issuer) consumeDPoP(p *DPoPProof) error {
+	if p == nil || !p.verified {
+		return tokenErr(ErrInvalidToken, "DPoP proof not verified by VerifyDPoPProof")
 	}
-	return &DPoPProof{Thumbprint: ak.id, ID: jti, IssuedAt: iat}, nil
+	switch iss.dpopSeen.add(p.Thumbprint, p.ID, iss.now()) {
+	case replayNew:
+		return nil
+	case replaySeen:
+		return tokenErr(ErrInvalidToken, "DPoP proof replayed")
+	default:
+		return tokenErr(ErrInvalidToken, "too many DPoP proofs for this key; retry shortly")
+	}
 }
 
 // sameURL compares scheme, host and path, ignoring query and fragment and
@@ -188,32 +233,61 @@ func (iss *Issuer) RequestURL(r *http.Request) string {
 	return strings.TrimRight(base, "/") + r.URL.EscapedPath()
 }
 
-// replayCache remembers (key, jti) pairs for the lifetime of a proof, in two
-// generations that age out together, bounded in size.
+// replayCache remembers the proofs (key thumbprint, jti) consumed within
+// the lifetime of a proof, in two generations that age out together. An
+// entry is a 16-byte hash, so a full cache holds dpopReplaySize entries of
+// well under 64 bytes each; a key may hold at most dpopReplayPerKey of them,
+// so that one client flooding with its own authenticated requests cannot
+// lock out the others. When a bound is reached new proofs are refused
+// (never forgotten early), so no replay is ever accepted.
 type replayCache struct {
 	window    time.Duration // how long a proof can be valid; set once
+	max       int           // dpopReplaySize unless a test lowers it; set once
+	perKey    int           // dpopReplayPerKey unless a test lowers it; set once
 	mu        sync.Mutex    // guards the fields below
-	cur, prev map[string]struct{}
+	cur, prev replayGen
 	since     time.Time // when cur began
 }
 
-// add records id and reports whether it is new. When the cache is full, new
-// proofs are refused rather than risk accepting a replay.
-func (c *replayCache) add(id string, now time.Time) bool {
+type replayGen struct {
+	seen   map[[16]byte]struct{}
+	perKey map[string]int // entries per key thumbprint
+}
+
+type replayVerdict int
+
+const (
+	replayNew replayVerdict = iota
+	replaySeen
+	replayFull
+)
+
+// add records the proof jti of the key thumbprint.
+func (c *replayCache) add(thumbprint, jti string, now time.Time) replayVerdict {
+	h := sha256.New()
+	h.Write([]byte(thumbprint))
+	h.Write([]byte{0})
+	h.Write([]byte(jti))
+	var id [16]byte
+	copy(id[:], h.Sum(nil))
+
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cur == nil || now.Sub(c.since) > c.window || now.Before(c.since) {
-		c.prev, c.cur, c.since = c.cur, make(map[string]struct{}), now
+	if c.cur.seen == nil || now.Sub(c.since) > c.window || now.Before(c.since) {
+		c.prev = c.cur
+		c.cur = replayGen{seen: make(map[[16]byte]struct{}), perKey: make(map[string]int)}
+		c.since = now
 	}
-	if _, ok := c.cur[id]; ok {
-		return false
+	if _, ok := c.cur.seen[id]; ok {
+		return replaySeen
 	}
-	if _, ok := c.prev[id]; ok {
-		return false
+	if _, ok := c.prev.seen[id]; ok {
+		return replaySeen
 	}
-	if len(c.cur)+len(c.prev) >= dpopReplaySize {
-		return false
+	if len(c.cur.seen)+len(c.prev.seen) >= c.max || c.cur.perKey[thumbprint]+c.prev.perKey[thumbprint] >= c.perKey {
+		return replayFull
 	}
-	c.cur[id] = struct{}{}
-	return true
+	c.cur.seen[id] = struct{}{}
+	c.cur.perKey[thumbprint]++
+	return replayNew
 }

@@ -31,6 +31,9 @@ var (
 	// ErrRefused: the application's Config.OnRefresh hook refused the
 	// refresh (user disabled or deleted). The hook's own error is wrapped too.
 	ErrRefused = errors.New("refresh: refused by application")
+	// ErrInvalidClient: client authentication failed. HandlerConfig.ClientAuth
+	// returns an error wrapping it to refuse a client (401 invalid_client).
+	ErrInvalidClient = errors.New("refresh: invalid client")
 
 	// ErrSessionNotFound is returned by a Store when no session has the id.
 	ErrSessionNotFound = errors.New("refresh: session not found")
@@ -72,7 +75,7 @@ func tokenErr(sentinel error, reason string) error {
 // errors are expected and are answered with 4xx statuses. Any other non-nil
 // error is a fault of the system (store, context, configuration).
 func IsClientError(err error) bool {
-	for _, s := range []error{ErrInvalidToken, ErrExpired, ErrRevoked, ErrReused, ErrInvalidScope, ErrRefused} {
+	for _, s := range []error{ErrInvalidToken, ErrExpired, ErrRevoked, ErrReused, ErrInvalidScope, ErrRefused, ErrInvalidClient} {
 		if errors.Is(err, s) {
 			return true
 		}

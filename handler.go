@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -24,14 +25,41 @@ type HandlerConfig struct {
 	// Cookie, if set, moves the refresh token into a cookie for browser
 	// apps (see CookieConfig). Nil: the token travels in the JSON body.
 	Cookie *CookieConfig
-	// ClientAuth, if set, authenticates confidential clients that send
-	// HTTP Basic credentials (RFC 6749 §2.3.1); a failure is 401
-	// invalid_client. Without it the Basic user name is taken as the
-	// client_id and the password is ignored.
-	ClientAuth func(ctx context.Context, clientID, secret string) error
+	// ClientAuth, if set, authenticates the client of every token and
+	// revocation request (RFC 6749 §2.3, RFC 7009 §2.1), before any token
+	// is looked at. It sees what the request says (ClientCredentials): HTTP
+	// Basic (client_secret_basic), client_id and client_secret in the body
+	// (client_secret_post), or a client_id alone or nothing at all (none: a
+	// public client, or none named; refuse it for confidential clients). It
+	// returns nil to accept, an error wrapping ErrInvalidClient to refuse
+	// (401 invalid_client), or any other error for a fault of its own (503).
+	// Compare secrets in constant time (crypto/subtle).
+	//
+	// Without ClientAuth, no client is authenticated: the client_id of the
+	// request is taken as given (it still has to match the client a session
+	// is bound to), and a request carrying a client secret is refused with
+	// 401 invalid_client, because a secret the server cannot check must not
+	// look checked.
+	ClientAuth func(ctx context.Context, c ClientCredentials) error
 	// OnError, if set, sees every system fault (store down) the handlers
 	// answered with 503, for logging. Client faults are not reported.
 	OnError func(r *http.Request, err error)
+}
+
+// Client authentication methods (RFC 7591 §2 names), as seen by
+// HandlerConfig.ClientAuth.
+const (
+	ClientSecretBasic = "client_secret_basic" // HTTP Basic
+	ClientSecretPost  = "client_secret_post"  // client_id and client_secret in the body
+	ClientAuthNone    = "none"                // a client_id alone, or no client named
+)
+
+// ClientCredentials is what a token or revocation request presents to
+// identify and authenticate its client. It is a plain value.
+type ClientCredentials struct {
+	ID     string // client_id; "" when the request names no client
+	Secret string // the secret; "" with ClientAuthNone
+	Method string // ClientSecretBasic, ClientSecretPost or ClientAuthNone
 }
 
 // CookieConfig is the cookie mode for browser apps: the refresh token lives in
@@ -180,6 +208,7 @@ var (
 	errTooLarge    = &oauthError{http.StatusRequestEntityTooLarge, "invalid_request"}
 	errRequest     = &oauthError{http.StatusBadRequest, "invalid_request"}
 	errCSRF        = &oauthError{http.StatusForbidden, "invalid_request"}
+	errDPoPProof   = &oauthError{http.StatusBadRequest, "invalid_dpop_proof"}
 )
 
 // readForm reads an application/x-www-form-urlencoded POST body, refusing
@@ -236,29 +265,55 @@ func (h *Handlers) checkCSRF(r *http.Request) *oauthError {
 	return nil
 }
 
-// clientID finds the client of a request: HTTP Basic credentials or the
-// client_id parameter, which must agree when both are given.
-func (h *Handlers) clientID(r *http.Request, form url.Values) (string, *oauthError) {
-	id := form.Get("client_id")
-	user, pass, basic := r.BasicAuth()
-	if !basic {
-		if r.Header.Get("Authorization") != "" && h.cfg.ClientAuth != nil {
-			return "", &oauthError{http.StatusUnauthorized, "invalid_client"}
-		}
-		return id, nil
+var (
+	errInvalidClient = &oauthError{http.StatusUnauthorized, "invalid_client"}
+	errClientFault   = &oauthError{http.StatusServiceUnavailable, "temporarily_unavailable"}
+)
+
+// client authenticates the client of a token or revocation request and
+// returns its id. Exactly one authentication method may be used (RFC 6749
+// §2.3): HTTP Basic, or client_secret in the body; a client_id in the body
+// beside Basic must name the same client.
+func (h *Handlers) client(r *http.Request, form url.Values) (string, *oauthError) {
+	cc := ClientCredentials{ID: form.Get("client_id"), Method: ClientAuthNone}
+	_, hasSecret := form["client_secret"]
+	if hasSecret {
+		cc.Secret, cc.Method = form.Get("client_secret"), ClientSecretPost
 	}
-	// RFC 6749 §2.3.1: the credentials are form-encoded before Basic.
-	u, err1 := url.QueryUnescape(user)
-	p, err2 := url.QueryUnescape(pass)
-	if err1 != nil || err2 != nil || id != "" && id != u {
+	authz := r.Header.Values("Authorization")
+	if len(authz) > 1 {
 		return "", errRequest
 	}
-	if h.cfg.ClientAuth != nil {
-		if err := h.cfg.ClientAuth(r.Context(), u, p); err != nil {
-			return "", &oauthError{http.StatusUnauthorized, "invalid_client"}
+	if user, pass, basic := r.BasicAuth(); basic {
+		// RFC 6749 §2.3.1: the credentials are form-encoded before Basic.
+		u, err1 := url.QueryUnescape(user)
+		p, err2 := url.QueryUnescape(pass)
+		if err1 != nil || err2 != nil || hasSecret || cc.ID != "" && cc.ID != u {
+			return "", errRequest // malformed, or two methods at once
 		}
+		cc = ClientCredentials{ID: u, Secret: p, Method: ClientSecretBasic}
+	} else if len(authz) == 1 && h.cfg.ClientAuth != nil {
+		// Another scheme, or a malformed Basic header, authenticates no
+		// client. (Without ClientAuth it is ignored: a browser app may send
+		// its bearer header everywhere, and nobody checks clients anyway.)
+		return "", errInvalidClient
 	}
-	return u, nil
+	if h.cfg.ClientAuth == nil {
+		if cc.Secret != "" {
+			return "", errInvalidClient // a secret nobody checks
+		}
+		return cc.ID, nil
+	}
+	if err := h.cfg.ClientAuth(r.Context(), cc); err != nil {
+		if errors.Is(err, ErrInvalidClient) {
+			return "", errInvalidClient
+		}
+		if h.cfg.OnError != nil {
+			h.cfg.OnError(r, fmt.Errorf("refresh: client authentication: %w", err))
+		}
+		return "", errClientFault
+	}
+	return cc.ID, nil
 }
 
 // credentials finds the token of a request, in the form parameter param or,
@@ -276,7 +331,7 @@ func (h *Handlers) credentials(r *http.Request, form url.Values, param string) (
 	if tok == "" {
 		return "", "", false, errRequest
 	}
-	client, oe = h.clientID(r, form)
+	client, oe = h.client(r, form)
 	return tok, client, fromCookie, oe
 }
 
@@ -294,25 +349,22 @@ func (h *Handlers) systemFault(w http.ResponseWriter, r *http.Request, err error
 	writeJSONError(w, http.StatusServiceUnavailable, "temporarily_unavailable")
 }
 
-// DPoPThumbprint verifies the DPoP proof of a token request (RFC 9449 §5)
-// and returns the thumbprint of its key, or "" when the request has none.
-// Use it in a login handler: pass the thumbprint to Issue with WithDPoP to
-// bind the session. The error wraps ErrInvalidToken; answer it with 400
+// DPoPProof verifies the DPoP proof of a token request (RFC 9449 §5) and
+// returns it, or nil when the request has none. Use it in a login handler
+// after checking the user's credentials: pass the proof to Issue with
+// WithDPoPProof, which binds the session to its key and consumes the proof.
+// The error wraps ErrInvalidToken; answer it with 400
 // {"error":"invalid_dpop_proof"}.
-func (h *Handlers) DPoPThumbprint(r *http.Request) (string, error) {
+func (h *Handlers) DPoPProof(r *http.Request) (*DPoPProof, error) {
 	proofs := r.Header.Values("DPoP")
 	switch len(proofs) {
 	case 0:
-		return "", nil
+		return nil, nil
 	case 1:
 	default:
-		return "", tokenErr(ErrInvalidToken, "several DPoP headers")
+		return nil, tokenErr(ErrInvalidToken, "several DPoP headers")
 	}
-	p, err := h.iss.VerifyDPoPProof(proofs[0], r.Method, h.iss.RequestURL(r), "")
-	if err != nil {
-		return "", err
-	}
-	return p.Thumbprint, nil
+	return h.iss.VerifyDPoPProof(proofs[0], r.Method, h.iss.RequestURL(r), "")
 }
 
 // RefreshHandler serves the refresh grant (RFC 6749 §6): a POST of
@@ -326,7 +378,9 @@ func (h *Handlers) DPoPThumbprint(r *http.Request) (string, error) {
 //     (RFC 9449 §5); invalid_scope for a wider scope,
 //     invalid_request for missing or repeated parameters,
 //     unsupported_grant_type for other grants;
-//   - 401 invalid_client when HandlerConfig.ClientAuth refuses;
+//   - 401 invalid_client when HandlerConfig.ClientAuth refuses the client,
+//     or a client secret is sent and no ClientAuth is set; 400
+//     invalid_request when two authentication methods are used at once;
 //   - 403 when the cookie mode's CSRF checks fail; 405 for other methods;
 //     413 for oversized bodies; 400 for other media types (RFC 6749 §5.2);
 //   - 503 temporarily_unavailable when the store fails.
@@ -353,12 +407,12 @@ func (h *Handlers) RefreshHandler() http.Handler {
 			h.fail(w, oe)
 			return
 		}
-		jkt, err := h.DPoPThumbprint(r)
+		proof, err := h.DPoPProof(r)
 		if err != nil {
-			h.fail(w, &oauthError{http.StatusBadRequest, "invalid_dpop_proof"})
+			h.fail(w, errDPoPProof)
 			return
 		}
-		opts := []Option{WithClientID(client), WithDPoP(jkt)}
+		opts := []Option{WithClientID(client), WithDPoPProof(proof)}
 		if s, ok := form["scope"]; ok && strings.TrimSpace(s[0]) != "" {
 			opts = append(opts, WithScope(strings.Fields(s[0])...))
 		}
@@ -381,11 +435,16 @@ func (h *Handlers) RefreshHandler() http.Handler {
 
 // RevocationHandler serves token revocation (RFC 7009): a POST of token=…
 // with an optional token_type_hint. A refresh token ends its session; a
-// valid access token ends its session too. The answer is 200 also for
-// unknown, malformed, expired or already revoked tokens (§2.2), so the
-// endpoint tells a caller nothing about tokens it does not hold. Malformed
-// requests get the same 4xx answers as RefreshHandler; a failing store 503.
-// In cookie mode the cookie is cleared.
+// valid access token ends its session too. Revocation honours the same
+// bindings as the refresh grant: the client is authenticated as there
+// (HandlerConfig.ClientAuth), a session bound to a client is revoked only
+// by that client, and one bound to a DPoP key only with a proof from that
+// key (RFC 9449; a bad proof is 400 invalid_dpop_proof). The answer is 200
+// also for unknown, malformed, expired or already revoked tokens, and for
+// tokens of sessions this request may not revoke, which stay live (§2.2):
+// the endpoint tells a caller nothing about tokens it does not hold.
+// Malformed requests get the same 4xx answers as RefreshHandler; a failing
+// store 503. In cookie mode the cookie is cleared.
 func (h *Handlers) RevocationHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		form, oe := h.readForm(w, r)
@@ -398,11 +457,19 @@ func (h *Handlers) RevocationHandler() http.Handler {
 			h.fail(w, oe)
 			return
 		}
-		var err error
+		proof, err := h.DPoPProof(r)
+		if err != nil {
+			h.fail(w, errDPoPProof)
+			return
+		}
+		o := collect([]Option{WithClientID(client), WithDPoPProof(proof)})
 		if strings.HasPrefix(tok, refreshPrefix) {
-			err = h.iss.Revoke(r.Context(), tok, WithClientID(client))
+			_, s, verr := h.iss.verifyRefresh(r.Context(), tok)
+			if err = verr; err == nil {
+				err = h.iss.revokeBound(r.Context(), s, o)
+			}
 		} else {
-			err = h.iss.revokeAccess(r.Context(), tok)
+			err = h.iss.revokeAccess(r.Context(), tok, o)
 		}
 		if err != nil && !IsClientError(err) && !errors.Is(err, ErrSessionNotFound) {
 			h.systemFault(w, r, err)

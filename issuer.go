@@ -15,7 +15,6 @@ const (
 	MaxAccessTTL           = time.Hour
 	DefaultIdleTTL         = 14 * 24 * time.Hour
 	DefaultSessionTTL      = 90 * 24 * time.Hour
-	DefaultMaxGraceUses    = 3
 	DefaultMaxTokenSize    = 8 << 10
 	DefaultSessionCheckTTL = 2 * time.Second
 	DefaultVerifyCacheSize = 4096
@@ -65,9 +64,18 @@ type Config struct {
 	// Grace is how long after a rotation the previous refresh token may
 	// still be presented (a second tab, a lost response) and receives the
 	// same successor. Zero (the default) is strict RFC 9700 rotation: any
-	// second use is reuse and revokes the session.
+	// second use is reuse and revokes the session. Within the window the
+	// previous token never revokes the session, however many requests
+	// present it. A thief holding the previous token can ride along within
+	// the window too (SECURITY.md): bind sessions to a client or a DPoP key
+	// when you turn grace on.
 	Grace time.Duration
-	// MaxGraceUses bounds the grace retries per rotation. Default 3.
+	// MaxGraceUses, if above zero, bounds the grace retries per rotation:
+	// further retries are refused (ErrInvalidToken) without revoking the
+	// session. Zero (the default) sets no bound, so a burst of any size
+	// (many tabs waking up together) receives the successor; a bound adds
+	// little security, since a thief needs only one retry, and costs a
+	// store write per retry.
 	MaxGraceUses int
 	// Leeway tolerates clock skew in exp and nbf checks. Default 0, at
 	// most 5 minutes.
@@ -216,9 +224,6 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 	setDefault(&cfg.IdleTTL, DefaultIdleTTL)
 	setDefault(&cfg.SessionTTL, DefaultSessionTTL)
 	setDefault(&cfg.SessionCheckTTL, DefaultSessionCheckTTL)
-	if cfg.MaxGraceUses == 0 {
-		cfg.MaxGraceUses = DefaultMaxGraceUses
-	}
 	if cfg.MaxTokenSize == 0 {
 		cfg.MaxTokenSize = DefaultMaxTokenSize
 	}
@@ -296,6 +301,7 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 	}
 	iss.vcache = newVerifyCache(cfg.VerifyCacheSize)
 	iss.dpopSeen.window = dpopMaxAge + dpopMaxFuture + 2*cfg.Leeway
+	iss.dpopSeen.max, iss.dpopSeen.perKey = dpopReplaySize, dpopReplayPerKey
 	return iss, nil
 }
 
@@ -322,6 +328,7 @@ type Option func(*callOptions)
 
 type callOptions struct {
 	dpop     string
+	proof    *DPoPProof
 	clientID string
 	scope    []string
 	scopeSet bool
@@ -340,7 +347,26 @@ func WithClientID(id string) Option { return func(o *callOptions) { o.clientID =
 // of type "DPoP" (RFC 9449). For Rotate, the thumbprint of the verified
 // proof that came with the request; a bound session refuses any other, or
 // none, without being revoked.
+//
+// WithDPoP does not guard against a replayed proof: prefer WithDPoPProof,
+// which does, and use WithDPoP only with a thumbprint known some other way
+// (for Issue) or a proof whose replay you have ruled out yourself.
 func WithDPoP(thumbprint string) Option { return func(o *callOptions) { o.dpop = thumbprint } }
+
+// WithDPoPProof is WithDPoP with the verified proof of the request
+// (Handlers.DPoPProof or VerifyDPoPProof): Issue binds the session to its
+// key; Rotate and Revoke require it to be from the session's key. The proof
+// is consumed, and a replayed one refused, only once the call has checked
+// everything else it can (for Rotate and Revoke, the token's MAC), so that
+// unauthenticated requests never fill the replay cache. A nil proof is
+// ignored: the request came without one.
+func WithDPoPProof(p *DPoPProof) Option {
+	return func(o *callOptions) {
+		if p != nil {
+			o.proof, o.dpop = p, p.Thumbprint
+		}
+	}
+}
 
 // WithScope: for Issue, the scope granted to the session. For Rotate, a
 // narrower scope for the new access token only (RFC 6749 §6); asking for
@@ -371,10 +397,16 @@ func collect(opts []Option) callOptions {
 
 // sessionCache remembers, per session id, whether Verify may accept its
 // access tokens, for a short time.
+//
+// A revocation through this Issuer forgets the session's entry and advances
+// epoch; an answer read from the store is cached only if no revocation
+// happened since the read began (put's epoch), so that a read racing a
+// revocation cannot put the session back as live.
 type sessionCache struct {
-	ttl time.Duration
-	mu  sync.Mutex // guards m
-	m   map[string]cacheEntry
+	ttl   time.Duration
+	mu    sync.Mutex // guards m and epoch
+	m     map[string]cacheEntry
+	epoch uint64
 }
 
 type cacheEntry struct {
@@ -399,9 +431,21 @@ func (c *sessionCache) get(sid string, now time.Time) (error, bool) {
 	return e.err, true
 }
 
-func (c *sessionCache) put(sid string, err error, now time.Time) {
+// begin returns the epoch to give put for an answer about to be read.
+func (c *sessionCache) begin() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.epoch
+}
+
+// put caches the answer read since begin returned epoch, unless a
+// revocation came in between.
+func (c *sessionCache) put(sid string, err error, now time.Time, epoch uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.epoch != epoch {
+		return // a revocation happened during the read: the answer may be stale
+	}
 	if len(c.m) >= sessionCacheMax {
 		clear(c.m) // bounded: start over rather than grow
 	}
@@ -411,6 +455,7 @@ func (c *sessionCache) put(sid string, err error, now time.Time) {
 func (c *sessionCache) forget(sid string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.epoch++
 	if sid == "" {
 		clear(c.m)
 		return
@@ -428,6 +473,7 @@ func (iss *Issuer) checkSession(ctx context.Context, sid string) error {
 	if err, ok := iss.sessCache.get(sid, now); ok {
 		return err
 	}
+	epoch := iss.sessCache.begin()
 	s, err := iss.store.Get(ctx, sid)
 	var verdict error
 	switch {
@@ -440,6 +486,6 @@ func (iss *Issuer) checkSession(ctx context.Context, sid string) error {
 	case !now.Before(s.ExpiresAt):
 		verdict = tokenErr(ErrRevoked, "session expired")
 	}
-	iss.sessCache.put(sid, verdict, now)
+	iss.sessCache.put(sid, verdict, now, epoch)
 	return verdict
 }

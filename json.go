@@ -27,7 +27,24 @@ var (
 // The name given to fn is the raw bytes between the quotes when they hold no
 // escape (no allocation; fn must not keep it), and the decoded name
 // otherwise.
+//
+// Its cost is linear in len(data): duplicate names are found with a small
+// array and, past 16 members, a map. Parsers of input that is not yet
+// authenticated also bound the number of members with walkObjectMax.
 func walkObject(data []byte, fn func(name []byte, value json.RawMessage) error) error {
+	return walkObjectMax(data, 0, fn)
+}
+
+// maxHeaderMembers bounds the members of JOSE headers and DPoP proof
+// claims, which are parsed before (or, for DPoP, without) any check of who
+// sent them. Real ones have fewer than ten.
+const maxHeaderMembers = 32
+
+var errTooManyMembers = errors.New("too many members")
+
+// walkObjectMax is walkObject refusing objects of more than max members
+// (max <= 0: no limit).
+func walkObjectMax(data []byte, max int, fn func(name []byte, value json.RawMessage) error) error {
 	i := skipWS(data, 0)
 	if i >= len(data) || data[i] != '{' {
 		return errors.New("not a JSON object")
@@ -35,6 +52,8 @@ func walkObject(data []byte, fn func(name []byte, value json.RawMessage) error) 
 	i = skipWS(data, i+1)
 	var seenBuf [16][]byte
 	seen := seenBuf[:0]
+	var seenMap map[string]struct{}
+	members := 0
 	if i < len(data) && data[i] == '}' {
 		i++
 	} else {
@@ -54,12 +73,29 @@ func walkObject(data []byte, fn func(name []byte, value json.RawMessage) error) 
 				}
 				name = []byte(decoded)
 			}
-			for _, n := range seen {
-				if bytes.Equal(n, name) {
+			if members++; max > 0 && members > max {
+				return errTooManyMembers
+			}
+			if seenMap == nil {
+				for _, n := range seen {
+					if bytes.Equal(n, name) {
+						return errDuplicateMember
+					}
+				}
+				seen = append(seen, name)
+				if len(seen) == cap(seenBuf) {
+					// Past a handful of members, a map keeps the check linear.
+					seenMap = make(map[string]struct{}, 2*len(seen))
+					for _, n := range seen {
+						seenMap[string(n)] = struct{}{}
+					}
+				}
+			} else {
+				if _, dup := seenMap[string(name)]; dup {
 					return errDuplicateMember
 				}
+				seenMap[string(name)] = struct{}{}
 			}
-			seen = append(seen, name)
 			i = skipWS(data, end)
 			if i >= len(data) || data[i] != ':' {
 				return errSyntax

@@ -153,6 +153,11 @@ func (m *middleware) checkDPoP(r *http.Request, scheme, tok string, c *Claims) *
 	if p.Thumbprint != c.DPoPKey {
 		return fail("invalid_token", errors.New("DPoP proof from another key"))
 	}
+	// Only now, with the token's signature and its key binding checked, may
+	// the proof take a place in the replay cache.
+	if err := m.iss.consumeDPoP(p); err != nil {
+		return fail("invalid_dpop_proof", err)
+	}
 	return nil
 }
 

@@ -107,7 +107,7 @@ func (iss *Issuer) parseRefresh(tok string) (refreshClaims, error) {
 		return rc, tokenErr(ErrInvalidToken, "not a refresh token")
 	}
 	var raw [maxRefreshLen]byte
-	n, err := b64.Strict().Decode(raw[:], []byte(tok[len(refreshPrefix):]))
+	n, err := decodeB64Into(raw[:], tok[len(refreshPrefix):])
 	if err != nil {
 		return rc, tokenErr(ErrInvalidToken, "refresh token is not base64url")
 	}
@@ -173,6 +173,12 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	if err != nil {
 		return nil, err
 	}
+	if o.proof != nil {
+		// The application has authenticated the user before calling Issue.
+		if err := iss.consumeDPoP(o.proof); err != nil {
+			return nil, err
+		}
+	}
 	now := iss.now()
 	var sid [sessionIDLen]byte
 	seed := make([]byte, seedLen)
@@ -237,12 +243,29 @@ func (iss *Issuer) usable(s *Session, now time.Time, o *callOptions) error {
 		return tokenErr(ErrExpired, "session lifetime over")
 	case !now.Before(s.RotatedAt.Add(iss.cfg.IdleTTL)):
 		return tokenErr(ErrExpired, "session idle too long")
+	}
+	return checkBindings(s, o)
+}
+
+// checkBindings refuses a request that is not from the client, or has no
+// proof from the DPoP key, that the session is bound to.
+func checkBindings(s *Session, o *callOptions) error {
+	switch {
 	case s.ClientID != "" && o.clientID != s.ClientID:
 		return tokenErr(ErrInvalidToken, "session bound to another client")
 	case s.DPoPKey != "" && o.dpop != s.DPoPKey:
 		return tokenErr(ErrInvalidToken, "session bound to another DPoP key")
 	}
 	return nil
+}
+
+// consumeProof consumes the request's DPoP proof if it is from the key the
+// session is bound to; the caller has verified the session's token.
+func (iss *Issuer) consumeProof(s *Session, o *callOptions) error {
+	if o.proof == nil || s.DPoPKey == "" || o.proof.Thumbprint != s.DPoPKey {
+		return nil // no proof, an unbound session, or refused by checkBindings
+	}
+	return iss.consumeDPoP(o.proof)
 }
 
 // maxRaces bounds how often one Rotate re-reads a session after losing a
@@ -258,9 +281,11 @@ const maxRaces = 8
 //     ErrExpired;
 //   - the current token advances the session by one generation (an atomic
 //     compare-and-swap in the store) and returns its successor;
-//   - the previous token, presented within Config.Grace of the rotation and
-//     at most Config.MaxGraceUses times, returns the same successor: racing
-//     tabs and clients that lost a response are not logged out;
+//   - the previous token, presented within Config.Grace of the rotation,
+//     returns the same successor: racing tabs and clients that lost a
+//     response are not logged out, however many there are. With
+//     Config.MaxGraceUses set, retries past it are ErrInvalidToken and
+//     revoke nothing;
 //   - any other earlier token is reuse: the session (only this one) is
 //     revoked and Rotate returns ErrReused.
 //
@@ -271,6 +296,9 @@ func (iss *Issuer) Rotate(ctx context.Context, refreshToken string, opts ...Opti
 	o := collect(opts)
 	rc, s, err := iss.verifyRefresh(ctx, refreshToken)
 	if err != nil {
+		return nil, err
+	}
+	if err := iss.consumeProof(s, &o); err != nil {
 		return nil, err
 	}
 	now := iss.now()
@@ -301,7 +329,9 @@ func (iss *Issuer) Rotate(ctx context.Context, refreshToken string, opts ...Opti
 				return iss.pair(s, rc.sid[:], scope, claims, now)
 			}
 		} else {
-			err = iss.store.UseGrace(ctx, s.ID, head, iss.maxGrace)
+			if iss.maxGrace > 0 {
+				err = iss.store.UseGrace(ctx, s.ID, head, iss.maxGrace)
+			}
 			if err == nil {
 				iss.emit(ctx, Event{Kind: EventGrace, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
 				return iss.pair(s, rc.sid[:], scope, claims, now)
@@ -322,8 +352,9 @@ func (iss *Issuer) Rotate(ctx context.Context, refreshToken string, opts ...Opti
 			return nil, storeErr("get", err)
 		}
 		if rc.gen != head && fresh.Generation == head && !fresh.Revoked() {
-			// The grace retries of this rotation are used up.
-			return nil, iss.reuse(ctx, fresh, rc.gen, now)
+			// The grace retries of this rotation are used up. Refuse this
+			// one, but do not revoke: it is still within the window.
+			return nil, tokenErr(ErrInvalidToken, "grace retries of this rotation used up")
 		}
 		s = fresh
 	}
@@ -378,28 +409,51 @@ func (iss *Issuer) reuse(ctx context.Context, s *Session, gen uint64, now time.T
 
 // Revoke ends the session of a refresh token (RFC 7009): its refresh tokens
 // stop working at once, and so do its access tokens when
-// Config.CheckSession is on. A malformed, forged or unknown token returns an
-// error wrapping ErrInvalidToken and revokes nothing; so does the token of a
-// session bound to a client (WithClientID at Issue) unless the same
-// WithClientID is given here. Revoking a revoked session is not an error.
+// Config.CheckSession is on. It honours the same bindings as Rotate: a
+// malformed, forged or unknown token, the token of a session bound to a
+// client (WithClientID at Issue) without the same WithClientID here, and the
+// token of a DPoP-bound session without a proof from its key
+// (WithDPoPProof) return an error wrapping ErrInvalidToken and revoke
+// nothing. Revoking a revoked session is not an error.
 func (iss *Issuer) Revoke(ctx context.Context, refreshToken string, opts ...Option) error {
 	_, s, err := iss.verifyRefresh(ctx, refreshToken)
 	if err != nil {
 		return err
 	}
-	if o := collect(opts); s.ClientID != "" && o.clientID != s.ClientID {
-		return tokenErr(ErrInvalidToken, "session bound to another client")
+	return iss.revokeBound(ctx, s, collect(opts))
+}
+
+// revokeBound revokes the session of a verified token if the request meets
+// the session's client and DPoP bindings.
+func (iss *Issuer) revokeBound(ctx context.Context, s *Session, o callOptions) error {
+	if err := checkBindings(s, &o); err != nil {
+		return err
+	}
+	if err := iss.consumeProof(s, &o); err != nil {
+		return err
 	}
 	return iss.revoke(ctx, s.ID, s.Subject, "revoked")
 }
 
-// revokeAccess ends the session of a valid access token.
-func (iss *Issuer) revokeAccess(ctx context.Context, accessToken string) error {
+// revokeAccess ends the session of a valid access token, under the same
+// bindings as Revoke. The token must also be bound to the proof's key if it
+// names one (cnf.jkt).
+func (iss *Issuer) revokeAccess(ctx context.Context, accessToken string, o callOptions) error {
 	c, err := iss.verifyAccess(accessToken)
 	if err != nil {
 		return err
 	}
-	return iss.revoke(ctx, c.SessionID, c.Subject, "revoked")
+	if c.DPoPKey != "" && o.dpop != c.DPoPKey {
+		return tokenErr(ErrInvalidToken, "access token bound to another DPoP key")
+	}
+	s, err := iss.store.Get(ctx, c.SessionID)
+	if errors.Is(err, ErrSessionNotFound) {
+		return tokenErr(ErrInvalidToken, "unknown session")
+	}
+	if err != nil {
+		return storeErr("get", err)
+	}
+	return iss.revokeBound(ctx, s, o)
 }
 
 // RevokeSession ends the session with the id (from Claims.SessionID or

@@ -358,7 +358,12 @@ func TestR6_GraceOnlyParentAndBounded(t *testing.T) {
 		require.NoError(t, err, "grace retry %d", i+1)
 	}
 	_, err = e2.iss.Rotate(bg, q0.RefreshToken)
-	require.ErrorIs(t, err, refresh.ErrReused, "a third retry exceeds MaxGraceUses")
+	require.ErrorIs(t, err, refresh.ErrInvalidToken, "a third retry exceeds MaxGraceUses")
+	require.NotErrorIs(t, err, refresh.ErrReused)
+	assert.False(t, e2.session(t, q0.SessionID).Revoked(), "refused within the window, but not revoked")
+	e2.clock.Add(time.Minute + time.Nanosecond)
+	_, err = e2.iss.Rotate(bg, q0.RefreshToken)
+	require.ErrorIs(t, err, refresh.ErrReused, "after the window the parent is reuse")
 	assert.True(t, e2.session(t, q0.SessionID).Revoked())
 }
 

@@ -46,7 +46,7 @@ type memID struct {
 func parseMemID(id string) memID {
 	var k memID
 	if len(id) == b64.EncodedLen(sessionIDLen) {
-		if n, err := b64.Strict().Decode(k.fixed[:], []byte(id)); err == nil && n == sessionIDLen {
+		if n, err := decodeB64Into(k.fixed[:], id); err == nil && n == sessionIDLen {
 			k.isFixed = true
 			return k
 		}

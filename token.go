@@ -97,6 +97,45 @@ func encodeClaims(m map[string]any) ([]byte, error) {
 
 var b64 = base64.RawURLEncoding
 
+// b64Alphabet marks the bytes of the base64url alphabet (RFC 4648 §5).
+var b64Alphabet = func() (t [256]bool) {
+	for _, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_" {
+		t[c] = true
+	}
+	return t
+}()
+
+// isB64URL reports whether every byte of s is in the base64url alphabet.
+func isB64URL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !b64Alphabet[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+var errNotB64URL = errors.New("not canonical unpadded base64url")
+
+// decodeB64 decodes canonical unpadded base64url. Every byte outside the
+// alphabet is refused before decoding: Go's decoders skip '\r' and '\n' even
+// in Strict mode, which would give one token many spellings (each passing
+// every check, each taking its own cache slot).
+func decodeB64(s string) ([]byte, error) {
+	if !isB64URL(s) {
+		return nil, errNotB64URL
+	}
+	return b64.Strict().DecodeString(s)
+}
+
+// decodeB64Into is decodeB64 into dst, which must be large enough.
+func decodeB64Into(dst []byte, s string) (int, error) {
+	if !isB64URL(s) {
+		return 0, errNotB64URL
+	}
+	return b64.Strict().Decode(dst, []byte(s))
+}
+
 // accessInput is what one access token says.
 type accessInput struct {
 	subject, clientID, sessionID string
@@ -239,13 +278,13 @@ func (iss *Issuer) verifyAccess(token string) (*Claims, error) {
 	if !ok || strings.IndexByte(sigB64, '.') >= 0 {
 		return nil, tokenErr(ErrInvalidToken, "not a JWS compact serialization")
 	}
-	hdrJSON, err := b64.Strict().DecodeString(hdrB64)
+	hdrJSON, err := decodeB64(hdrB64)
 	if err != nil {
 		return nil, tokenErr(ErrInvalidToken, "header is not base64url")
 	}
 	var alg, kid, typ string
 	var hasKid, hasTyp, hasAlg bool
-	err = walkObject(hdrJSON, func(name []byte, v json.RawMessage) (err error) {
+	err = walkObjectMax(hdrJSON, maxHeaderMembers, func(name []byte, v json.RawMessage) (err error) {
 		switch string(name) {
 		case "alg":
 			alg, err = stringValue(v)
@@ -283,7 +322,7 @@ func (iss *Issuer) verifyAccess(token string) (*Claims, error) {
 	if !hasTyp || !(strings.EqualFold(typ, "at+jwt") || strings.EqualFold(typ, "application/at+jwt")) {
 		return nil, tokenErr(ErrInvalidToken, "typ is not at+jwt")
 	}
-	sig, err := b64.Strict().DecodeString(sigB64)
+	sig, err := decodeB64(sigB64)
 	if err != nil {
 		return nil, tokenErr(ErrInvalidToken, "signature is not base64url")
 	}
@@ -291,7 +330,7 @@ func (iss *Issuer) verifyAccess(token string) (*Claims, error) {
 	if !k.verifySig(signed, sig) {
 		return nil, tokenErr(ErrInvalidToken, "bad signature")
 	}
-	payload, err := b64.Strict().DecodeString(payB64)
+	payload, err := decodeB64(payB64)
 	if err != nil {
 		return nil, tokenErr(ErrInvalidToken, "payload is not base64url")
 	}

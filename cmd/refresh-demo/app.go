@@ -113,13 +113,13 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers) http.Handler {
 			return
 		}
 		// A client holding a DPoP key (RFC 9449) gets a session bound to it.
-		jkt, err := h.DPoPThumbprint(r)
+		proof, err := h.DPoPProof(r)
 		if err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_dpop_proof"})
 			return
 		}
 		opts := []refresh.Option{
-			refresh.WithDPoP(jkt),
+			refresh.WithDPoPProof(proof),
 			refresh.WithScope("profile", "sessions"),
 			refresh.WithClaims(map[string]any{"roles": u.roles}),
 			refresh.WithMeta(map[string]string{"user_agent": truncate(r.UserAgent(), 200), "ip": r.RemoteAddr}),

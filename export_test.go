@@ -1,0 +1,19 @@
+package refresh
+
+// Hooks for the external tests (package refresh_test) into internals that
+// cannot be reached through the API.
+
+// SetDPoPReplayBounds lowers the replay cache's bounds, so that a test can
+// reach them with a few hundred proofs instead of a million.
+func SetDPoPReplayBounds(iss *Issuer, max, perKey int) {
+	iss.dpopSeen.mu.Lock()
+	defer iss.dpopSeen.mu.Unlock()
+	iss.dpopSeen.max, iss.dpopSeen.perKey = max, perKey
+}
+
+// DPoPReplayLen is how many proofs the replay cache holds.
+func DPoPReplayLen(iss *Issuer) int {
+	iss.dpopSeen.mu.Lock()
+	defer iss.dpopSeen.mu.Unlock()
+	return len(iss.dpopSeen.cur.seen) + len(iss.dpopSeen.prev.seen)
+}

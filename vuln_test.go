@@ -1,0 +1,491 @@
+package refresh_test
+
+// Regression tests for the holes an adversarial review found (issue 9), each
+// written the way the attacker would try it: through real HTTP where the
+// attack is over the wire. Every one of them failed before its fix.
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"math/big"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	"github.com/refreshkit/refresh"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
+)
+
+// clientAuth knows one confidential client ("conf", secret "s3cret") and one
+// public client ("pub"); "broken" makes the client database fail.
+func clientAuth(_ context.Context, c refresh.ClientCredentials) error {
+	switch c.ID {
+	case "conf":
+		if c.Method != refresh.ClientAuthNone && subtle.ConstantTimeCompare([]byte(c.Secret), []byte("s3cret")) == 1 {
+			return nil
+		}
+	case "pub":
+		if c.Method == refresh.ClientAuthNone {
+			return nil
+		}
+	case "broken":
+		return errors.New("client database unreachable")
+	}
+	return refresh.ErrInvalidClient
+}
+
+func basic(id, secret string) map[string]string {
+	return map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id)+":"+url.QueryEscape(secret)))}
+}
+
+// 1 (HIGH): with ClientAuth set, a stolen refresh token of a confidential
+// client's session could be refreshed and revoked by naming the client in
+// the body without any secret, or with a wrong client_secret.
+func TestVuln1_ClientAuthBypass(t *testing.T) {
+	e := newEnv(t)
+	var faults []error
+	var mu sync.Mutex
+	srv, _ := e.server(t, refresh.HandlerConfig{ClientAuth: clientAuth, OnError: func(_ *http.Request, err error) {
+		mu.Lock()
+		faults = append(faults, err)
+		mu.Unlock()
+	}})
+	p := e.issue(t, "alice", refresh.WithClientID("conf"))
+
+	refused := func(name string, status int, code string, form url.Values, hdr map[string]string) {
+		t.Helper()
+		r := postForm(t, nil, srv.URL+"/token", form, hdr)
+		assert.Equal(t, status, r.status, name)
+		assert.Equal(t, code, r.body["error"], name)
+		if status == 401 {
+			assert.Equal(t, `Basic realm="token"`, r.header.Get("WWW-Authenticate"), name)
+		}
+		s := e.session(t, p.SessionID)
+		require.Equal(t, uint64(0), s.Generation, "%s: nothing rotated", name)
+		require.False(t, s.Revoked(), "%s: nothing revoked", name)
+	}
+	tok := p.RefreshToken
+	refused("bare client_id of a confidential client", 401, "invalid_client", refreshForm(tok, "client_id", "conf"), nil)
+	refused("no client at all", 401, "invalid_client", refreshForm(tok), nil)
+	refused("wrong client_secret_post", 401, "invalid_client", refreshForm(tok, "client_id", "conf", "client_secret", "guess"), nil)
+	refused("empty client_secret_post", 401, "invalid_client", refreshForm(tok, "client_id", "conf", "client_secret", ""), nil)
+	refused("wrong Basic secret", 401, "invalid_client", refreshForm(tok), basic("conf", "guess"))
+	refused("Basic for another client", 401, "invalid_client", refreshForm(tok), basic("pub", ""))
+	refused("another scheme", 401, "invalid_client", refreshForm(tok, "client_id", "conf"), map[string]string{"Authorization": "Bearer " + p.AccessToken})
+	refused("two methods at once", 400, "invalid_request", refreshForm(tok, "client_secret", "s3cret"), basic("conf", "s3cret"))
+	refused("Basic and another client_id", 400, "invalid_request", refreshForm(tok, "client_id", "pub"), basic("conf", "s3cret"))
+	refused("the client database fails", 503, "temporarily_unavailable", refreshForm(tok, "client_id", "broken"), nil)
+	mu.Lock()
+	require.Len(t, faults, 1, "a fault of ClientAuth reaches OnError")
+	mu.Unlock()
+	// The public client authenticates, but the session is not its own.
+	refused("another, public, client", 400, "invalid_grant", refreshForm(tok, "client_id", "pub"), nil)
+
+	// The right secret works with each method, through x/oauth2 too.
+	r := postForm(t, nil, srv.URL+"/token", refreshForm(tok, "client_id", "conf", "client_secret", "s3cret"), nil)
+	require.Equal(t, 200, r.status, r.raw)
+	r = postForm(t, nil, srv.URL+"/token", refreshForm(r.body["refresh_token"].(string)), basic("conf", "s3cret"))
+	require.Equal(t, 200, r.status, r.raw)
+	for _, style := range []oauth2.AuthStyle{oauth2.AuthStyleInParams, oauth2.AuthStyleInHeader} {
+		for _, secret := range []string{"s3cret", "guess", ""} {
+			q := e.issue(t, "alice", refresh.WithClientID("conf"))
+			conf := &oauth2.Config{ClientID: "conf", ClientSecret: secret, Endpoint: oauth2.Endpoint{TokenURL: srv.URL + "/token", AuthStyle: style}}
+			_, err := conf.TokenSource(bg, &oauth2.Token{RefreshToken: q.RefreshToken, Expiry: time.Now().Add(-time.Minute)}).Token()
+			if secret == "s3cret" {
+				require.NoError(t, err, "style %v", style)
+				continue
+			}
+			var re *oauth2.RetrieveError
+			require.ErrorAs(t, err, &re, "style %v secret %q", style, secret)
+			assert.Equal(t, "invalid_client", re.ErrorCode)
+			assert.Equal(t, 401, re.Response.StatusCode)
+			assert.Equal(t, uint64(0), e.session(t, q.SessionID).Generation)
+		}
+	}
+	// A public client with no secret is the application's to allow.
+	pub := e.issue(t, "bob", refresh.WithClientID("pub"))
+	conf := &oauth2.Config{ClientID: "pub", Endpoint: oauth2.Endpoint{TokenURL: srv.URL + "/token", AuthStyle: oauth2.AuthStyleInParams}}
+	_, err := conf.TokenSource(bg, &oauth2.Token{RefreshToken: pub.RefreshToken, Expiry: time.Now().Add(-time.Minute)}).Token()
+	require.NoError(t, err)
+
+	// Revocation authenticates the client the same way.
+	v := e.issue(t, "alice", refresh.WithClientID("conf"))
+	for name, c := range map[string]struct {
+		form url.Values
+		hdr  map[string]string
+	}{
+		"bare client_id":          {url.Values{"token": {v.RefreshToken}, "client_id": {"conf"}}, nil},
+		"wrong secret (post)":     {url.Values{"token": {v.RefreshToken}, "client_id": {"conf"}, "client_secret": {"x"}}, nil},
+		"wrong secret (Basic)":    {url.Values{"token": {v.RefreshToken}}, basic("conf", "x")},
+		"access token, no secret": {url.Values{"token": {v.AccessToken}, "client_id": {"conf"}}, nil},
+	} {
+		r := postForm(t, nil, srv.URL+"/revoke", c.form, c.hdr)
+		assert.Equal(t, 401, r.status, name)
+		assert.Equal(t, "invalid_client", r.body["error"], name)
+		require.False(t, e.session(t, v.SessionID).Revoked(), name)
+	}
+	r = postForm(t, nil, srv.URL+"/revoke", url.Values{"token": {v.RefreshToken}}, basic("conf", "s3cret"))
+	require.Equal(t, 200, r.status)
+	assert.True(t, e.session(t, v.SessionID).Revoked())
+
+	// Without ClientAuth, a secret nobody checks is refused, not ignored.
+	plain := newEnv(t)
+	psrv, _ := plain.server(t, refresh.HandlerConfig{})
+	w := plain.issue(t, "alice", refresh.WithClientID("conf"))
+	r = postForm(t, nil, psrv.URL+"/token", refreshForm(w.RefreshToken, "client_id", "conf", "client_secret", "anything"), nil)
+	assert.Equal(t, 401, r.status)
+	r = postForm(t, nil, psrv.URL+"/token", refreshForm(w.RefreshToken), basic("conf", "anything"))
+	assert.Equal(t, 401, r.status)
+	assert.Equal(t, uint64(0), plain.session(t, w.SessionID).Generation)
+}
+
+// 2 (MEDIUM): proofs made with any key were recorded before the refresh
+// token was looked at, so an unauthenticated client could fill the replay
+// cache and lock every DPoP client out.
+func TestVuln2_DPoPReplayCacheExhaustion(t *testing.T) {
+	e := newEnv(t)
+	refresh.SetDPoPReplayBounds(e.iss, 100, 40)
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	alice, mallory := newDPoPClient(t), newDPoPClient(t)
+	proof := func(c *dpopClient, path, at string) map[string]string {
+		return map[string]string{"DPoP": c.proof("POST", srv.URL+path, at, e.clock.Now())}
+	}
+	p := e.issue(t, "alice", refresh.WithDPoP(alice.thumbprint))
+	m := e.issue(t, "mallory", refresh.WithDPoP(mallory.thumbprint))
+	// A forged token naming alice's real session (its id is in every access
+	// token's sid claim) must not count as authenticated either.
+	forged := []byte(p.RefreshToken)
+	forged[len(forged)-2] ^= 1
+
+	// The flood: more valid proofs than the cache holds, each with a token
+	// the attacker does not have.
+	for i := 0; i < 150; i++ {
+		r := postForm(t, nil, srv.URL+"/token", refreshForm("rt_junk"), proof(mallory, "/token", ""))
+		require.Equal(t, 400, r.status)
+		r = postForm(t, nil, srv.URL+"/token", refreshForm(string(forged)), proof(mallory, "/token", ""))
+		require.Equal(t, 400, r.status)
+		r = postForm(t, nil, srv.URL+"/revoke", url.Values{"token": {"rt_junk"}}, proof(mallory, "/revoke", ""))
+		require.Equal(t, 200, r.status)
+	}
+	assert.Equal(t, 0, refresh.DPoPReplayLen(e.iss), "unauthenticated proofs take no place in the cache")
+
+	// Legitimate clients are unaffected, and a replay is still a replay.
+	hdr := proof(alice, "/token", "")
+	r := postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), hdr)
+	require.Equal(t, 200, r.status, r.raw)
+	next := r.body["refresh_token"].(string)
+	r = postForm(t, nil, srv.URL+"/token", refreshForm(next), hdr)
+	assert.Equal(t, "invalid_grant", r.body["error"], "the same proof again is a replay")
+	assert.False(t, e.session(t, p.SessionID).Revoked(), "a replayed proof revokes nothing")
+
+	// An authenticated client flooding with its own key reaches only its
+	// own bound, not everyone's.
+	tok := m.RefreshToken
+	refusedAt := -1
+	for i := 0; i < 50 && refusedAt < 0; i++ {
+		r := postForm(t, nil, srv.URL+"/token", refreshForm(tok), proof(mallory, "/token", ""))
+		if r.status != 200 {
+			refusedAt = i
+			break
+		}
+		tok = r.body["refresh_token"].(string)
+	}
+	assert.Equal(t, 40, refusedAt, "one key holds at most its own bound")
+	r = postForm(t, nil, srv.URL+"/token", refreshForm(next), proof(alice, "/token", ""))
+	require.Equal(t, 200, r.status, "alice still refreshes: %s", r.raw)
+	at := r.body["access_token"].(string)
+
+	// The middleware records a proof only for a valid token bound to its key.
+	before := refresh.DPoPReplayLen(e.iss)
+	for i := 0; i < 20; i++ {
+		resp := get(t, srv.URL+"/me", map[string][]string{
+			"Authorization": {"DPoP " + p.AccessToken[:len(p.AccessToken)-4] + "AAAA"},
+			"DPoP":          {mallory.proof("GET", srv.URL+"/me", p.AccessToken, e.clock.Now())},
+		})
+		require.Equal(t, 401, resp.StatusCode)
+	}
+	assert.Equal(t, before, refresh.DPoPReplayLen(e.iss))
+	me := map[string][]string{"Authorization": {"DPoP " + at}, "DPoP": {alice.proof("GET", srv.URL+"/me", at, e.clock.Now())}}
+	assert.Equal(t, 200, get(t, srv.URL+"/me", me).StatusCode)
+	assert.Equal(t, 401, get(t, srv.URL+"/me", me).StatusCode, "a replayed proof at the middleware")
+}
+
+// 3: with grace on, a burst of more racers than MaxGraceUses revoked the
+// session: the multi-tab logout storm grace exists to prevent.
+func TestVuln3_GraceBurstRevokesSession(t *testing.T) {
+	for _, racers := range []int{32, 64} {
+		e := newEnv(t, func(c *refresh.Config) { c.Grace = 10 * time.Second })
+		srv, _ := e.server(t, refresh.HandlerConfig{})
+		p := e.issue(t, "alice")
+		replies := raceHTTP(t, srv.URL+"/token", refreshForm(p.RefreshToken), racers)
+		for i, r := range replies {
+			require.Equal(t, 200, r.status, "racer %d of %d: %s", i, racers, r.raw)
+			require.Equal(t, replies[0].body["refresh_token"], r.body["refresh_token"], "racer %d: every racer gets the same successor", i)
+		}
+		s := e.session(t, p.SessionID)
+		assert.False(t, s.Revoked())
+		assert.Equal(t, uint64(1), s.Generation)
+	}
+
+	// With a bound configured, the excess is refused, and still nothing is
+	// revoked.
+	e := newEnv(t, func(c *refresh.Config) { c.Grace = 10 * time.Second; c.MaxGraceUses = 3 })
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	p := e.issue(t, "alice")
+	ok := 0
+	var successor any
+	for i, r := range raceHTTP(t, srv.URL+"/token", refreshForm(p.RefreshToken), 64) {
+		switch r.status {
+		case 200:
+			ok++
+			if successor == nil {
+				successor = r.body["refresh_token"]
+			}
+			require.Equal(t, successor, r.body["refresh_token"], "racer %d", i)
+		default:
+			require.Equal(t, "invalid_grant", r.body["error"], "racer %d", i)
+		}
+	}
+	assert.Equal(t, 4, ok, "one rotation and three grace retries")
+	assert.False(t, e.session(t, p.SessionID).Revoked())
+	r := postForm(t, nil, srv.URL+"/token", refreshForm(successor.(string)), nil)
+	assert.Equal(t, 200, r.status, "the session goes on")
+}
+
+// raceHTTP posts form to u from n goroutines released together.
+func raceHTTP(t *testing.T, u string, form url.Values, n int) []reply {
+	out := make([]reply, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			req, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			out[i] = do(t, nil, req)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return out
+}
+
+// 4: /revoke with an access token ignored the session's client, and a
+// DPoP-bound token revoked its session without any proof.
+func TestVuln4_RevocationIgnoresBindings(t *testing.T) {
+	e := newEnv(t)
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	revoke := func(tok string, hdr map[string]string, kv ...string) {
+		t.Helper()
+		form := url.Values{"token": {tok}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			form.Set(kv[i], kv[i+1])
+		}
+		r := postForm(t, nil, srv.URL+"/revoke", form, hdr)
+		require.Equal(t, 200, r.status, r.raw)
+	}
+
+	bound := e.issue(t, "alice", refresh.WithClientID("app"))
+	for _, tok := range []string{bound.AccessToken, bound.RefreshToken} {
+		revoke(tok, nil, "client_id", "other")
+		revoke(tok, nil)
+		require.False(t, e.session(t, bound.SessionID).Revoked(), "a foreign client never revokes a bound family")
+	}
+	revoke(bound.AccessToken, nil, "client_id", "app")
+	assert.True(t, e.session(t, bound.SessionID).Revoked())
+
+	alice, mallory := newDPoPClient(t), newDPoPClient(t)
+	hdr := func(c *dpopClient) map[string]string {
+		return map[string]string{"DPoP": c.proof("POST", srv.URL+"/revoke", "", e.clock.Now())}
+	}
+	d := e.issue(t, "alice", refresh.WithDPoP(alice.thumbprint))
+	for _, tok := range []string{d.AccessToken, d.RefreshToken} {
+		revoke(tok, nil)
+		revoke(tok, hdr(mallory))
+		require.False(t, e.session(t, d.SessionID).Revoked(), "no proof from the bound key, no revocation")
+	}
+	r := postForm(t, nil, srv.URL+"/revoke", url.Values{"token": {d.RefreshToken}}, map[string]string{"DPoP": "garbage"})
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "invalid_dpop_proof", r.body["error"])
+	revoke(d.RefreshToken, hdr(alice))
+	assert.True(t, e.session(t, d.SessionID).Revoked())
+
+	d2 := e.issue(t, "alice", refresh.WithDPoP(alice.thumbprint))
+	revoke(d2.AccessToken, hdr(alice))
+	assert.True(t, e.session(t, d2.SessionID).Revoked(), "a bound access token with its proof")
+
+	// The API honours the same bindings.
+	d3 := e.issue(t, "alice", refresh.WithDPoP(alice.thumbprint))
+	require.ErrorIs(t, e.iss.Revoke(bg, d3.RefreshToken), refresh.ErrInvalidToken)
+	assert.False(t, e.session(t, d3.SessionID).Revoked())
+}
+
+// blockingStore holds the first Get of an armed session id after reading it,
+// until released: a read that races a revocation, made deterministic.
+type blockingStore struct {
+	*refresh.MemoryStore
+	mu      sync.Mutex
+	armed   string
+	read    chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingStore) arm(id string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.armed, b.read, b.release = id, make(chan struct{}), make(chan struct{})
+}
+
+func (b *blockingStore) Get(ctx context.Context, id string) (*refresh.Session, error) {
+	s, err := b.MemoryStore.Get(ctx, id)
+	b.mu.Lock()
+	hold := b.armed == id
+	if hold {
+		b.armed = ""
+	}
+	read, release := b.read, b.release
+	b.mu.Unlock()
+	if hold {
+		close(read)
+		<-release
+	}
+	return s, err
+}
+
+// 5: a Verify that read the session before a concurrent revocation cached
+// it as live afterwards, so the revoking instance accepted the revoked
+// session's access tokens for SessionCheckTTL.
+func TestVuln5_RevokedSessionRecached(t *testing.T) {
+	st := &blockingStore{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	e := newEnv(t, func(c *refresh.Config) {
+		c.Store = st
+		c.CheckSession = true
+		c.SessionCheckTTL = time.Hour
+	})
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	p := e.issue(t, "alice")
+
+	st.arm(p.SessionID)
+	done := make(chan int)
+	go func() {
+		resp, err := http.DefaultClient.Do(mustRequest(t, srv.URL+"/me", p.AccessToken))
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	<-st.read // the middleware has read the live session...
+	released := false
+	defer func() {
+		if !released {
+			close(st.release)
+		}
+	}()
+	r := postForm(t, nil, srv.URL+"/revoke", url.Values{"token": {p.RefreshToken}}, nil)
+	require.Equal(t, 200, r.status) // ...and the session is revoked meanwhile
+	s, err := st.MemoryStore.Get(bg, p.SessionID)
+	require.NoError(t, err)
+	require.True(t, s.Revoked())
+	close(st.release)
+	released = true
+	assert.Equal(t, 200, <-done, "the racing request read the session before the revocation")
+	assert.Equal(t, 401, get(t, srv.URL+"/me", bearer(p.AccessToken)).StatusCode, "revoked at once on the revoking instance")
+}
+
+func mustRequest(t *testing.T, u, tok string) *http.Request {
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	return req
+}
+
+// 6: Go's base64 decoders skip CR and LF even in Strict mode, so tokens
+// with line breaks inserted still verified, each a new spelling.
+func TestVuln6_LineBreaksInTokens(t *testing.T) {
+	e := newEnv(t)
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	p := e.issue(t, "alice")
+	for _, brk := range []string{"\r\n", "\n", "\r"} {
+		for _, at := range []int{3, 10, len(p.RefreshToken) - 1} {
+			bent := p.RefreshToken[:at] + brk + p.RefreshToken[at:]
+			r := postForm(t, nil, srv.URL+"/token", refreshForm(bent), nil)
+			require.Equal(t, 400, r.status, "%q at %d", brk, at)
+			assert.Equal(t, "invalid_grant", r.body["error"])
+			_ = postForm(t, nil, srv.URL+"/revoke", url.Values{"token": {bent}}, nil)
+			_, err := e.iss.Verify(bg, p.AccessToken[:len(p.AccessToken)-at]+brk+p.AccessToken[len(p.AccessToken)-at:])
+			require.ErrorIs(t, err, refresh.ErrInvalidToken)
+		}
+	}
+	s := e.session(t, p.SessionID)
+	require.Equal(t, uint64(0), s.Generation, "no bent token rotated the session")
+	require.False(t, s.Revoked(), "no bent token revoked it")
+	r := postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
+	require.Equal(t, 200, r.status, "the real token still rotates once, not as reuse")
+
+	// DPoP proofs too.
+	c := newDPoPClient(t)
+	proof := c.proof("GET", "https://api.example.com/me", "", e.clock.Now())
+	dot := strings.LastIndexByte(proof, '.')
+	_, err := e.iss.VerifyDPoPProof(proof[:dot+5]+"\n"+proof[dot+5:], "GET", "https://api.example.com/me", "")
+	require.ErrorIs(t, err, refresh.ErrInvalidToken)
+}
+
+// 7: work before any signature check was unbounded: a quadratic duplicate
+// check over thousands of header members, and DPoP proofs with huge RSA
+// keys or exponents. (BenchmarkWorstCase shows the costs stay in line.)
+func TestVuln7_PreAuthWorkBounded(t *testing.T) {
+	e := newEnv(t)
+	h := goodHeader()
+	for i := range 40 {
+		h["x"+string(rune('a'+i%26))+strings.Repeat("y", i/26)] = i
+	}
+	e.refused(t, forgeHS(h, e.goodClaims(), hsSecret), "a header of 43 members")
+	h = goodHeader()
+	for i := range 28 {
+		h["m"+string(rune('a'+i%26))+strings.Repeat("z", i/26)] = i
+	}
+	tok := forgeHS(h, e.goodClaims(), hsSecret)
+	_, err := e.iss.Verify(bg, tok)
+	require.NoError(t, err, "31 members are fine")
+	hdr, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[0])
+	dup := base64.RawURLEncoding.EncodeToString(append(hdr[:len(hdr)-1], []byte(`,"mz":1}`)...))
+	e.refused(t, dup+tok[strings.IndexByte(tok, '.'):], "a duplicate past the 16th member")
+
+	// DPoP keys: RSA from 2048 to 4096 bits, exponent at most 2^32-1.
+	rsaProof := func(bits int, exp int) string {
+		n, _ := rand.Prime(rand.Reader, bits/2)
+		m, _ := rand.Prime(rand.Reader, bits-bits/2)
+		pub := &rsa.PublicKey{N: new(big.Int).Mul(n, m), E: exp}
+		k, err := jwk.Import(pub)
+		require.NoError(t, err)
+		b, _ := k.(interface{ MarshalJSON() ([]byte, error) }).MarshalJSON()
+		hd := `{"typ":"dpop+jwt","alg":"RS256","jwk":` + string(b) + `}`
+		cl := `{"jti":"x","htm":"GET","htu":"https://api.example.com/me","iat":` + jsonNumber(e.clock.Now().Unix()) + `}`
+		sig := make([]byte, bits/8)
+		return base64.RawURLEncoding.EncodeToString([]byte(hd)) + "." + base64.RawURLEncoding.EncodeToString([]byte(cl)) + "." + base64.RawURLEncoding.EncodeToString(sig)
+	}
+	for name, proof := range map[string]string{
+		"4160-bit modulus":     rsaProof(4160, 65537),
+		"exponent over 2^32-1": rsaProof(2048, 1<<33+1),
+	} {
+		_, err := e.iss.VerifyDPoPProof(proof, "GET", "https://api.example.com/me", "")
+		require.ErrorIs(t, err, refresh.ErrInvalidToken, name)
+		assert.Contains(t, err.Error(), "RSA key size or exponent", name)
+	}
+	_, err = e.iss.VerifyDPoPProof(rsaProof(2048, 65537), "GET", "https://api.example.com/me", "")
+	assert.Contains(t, err.Error(), "bad signature", "an ordinary RSA key gets as far as the signature")
+}
