@@ -15,8 +15,9 @@
 // [ClaimsFromContext], [RequireScope] and [RequireRole]. [NewHandlers]
 // serves the refresh grant (RFC 6749 §6), token revocation (RFC 7009) and the
 // JWKS document, with an optional cookie mode for browser apps. Sessions can
-// be bound to a client's DPoP key (RFC 9449, [WithDPoP]), so that stolen
-// tokens are useless without it.
+// be bound to a client's DPoP key (RFC 9449, [WithDPoPProof]), so that stolen
+// tokens are useless without it, and confidential clients are authenticated
+// on every request by [HandlerConfig].ClientAuth.
 //
 // # Sessions and the store
 //
@@ -40,7 +41,7 @@
 //
 // Expected outcomes are sentinel errors, compared with errors.Is:
 // [ErrInvalidToken], [ErrExpired], [ErrRevoked], [ErrReused],
-// [ErrInvalidScope], [ErrRefused]; a [*TokenError] carries a fixed reason for
+// [ErrInvalidScope], [ErrRefused], [ErrInvalidClient]; a [*TokenError] carries a fixed reason for
 // logs. [IsClientError] tells them from system faults such as a failing
 // store, which are wrapped with their cause. HTTP handlers never write error
 // text to clients.

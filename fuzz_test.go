@@ -1,6 +1,7 @@
 package refresh_test
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -127,6 +128,7 @@ func FuzzRefreshForm(f *testing.F) {
 	e := newEnv(f)
 	p := e.issue(f, "alice", refresh.WithScope("read"))
 	h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{MaxBodyBytes: 2048}).RefreshHandler()
+	authed := refresh.NewHandlers(e.iss, refresh.HandlerConfig{MaxBodyBytes: 2048, ClientAuth: fuzzClientAuth}).RefreshHandler()
 	const ct = "application/x-www-form-urlencoded"
 	f.Add(ct, "grant_type=refresh_token&refresh_token="+p.RefreshToken)
 	f.Add(ct, "grant_type=refresh_token&refresh_token="+p.RefreshToken+"&scope=read%20write")
@@ -134,7 +136,22 @@ func FuzzRefreshForm(f *testing.F) {
 	f.Add(ct, "grant_type=refresh_token&grant_type=refresh_token")
 	f.Add("application/json", `{"grant_type":"refresh_token"}`)
 	f.Add(ct+"; charset=utf-8", "%zz")
-	f.Fuzz(func(t *testing.T, ctype, body string) { fuzzForm(t, h, ctype, body) })
+	f.Add(ct, "grant_type=refresh_token&refresh_token="+p.RefreshToken[:9]+"%0D%0A"+p.RefreshToken[9:])
+	f.Add(ct, "grant_type=refresh_token&client_id=conf&client_secret=s3cret&refresh_token="+p.RefreshToken)
+	f.Add(ct, "grant_type=refresh_token&client_id=pub&refresh_token="+p.RefreshToken)
+	f.Fuzz(func(t *testing.T, ctype, body string) {
+		fuzzForm(t, h, ctype, body)
+		fuzzForm(t, authed, ctype, body)
+	})
+}
+
+// fuzzClientAuth accepts the confidential client "conf" with its secret and
+// the public client "pub" without one.
+func fuzzClientAuth(_ context.Context, c refresh.ClientCredentials) error {
+	if c.ID == "conf" && c.Secret == "s3cret" || c.ID == "pub" && c.Method == refresh.ClientAuthNone {
+		return nil
+	}
+	return refresh.ErrInvalidClient
 }
 
 // FuzzRevocationForm: the revocation endpoint likewise.
@@ -147,7 +164,13 @@ func FuzzRevocationForm(f *testing.F) {
 	f.Add(ct, "token="+p.AccessToken)
 	f.Add(ct, "token=&token=")
 	f.Add("text/plain", "token=x")
-	f.Fuzz(func(t *testing.T, ctype, body string) { fuzzForm(t, h, ctype, body) })
+	f.Add(ct, "token="+p.RefreshToken[:9]+"%0A"+p.RefreshToken[9:])
+	f.Add(ct, "client_id=conf&client_secret=s3cret&token="+p.AccessToken)
+	authed := refresh.NewHandlers(e.iss, refresh.HandlerConfig{MaxBodyBytes: 2048, ClientAuth: fuzzClientAuth}).RevocationHandler()
+	f.Fuzz(func(t *testing.T, ctype, body string) {
+		fuzzForm(t, h, ctype, body)
+		fuzzForm(t, authed, ctype, body)
+	})
 }
 
 // FuzzParseJWK: key input never panics, and what it accepts is usable.
