@@ -13,7 +13,7 @@ import (
 // Every exported identifier of this package and of storetest has a doc
 // comment: the bar for a library whose users read go doc.
 func TestEverythingExportedIsDocumented(t *testing.T) {
-	for _, dir := range []string{".", "storetest"} {
+	for _, dir := range []string{".", "storetest", "refreshtest"} {
 		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
 		if err != nil {
 			t.Fatal(err)

@@ -1,0 +1,58 @@
+package refreshtest_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/refreshkit/refresh"
+	"github.com/refreshkit/refresh/refreshtest"
+)
+
+// me is the handler under test: it greets the token's subject.
+var me = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c, _ := refresh.ClaimsFromContext(r.Context())
+	fmt.Fprint(w, "hello ", c.Subject)
+})
+
+// The shortest test of a protected route: four lines of setup.
+func Example() {
+	t := &testing.T{} // in a real test, the *testing.T you are given
+	iss := refreshtest.New(t)
+	h := iss.Middleware()(me)
+	r := httptest.NewRequest(http.MethodGet, "/me", nil)
+	r.Header.Set("Authorization", iss.LoginHeader("alice"))
+
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	fmt.Println(w.Code, w.Body.String())
+
+	// Time moves only when the test says so.
+	iss.Clock.Advance(iss.AccessTTL())
+	w = httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	fmt.Println(w.Code, w.Header().Get("WWW-Authenticate"))
+	// Output:
+	// 200 hello alice
+	// 401 Bearer realm="api", error="invalid_token"
+}
+
+// Reuse of a rotated refresh token revokes the session, and the test can
+// see the event.
+func ExampleIssuer_Events() {
+	t := &testing.T{}
+	iss := refreshtest.New(t, refreshtest.WithConfig(func(c *refresh.Config) { c.Grace = 2 * time.Second }))
+	p := iss.Login("alice")
+	iss.Refresh(p.RefreshToken)
+	iss.Refresh(p.RefreshToken) // a second tab, within the grace window
+	iss.Clock.Advance(2*time.Second + time.Nanosecond)
+	_, err := iss.Rotate(context.Background(), p.RefreshToken) // outside it: reuse
+	fmt.Println(err)
+	fmt.Println(len(iss.Events(refresh.EventGrace)), len(iss.Events(refresh.EventReused)))
+	// Output:
+	// refresh: refresh token reused; session revoked: rotated refresh token presented again
+	// 1 1
+}
