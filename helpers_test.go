@@ -11,39 +11,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/refreshkit/refresh"
+	"github.com/refreshkit/refresh/refreshtest"
 	"github.com/stretchr/testify/require"
 )
-
-// clock is an injectable clock that moves only when told to.
-type clock struct {
-	mu sync.Mutex // guards t
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 var (
 	hsSecret    = []byte("0123456789abcdef0123456789abcdef") // 32 bytes
@@ -55,30 +28,25 @@ var (
 type env struct {
 	iss   *refresh.Issuer
 	store *refresh.MemoryStore
-	clock *clock
+	clock *refreshtest.Clock
 	cfg   refresh.Config
 }
 
-// newEnv returns an Issuer on a memory store with an injected clock; mod
-// may change the configuration first.
+// newEnv returns an Issuer from refreshtest with the HS256 key "hs1" (so
+// that tests can forge tokens with hsSecret) and CheckSession off; mod may
+// change the configuration first.
 func newEnv(t testing.TB, mod ...func(*refresh.Config)) *env {
 	t.Helper()
-	st := refresh.NewMemoryStore(refresh.WithSweepInterval(0))
-	c := newClock()
-	cfg := refresh.Config{
-		Issuer:      "https://auth.example.com",
-		Audience:    "https://api.example.com",
-		Keys:        []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}},
-		RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: macSecret}},
-		Store:       st,
-		Now:         c.Now,
-	}
-	for _, m := range mod {
-		m(&cfg)
-	}
-	iss, err := refresh.NewIssuer(cfg)
-	require.NoError(t, err)
-	return &env{iss: iss, store: st, clock: c, cfg: cfg}
+	f := refreshtest.New(t, refreshtest.WithConfig(func(c *refresh.Config) {
+		c.Issuer, c.Audience = "https://auth.example.com", "https://api.example.com"
+		c.Keys = []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}}
+		c.RefreshKeys = []refresh.RefreshKey{{ID: 1, Secret: macSecret}}
+		c.CheckSession = false
+		for _, m := range mod {
+			m(c)
+		}
+	}))
+	return &env{iss: f.Issuer, store: f.Store, clock: f.Clock, cfg: f.Config}
 }
 
 func (e *env) issue(t testing.TB, sub string, opts ...refresh.Option) *refresh.Pair {

@@ -108,7 +108,7 @@ func TestMiddlewareInvalidTokens(t *testing.T) {
 		"revoked":       revoked.AccessToken,
 		"too long":      strings.Repeat("a", 9000),
 	}
-	e.clock.Add(15 * time.Minute)
+	e.clock.Advance(15 * time.Minute)
 	cases["expired"] = expired.AccessToken
 	for name, tok := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -191,7 +191,7 @@ func TestR3_RotationReturnsNewToken(t *testing.T) {
 	seen := map[string]bool{p.RefreshToken: true}
 	cur := p
 	for i := 0; i < 20; i++ {
-		e.clock.Add(time.Minute)
+		e.clock.Advance(time.Minute)
 		next, err := e.iss.Rotate(bg, cur.RefreshToken)
 		require.NoError(t, err)
 		require.False(t, seen[next.RefreshToken], "rotation %d returned a used refresh token", i)
@@ -199,7 +199,7 @@ func TestR3_RotationReturnsNewToken(t *testing.T) {
 		seen[next.RefreshToken] = true
 		cur = next
 	}
-	e.clock.Add(11 * time.Second) // past the grace window of the last rotation
+	e.clock.Advance(11 * time.Second) // past the grace window of the last rotation
 	_, err := e.iss.Rotate(bg, p.RefreshToken)
 	require.ErrorIs(t, err, refresh.ErrReused)
 }
@@ -321,10 +321,10 @@ func TestR6_GraceBoundary(t *testing.T) {
 		t.Run(tc.after.String(), func(t *testing.T) {
 			e := newEnv(t, func(c *refresh.Config) { c.Grace = grace })
 			p := e.issue(t, "alice")
-			e.clock.Add(time.Hour)
+			e.clock.Advance(time.Hour)
 			next, err := e.iss.Rotate(bg, p.RefreshToken)
 			require.NoError(t, err)
-			e.clock.Add(tc.after)
+			e.clock.Advance(tc.after)
 			retry, err := e.iss.Rotate(bg, p.RefreshToken)
 			if tc.want != nil {
 				require.ErrorIs(t, err, tc.want)
@@ -361,7 +361,7 @@ func TestR6_GraceOnlyParentAndBounded(t *testing.T) {
 	require.ErrorIs(t, err, refresh.ErrInvalidToken, "a third retry exceeds MaxGraceUses")
 	require.NotErrorIs(t, err, refresh.ErrReused)
 	assert.False(t, e2.session(t, q0.SessionID).Revoked(), "refused within the window, but not revoked")
-	e2.clock.Add(time.Minute + time.Nanosecond)
+	e2.clock.Advance(time.Minute + time.Nanosecond)
 	_, err = e2.iss.Rotate(bg, q0.RefreshToken)
 	require.ErrorIs(t, err, refresh.ErrReused, "after the window the parent is reuse")
 	assert.True(t, e2.session(t, q0.SessionID).Revoked())
@@ -381,11 +381,11 @@ func TestR7_IdleExpiry(t *testing.T) {
 		t.Run(tc.after.String(), func(t *testing.T) {
 			e := newEnv(t, func(c *refresh.Config) { c.IdleTTL = idle })
 			p := e.issue(t, "alice")
-			e.clock.Add(idle / 2)
+			e.clock.Advance(idle / 2)
 			p, err := e.iss.Rotate(bg, p.RefreshToken)
 			require.NoError(t, err)
 			assert.Equal(t, e.clock.Now().Add(idle), p.RefreshExpiresAt, "rotation renews the idle lifetime")
-			e.clock.Add(tc.after)
+			e.clock.Advance(tc.after)
 			_, err = e.iss.Rotate(bg, p.RefreshToken)
 			if tc.want == nil {
 				require.NoError(t, err)
@@ -404,7 +404,7 @@ func TestR7_AbsoluteExpiry(t *testing.T) {
 	start := e.clock.Now()
 	p := e.issue(t, "alice")
 	for e.clock.Now().Add(idle).Before(start.Add(life)) {
-		e.clock.Add(idle - time.Hour)
+		e.clock.Advance(idle - time.Hour)
 		var err error
 		p, err = e.iss.Rotate(bg, p.RefreshToken)
 		require.NoError(t, err)
@@ -622,7 +622,7 @@ func TestOnRefreshHook(t *testing.T) {
 func TestRevokeAndSessions(t *testing.T) {
 	e := newEnv(t, func(c *refresh.Config) { c.CheckSession = true })
 	a := e.issue(t, "alice", refresh.WithMeta(map[string]string{"device": "laptop"}), refresh.WithClientID("web"))
-	e.clock.Add(time.Second)
+	e.clock.Advance(time.Second)
 	b := e.issue(t, "alice", refresh.WithMeta(map[string]string{"device": "phone"}))
 	list, err := e.iss.Sessions(bg, "alice")
 	require.NoError(t, err)
@@ -653,9 +653,9 @@ func TestSweep(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		e.issue(t, "alice")
 	}
-	e.clock.Add(time.Hour)
+	e.clock.Advance(time.Hour)
 	live := e.issue(t, "alice")
-	e.clock.Add(time.Hour)
+	e.clock.Advance(time.Hour)
 	n, err := e.iss.Sweep(bg, 2)
 	require.NoError(t, err)
 	assert.Equal(t, 5, n)

@@ -93,7 +93,7 @@ func soak(t *testing.T, grace time.Duration) {
 		}
 	})
 	var clockMu sync.Mutex
-	tick := func(d time.Duration) { clockMu.Lock(); e.clock.Add(d); clockMu.Unlock() }
+	tick := func(d time.Duration) { clockMu.Lock(); e.clock.Advance(d); clockMu.Unlock() }
 
 	issue := func(r *rand.Rand) {
 		sub := fmt.Sprintf("user%d", r.IntN(subjects))

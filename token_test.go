@@ -355,10 +355,10 @@ func TestV8_SessionCheck(t *testing.T) {
 	_, err = other.iss.Verify(bg, q.AccessToken)
 	require.NoError(t, err)
 	require.NoError(t, e.iss.RevokeSession(bg, q.SessionID))
-	e.clock.Add(time.Minute - time.Nanosecond)
+	e.clock.Advance(time.Minute - time.Nanosecond)
 	_, err = other.iss.Verify(bg, q.AccessToken)
 	require.NoError(t, err, "cached answer within SessionCheckTTL")
-	e.clock.Add(time.Nanosecond)
+	e.clock.Advance(time.Nanosecond)
 	_, err = other.iss.Verify(bg, q.AccessToken)
 	require.ErrorIs(t, err, refresh.ErrRevoked)
 
