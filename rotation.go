@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// Refresh tokens are a MAC chain (see DESIGN.md):
+// Refresh tokens are a MAC chain (see DESIGN.md at the repository root):
 //
 //	rt_<base64url( version | key id | session id (16) | generation (uvarint) | tag (16) )>
 //	tag = HMAC-SHA256(K[key id], domain | version | key id | session id | generation (8, big endian) | seed)[:16]
