@@ -57,15 +57,50 @@ func (s *Session) Clone() *Session {
 // decides whether a token is valid, expired or reused (the Issuer does), it
 // only applies each change atomically. That keeps third-party adapters simple
 // and hard to get wrong. The package storetest checks an implementation
-// against this contract.
+// against this contract; these comments are the contract itself.
 //
-// Every method must be safe for concurrent use by multiple goroutines and by
-// multiple processes sharing the store, must be one atomic step, must honour
-// ctx (returning its error once it is done), and must return copies that the
-// caller can modify without changing the store. Times are stored with
-// nanosecond precision and returned so that Equal reports true; locations
-// need not be preserved. Errors other than the documented sentinels are
-// system faults and are passed up wrapped.
+// Concurrency and atomicity. Every method must be safe for concurrent use by
+// multiple goroutines and by multiple processes sharing the store. Create,
+// Advance, UseGrace and Revoke are each one atomic step on one session (a
+// compare-and-swap where they say so): of concurrent calls, each sees the
+// session either before or after every other. RevokeSubject is atomic per
+// session, not across them: see its comment.
+//
+// Values. Returned sessions are copies the caller may change without
+// changing the store, and the store keeps no reference to what it is given
+// (Session.Clone helps). Create stores a session exactly as given, every
+// field; it validates nothing but the uniqueness of the ID (the Issuer
+// checks everything else) and must not normalise, trim or re-encode
+// anything: Claims may only lose insignificant white space.
+//
+// Strings compare as exact bytes. IDs and subjects are arbitrary byte
+// strings: "alice", "Alice", "alice ", "alice%", "alice_" and two Unicode
+// normalisations of one name are different subjects. Never use a
+// case-insensitive collation, LIKE, prefix or normalising comparison.
+//
+// Times are kept with nanosecond precision and returned so that Equal
+// reports true (locations need not be preserved), for the zero Time
+// (RevokedAt of a live session) and every instant from 1970-01-01 to
+// 2262-04-11 (Unix nanoseconds in an int64); the Issuer stores no other. A
+// cut-off outside that range given to DeleteExpired compares as earlier or
+// later than every stored time.
+//
+// Expiry. A store may drop a session by itself once its ExpiresAt has passed
+// (a key TTL in Redis, a database's row expiry); Get then reports
+// ErrSessionNotFound for it, which the Issuer treats as an invalid token,
+// exactly as it treats an expired one. It must never drop, or hide, a
+// session before its ExpiresAt, revoked or not: revoked sessions are kept
+// until then (for the sessions page, audit and reuse answers).
+//
+// Errors. Expected outcomes are the documented sentinels, matched with
+// errors.Is (wrapping is fine). Everything else (a dropped connection, a
+// busy database, a timeout, a cancelled ctx) is a system fault and must be
+// returned as an error that matches none of the sentinels: a fault reported
+// as ErrSessionNotFound or ErrConflict turns an outage into "invalid grant"
+// for the user instead of 503, or makes the Issuer believe a session is gone.
+// Each method honours ctx, returning an error wrapping ctx.Err() once it is
+// done, and changes nothing when it returns an error, except RevokeSubject
+// (see there).
 type Store interface {
 	// Create stores a new session. If a session with the same ID exists it
 	// returns ErrSessionExists and changes nothing.
@@ -96,7 +131,15 @@ type Store interface {
 	Revoke(ctx context.Context, id string, at time.Time, reason string) error
 
 	// RevokeSubject revokes every session of the subject that is not revoked
-	// yet and returns how many it revoked (0 for an unknown subject).
+	// yet and returns how many it revoked (0 for an unknown subject). Each
+	// session is revoked atomically, as by Revoke, but not all in one step:
+	// every session of the subject that existed when the call began is
+	// revoked when it returns nil, while one created during the call may or
+	// may not be (and is counted only if revoked). That is what "log out
+	// everywhere" needs: a login racing it cannot be told from a login just
+	// after it, and a rotation racing it either ran first or meets a revoked
+	// session. On an error some sessions may already be revoked; the caller
+	// may retry, since revocation is idempotent.
 	RevokeSubject(ctx context.Context, subject string, at time.Time, reason string) (int, error)
 
 	// Sessions returns every stored session of the subject, revoked ones
@@ -105,9 +148,11 @@ type Store interface {
 	Sessions(ctx context.Context, subject string) ([]*Session, error)
 
 	// DeleteExpired removes at most limit sessions whose ExpiresAt is at or
-	// before `before` and returns how many it removed. Callers loop until it
-	// returns fewer than limit; each call must be short so it never holds
-	// long locks. limit <= 0 removes nothing.
+	// before `before` (at nanosecond precision) and returns how many it
+	// removed. It removes no other session: not one expiring a nanosecond
+	// later, and not a revoked one that has not expired. Callers loop until
+	// it returns fewer than limit; each call must be short so it never holds
+	// long locks. limit <= 0 removes nothing and returns 0.
 	DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error)
 }
 

@@ -62,7 +62,22 @@ func newStore(t testing.TB, pool *pgxpool.Pool) *pgstore.Store {
 func TestConformance(t *testing.T) {
 	pool := testPool(t)
 	st := newStore(t, pool)
-	storetest.Run(t, func(*testing.T) refresh.Store { return st })
+	storetest.Run(t, func(*testing.T) refresh.Store { return st }, storetest.WithBrokenStore(brokenStore))
+}
+
+// brokenStore is a store whose pool points at a closed port: every call
+// fails with a connection error.
+func brokenStore(t *testing.T) refresh.Store {
+	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none?connect_timeout=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	st, err := pgstore.New(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 func TestNewRefusesBadTableName(t *testing.T) {

@@ -58,7 +58,15 @@ func newStore(t testing.TB, c *redis.Client) *redisstore.Store {
 func TestConformance(t *testing.T) {
 	c := testClient(t)
 	st := newStore(t, c)
-	storetest.Run(t, func(*testing.T) refresh.Store { return st })
+	storetest.Run(t, func(*testing.T) refresh.Store { return st }, storetest.WithBrokenStore(brokenStore))
+}
+
+// brokenStore is a store whose client points at a closed port: every call
+// fails with a connection error.
+func brokenStore(t *testing.T) refresh.Store {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 2 * time.Second})
+	t.Cleanup(func() { _ = c.Close() })
+	return redisstore.New(c)
 }
 
 // Session hashes expire with the session's absolute lifetime.

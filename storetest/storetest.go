@@ -3,18 +3,34 @@
 // the Issuer:
 //
 //	func TestConformance(t *testing.T) {
-//		storetest.Run(t, func(t *testing.T) refresh.Store { return newTestStore(t) })
+//		storetest.Run(t, func(t *testing.T) refresh.Store { return newTestStore(t) },
+//			storetest.WithBrokenStore(func(t *testing.T) refresh.Store { return newStoreOnDeadBackend(t) }))
 //	}
 //
-// Run checks creation and duplicates, not-found answers, compare-and-swap
-// advances (64 goroutines, exactly one winner), bounded grace counters,
-// revocation idempotence, subject revocation counts, listing isolation and
-// order, batched expiry deletion at its exact boundary, nanosecond time
-// round trips, aliasing of passed and returned values, and cancelled
-// contexts; and, through an Issuer on the store, 64 goroutines rotating one
-// refresh token with grace 0 (exactly one wins) and with a grace window (all
-// receive the same successor). Each subtest uses fresh random ids and subjects, so a store that
-// is shared between subtests (one database) is fine.
+// WARNING: Run creates, revokes and deletes sessions, and its expiry checks
+// delete every session in the store that expires before the year 3000.
+// Never run it against a database that holds real sessions.
+//
+// Run checks, each failure naming the rule of the contract (the Store
+// comments in package refresh) it breaks: creation and duplicates, exact
+// round trips of every field and of times from 1970 to 2262 at nanosecond
+// precision, not-found answers, compare-and-swap advances (64 goroutines,
+// exactly one winner), bounded grace counters, revocation idempotence,
+// subjects compared as exact bytes (case, wildcards, prefixes, Unicode
+// look-alikes and normalisations), subject revocation counts, listing
+// isolation and a deterministic order, batched expiry deletion at its exact
+// boundary that keeps revoked and unexpired sessions, limits of zero and
+// below, aliasing of passed and returned values, cancelled contexts, system
+// faults that must not look like sentinels (WithBrokenStore); and, through an
+// Issuer on the store, 64 goroutines rotating one refresh token with grace 0
+// (exactly one wins) and 32 and 64 concurrent refreshes over HTTP with a
+// grace window (all receive the same successor, nobody is logged out).
+//
+// Every date is relative to the start of the test binary and every session
+// it keeps expires in the future, so a store whose backend drops sessions at
+// ExpiresAt passes on any date. Each subtest uses fresh random ids and
+// subjects, so a store that is shared between subtests (one database) is
+// fine.
 package storetest
 
 import (
@@ -31,10 +47,30 @@ import (
 	"github.com/refreshkit/refresh"
 )
 
+// Option configures Run.
+type Option func(*options)
+
+type options struct {
+	broken func(t *testing.T) refresh.Store
+}
+
+// WithBrokenStore gives Run a way to make a store of the adapter whose
+// backend fails every call (a pool pointed at a closed port, a database file
+// locked by another process, ...). Run then checks that each method reports
+// the failure as a system fault: a non-nil error matching none of the
+// sentinels. Without it that check is skipped, and says so.
+func WithBrokenStore(f func(t *testing.T) refresh.Store) Option {
+	return func(o *options) { o.broken = f }
+}
+
 // Run runs the conformance suite. newStore is called once per subtest and
 // may return the same store every time.
-func Run(t *testing.T, newStore func(t *testing.T) refresh.Store) {
+func Run(t *testing.T, newStore func(t *testing.T) refresh.Store, opts ...Option) {
 	t.Helper()
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
 	tests := []struct {
 		name string
 		f    func(t *testing.T, s refresh.Store)
@@ -58,17 +94,29 @@ func Run(t *testing.T, newStore func(t *testing.T) refresh.Store) {
 		{"CancelledContext", testCancelled},
 		{"IssuerConcurrentStrict", testIssuerStrict},
 		{"IssuerConcurrentGrace", testIssuerGrace},
+		{"TimeRange", testTimeRange},
+		{"SubjectsCompareExactly", testSubjectsExact},
+		{"SessionsOrderDeterministic", testSessionsOrder},
+		{"DeleteExpiredKeepsWhatMustStay", testDeleteExpiredKeeps},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.f(t, newStore(t))
 		})
 	}
+	t.Run("FaultsAreNotSentinels", func(t *testing.T) {
+		if o.broken == nil {
+			t.Skip("no WithBrokenStore given: cannot check that backend faults are reported as system faults")
+		}
+		testFaults(t, o.broken(t))
+	})
 }
 
-// base is a fixed instant with a nanosecond part, to catch stores that
-// round times.
-var base = time.Date(2030, 1, 2, 3, 4, 5, 123456789, time.UTC)
+// base is the start of the test binary, with a nanosecond part to catch
+// stores that round times. Every session the suite keeps expires after it,
+// so the suite is no time bomb for stores whose backend drops sessions at
+// ExpiresAt.
+var base = time.Now().UTC().Truncate(time.Second).Add(123456789)
 
 func randID() string {
 	var b [16]byte
@@ -111,7 +159,7 @@ func mustGet(t *testing.T, st refresh.Store, id string) *refresh.Session {
 	t.Helper()
 	s, err := st.Get(ctx(t), id)
 	if err != nil {
-		t.Fatalf("Get(%q): %v", id, err)
+		t.Fatalf("Get(%q) of a session that must be there: %v (rule: a store never drops a session before its ExpiresAt; check precision and that no other call deleted it)", id, err)
 	}
 	return s
 }
@@ -174,7 +222,7 @@ func jsonEqual(a, b []byte) bool {
 func expectSame(t *testing.T, want, got *refresh.Session) {
 	t.Helper()
 	if d := equal(want, got); d != "" {
-		t.Fatalf("stored session differs: %s", d)
+		t.Fatalf("rule \"a store keeps every field exactly as given\" (Create, Get): stored session differs: %s", d)
 	}
 }
 
@@ -307,8 +355,16 @@ func race(t *testing.T, f func(i int) error, ok func(error) bool) int {
 	close(start)
 	wg.Wait()
 	close(errs)
+	seen := map[string]int{}
+	var order []string
 	for err := range errs {
-		t.Errorf("unexpected error: %v", err)
+		if seen[err.Error()] == 0 {
+			order = append(order, err.Error())
+		}
+		seen[err.Error()]++
+	}
+	for _, msg := range order {
+		t.Errorf("%d of %d concurrent calls failed with an unexpected error (rule: a lost race is ErrConflict, nothing else): %s", seen[msg], racers, msg)
 	}
 	return int(wins.Load())
 }
@@ -458,7 +514,7 @@ func testDeleteExpiredBoundary(t *testing.T, st refresh.Store) {
 	// A fresh "now" far in the future of other subtests' sessions keeps a
 	// shared store's other rows out of the way: every session here expires
 	// at cut, cut+1ns or later, and only sessions at or before cut go.
-	cut := time.Date(2031, 5, 6, 7, 8, 9, 987654321, time.UTC).Add(time.Duration(randUint(1<<40)) * time.Microsecond)
+	cut := base.Add(time.Hour + 987654321 + time.Duration(randUint(1<<40))*time.Microsecond)
 	sub := subject(t)
 	mk := func(exp time.Time) *refresh.Session {
 		s := newSession(sub, exp.Add(-time.Hour))
@@ -478,13 +534,13 @@ func testDeleteExpiredBoundary(t *testing.T, st refresh.Store) {
 			t.Fatalf("session expiring at %v still there after DeleteExpired(%v): %v", s.ExpiresAt, cut, err)
 		}
 	}
+	if _, err := st.Get(ctx(t), after.ID); err != nil {
+		t.Fatalf("rule \"DeleteExpired removes only sessions whose ExpiresAt is at or before the cut-off, at nanosecond precision\": a session expiring 1ns after the cut-off is gone (%v); compare full nanoseconds, not seconds or microseconds", err)
+	}
 	expectSame(t, after, mustGet(t, st, after.ID))
 	list, err := st.Sessions(ctx(t), sub)
 	if err != nil || len(list) != 1 || list[0].ID != after.ID {
 		t.Fatalf("Sessions after DeleteExpired: %d, %v; want only the live one", len(list), err)
-	}
-	if n, err := st.DeleteExpired(ctx(t), cut, 0); err != nil || n != 0 {
-		t.Fatalf("DeleteExpired with limit 0: %d, %v", n, err)
 	}
 }
 
@@ -516,7 +572,7 @@ func randUint(n uint64) uint64 {
 }
 
 func testDeleteExpiredBatches(t *testing.T, st refresh.Store) {
-	cut := time.Date(2032, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(randUint(1<<40)) * time.Microsecond)
+	cut := base.Add(40*24*time.Hour + time.Duration(randUint(1<<40))*time.Microsecond)
 	// Clear whatever a shared store holds that expires before the cut.
 	deleteAll(t, st, cut)
 	sub := subject(t)
@@ -554,12 +610,17 @@ func testDeleteExpiredFarFuture(t *testing.T, st refresh.Store) {
 	mustCreate(t, st, s)
 	deleteAll(t, st, time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC))
 	if _, err := st.Get(ctx(t), s.ID); !errors.Is(err, refresh.ErrSessionNotFound) {
-		t.Fatalf("DeleteExpired(year 3000) kept a session expiring in 2030: %v", err)
+		t.Fatalf("rule \"a cut-off past 2262 compares as later than every stored time\": DeleteExpired(year 3000) kept a session expiring at %v: %v", s.ExpiresAt, err)
 	}
 }
 
 func testAliasing(t *testing.T, st refresh.Store) {
 	s := newSession(subject(t), base)
+	// Values no other subtest uses, so that a store that interns them (and
+	// keeps the caller's slice) cannot pass by luck.
+	s.Scope = []string{"alias-" + randID(), "alias-" + randID()}
+	s.Claims = []byte(`{"u":"` + randID() + `"}`)
+	s.Meta = map[string]string{"ip": randID(), "ua": randID()}
 	keep := s.Clone()
 	mustCreate(t, st, s)
 	// Changing what was passed to Create must not change the store.

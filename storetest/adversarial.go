@@ -1,0 +1,233 @@
+package storetest
+
+import (
+	"encoding/base64"
+	"errors"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/refreshkit/refresh"
+)
+
+// The checks below were added after a third-party adapter written from the
+// docs, with realistic bugs put in one at a time, passed the suite. Each
+// names the rule it checks; storetest's own tests keep a catalogue of such
+// bugs (mutants of a reference store) and require Run to fail on every one.
+
+// testTimeRange: the zero Time and every instant from 1970 to 2262 round-trip
+// at nanosecond precision.
+func testTimeRange(t *testing.T, st refresh.Store) {
+	s := newSession(subject(t), base)
+	s.CreatedAt = time.Unix(0, 1).UTC()
+	s.RotatedAt = time.Unix(0, math.MaxInt64-1e9-1).UTC() // in 2262
+	s.ExpiresAt = time.Unix(0, math.MaxInt64).UTC()
+	mustCreate(t, st, s)
+	got := mustGet(t, st, s.ID)
+	if d := equal(s, got); d != "" {
+		t.Fatalf("rule \"times from 1970 to 2262 round-trip at nanosecond precision\": %s", d)
+	}
+	if got.Revoked() || !got.RevokedAt.IsZero() {
+		t.Fatalf("rule \"the zero Time round-trips\": a live session came back with RevokedAt %v", got.RevokedAt)
+	}
+}
+
+// lookalikes returns subjects that a loose comparison would mix up with
+// root: other case, SQL wildcards and prefixes, a Cyrillic look-alike, the
+// other Unicode normalisation, white space.
+func lookalikes(root string) []string {
+	return []string{
+		root,                                 // alice-<rand>
+		strings.ToUpper(root[:1]) + root[1:], // Alice-<rand>
+		root + "_",
+		root + "%",
+		root + "1",
+		root[:len(root)-1], // a prefix of root
+		root[:len(root)-1] + "_",
+		root[:len(root)-1] + "%",
+		"\u0430" + root[1:], // Cyrillic а
+		root + "\u00e9",     // é, composed (NFC)
+		root + "e\u0301",    // é, decomposed (NFD)
+		root + " ",
+		" " + root,
+	}
+}
+
+// testSubjectsExact: Sessions and RevokeSubject compare subjects as exact
+// bytes.
+func testSubjectsExact(t *testing.T, st refresh.Store) {
+	subjects := lookalikes("alice-" + strings.ToLower(randID()))
+	ids := map[string]string{}
+	for _, sub := range subjects {
+		s := newSession(sub, base)
+		mustCreate(t, st, s)
+		ids[sub] = s.ID
+	}
+	const rule = `rule "subjects compare as exact bytes" (no case-insensitive collation, LIKE, prefix or normalising comparison)`
+	for _, sub := range subjects {
+		list, err := st.Sessions(ctx(t), sub)
+		if err != nil {
+			t.Fatalf("Sessions(%q): %v", sub, err)
+		}
+		if len(list) != 1 || list[0].ID != ids[sub] || list[0].Subject != sub {
+			var got []string
+			for _, s := range list {
+				got = append(got, s.Subject)
+			}
+			t.Fatalf("%s: Sessions(%q) returned sessions of subjects %q, want only its own", rule, sub, got)
+		}
+	}
+	// Log one subject out everywhere: only its own session is revoked.
+	victim := subjects[0]
+	if n, err := st.RevokeSubject(ctx(t), victim, base.Add(time.Minute), "revoked-all"); err != nil || n != 1 {
+		t.Fatalf("%s: RevokeSubject(%q) = %d, %v; want 1 (its one session)", rule, victim, n, err)
+	}
+	for _, sub := range subjects[1:] {
+		if s := mustGet(t, st, ids[sub]); s.Revoked() {
+			t.Fatalf("%s: RevokeSubject(%q) also revoked the session of %q", rule, victim, sub)
+		}
+	}
+	if !mustGet(t, st, ids[victim]).Revoked() {
+		t.Fatalf("RevokeSubject(%q) did not revoke its session", victim)
+	}
+}
+
+// testSessionsOrder: ties on CreatedAt are broken by ID in byte order, so
+// the order is the same on every call and every store. Inserted in reverse,
+// with IDs whose byte order differs from any case-insensitive or
+// locale-aware order, so that a missing tie-break or a collation fails
+// every time, not by chance.
+func testSessionsOrder(t *testing.T, st refresh.Store) {
+	sub := subject(t)
+	at := base.Add(3 * time.Second)
+	var ids []string
+	for _, p := range []string{"-", "0", "B", "Z", "_", "a", "b", "z"} {
+		ids = append(ids, p+randID()[1:])
+	}
+	slices.Sort(ids) // byte order: - 0 B Z _ a b z
+	earlier := newSession(sub, at.Add(-time.Nanosecond))
+	mustCreate(t, st, earlier)
+	for i := len(ids) - 1; i >= 0; i-- {
+		s := newSession(sub, at)
+		s.ID = ids[i]
+		mustCreate(t, st, s)
+	}
+	later := newSession(sub, at.Add(time.Nanosecond))
+	later.ID = "-" + later.ID[1:] // sorts first by ID, last by time
+	mustCreate(t, st, later)
+	want := append(append([]string{earlier.ID}, ids...), later.ID)
+	for range 3 {
+		list, err := st.Sessions(ctx(t), sub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, s := range list {
+			got = append(got, s.ID)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("rule \"Sessions orders by CreatedAt, then ID in byte order (COLLATE \\\"C\\\")\":\n got %q\nwant %q", got, want)
+		}
+	}
+}
+
+// testDeleteExpiredKeeps: with expired, unexpired, revoked-unexpired and
+// revoked-expired sessions in place first, a limit of 0 or below removes
+// nothing, and a real sweep removes exactly the expired ones.
+func testDeleteExpiredKeeps(t *testing.T, st refresh.Store) {
+	cut := base.Add(50*24*time.Hour + time.Duration(randUint(1<<40))*time.Microsecond)
+	sub := subject(t)
+	mk := func(exp time.Time, revoked bool) *refresh.Session {
+		s := newSession(sub, base)
+		s.ExpiresAt = exp
+		mustCreate(t, st, s)
+		if revoked {
+			if err := st.Revoke(ctx(t), s.ID, base.Add(time.Second), "logout"); err != nil {
+				t.Fatal(err)
+			}
+			s.RevokedAt, s.RevokeReason = base.Add(time.Second), "logout"
+		}
+		return s
+	}
+	expired := mk(cut.Add(-time.Hour), false)
+	revokedExpired := mk(cut, true)
+	live := mk(cut.Add(time.Hour), false)
+	revokedLive := mk(cut.Add(time.Nanosecond), true)
+	all := []*refresh.Session{expired, revokedExpired, live, revokedLive}
+
+	for _, limit := range []int{0, -1, math.MinInt} {
+		if n, err := st.DeleteExpired(ctx(t), cut, limit); err != nil || n != 0 {
+			t.Fatalf("rule \"limit <= 0 removes nothing\": DeleteExpired(limit %d) = %d, %v", limit, n, err)
+		}
+		for _, s := range all {
+			if _, err := st.Get(ctx(t), s.ID); err != nil {
+				t.Fatalf("rule \"limit <= 0 removes nothing\": after DeleteExpired(limit %d), Get: %v", limit, err)
+			}
+		}
+	}
+	deleteAll(t, st, cut)
+	for _, s := range []*refresh.Session{expired, revokedExpired} {
+		if _, err := st.Get(ctx(t), s.ID); !errors.Is(err, refresh.ErrSessionNotFound) {
+			t.Fatalf("DeleteExpired kept a session that expired before the cut-off (revoked %v): %v", s.Revoked(), err)
+		}
+	}
+	for _, s := range []*refresh.Session{live, revokedLive} {
+		got, err := st.Get(ctx(t), s.ID)
+		if err != nil {
+			t.Fatalf("rule \"DeleteExpired never removes a session before its ExpiresAt, revoked or not\": a session (revoked %v) expiring after the cut-off is gone: %v", s.Revoked(), err)
+		}
+		expectSame(t, s, got)
+	}
+}
+
+// sentinels are every error a store or the Issuer uses for an expected
+// outcome; a backend fault must match none.
+var sentinels = []error{
+	refresh.ErrSessionNotFound, refresh.ErrSessionExists, refresh.ErrConflict,
+	refresh.ErrInvalidToken, refresh.ErrExpired, refresh.ErrRevoked, refresh.ErrReused,
+}
+
+// testFaults: on a store whose backend fails, every method returns an error
+// that is not a sentinel, and the Issuer surfaces it as a system fault.
+func testFaults(t *testing.T, st refresh.Store) {
+	const rule = `rule "a backend fault is a system fault, never a sentinel"`
+	check := func(method string, err error) {
+		t.Helper()
+		if err == nil {
+			t.Errorf("%s: %s on a failing backend returned nil", rule, method)
+			return
+		}
+		for _, s := range sentinels {
+			if errors.Is(err, s) {
+				t.Errorf("%s: %s on a failing backend returned %q, which matches %v: an outage would look like an answer", rule, method, err, s)
+			}
+		}
+	}
+	s := newSession(subject(t), base)
+	check("Create", st.Create(ctx(t), s))
+	_, err := st.Get(ctx(t), s.ID)
+	check("Get", err)
+	check("Advance", st.Advance(ctx(t), s.ID, 0, base))
+	check("UseGrace", st.UseGrace(ctx(t), s.ID, 0, 3))
+	check("Revoke", st.Revoke(ctx(t), s.ID, base, "x"))
+	_, err = st.RevokeSubject(ctx(t), s.Subject, base, "x")
+	check("RevokeSubject", err)
+	_, err = st.Sessions(ctx(t), s.Subject)
+	check("Sessions", err)
+	_, err = st.DeleteExpired(ctx(t), base, 10)
+	check("DeleteExpired", err)
+
+	iss := NewIssuer(t, st, 0)
+	if _, err := iss.Issue(ctx(t), "alice"); err == nil || refresh.IsClientError(err) {
+		t.Errorf("%s: Issuer.Issue on a failing backend: %v, want a system fault", rule, err)
+	}
+	// A well-formed token (key id 1, a made-up session) reaches the store.
+	raw := make([]byte, 2+16+1+16) // version 1, key id 1, session id, generation 0, tag
+	raw[0], raw[1] = 1, 1
+	_, err = iss.Rotate(ctx(t), "rt_"+base64.RawURLEncoding.EncodeToString(raw))
+	if err == nil || refresh.IsClientError(err) {
+		t.Errorf("%s: Issuer.Rotate on a failing backend: %v, want a system fault (503 on the wire), not an invalid grant", rule, err)
+	}
+}
