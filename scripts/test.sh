@@ -37,10 +37,13 @@ trap cleanup EXIT INT TERM
 
 is_root() { [ "$(id -u)" = 0 ]; }
 
+# Ports come from 10000-21999, below Linux's ephemeral range (32768+, where
+# the tests' own outgoing connections live), and so do the Redis Cluster
+# bus ports (port + 10000).
 free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 20000))
+    p=$((10000 + RANDOM % 12000))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
   done
   die "no free loopback port found"
@@ -93,7 +96,14 @@ start_postgres() {
   as_pg() { if [ -n "$user" ]; then runuser -u "$user" -- "$@"; else "$@"; fi; }
   as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
   local opts="-c listen_addresses=127.0.0.1 -p $port -k $dir/sock -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-  as_pg "$bin/pg_ctl" -D "$dir/data" -o "$opts" -l "$dir/server.log" -w -t 60 start >/dev/null || { cat "$dir/server.log" >&2; die "postgres did not start"; }
+  local try
+  for try in 1 2 3; do
+    as_pg "$bin/pg_ctl" -D "$dir/data" -o "$opts" -l "$dir/server.log" -w -t 60 start >/dev/null && break
+    [ $try = 3 ] && { cat "$dir/server.log" >&2; die "postgres did not start"; }
+    say "postgres did not start on port $port (attempt $try); trying another port"
+    port=$(free_port)
+    opts="-c listen_addresses=127.0.0.1 -p $port -k $dir/sock -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  done
   local pfx=""
   [ -n "$user" ] && pfx="runuser -u $user -- "
   export PG_STOP_CMD="${pfx}$bin/pg_ctl -D $dir/data -m fast -w stop"
@@ -131,6 +141,15 @@ done
 start_redis_cluster() {
   if [ -n "${REDIS_CLUSTER_ADDRS:-}" ]; then say "Redis Cluster: using REDIS_CLUSTER_ADDRS"; return 0; fi
   command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { missing "Redis Cluster" "install redis-server (and redis-tools)"; return 0; }
+  local try
+  for try in 1 2 3; do
+    try_redis_cluster "$try" && return 0
+    [ $try = 3 ] && { cat "$TMP/cluster-create.log" >&2; die "redis-cli --cluster create failed"; }
+    say "Redis Cluster did not form (attempt $try); trying other ports"
+  done
+}
+
+try_redis_cluster() {
   local addrs=() port dir i
   for i in 1 2 3; do
     for _ in $(seq 1 50); do
@@ -138,7 +157,7 @@ start_redis_cluster() {
       # the cluster bus listens on port+10000
       (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null || break
     done
-    dir=$TMP/rc$i
+    dir=$TMP/rc$1-$i
     mkdir -p "$dir"
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --save '' --appendonly no \
       --cluster-enabled yes --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 5000 \
@@ -149,8 +168,10 @@ start_redis_cluster() {
   for a in "${addrs[@]}"; do
     for _ in $(seq 1 100); do redis-cli -u "redis://$a" ping >/dev/null 2>&1 && break; sleep 0.05; done
   done
-  redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes >"$TMP/cluster-create.log" 2>&1 \
-    || { cat "$TMP/cluster-create.log" >&2; die "redis-cli --cluster create failed"; }
+  if ! redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes >"$TMP/cluster-create.log" 2>&1; then
+    for i in 1 2 3; do kill "$(cat "$TMP/rc$1-$i/redis.pid")" 2>/dev/null || true; done
+    return 1
+  fi
   for _ in $(seq 1 200); do
     redis-cli -u "redis://${addrs[0]}" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break
     sleep 0.05

@@ -231,6 +231,14 @@ func testCreateGet(t *testing.T, st refresh.Store) {
 	mustCreate(t, st, s)
 	expectSame(t, s, mustGet(t, st, s.ID))
 
+	// So does one with no field at its zero value: a store keeps what it is
+	// given, it does not initialise counters or revocation.
+	full := newSession(subject(t), base)
+	full.Generation, full.GraceUses = 1<<40+7, 2
+	full.RevokedAt, full.RevokeReason = base.Add(time.Minute+3*time.Nanosecond), "reuse"
+	mustCreate(t, st, full)
+	expectSame(t, full, mustGet(t, st, full.ID))
+
 	// A session with empty optional fields round-trips too.
 	bare := &refresh.Session{ID: randID(), Subject: subject(t), Seed: make([]byte, 32),
 		CreatedAt: base, RotatedAt: base, ExpiresAt: base.Add(time.Hour)}

@@ -1,0 +1,173 @@
+package storetest_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/refreshkit/refresh"
+	"github.com/refreshkit/refresh/storetest"
+)
+
+// mutants is the catalogue of realistic adapter bugs, one per mutant of
+// refStore: each breaks a real deployment, and storetest.Run must fail on
+// every one of them (TestMutantsAreCaught).
+var mutants = map[string]string{
+	// Subjects that match loosely.
+	"subj-casefold":        "case-insensitive collation in Sessions and RevokeSubject",
+	"revsubj-casefold":     "case-insensitive comparison in RevokeSubject only",
+	"subj-prefix":          "prefix match (LIKE 'x%')",
+	"subj-like":            "the subject used as an unescaped LIKE pattern (_ and %)",
+	"subj-nfc":             "subjects normalised to NFC before comparing",
+	"subj-trim":            "white space trimmed before comparing",
+	"subj-confusable":      "Unicode look-alikes folded (Cyrillic а as a)",
+	"create-trims-subject": "Create trims the subject",
+	// Deleting what must stay.
+	"del-revoked":              "DeleteExpired also deletes revoked sessions",
+	"del-limit-zero-unlimited": "DeleteExpired treats limit <= 0 as no limit",
+	"del-negative-unlimited":   "DeleteExpired treats a negative limit as no limit",
+	"del-before-strict":        "DeleteExpired compares ExpiresAt < before instead of <=",
+	"del-seconds":              "DeleteExpired compares at second precision",
+	"del-over-limit":           "DeleteExpired removes limit+1",
+	"del-count-wrong":          "DeleteExpired reports limit instead of what it removed",
+	"ttl-ms-as-s":              "the backend drops sessions long before ExpiresAt (TTL units mixed up)",
+	// Faults disguised as answers.
+	"fault-get-notfound":       "a driver error in Get reported as ErrSessionNotFound",
+	"fault-advance-conflict":   "a driver error in Advance reported as ErrConflict",
+	"fault-usegrace-conflict":  "a driver error in UseGrace reported as ErrConflict",
+	"fault-create-exists":      "a driver error in Create reported as ErrSessionExists",
+	"fault-revoke-notfound":    "a driver error in Revoke reported as ErrSessionNotFound",
+	"fault-sessions-empty":     "a driver error in Sessions reported as an empty list",
+	"fault-revokesubject-zero": "a driver error in RevokeSubject reported as 0 revoked",
+	"fault-delete-zero":        "a driver error in DeleteExpired reported as 0 deleted",
+	// Ordering that is right only by luck.
+	"order-insertion":   "Sessions in insertion order",
+	"order-no-tiebreak": "Sessions ordered by CreatedAt with no tie-break on ID",
+	"order-id-casefold": "the ID tie-break under a case-insensitive collation",
+	"order-desc":        "Sessions newest first",
+	// Aliasing.
+	"alias-create-scope": "Create keeps the caller's Scope slice",
+	"alias-create-meta":  "Create keeps the caller's Meta map",
+	"alias-intern-scope": "scopes interned, keeping the first caller's slice",
+	"alias-get-seed":     "Get returns the store's own Seed slice",
+	"alias-get-claims":   "Get returns the store's own Claims slice",
+	// Precision and range.
+	"time-micro":          "times kept at microsecond precision (timestamptz)",
+	"time-clamp-2038":     "times kept as 32-bit seconds",
+	"time-zero-as-epoch":  "the zero time kept as 1970-01-01",
+	"create-drops-dpop":   "Create does not keep DPoPKey",
+	"create-resets-grace": "Create resets GraceUses",
+	// Atomicity and the compare-and-swap.
+	"advance-no-cas":       "Advance without the generation check",
+	"advance-race":         "Advance checks and sets in two steps",
+	"advance-revoked-ok":   "Advance of a revoked session succeeds",
+	"advance-keeps-grace":  "Advance does not reset GraceUses",
+	"advance-no-rotatedat": "Advance does not set RotatedAt",
+	"create-overwrite":     "Create of a taken id overwrites it",
+	"create-dup-indexes":   "a refused Create still indexes the session under its subject",
+	// Revocation.
+	"revoke-overwrite":   "a second Revoke overwrites RevokedAt and the reason",
+	"revoke-missing-nil": "Revoke of a missing session returns nil",
+	"revsubj-counts-all": "RevokeSubject counts sessions that were already revoked",
+	"revsubj-overwrite":  "RevokeSubject overwrites the first revocation",
+	// Grace counters.
+	"grace-no-limit":   "UseGrace ignores the limit",
+	"grace-off-by-one": "UseGrace allows limit+1 uses",
+	"grace-other-gen":  "UseGrace ignores the generation",
+	"grace-revoked-ok": "UseGrace on a revoked session succeeds",
+	"grace-race":       "UseGrace reads and increments in two steps",
+	// Not found versus conflict.
+	"advance-missing-conflict":  "Advance of a missing session is ErrConflict",
+	"usegrace-missing-conflict": "UseGrace of a missing session is ErrConflict",
+	"advance-conflict-notfound": "a lost compare-and-swap is ErrSessionNotFound",
+	// Context.
+	"ctx-ignored":        "every method ignores a cancelled context",
+	"ctx-ignored-create": "Create ignores a cancelled context",
+}
+
+// variants are behaviours the contract allows: Run must pass with each.
+var variants = map[string]string{
+	"":         "the reference store as written",
+	"ttl-drop": "the backend drops sessions at ExpiresAt by itself (as Redis TTLs do)",
+}
+
+const mutantEnv = "STORETEST_MUTANT"
+
+// TestReferenceStore runs the suite on the reference store, or on the
+// mutant or variant named by STORETEST_MUTANT.
+func TestReferenceStore(t *testing.T) {
+	bug := os.Getenv(mutantEnv)
+	if _, known := mutants[bug]; !known {
+		if _, ok := variants[bug]; !ok {
+			t.Fatalf("unknown mutant %q", bug)
+		}
+	}
+	st := newRefStore(bug)
+	storetest.Run(t, func(*testing.T) refresh.Store { return st },
+		storetest.WithBrokenStore(func(*testing.T) refresh.Store {
+			b := newRefStore(bug)
+			b.fault = errDriver
+			return b
+		}))
+}
+
+// TestMutantsAreCaught runs the suite once per mutant, each in a child
+// process of this test binary, and requires it to fail; and once per
+// allowed variant, requiring it to pass. The mutation score is printed.
+func TestMutantsAreCaught(t *testing.T) {
+	if os.Getenv(mutantEnv) != "" {
+		t.Skip("inside a mutant run")
+	}
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	if len(mutants) < 40 {
+		t.Fatalf("the catalogue has %d mutants; keep at least 40", len(mutants))
+	}
+	run := func(bug string) (bool, string) {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestReferenceStore$", "-test.failfast", "-test.count=1")
+		cmd.Env = append(os.Environ(), mutantEnv+"="+bug)
+		out, err := cmd.CombinedOutput()
+		return err == nil, string(out)
+	}
+	type result struct {
+		bug, out string
+		passed   bool
+	}
+	results := make(chan result)
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for bug := range mutants {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			passed, out := run(bug)
+			results <- result{bug, out, passed}
+		}()
+	}
+	go func() { wg.Wait(); close(results) }()
+	caught := 0
+	for r := range results {
+		if r.passed {
+			t.Errorf("mutant %q (%s) passed storetest.Run: the suite misses this bug", r.bug, mutants[r.bug])
+			continue
+		}
+		if !strings.Contains(r.out, "--- FAIL: TestReferenceStore/") {
+			t.Errorf("mutant %q failed without a failing subtest:\n%s", r.bug, r.out)
+			continue
+		}
+		caught++
+	}
+	t.Logf("mutation score: %d of %d mutants caught", caught, len(mutants))
+	for bug, what := range variants {
+		if passed, out := run(bug); !passed {
+			t.Errorf("allowed variant %q (%s) fails storetest.Run:\n%s", bug, what, out)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "storetest mutation score: %d/%d\n", caught, len(mutants))
+}

@@ -1,0 +1,431 @@
+package storetest_test
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/refreshkit/refresh"
+)
+
+// refStore is a Store written the plain way, from the contract alone: a map
+// and a mutex. With bug set it carries one realistic bug (a mutant, see
+// mutants); with fault set every call fails the way a driver does.
+type refStore struct {
+	bug   string
+	fault error
+
+	mu    sync.Mutex
+	m     map[string]*refresh.Session
+	order []string            // ids in insertion order
+	scope map[string][]string // interned scopes (bug "alias-intern-scope")
+}
+
+func newRefStore(bug string) *refStore {
+	return &refStore{bug: bug, m: map[string]*refresh.Session{}, scope: map[string][]string{}}
+}
+
+var _ refresh.Store = (*refStore)(nil)
+
+func (r *refStore) is(bug string) bool { return r.bug == bug }
+
+// start checks the context and the backend, as a driver call would.
+func (r *refStore) start(ctx context.Context, method string) error {
+	if !r.is("ctx-ignored") && !(r.is("ctx-ignored-create") && method == "create") {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	if r.fault != nil {
+		return r.fault
+	}
+	return nil
+}
+
+// faultAs is what a buggy adapter does with a driver error: map it to a
+// sentinel. Without the named bug it passes the fault through.
+func (r *refStore) faultAs(err error, bug string, sentinel error) error {
+	if r.fault != nil && err == r.fault && r.is(bug) {
+		return sentinel
+	}
+	return err
+}
+
+// store is how a time is kept: exact, unless a precision bug is in.
+func (r *refStore) store(t time.Time) time.Time {
+	switch {
+	case r.is("time-micro"):
+		return t.Truncate(time.Microsecond)
+	case r.is("time-clamp-2038") && t.Unix() > 1<<31-1:
+		return time.Unix(1<<31-1, 0)
+	case r.is("time-zero-as-epoch") && t.IsZero():
+		return time.Unix(0, 0)
+	}
+	return t
+}
+
+// gone reports whether the backend dropped s by itself: allowed at
+// ExpiresAt (variant "ttl-drop"), a bug before it.
+func (r *refStore) gone(s *refresh.Session) bool {
+	now := time.Now()
+	switch {
+	case r.is("ttl-drop"):
+		return !now.Before(s.ExpiresAt)
+	case r.is("ttl-ms-as-s"): // a lifetime in seconds read as milliseconds
+		return now.After(s.CreatedAt.Add(s.ExpiresAt.Sub(s.CreatedAt) / 1000))
+	}
+	return false
+}
+
+func (r *refStore) get(id string) *refresh.Session {
+	s := r.m[id]
+	if s == nil || r.gone(s) {
+		return nil
+	}
+	return s
+}
+
+func (r *refStore) Create(ctx context.Context, s *refresh.Session) error {
+	if err := r.start(ctx, "create"); err != nil {
+		return r.faultAs(err, "fault-create-exists", refresh.ErrSessionExists)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.get(s.ID) != nil && !r.is("create-overwrite") {
+		if r.is("create-dup-indexes") {
+			r.order = append(r.order, s.ID+"\x00"+s.Subject)
+		}
+		return refresh.ErrSessionExists
+	}
+	c := s.Clone()
+	switch {
+	case r.is("alias-create-scope"):
+		c.Scope = s.Scope
+	case r.is("alias-create-meta"):
+		c.Meta = s.Meta
+	case r.is("alias-intern-scope"):
+		key := strings.Join(s.Scope, " ")
+		if in, ok := r.scope[key]; ok {
+			c.Scope = in
+		} else {
+			r.scope[key] = s.Scope // keeps the caller's slice
+			c.Scope = s.Scope
+		}
+	case r.is("create-drops-dpop"):
+		c.DPoPKey = ""
+	case r.is("create-trims-subject"):
+		c.Subject = strings.TrimSpace(c.Subject)
+	case r.is("create-resets-grace"):
+		c.GraceUses = 0
+	}
+	c.CreatedAt, c.RotatedAt, c.ExpiresAt, c.RevokedAt = r.store(c.CreatedAt), r.store(c.RotatedAt), r.store(c.ExpiresAt), r.store(c.RevokedAt)
+	if r.m[s.ID] == nil {
+		r.order = append(r.order, s.ID)
+	}
+	r.m[s.ID] = c
+	return nil
+}
+
+func (r *refStore) out(s *refresh.Session) *refresh.Session {
+	c := s.Clone()
+	switch {
+	case r.is("alias-get-seed"):
+		c.Seed = s.Seed
+	case r.is("alias-get-claims"):
+		c.Claims = s.Claims
+	}
+	return c
+}
+
+func (r *refStore) Get(ctx context.Context, id string) (*refresh.Session, error) {
+	if err := r.start(ctx, "get"); err != nil {
+		return nil, r.faultAs(err, "fault-get-notfound", refresh.ErrSessionNotFound)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.get(id)
+	if s == nil {
+		return nil, refresh.ErrSessionNotFound
+	}
+	return r.out(s), nil
+}
+
+func (r *refStore) Advance(ctx context.Context, id string, from uint64, at time.Time) error {
+	if err := r.start(ctx, "advance"); err != nil {
+		return r.faultAs(err, "fault-advance-conflict", refresh.ErrConflict)
+	}
+	if r.is("advance-race") {
+		// Check, then set, under separate locks: two callers can both pass.
+		r.mu.Lock()
+		s := r.get(id)
+		ok := s != nil && s.Generation == from && !s.Revoked()
+		r.mu.Unlock()
+		if !ok {
+			return refresh.ErrConflict
+		}
+		runtime.Gosched()
+		time.Sleep(time.Microsecond)
+		r.mu.Lock()
+		s.Generation, s.RotatedAt, s.GraceUses = from+1, r.store(at), 0
+		r.mu.Unlock()
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.get(id)
+	switch {
+	case s == nil && r.is("advance-missing-conflict"):
+		return refresh.ErrConflict
+	case s == nil:
+		return refresh.ErrSessionNotFound
+	case s.Generation != from && r.is("advance-conflict-notfound"):
+		return refresh.ErrSessionNotFound
+	case s.Generation != from && !r.is("advance-no-cas"):
+		return refresh.ErrConflict
+	case s.Revoked() && !r.is("advance-revoked-ok"):
+		return refresh.ErrConflict
+	}
+	s.Generation = s.Generation + 1
+	if !r.is("advance-no-rotatedat") {
+		s.RotatedAt = r.store(at)
+	}
+	if !r.is("advance-keeps-grace") {
+		s.GraceUses = 0
+	}
+	return nil
+}
+
+func (r *refStore) UseGrace(ctx context.Context, id string, generation uint64, limit uint32) error {
+	if err := r.start(ctx, "usegrace"); err != nil {
+		return r.faultAs(err, "fault-usegrace-conflict", refresh.ErrConflict)
+	}
+	if r.is("grace-race") {
+		r.mu.Lock()
+		s := r.get(id)
+		r.mu.Unlock()
+		if s == nil {
+			return refresh.ErrSessionNotFound
+		}
+		r.mu.Lock()
+		uses := s.GraceUses
+		ok := s.Generation == generation && !s.Revoked() && uses < limit
+		r.mu.Unlock()
+		if !ok {
+			return refresh.ErrConflict
+		}
+		runtime.Gosched()
+		time.Sleep(time.Microsecond)
+		r.mu.Lock()
+		s.GraceUses = uses + 1
+		r.mu.Unlock()
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.get(id)
+	switch {
+	case s == nil && r.is("usegrace-missing-conflict"):
+		return refresh.ErrConflict
+	case s == nil:
+		return refresh.ErrSessionNotFound
+	case s.Generation != generation && !r.is("grace-other-gen"):
+		return refresh.ErrConflict
+	case s.Revoked() && !r.is("grace-revoked-ok"):
+		return refresh.ErrConflict
+	case r.is("grace-off-by-one") && s.GraceUses > limit:
+		return refresh.ErrConflict
+	case !r.is("grace-off-by-one") && !r.is("grace-no-limit") && s.GraceUses >= limit:
+		return refresh.ErrConflict
+	}
+	s.GraceUses++
+	return nil
+}
+
+func (r *refStore) Revoke(ctx context.Context, id string, at time.Time, reason string) error {
+	if err := r.start(ctx, "revoke"); err != nil {
+		return r.faultAs(err, "fault-revoke-notfound", refresh.ErrSessionNotFound)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.get(id)
+	if s == nil {
+		if r.is("revoke-missing-nil") {
+			return nil
+		}
+		return refresh.ErrSessionNotFound
+	}
+	if !s.Revoked() || r.is("revoke-overwrite") {
+		s.RevokedAt, s.RevokeReason = r.store(at), reason
+	}
+	return nil
+}
+
+// subjectMatches is how the store compares subjects: exactly, unless a
+// comparison bug is in.
+func (r *refStore) subjectMatches(stored, query string, revoking bool) bool {
+	switch {
+	case r.is("subj-casefold"), r.is("revsubj-casefold") && revoking:
+		return strings.EqualFold(stored, query)
+	case r.is("subj-prefix"):
+		return strings.HasPrefix(stored, query)
+	case r.is("subj-like"):
+		return likeMatch(stored, query)
+	case r.is("subj-nfc"):
+		nfc := strings.NewReplacer("e\u0301", "\u00e9")
+		return nfc.Replace(stored) == nfc.Replace(query)
+	case r.is("subj-trim"):
+		return strings.TrimSpace(stored) == strings.TrimSpace(query)
+	case r.is("subj-confusable"):
+		fold := strings.NewReplacer("\u0430", "a")
+		return fold.Replace(stored) == fold.Replace(query)
+	}
+	return stored == query
+}
+
+// likeMatch is SQL LIKE with the query used as the pattern unescaped.
+func likeMatch(s, pattern string) bool {
+	if pattern == "" {
+		return s == ""
+	}
+	switch pattern[0] {
+	case '%':
+		for i := 0; i <= len(s); i++ {
+			if likeMatch(s[i:], pattern[1:]) {
+				return true
+			}
+		}
+		return false
+	case '_':
+		return s != "" && likeMatch(s[1:], pattern[1:])
+	}
+	return s != "" && s[0] == pattern[0] && likeMatch(s[1:], pattern[1:])
+}
+
+func (r *refStore) RevokeSubject(ctx context.Context, subject string, at time.Time, reason string) (int, error) {
+	if err := r.start(ctx, "revokesubject"); err != nil {
+		if r.is("fault-revokesubject-zero") {
+			return 0, nil
+		}
+		return 0, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, id := range r.order {
+		s := r.get(id)
+		if s == nil || !r.subjectMatches(s.Subject, subject, true) {
+			continue
+		}
+		switch {
+		case !s.Revoked():
+			s.RevokedAt, s.RevokeReason = r.store(at), reason
+			n++
+		case r.is("revsubj-counts-all"):
+			n++
+		case r.is("revsubj-overwrite"):
+			s.RevokedAt, s.RevokeReason = r.store(at), reason
+		}
+	}
+	return n, nil
+}
+
+func (r *refStore) Sessions(ctx context.Context, subject string) ([]*refresh.Session, error) {
+	if err := r.start(ctx, "sessions"); err != nil {
+		if r.is("fault-sessions-empty") {
+			return []*refresh.Session{}, nil
+		}
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := []*refresh.Session{}
+	for _, key := range r.order {
+		id, owner, dup := strings.Cut(key, "\x00")
+		s := r.get(id)
+		if s == nil {
+			continue
+		}
+		if dup && owner == subject {
+			out = append(out, r.out(s)) // a stale index entry
+			continue
+		}
+		if !dup && r.subjectMatches(s.Subject, subject, false) {
+			out = append(out, r.out(s))
+		}
+	}
+	switch {
+	case r.is("order-insertion"):
+	case r.is("order-no-tiebreak"):
+		slices.SortStableFunc(out, func(a, b *refresh.Session) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	case r.is("order-id-casefold"):
+		slices.SortFunc(out, func(a, b *refresh.Session) int {
+			if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+				return c
+			}
+			return strings.Compare(strings.ToLower(a.ID), strings.ToLower(b.ID))
+		})
+	case r.is("order-desc"):
+		refresh.SortSessions(out)
+		slices.Reverse(out)
+	default:
+		refresh.SortSessions(out)
+	}
+	return out, nil
+}
+
+func (r *refStore) DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error) {
+	if err := r.start(ctx, "deleteexpired"); err != nil {
+		if r.is("fault-delete-zero") {
+			return 0, nil
+		}
+		return 0, err
+	}
+	switch {
+	case limit <= 0 && r.is("del-limit-zero-unlimited"), limit < 0 && r.is("del-negative-unlimited"):
+		limit = int(^uint(0) >> 1)
+	case limit <= 0:
+		return 0, nil
+	}
+	if r.is("del-over-limit") {
+		limit++
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	keep := r.order[:0]
+	for _, key := range r.order {
+		id, _, _ := strings.Cut(key, "\x00")
+		s := r.m[id]
+		var expired bool
+		switch {
+		case s == nil:
+		case r.is("del-before-strict"):
+			expired = s.ExpiresAt.Before(before)
+		case r.is("del-seconds"):
+			expired = !s.ExpiresAt.Truncate(time.Second).After(before.Truncate(time.Second))
+		default:
+			expired = !s.ExpiresAt.After(before)
+		}
+		if r.is("del-revoked") && s != nil && s.Revoked() {
+			expired = true
+		}
+		if expired && n < limit {
+			delete(r.m, id)
+			n++
+			continue
+		}
+		keep = append(keep, key)
+	}
+	r.order = keep
+	if r.is("del-count-wrong") && n > 0 {
+		return limit, nil
+	}
+	return n, nil
+}
+
+// errDriver is a driver's failure, as a broken backend returns it.
+var errDriver = errors.New("driver: connection reset by peer")
