@@ -17,6 +17,7 @@ import (
 
 	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/refreshkit/refresh"
+	"github.com/refreshkit/refresh/refreshtest"
 )
 
 func benchKeys() map[string]refresh.Key {
@@ -30,7 +31,7 @@ func benchKeys() map[string]refresh.Key {
 func BenchmarkIssue(b *testing.B) {
 	for name, key := range benchKeys() {
 		b.Run(name, func(b *testing.B) {
-			e := newEnv(b, func(c *refresh.Config) { c.Keys = []refresh.Key{key} })
+			e := newBenchEnv(b, func(c *refresh.Config) { c.Keys = []refresh.Key{key} })
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := e.iss.Issue(bg, "alice", refresh.WithScope("read")); err != nil {
@@ -46,7 +47,7 @@ func BenchmarkIssue(b *testing.B) {
 func BenchmarkRotate(b *testing.B) {
 	for name, key := range benchKeys() {
 		b.Run(name, func(b *testing.B) {
-			e := newEnv(b, func(c *refresh.Config) { c.Keys = []refresh.Key{key} })
+			e := newBenchEnv(b, func(c *refresh.Config) { c.Keys = []refresh.Key{key} })
 			p := e.issue(b, "alice", refresh.WithScope("read"))
 			tok := p.RefreshToken
 			b.ReportAllocs()
@@ -63,7 +64,7 @@ func BenchmarkRotate(b *testing.B) {
 
 // BenchmarkRotateParallel rotates independent sessions from every P.
 func BenchmarkRotateParallel(b *testing.B) {
-	e := newEnv(b)
+	e := newBenchEnv(b)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		tok := e.issue(b, "alice").RefreshToken
@@ -81,7 +82,7 @@ func BenchmarkRotateParallel(b *testing.B) {
 func BenchmarkVerify(b *testing.B) {
 	for name, key := range benchKeys() {
 		b.Run(name, func(b *testing.B) {
-			e := newEnv(b, func(c *refresh.Config) { c.Keys = []refresh.Key{key} })
+			e := newBenchEnv(b, func(c *refresh.Config) { c.Keys = []refresh.Key{key} })
 			tok := e.issue(b, "alice", refresh.WithScope("read")).AccessToken
 			b.ReportAllocs()
 			for b.Loop() {
@@ -141,7 +142,7 @@ func BenchmarkPrimitive(b *testing.B) {
 // EdDSA token (verify cache off), and a DPoP proof with the largest RSA key
 // and exponent allowed against an ES256 proof. BENCHMARKS.md has the ratios.
 func BenchmarkWorstCase(b *testing.B) {
-	e := newEnv(b, func(c *refresh.Config) {
+	e := newBenchEnv(b, func(c *refresh.Config) {
 		c.Keys = []refresh.Key{{ID: "k", Algorithm: refresh.EdDSA, Key: edKey}}
 		c.VerifyCacheSize = -1
 	})
@@ -235,4 +236,29 @@ func (k *benchDPoPKey) proof(u string, iat time.Time) string {
 	r.FillBytes(sig[:32])
 	s.FillBytes(sig[32:])
 	return in + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+// newBenchEnv is newEnv without the test kit's event recording and manual
+// clock: an Issuer as a service runs it (time.Now, no hooks), so that
+// benchmarks measure the library, not the fixture.
+func newBenchEnv(b testing.TB, mod ...func(*refresh.Config)) *env {
+	b.Helper()
+	st := refresh.NewMemoryStore(refresh.WithSweepInterval(0))
+	b.Cleanup(func() { _ = st.Close() })
+	cfg := refresh.Config{
+		Issuer:      "https://auth.example.com",
+		Audience:    "https://api.example.com",
+		Keys:        []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}},
+		RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: macSecret}},
+		Store:       st,
+		Now:         time.Now,
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	iss, err := refresh.NewIssuer(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &env{iss: iss, store: st, clock: refreshtest.NewClock(time.Now()), cfg: cfg}
 }

@@ -199,6 +199,8 @@ type Issuer struct {
 	sessCache sessionCache
 	vcache    *verifyCache // nil when disabled
 	dpopSeen  replayCache
+	active    ActiveAdvancer // the store's one-round-trip swap, or nil
+	frozen    *frozenCache   // non-nil with active
 }
 
 // NewIssuer checks cfg and returns an Issuer. It refuses a missing issuer,
@@ -302,6 +304,10 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 	iss.vcache = newVerifyCache(cfg.VerifyCacheSize)
 	iss.dpopSeen.window = dpopMaxAge + dpopMaxFuture + 2*cfg.Leeway
 	iss.dpopSeen.max, iss.dpopSeen.perKey = dpopReplaySize, dpopReplayPerKey
+	if a, ok := cfg.Store.(ActiveAdvancer); ok {
+		iss.active = a
+		iss.frozen = &frozenCache{cur: make(map[[sessionIDLen]byte]*Session)}
+	}
 	return iss, nil
 }
 
@@ -316,6 +322,9 @@ func (iss *Issuer) emit(ctx context.Context, e Event) {
 		iss.cfg.OnEvent(ctx, e)
 	}
 }
+
+// Grace returns the configured grace window.
+func (iss *Issuer) Grace() time.Duration { return iss.cfg.Grace }
 
 // AccessTTL returns the configured access-token lifetime.
 func (iss *Issuer) AccessTTL() time.Duration { return iss.cfg.AccessTTL }

@@ -158,6 +158,7 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 		// Only possible if the store lost writes (restored from backup).
 		return nil, nil, tokenErr(ErrInvalidToken, "refresh token generation ahead of session")
 	}
+	iss.frozen.put(&rc.sid, s)
 	return &rc, s, nil
 }
 
@@ -201,6 +202,7 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	if err := iss.store.Create(ctx, s); err != nil {
 		return nil, storeErr("create", err)
 	}
+	iss.frozen.put(&sid, s)
 	iss.emit(ctx, Event{Kind: EventIssued, Time: now, SessionID: s.ID, Subject: subject, ClientID: s.ClientID})
 	return iss.pair(s, sid[:], s.Scope, s.Claims, now)
 }
@@ -272,6 +274,95 @@ func (iss *Issuer) consumeProof(s *Session, o *callOptions) error {
 // compare-and-swap; each loss means another request made progress.
 const maxRaces = 8
 
+// frozenMax bounds the sessions whose immutable part an Issuer remembers
+// for one-round-trip rotation (about 400 bytes each with typical claims).
+const frozenMax = 1 << 16
+
+// frozenCache remembers, per session, what never changes after Issue: the
+// seed, subject, bindings, scope, claims, metadata and lifetimes. With a
+// Store that is an ActiveAdvancer it lets Rotate check a token's MAC and
+// absolute expiry locally and leave only what can change (generation,
+// revocation, idle lifetime) to one atomic store call. Two generations,
+// bounded; a nil *frozenCache is disabled.
+type frozenCache struct {
+	mu        sync.RWMutex // guards cur and prev
+	cur, prev map[[sessionIDLen]byte]*Session
+}
+
+func (c *frozenCache) get(sid *[sessionIDLen]byte) *Session {
+	if c == nil {
+		return nil
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if s := c.cur[*sid]; s != nil {
+		return s
+	}
+	return c.prev[*sid]
+}
+
+// put remembers the immutable part of s; the mutable fields of the copy are
+// never read.
+func (c *frozenCache) put(sid *[sessionIDLen]byte, s *Session) {
+	if c == nil {
+		return
+	}
+	f := &Session{ID: s.ID, Subject: s.Subject, ClientID: s.ClientID, DPoPKey: s.DPoPKey,
+		Seed: s.Seed, Scope: s.Scope, Claims: s.Claims, Meta: s.Meta, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.cur) >= frozenMax/2 {
+		c.prev, c.cur = c.cur, make(map[[sessionIDLen]byte]*Session, frozenMax/2)
+	}
+	c.cur[*sid] = f
+}
+
+// rotateActive is the one-round-trip rotation (see frozenCache). It reports
+// done=false, having changed nothing, when the slow path must decide: the
+// session is not known locally, or the store refused the swap (an older
+// token, a revoked or idle session, a lost race, a swept session), so that
+// grace, reuse, expiry and their events stay in one place.
+func (iss *Issuer) rotateActive(ctx context.Context, rc *refreshClaims, o *callOptions) (p *Pair, err error, done bool) {
+	f := iss.frozen.get(&rc.sid)
+	if f == nil {
+		return nil, nil, false
+	}
+	want := rc.key.tag(rc.sid[:], rc.gen, f.Seed)
+	if !hmac.Equal(want[:], rc.tag[:]) {
+		return nil, tokenErr(ErrInvalidToken, "bad refresh token MAC"), true
+	}
+	now := iss.now()
+	s := *f
+	s.Generation = rc.gen
+	s.Scope = slices.Clone(f.Scope) // the Pair's, never the cache's
+	if !now.Before(s.ExpiresAt) {
+		return nil, nil, false // the slow path reports it, with its event
+	}
+	if err := checkBindings(&s, o); err != nil {
+		return nil, err, true
+	}
+	if err := iss.consumeProof(&s, o); err != nil {
+		return nil, err, true
+	}
+	o.proof = nil // consumed: the slow path must not consume it again
+	scope, claims, err := iss.prepare(ctx, &s, o, now)
+	if err != nil {
+		return nil, err, true
+	}
+	err = iss.active.AdvanceActive(ctx, s.ID, rc.gen, now, now.Add(-iss.cfg.IdleTTL))
+	switch {
+	case err == nil:
+		s.Generation, s.RotatedAt = rc.gen+1, now
+		iss.emit(ctx, Event{Kind: EventRotated, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
+		p, err := iss.pair(&s, rc.sid[:], scope, claims, now)
+		return p, err, true
+	case errors.Is(err, ErrConflict), errors.Is(err, ErrSessionNotFound):
+		return nil, nil, false
+	default:
+		return nil, storeErr("update", err), true
+	}
+}
+
 // Rotate exchanges a refresh token for a new pair. The rules (DESIGN.md,
 // "Rotation, reuse and the grace window"):
 //
@@ -294,6 +385,15 @@ const maxRaces = 8
 // may refuse or reload claims. Rotate is safe for concurrent use.
 func (iss *Issuer) Rotate(ctx context.Context, refreshToken string, opts ...Option) (*Pair, error) {
 	o := collect(opts)
+	if iss.active != nil {
+		rc, err := iss.parseRefresh(refreshToken)
+		if err != nil {
+			return nil, err
+		}
+		if p, err, done := iss.rotateActive(ctx, &rc, &o); done {
+			return p, err
+		}
+	}
 	rc, s, err := iss.verifyRefresh(ctx, refreshToken)
 	if err != nil {
 		return nil, err

@@ -699,6 +699,11 @@ func (s sweepingStore) Advance(ctx context.Context, id string, from uint64, at t
 	return s.MemoryStore.Advance(ctx, id, from, at)
 }
 
+func (s sweepingStore) AdvanceActive(ctx context.Context, id string, from uint64, at, activeAfter time.Time) error {
+	_, _ = s.MemoryStore.DeleteExpired(ctx, time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), 1000)
+	return s.MemoryStore.AdvanceActive(ctx, id, from, at, activeAfter)
+}
+
 // A session that disappears mid-rotation is the client's problem (its token
 // is no longer valid), not a system fault.
 func TestRotateSessionSweptMidway(t *testing.T) {

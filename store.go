@@ -156,6 +156,28 @@ type Store interface {
 	DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error)
 }
 
+// ActiveAdvancer is an optional Store capability that lets the Issuer rotate
+// a refresh token in one round trip to the store instead of two (a Get, then
+// Advance). A Store that has it is used that way automatically; one without
+// it keeps working exactly as before.
+//
+// The Issuer keeps a local copy of what never changes after Issue (seed,
+// subject, bindings, scope, claims, lifetimes), checks the token's MAC and the
+// absolute expiry against it, and leaves to this one atomic step everything
+// that can change: the generation, revocation and the idle lifetime.
+type ActiveAdvancer interface {
+	// AdvanceActive is Advance with one more condition in the same atomic
+	// step: the session's RotatedAt must be after activeAfter (strictly).
+	// If its generation is `from`, it is not revoked and RotatedAt is after
+	// activeAfter, it moves the session to from+1, sets RotatedAt to at and
+	// GraceUses to 0 and returns nil. Otherwise it returns ErrConflict and
+	// changes nothing (ErrSessionNotFound if there is no such session). Of
+	// any number of concurrent calls with the same `from`, at most one
+	// succeeds. It compares times only; it knows nothing of the Issuer's
+	// lifetimes.
+	AdvanceActive(ctx context.Context, id string, from uint64, at, activeAfter time.Time) error
+}
+
 // SortSessions orders sessions as Store.Sessions must return them: by
 // CreatedAt, then by ID. Store implementations may use it.
 func SortSessions(list []*Session) {

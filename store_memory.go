@@ -241,7 +241,10 @@ func NewMemoryStore(opts ...MemoryOption) *MemoryStore {
 	return m
 }
 
-var _ Store = (*MemoryStore)(nil)
+var (
+	_ Store          = (*MemoryStore)(nil)
+	_ ActiveAdvancer = (*MemoryStore)(nil)
+)
 
 // Close stops the background sweeper and waits for it. The store stays usable.
 // Close is idempotent.
@@ -401,8 +404,17 @@ func (m *MemoryStore) update(ctx context.Context, id string, f func(*memRecord) 
 
 // Advance implements Store.
 func (m *MemoryStore) Advance(ctx context.Context, id string, from uint64, at time.Time) error {
+	return m.advance(ctx, id, from, at, math.MinInt64)
+}
+
+// AdvanceActive implements ActiveAdvancer.
+func (m *MemoryStore) AdvanceActive(ctx context.Context, id string, from uint64, at, activeAfter time.Time) error {
+	return m.advance(ctx, id, from, at, nanos(activeAfter))
+}
+
+func (m *MemoryStore) advance(ctx context.Context, id string, from uint64, at time.Time, activeAfter int64) error {
 	return m.update(ctx, id, func(r *memRecord) error {
-		if r.gen != from || r.isRevoked() {
+		if r.gen != from || r.isRevoked() || r.rotated <= activeAfter && activeAfter != math.MinInt64 {
 			return ErrConflict
 		}
 		r.gen++

@@ -2,6 +2,7 @@ package refresh_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,4 +49,43 @@ func TestMemoryStoreFarFuture(t *testing.T) {
 	n, err := m.DeleteExpired(ctx, time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), 10)
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
+}
+
+// callCounter counts the calls an Issuer makes to a store: round trips, for
+// a remote one.
+type callCounter struct {
+	*refresh.MemoryStore
+	n atomic.Int64
+}
+
+func (c *callCounter) Create(ctx context.Context, s *refresh.Session) error {
+	c.n.Add(1)
+	return c.MemoryStore.Create(ctx, s)
+}
+
+func (c *callCounter) Get(ctx context.Context, id string) (*refresh.Session, error) {
+	c.n.Add(1)
+	return c.MemoryStore.Get(ctx, id)
+}
+
+func (c *callCounter) Advance(ctx context.Context, id string, from uint64, at time.Time) error {
+	c.n.Add(1)
+	return c.MemoryStore.Advance(ctx, id, from, at)
+}
+
+func (c *callCounter) AdvanceActive(ctx context.Context, id string, from uint64, at, after time.Time) error {
+	c.n.Add(1)
+	return c.MemoryStore.AdvanceActive(ctx, id, from, at, after)
+}
+
+func (c *callCounter) Revoke(ctx context.Context, id string, at time.Time, reason string) error {
+	c.n.Add(1)
+	return c.MemoryStore.Revoke(ctx, id, at, reason)
+}
+
+// The common rotation is one call to the store; the others cost what
+// storetest.Want says.
+func TestStoreCallsPerRefresh(t *testing.T) {
+	st := &callCounter{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	storetest.CheckRoundTrips(t, st, st.n.Load, storetest.Want)
 }

@@ -45,7 +45,10 @@ type Store struct {
 	q     queries
 }
 
-var _ refresh.Store = (*Store)(nil)
+var (
+	_ refresh.Store          = (*Store)(nil)
+	_ refresh.ActiveAdvancer = (*Store)(nil)
+)
 
 // Option configures a Store.
 type Option func(*Store)
@@ -85,7 +88,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 }
 
 type queries struct {
-	create, get, advance, grace, revoke, revokeSubject, sessions, deleteExpired string
+	create, get, advance, advanceActive, grace, revoke, revokeSubject, sessions, deleteExpired string
 }
 
 const columns = `id, subject, client_id, dpop_key, generation, grace_uses, seed, scope, claims, meta,
@@ -103,6 +106,11 @@ func buildQueries(t string) queries {
 		advance: r(`WITH u AS (
 				UPDATE $T SET generation = generation + 1, rotated_at = $3, grace_uses = 0
 				WHERE id = $1 AND generation = $2 AND revoked_at IS NULL
+				RETURNING 1)
+			SELECT (SELECT count(*) FROM u), EXISTS (SELECT 1 FROM $T WHERE id = $1)`),
+		advanceActive: r(`WITH u AS (
+				UPDATE $T SET generation = generation + 1, rotated_at = $3, grace_uses = 0
+				WHERE id = $1 AND generation = $2 AND revoked_at IS NULL AND rotated_at > $4
 				RETURNING 1)
 			SELECT (SELECT count(*) FROM u), EXISTS (SELECT 1 FROM $T WHERE id = $1)`),
 		grace: r(`WITH u AS (
@@ -237,6 +245,15 @@ func (s *Store) Advance(ctx context.Context, id string, from uint64, at time.Tim
 		return s.cas(ctx, "advance", s.q.advance, id, int64(-1), nanos(at))
 	}
 	return s.cas(ctx, "advance", s.q.advance, id, int64(from), nanos(at))
+}
+
+// AdvanceActive implements refresh.ActiveAdvancer in one statement, so that
+// a rotation costs one round trip.
+func (s *Store) AdvanceActive(ctx context.Context, id string, from uint64, at, activeAfter time.Time) error {
+	if from >= 1<<63-1 {
+		return s.cas(ctx, "advance", s.q.advanceActive, id, int64(-1), nanos(at), nanos(activeAfter))
+	}
+	return s.cas(ctx, "advance", s.q.advanceActive, id, int64(from), nanos(at), nanos(activeAfter))
 }
 
 // UseGrace implements refresh.Store in one statement.

@@ -53,7 +53,10 @@ type Store struct {
 	prefix string
 }
 
-var _ refresh.Store = (*Store)(nil)
+var (
+	_ refresh.Store          = (*Store)(nil)
+	_ refresh.ActiveAdvancer = (*Store)(nil)
+)
 
 // Option configures a Store.
 type Option func(*Store)
@@ -107,10 +110,13 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1`)
+	// ARGV[4], if given, is the time RotatedAt must be after (AdvanceActive);
+	// times are 20-digit nanoseconds, so string order is time order.
 	advanceScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'gen', 'revoked')
+local v = redis.call('HMGET', KEYS[1], 'gen', 'revoked', 'rotated')
 if not v[1] then return -1 end
 if v[1] ~= ARGV[1] or v[2] then return 0 end
+if ARGV[4] and not (v[3] > ARGV[4]) then return 0 end
 redis.call('HSET', KEYS[1], 'gen', ARGV[2], 'rotated', ARGV[3], 'grace', '0')
 return 1`)
 	graceScript = redis.NewScript(`
@@ -267,6 +273,16 @@ func (s *Store) Advance(ctx context.Context, id string, from uint64, at time.Tim
 	}
 	return s.run(ctx, "advance", advanceScript, id,
 		strconv.FormatUint(from, 10), strconv.FormatUint(from+1, 10), ns(at))
+}
+
+// AdvanceActive implements refresh.ActiveAdvancer: one script, so that a
+// rotation costs one round trip.
+func (s *Store) AdvanceActive(ctx context.Context, id string, from uint64, at, activeAfter time.Time) error {
+	if from == ^uint64(0) {
+		return s.run(ctx, "advance", advanceScript, id, "none", "0", ns(at), ns(activeAfter))
+	}
+	return s.run(ctx, "advance", advanceScript, id,
+		strconv.FormatUint(from, 10), strconv.FormatUint(from+1, 10), ns(at), ns(activeAfter))
 }
 
 // UseGrace implements refresh.Store: one script, one round trip.

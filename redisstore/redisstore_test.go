@@ -113,12 +113,21 @@ func TestServerRestart(t *testing.T) {
 func BenchmarkRotate(b *testing.B) {
 	c := testClient(b)
 	st := newStore(b, c)
-	iss := storetest.NewIssuer(b, st, 0)
+	// The same store with and without its one-round-trip swap, in one run.
+	paths := []struct {
+		name string
+		iss  *refresh.Issuer
+	}{
+		{"two-round-trips", storetest.NewIssuer(b, storetest.HideCapabilities(st), 0)},
+		{"one-round-trip", storetest.NewIssuer(b, st, 0)},
+	}
 	for _, clients := range []int{1, 8, 64} {
-		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
-			b.ReportAllocs()
-			storetest.BenchmarkClients(b, iss, clients)
-		})
+		for _, p := range paths {
+			b.Run(fmt.Sprintf("clients=%d/%s", clients, p.name), func(b *testing.B) {
+				b.ReportAllocs()
+				storetest.BenchmarkClients(b, p.iss, clients)
+			})
+		}
 	}
 }
 
@@ -139,31 +148,14 @@ func (h *countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 	}
 }
 
-// A rotation costs exactly two round trips: HGETALL, then the Lua
-// compare-and-swap by its SHA.
+// A rotation costs one round trip (the Lua compare-and-swap by its SHA),
+// and the other refreshes what storetest.Want says.
 func TestRoundTripsPerRotation(t *testing.T) {
 	c := testClient(t)
 	h := &countingHook{}
 	c.AddHook(h)
-	iss := storetest.NewIssuer(t, newStore(t, c), 0)
-	ctx := context.Background()
-	p, err := iss.Issue(ctx, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p, err = iss.Rotate(ctx, p.RefreshToken); err != nil { // loads the script if needed
-		t.Fatal(err)
-	}
-	before := h.n.Load()
-	const n = 50
-	for i := 0; i < n; i++ {
-		if p, err = iss.Rotate(ctx, p.RefreshToken); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if got := h.n.Load() - before; got != 2*n {
-		t.Fatalf("%d round trips for %d rotations, want %d", got, n, 2*n)
-	}
+	got := storetest.CheckRoundTrips(t, newStore(t, c), h.n.Load, storetest.Want)
+	t.Logf("round trips: %+v", got)
 }
 
 // The whole conformance suite, and the Issuer races in it, on a real
@@ -209,4 +201,11 @@ func TestClusterConformance(t *testing.T) {
 	if nodes := nodes.Load(); nodes < 2 {
 		t.Fatalf("keys on %d node(s): the test did not exercise several slots", nodes)
 	}
+
+	// One round trip per rotation on the cluster too (each script touches
+	// one key, so one node answers it).
+	h := &countingHook{}
+	c.AddHook(h)
+	got := storetest.CheckRoundTrips(t, st, h.n.Load, storetest.Want)
+	t.Logf("round trips on the cluster: %+v", got)
 }

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"math"
@@ -218,6 +219,9 @@ func testFaults(t *testing.T, st refresh.Store) {
 	check("Sessions", err)
 	_, err = st.DeleteExpired(ctx(t), base, 10)
 	check("DeleteExpired", err)
+	if aa, ok := st.(refresh.ActiveAdvancer); ok {
+		check("AdvanceActive", aa.AdvanceActive(ctx(t), s.ID, 0, base, base))
+	}
 
 	iss := NewIssuer(t, st, 0)
 	if _, err := iss.Issue(ctx(t), "alice"); err == nil || refresh.IsClientError(err) {
@@ -229,5 +233,74 @@ func testFaults(t *testing.T, st refresh.Store) {
 	_, err = iss.Rotate(ctx(t), "rt_"+base64.RawURLEncoding.EncodeToString(raw))
 	if err == nil || refresh.IsClientError(err) {
 		t.Errorf("%s: Issuer.Rotate on a failing backend: %v, want a system fault (503 on the wire), not an invalid grant", rule, err)
+	}
+}
+
+// testAdvanceActive checks the optional one-round-trip swap
+// (refresh.ActiveAdvancer) like Advance: its idle condition one nanosecond
+// either side, generation and revocation, not-found versus conflict, 64
+// concurrent callers, a cancelled context.
+func testAdvanceActive(t *testing.T, st refresh.Store) {
+	aa, ok := st.(refresh.ActiveAdvancer)
+	if !ok {
+		t.Skip("the store is not a refresh.ActiveAdvancer: rotations cost two round trips (Get, then Advance)")
+	}
+	const rule = `rule "AdvanceActive is Advance that also requires RotatedAt > activeAfter, in the same atomic step"`
+	s := newSession(subject(t), base)
+	s.RotatedAt = base.Add(time.Minute + 5*time.Nanosecond)
+	mustCreate(t, st, s)
+	at := base.Add(time.Hour)
+	if err := aa.AdvanceActive(ctx(t), randID(), 0, at, base); !errors.Is(err, refresh.ErrSessionNotFound) {
+		t.Fatalf("%s: AdvanceActive of a missing session: %v, want ErrSessionNotFound", rule, err)
+	}
+	for name, c := range map[string]struct {
+		from  uint64
+		after time.Time
+	}{
+		"RotatedAt equal to activeAfter (idle)": {0, s.RotatedAt},
+		"RotatedAt before activeAfter (idle)":   {0, s.RotatedAt.Add(time.Nanosecond)},
+		"another generation":                    {1, base},
+	} {
+		if err := aa.AdvanceActive(ctx(t), s.ID, c.from, at, c.after); !errors.Is(err, refresh.ErrConflict) {
+			t.Fatalf("%s: %s: %v, want ErrConflict", rule, name, err)
+		}
+		expectSame(t, s, mustGet(t, st, s.ID))
+	}
+	if err := st.UseGrace(ctx(t), s.ID, 0, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := aa.AdvanceActive(ctx(t), s.ID, 0, at, s.RotatedAt.Add(-time.Nanosecond)); err != nil {
+		t.Fatalf("%s: RotatedAt 1ns after activeAfter: %v, want success", rule, err)
+	}
+	want := s.Clone()
+	want.Generation, want.RotatedAt, want.GraceUses = 1, at, 0
+	expectSame(t, want, mustGet(t, st, s.ID))
+
+	// Revoked: refused.
+	if err := st.Revoke(ctx(t), s.ID, at, "logout"); err != nil {
+		t.Fatal(err)
+	}
+	if err := aa.AdvanceActive(ctx(t), s.ID, 1, at.Add(time.Second), base); !errors.Is(err, refresh.ErrConflict) {
+		t.Fatalf("%s: a revoked session: %v, want ErrConflict", rule, err)
+	}
+
+	// 64 concurrent callers: exactly one wins per generation.
+	r := newSession(subject(t), base)
+	mustCreate(t, st, r)
+	for gen := uint64(0); gen < 3; gen++ {
+		wins := race(t, func(i int) error {
+			return aa.AdvanceActive(ctx(t), r.ID, gen, base.Add(time.Duration(gen+1)*time.Hour+time.Duration(i)), base.Add(-time.Hour))
+		}, isConflict)
+		if wins != 1 {
+			t.Fatalf("%s: generation %d: %d of %d concurrent calls succeeded, want exactly 1", rule, gen, wins, racers)
+		}
+	}
+	c, cancel := context.WithCancel(ctx(t))
+	cancel()
+	if err := aa.AdvanceActive(c, r.ID, 3, base.Add(5*time.Hour), base); !errors.Is(err, context.Canceled) {
+		t.Fatalf("AdvanceActive with a cancelled context: %v, want an error wrapping context.Canceled", err)
+	}
+	if got := mustGet(t, st, r.ID).Generation; got != 3 {
+		t.Fatalf("generation %d after three races and a cancelled call, want 3", got)
 	}
 }

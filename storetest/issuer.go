@@ -16,6 +16,10 @@ import (
 	"github.com/refreshkit/refresh"
 )
 
+// issuerKeys remembers the keys NewIssuer made, so that another Issuer can
+// share them (NewIssuerWithKeysOf), as replicas of one service do.
+var issuerKeys sync.Map // *refresh.Issuer -> [2][]byte
+
 // NewIssuer returns an Issuer on st with fresh random HS256 and refresh keys
 // and the given grace window, for adapter tests and benchmarks.
 func NewIssuer(t testing.TB, st refresh.Store, grace time.Duration) *refresh.Issuer {
@@ -24,6 +28,28 @@ func NewIssuer(t testing.TB, st refresh.Store, grace time.Duration) *refresh.Iss
 	mac := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	_, _ = rand.Read(mac)
+	iss := newIssuer(t, st, grace, secret, mac)
+	issuerKeys.Store(iss, [2][]byte{secret, mac})
+	return iss
+}
+
+// NewIssuerWithKeysOf returns another Issuer made like other by NewIssuer
+// (same keys, same grace window) on st: a second instance of the same
+// service, which has seen none of the first one's sessions.
+func NewIssuerWithKeysOf(t testing.TB, other *refresh.Issuer, st refresh.Store) *refresh.Issuer {
+	t.Helper()
+	k, ok := issuerKeys.Load(other)
+	if !ok {
+		t.Fatal("storetest: NewIssuerWithKeysOf needs an Issuer made by NewIssuer")
+	}
+	keys := k.([2][]byte)
+	iss := newIssuer(t, st, other.Grace(), keys[0], keys[1])
+	issuerKeys.Store(iss, keys)
+	return iss
+}
+
+func newIssuer(t testing.TB, st refresh.Store, grace time.Duration, secret, mac []byte) *refresh.Issuer {
+	t.Helper()
 	iss, err := refresh.NewIssuer(refresh.Config{
 		Issuer:      "https://storetest.invalid",
 		Audience:    "storetest",

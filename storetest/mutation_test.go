@@ -68,6 +68,11 @@ var mutants = map[string]string{
 	"advance-no-rotatedat": "Advance does not set RotatedAt",
 	"create-overwrite":     "Create of a taken id overwrites it",
 	"create-dup-indexes":   "a refused Create still indexes the session under its subject",
+	// The one-round-trip swap (refresh.ActiveAdvancer).
+	"active-ignored":        "AdvanceActive ignores activeAfter (an idle session rotates)",
+	"active-inclusive":      "AdvanceActive admits RotatedAt equal to activeAfter",
+	"active-revoked-ok":     "AdvanceActive of a revoked session succeeds",
+	"fault-active-conflict": "a driver error in AdvanceActive reported as ErrConflict",
 	// Revocation.
 	"revoke-overwrite":   "a second Revoke overwrites RevokedAt and the reason",
 	"revoke-missing-nil": "Revoke of a missing session returns nil",

@@ -199,6 +199,41 @@ func (r *refStore) Advance(ctx context.Context, id string, from uint64, at time.
 	return nil
 }
 
+// AdvanceActive implements refresh.ActiveAdvancer.
+func (r *refStore) AdvanceActive(ctx context.Context, id string, from uint64, at, activeAfter time.Time) error {
+	if err := r.start(ctx, "advance"); err != nil {
+		return r.faultAs(err, "fault-active-conflict", refresh.ErrConflict)
+	}
+	r.mu.Lock()
+	s := r.get(id)
+	idle := s != nil && !s.RotatedAt.After(activeAfter)
+	switch {
+	case r.is("active-ignored"):
+		idle = false
+	case r.is("active-inclusive"):
+		idle = s != nil && s.RotatedAt.Before(activeAfter)
+	}
+	r.mu.Unlock()
+	if idle {
+		return refresh.ErrConflict
+	}
+	if r.is("active-revoked-ok") {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if s == nil {
+			return refresh.ErrSessionNotFound
+		}
+		if s.Generation != from {
+			return refresh.ErrConflict
+		}
+		s.Generation, s.RotatedAt, s.GraceUses = from+1, r.store(at), 0
+		return nil
+	}
+	// RotatedAt only grows, so a session found active stays active until the
+	// swap, which Advance makes atomic.
+	return r.Advance(ctx, id, from, at)
+}
+
 func (r *refStore) UseGrace(ctx context.Context, id string, generation uint64, limit uint32) error {
 	if err := r.start(ctx, "usegrace"); err != nil {
 		return r.faultAs(err, "fault-usegrace-conflict", refresh.ErrConflict)

@@ -82,6 +82,7 @@ func Run(t *testing.T, newStore func(t *testing.T) refresh.Store, opts ...Option
 		{"AdvanceConflict", testAdvanceConflict},
 		{"AdvanceRevoked", testAdvanceRevoked},
 		{"AdvanceConcurrent", testAdvanceConcurrent},
+		{"AdvanceActive", testAdvanceActive},
 		{"UseGrace", testUseGrace},
 		{"UseGraceConcurrent", testUseGraceConcurrent},
 		{"RevokeIdempotent", testRevokeIdempotent},
