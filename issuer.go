@@ -17,8 +17,11 @@ const (
 	DefaultSessionTTL      = 90 * 24 * time.Hour
 	DefaultMaxTokenSize    = 8 << 10
 	DefaultSessionCheckTTL = 2 * time.Second
-	DefaultVerifyCacheSize = 4096
-	MaxLeeway              = 5 * time.Minute
+	// DefaultRevokedRetention: revoked sessions stay a week for support
+	// questions ("why was I logged out?") before Sweep removes them.
+	DefaultRevokedRetention = 7 * 24 * time.Hour
+	DefaultVerifyCacheSize  = 4096
+	MaxLeeway               = 5 * time.Minute
 )
 
 // RefreshKey is a server secret that MACs refresh tokens. Its ID is written
@@ -70,6 +73,13 @@ type Config struct {
 	// the window too (SECURITY.md): bind sessions to a client or a DPoP key
 	// when you turn grace on.
 	Grace time.Duration
+	// RevokedRetention is how long Sweep keeps a revoked session before
+	// deleting it, with a Store that is a StaleDeleter. Default 7 days;
+	// negative keeps revoked sessions until they expire or go idle. A
+	// deleted session's tokens are refused as unknown (invalid_grant), as
+	// they were while revoked; only the reuse event is no longer emitted
+	// for them. Keep audit trails from OnEvent, not from the store.
+	RevokedRetention time.Duration
 	// MaxGraceUses, if above zero, bounds the grace retries per rotation:
 	// further retries are refused (ErrInvalidToken) without revoking the
 	// session. Zero (the default) sets no bound, so a burst of any size
@@ -226,6 +236,7 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 	setDefault(&cfg.IdleTTL, DefaultIdleTTL)
 	setDefault(&cfg.SessionTTL, DefaultSessionTTL)
 	setDefault(&cfg.SessionCheckTTL, DefaultSessionCheckTTL)
+	setDefault(&cfg.RevokedRetention, DefaultRevokedRetention)
 	if cfg.MaxTokenSize == 0 {
 		cfg.MaxTokenSize = DefaultMaxTokenSize
 	}

@@ -636,17 +636,30 @@ func (iss *Issuer) Sessions(ctx context.Context, subject string) ([]SessionInfo,
 	return out, nil
 }
 
-// Sweep deletes sessions whose absolute lifetime ended before now from the
-// store, in batches of batch (default 1000), and returns how many it deleted.
-// Run it periodically with stores that do not expire sessions by themselves.
+// Sweep deletes from the store, in batches of batch (default 1000), the
+// sessions that can never be used again, and returns how many it deleted:
+// those past their absolute lifetime and, with a Store that is a
+// StaleDeleter (all shipped stores but redisstore, whose keys expire by
+// themselves), also those idle past IdleTTL and those revoked longer than
+// RevokedRetention ago. Run it periodically (every few minutes) so tables
+// stay bounded by the sessions actually in use.
 func (iss *Issuer) Sweep(ctx context.Context, batch int) (int, error) {
 	if batch <= 0 {
 		batch = 1000
 	}
 	now := iss.now()
+	del := func() (int, error) { return iss.store.DeleteExpired(ctx, now, batch) }
+	if sd, ok := iss.store.(StaleDeleter); ok {
+		idleBy := now.Add(-iss.cfg.IdleTTL)
+		revokedBy := time.Time{} // matches no revocation
+		if iss.cfg.RevokedRetention > 0 {
+			revokedBy = now.Add(-iss.cfg.RevokedRetention)
+		}
+		del = func() (int, error) { return sd.DeleteStale(ctx, now, idleBy, revokedBy, batch) }
+	}
 	total := 0
 	for {
-		n, err := iss.store.DeleteExpired(ctx, now, batch)
+		n, err := del()
 		total += n
 		if err != nil {
 			return total, storeErr("delete expired", err)

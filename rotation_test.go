@@ -649,18 +649,56 @@ func TestRevokeAndSessions(t *testing.T) {
 }
 
 func TestSweep(t *testing.T) {
-	e := newEnv(t, func(c *refresh.Config) { c.IdleTTL, c.SessionTTL = time.Hour, 2*time.Hour })
-	for i := 0; i < 5; i++ {
-		e.issue(t, "alice")
+	const idle, life, keep = time.Hour, 4 * time.Hour, 30 * time.Minute
+	e := newEnv(t, func(c *refresh.Config) { c.IdleTTL, c.SessionTTL, c.RevokedRetention = idle, life, keep })
+	start := e.clock.Now()
+	mk := func(at time.Time) *refresh.Pair {
+		e.clock.Set(at)
+		return e.issue(t, "alice")
 	}
-	e.clock.Advance(time.Hour)
-	live := e.issue(t, "alice")
-	e.clock.Advance(time.Hour)
-	n, err := e.iss.Sweep(bg, 2)
+	revokeAt := func(p *refresh.Pair, at time.Time) {
+		e.clock.Set(at)
+		require.NoError(t, e.iss.RevokeSession(bg, p.SessionID))
+	}
+	now := start.Add(2 * time.Hour)
+	// Sweep removes a session idle since exactly IdleTTL, keeps one a
+	// nanosecond younger; removes one revoked exactly RevokedRetention ago,
+	// keeps one revoked a nanosecond later; and keeps a live, used one.
+	idleGone := mk(now.Add(-idle))
+	idleKept := mk(now.Add(-idle + time.Nanosecond))
+	revGone, revKept := mk(start.Add(90*time.Minute)), mk(start.Add(90*time.Minute))
+	revokeAt(revGone, now.Add(-keep))
+	revokeAt(revKept, now.Add(-keep+time.Nanosecond))
+	used := mk(now.Add(-30 * time.Minute))
+	e.clock.Set(now.Add(-time.Minute))
+	_, err := e.iss.Rotate(bg, used.RefreshToken)
 	require.NoError(t, err)
-	assert.Equal(t, 5, n)
-	_, err = e.store.Get(bg, live.SessionID)
+	e.clock.Set(now)
+	n, err := e.iss.Sweep(bg, 1)
 	require.NoError(t, err)
+	assert.Equal(t, 2, n)
+	for p, wantGone := range map[*refresh.Pair]bool{idleGone: true, revGone: true, idleKept: false, revKept: false, used: false} {
+		_, err := e.store.Get(bg, p.SessionID)
+		if wantGone {
+			require.ErrorIs(t, err, refresh.ErrSessionNotFound)
+		} else {
+			require.NoError(t, err)
+		}
+	}
+	// Past the absolute lifetime everything goes, used or not.
+	e.clock.Set(start.Add(life))
+	n, err = e.iss.Sweep(bg, 0)
+	require.NoError(t, err)
+	assert.Equal(t, 3, n)
+
+	// RevokedRetention < 0 keeps revoked sessions until they expire or idle.
+	k := newEnv(t, func(c *refresh.Config) { c.RevokedRetention = -1 })
+	p := k.issue(t, "alice")
+	require.NoError(t, k.iss.RevokeSession(bg, p.SessionID))
+	k.clock.Advance(24 * time.Hour)
+	n, err = k.iss.Sweep(bg, 0)
+	require.NoError(t, err)
+	assert.Equal(t, 0, n)
 }
 
 // A store failure is a system fault: wrapped, not a client error.

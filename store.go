@@ -89,8 +89,8 @@ func (s *Session) Clone() *Session {
 // (a key TTL in Redis, a database's row expiry); Get then reports
 // ErrSessionNotFound for it, which the Issuer treats as an invalid token,
 // exactly as it treats an expired one. It must never drop, or hide, a
-// session before its ExpiresAt, revoked or not: revoked sessions are kept
-// until then (for the sessions page, audit and reuse answers).
+// session by itself before its ExpiresAt, revoked or not: only the Issuer
+// decides to delete one earlier (DeleteStale).
 //
 // Errors. Expected outcomes are the documented sentinels, matched with
 // errors.Is (wrapping is fine). Everything else (a dropped connection, a
@@ -176,6 +176,25 @@ type ActiveAdvancer interface {
 	// succeeds. It compares times only; it knows nothing of the Issuer's
 	// lifetimes.
 	AdvanceActive(ctx context.Context, id string, from uint64, at, activeAfter time.Time) error
+}
+
+// StaleDeleter is an optional Store capability that keeps tables from
+// growing: besides sessions past their absolute end, Issuer.Sweep then also
+// removes sessions that can never be used again sooner, those idle past
+// Config.IdleTTL and those revoked longer than Config.RevokedRetention ago.
+// A Store without it is swept with DeleteExpired only.
+type StaleDeleter interface {
+	// DeleteStale removes at most limit sessions, each matching at least one
+	// of: ExpiresAt at or before expiredBy; RotatedAt at or before idleBy;
+	// revoked, with RevokedAt at or before revokedBy. It returns how many it
+	// removed and removes no other session (compare at nanosecond
+	// precision; a live session's zero RevokedAt never matches, and a zero
+	// revokedBy, which the Issuer passes when revoked sessions are kept,
+	// matches no session). A session rotated meanwhile must not be removed
+	// for its old RotatedAt (re-check under the row's lock). Like
+	// DeleteExpired it must be short, batched by limit, and limit <= 0
+	// removes nothing. It compares times only; the Issuer chooses them.
+	DeleteStale(ctx context.Context, expiredBy, idleBy, revokedBy time.Time, limit int) (int, error)
 }
 
 // SortSessions orders sessions as Store.Sessions must return them: by

@@ -244,6 +244,7 @@ func NewMemoryStore(opts ...MemoryOption) *MemoryStore {
 var (
 	_ Store          = (*MemoryStore)(nil)
 	_ ActiveAdvancer = (*MemoryStore)(nil)
+	_ StaleDeleter   = (*MemoryStore)(nil)
 )
 
 // Close stops the background sweeper and waits for it. The store stays usable.
@@ -502,10 +503,23 @@ func (m *MemoryStore) Sessions(ctx context.Context, subject string) ([]*Session,
 // DeleteExpired implements Store. It visits shards in turn and holds each
 // shard's lock only while it scans that shard.
 func (m *MemoryStore) DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error) {
+	cut := nanos(before)
+	return m.deleteWhere(ctx, limit, func(r *memRecord) bool { return r.expires <= cut })
+}
+
+// DeleteStale implements StaleDeleter, visiting shards like DeleteExpired.
+func (m *MemoryStore) DeleteStale(ctx context.Context, expiredBy, idleBy, revokedBy time.Time, limit int) (int, error) {
+	e, i, v := nanos(expiredBy), nanos(idleBy), nanos(revokedBy)
+	return m.deleteWhere(ctx, limit, func(r *memRecord) bool {
+		return r.expires <= e || r.rotated <= i || r.isRevoked() && r.revoked <= v
+	})
+}
+
+// deleteWhere removes at most limit records for which stale holds.
+func (m *MemoryStore) deleteWhere(ctx context.Context, limit int, stale func(*memRecord) bool) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	cut := nanos(before)
 	type gone struct {
 		k       memID
 		subject string
@@ -521,7 +535,7 @@ func (m *MemoryStore) DeleteExpired(ctx context.Context, before time.Time, limit
 			if len(deleted) >= limit {
 				break
 			}
-			if r.expires <= cut {
+			if stale(r) {
 				delete(sh.fixed, k)
 				deleted = append(deleted, gone{memID{fixed: k, isFixed: true}, r.subject})
 			}
@@ -530,7 +544,7 @@ func (m *MemoryStore) DeleteExpired(ctx context.Context, before time.Time, limit
 			if len(deleted) >= limit {
 				break
 			}
-			if r.expires <= cut {
+			if stale(r) {
 				delete(sh.other, k)
 				deleted = append(deleted, gone{memID{other: k}, r.subject})
 			}

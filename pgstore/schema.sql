@@ -24,7 +24,13 @@ CREATE TABLE IF NOT EXISTS refresh_sessions (
 );
 -- Sessions(subject) and RevokeSubject(subject).
 CREATE INDEX IF NOT EXISTS refresh_sessions_subject_idx ON refresh_sessions (subject, created_at);
--- DeleteExpired(before).
+-- DeleteExpired(before) and DeleteStale's first rule.
 CREATE INDEX IF NOT EXISTS refresh_sessions_expires_idx ON refresh_sessions (expires_at);
+-- DeleteStale: sessions idle since rotated_at. This index makes a rotation
+-- update an indexed column (no HOT update); BENCHMARKS.md has the cost.
+CREATE INDEX IF NOT EXISTS refresh_sessions_rotated_idx ON refresh_sessions (rotated_at);
+-- DeleteStale: revoked sessions, a small part of the table.
+CREATE INDEX IF NOT EXISTS refresh_sessions_revoked_idx ON refresh_sessions (revoked_at)
+    WHERE revoked_at IS NOT NULL;
 -- Columns added after the first version, for tables created before them.
 ALTER TABLE refresh_sessions ADD COLUMN IF NOT EXISTS dpop_key text NOT NULL DEFAULT '';

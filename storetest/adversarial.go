@@ -222,6 +222,10 @@ func testFaults(t *testing.T, st refresh.Store) {
 	if aa, ok := st.(refresh.ActiveAdvancer); ok {
 		check("AdvanceActive", aa.AdvanceActive(ctx(t), s.ID, 0, base, base))
 	}
+	if sd, ok := st.(refresh.StaleDeleter); ok {
+		_, err = sd.DeleteStale(ctx(t), base, base, base, 10)
+		check("DeleteStale", err)
+	}
 
 	iss := NewIssuer(t, st, 0)
 	if _, err := iss.Issue(ctx(t), "alice"); err == nil || refresh.IsClientError(err) {

@@ -73,6 +73,18 @@ var mutants = map[string]string{
 	"active-inclusive":      "AdvanceActive admits RotatedAt equal to activeAfter",
 	"active-revoked-ok":     "AdvanceActive of a revoked session succeeds",
 	"fault-active-conflict": "a driver error in AdvanceActive reported as ErrConflict",
+	// The sweep of what can never be used again (refresh.StaleDeleter).
+	"stale-ignores-expired": "DeleteStale ignores expiredBy",
+	"stale-idle-strict":     "DeleteStale compares RotatedAt < idleBy instead of <=",
+	"stale-idle-created":    "DeleteStale reads idleness from CreatedAt",
+	"stale-revoked-strict":  "DeleteStale compares RevokedAt < revokedBy instead of <=",
+	"stale-live-as-revoked": "DeleteStale reads a live session's missing RevokedAt as the zero time",
+	"stale-zero-unbounded":  "DeleteStale reads a zero revokedBy as no bound",
+	"stale-and":             "DeleteStale requires expired and idle instead of either",
+	"stale-micro":           "DeleteStale compares RotatedAt at microsecond precision",
+	"stale-over-limit":      "DeleteStale removes limit+1",
+	"stale-count-batches":   "DeleteStale reports limit instead of what it removed",
+	"fault-stale-zero":      "a driver error in DeleteStale reported as 0 deleted",
 	// Revocation.
 	"revoke-overwrite":   "a second Revoke overwrites RevokedAt and the reason",
 	"revoke-missing-nil": "Revoke of a missing session returns nil",

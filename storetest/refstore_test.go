@@ -413,8 +413,52 @@ func (r *refStore) Sessions(ctx context.Context, subject string) ([]*refresh.Ses
 }
 
 func (r *refStore) DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error) {
-	if err := r.start(ctx, "deleteexpired"); err != nil {
-		if r.is("fault-delete-zero") {
+	return r.deleteWhere(ctx, "deleteexpired", limit, func(s *refresh.Session) bool {
+		var expired bool
+		switch {
+		case r.is("del-before-strict"):
+			expired = s.ExpiresAt.Before(before)
+		case r.is("del-seconds"):
+			expired = !s.ExpiresAt.Truncate(time.Second).After(before.Truncate(time.Second))
+		default:
+			expired = !s.ExpiresAt.After(before)
+		}
+		return expired || r.is("del-revoked") && s.Revoked()
+	})
+}
+
+// DeleteStale implements refresh.StaleDeleter.
+func (r *refStore) DeleteStale(ctx context.Context, expiredBy, idleBy, revokedBy time.Time, limit int) (int, error) {
+	return r.deleteWhere(ctx, "deletestale", limit, func(s *refresh.Session) bool {
+		expired := !s.ExpiresAt.After(expiredBy)
+		idle := !s.RotatedAt.After(idleBy)
+		revoked := s.Revoked() && !s.RevokedAt.After(revokedBy)
+		switch {
+		case r.is("stale-ignores-expired"):
+			expired = false
+		case r.is("stale-idle-strict"):
+			idle = s.RotatedAt.Before(idleBy)
+		case r.is("stale-idle-created"):
+			idle = !s.CreatedAt.After(idleBy)
+		case r.is("stale-revoked-strict"):
+			revoked = s.Revoked() && s.RevokedAt.Before(revokedBy)
+		case r.is("stale-live-as-revoked"): // revoked_at NULL read as 0
+			revoked = !s.RevokedAt.After(revokedBy)
+		case r.is("stale-zero-unbounded"): // a zero revokedBy read as "any time"
+			revoked = s.Revoked() && (revokedBy.IsZero() || !s.RevokedAt.After(revokedBy))
+		case r.is("stale-and"):
+			return expired && idle
+		case r.is("stale-micro"):
+			idle = !s.RotatedAt.Truncate(time.Microsecond).After(idleBy.Truncate(time.Microsecond))
+		}
+		return expired || idle || revoked
+	})
+}
+
+// deleteWhere removes at most limit sessions for which stale holds.
+func (r *refStore) deleteWhere(ctx context.Context, method string, limit int, stale func(*refresh.Session) bool) (int, error) {
+	if err := r.start(ctx, method); err != nil {
+		if r.is("fault-delete-zero") && method == "deleteexpired" || r.is("fault-stale-zero") && method == "deletestale" {
 			return 0, nil
 		}
 		return 0, err
@@ -425,7 +469,7 @@ func (r *refStore) DeleteExpired(ctx context.Context, before time.Time, limit in
 	case limit <= 0:
 		return 0, nil
 	}
-	if r.is("del-over-limit") {
+	if r.is("del-over-limit") && method == "deleteexpired" || r.is("stale-over-limit") && method == "deletestale" {
 		limit++
 	}
 	r.mu.Lock()
@@ -435,20 +479,7 @@ func (r *refStore) DeleteExpired(ctx context.Context, before time.Time, limit in
 	for _, key := range r.order {
 		id, _, _ := strings.Cut(key, "\x00")
 		s := r.m[id]
-		var expired bool
-		switch {
-		case s == nil:
-		case r.is("del-before-strict"):
-			expired = s.ExpiresAt.Before(before)
-		case r.is("del-seconds"):
-			expired = !s.ExpiresAt.Truncate(time.Second).After(before.Truncate(time.Second))
-		default:
-			expired = !s.ExpiresAt.After(before)
-		}
-		if r.is("del-revoked") && s != nil && s.Revoked() {
-			expired = true
-		}
-		if expired && n < limit {
+		if s != nil && stale(s) && n < limit {
 			delete(r.m, id)
 			n++
 			continue
@@ -457,6 +488,9 @@ func (r *refStore) DeleteExpired(ctx context.Context, before time.Time, limit in
 	}
 	r.order = keep
 	if r.is("del-count-wrong") && n > 0 {
+		return limit, nil
+	}
+	if r.is("stale-count-batches") && method == "deletestale" && n > 0 {
 		return limit, nil
 	}
 	return n, nil

@@ -99,6 +99,8 @@ func Run(t *testing.T, newStore func(t *testing.T) refresh.Store, opts ...Option
 		{"SubjectsCompareExactly", testSubjectsExact},
 		{"SessionsOrderDeterministic", testSessionsOrder},
 		{"DeleteExpiredKeepsWhatMustStay", testDeleteExpiredKeeps},
+		{"DeleteStale", testDeleteStale},
+		{"SweepKeepsChurnFlat", testChurn},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

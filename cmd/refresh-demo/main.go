@@ -120,6 +120,9 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	fmt.Fprintf(out, "refresh-demo on %s, %s store. Users: alice/wonderland (admin), bob/builder (user).\n", base, o.store)
 	fmt.Fprintf(out, "Try it (needs curl and jq):\n\n%s\n", walkthrough(base))
 
+	// Sweep every few minutes, as a service should: tables stay bounded by
+	// the sessions in use (expired, idle and long-revoked ones go).
+	go sweep(ctx, iss, 5*time.Minute, log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -207,4 +210,22 @@ func refreshSecret(env string) ([]byte, bool, error) {
 		}
 	}
 	return nil, false, errors.New("REFRESH_SECRET is not base64")
+}
+
+// sweep runs iss.Sweep every interval until ctx ends.
+func sweep(ctx context.Context, iss *refresh.Issuer, every time.Duration, log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := iss.Sweep(ctx, 1000); err != nil {
+				log.Warn("sweep", "err", err)
+			} else if n > 0 {
+				log.Info("sweep", "deleted", n)
+			}
+		}
+	}
 }
