@@ -6,7 +6,7 @@ require (
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/lestrrat-go/jwx/v3 v3.3.0
 	github.com/ory/fosite v0.49.0
-	github.com/refreshkit/refresh v0.0.0-00010101000000-000000000000
+	github.com/refreshkit/refresh v0.1.0
 )
 
 require (

@@ -4,7 +4,7 @@ go 1.25.0
 
 require (
 	github.com/jackc/pgx/v5 v5.12.0
-	github.com/refreshkit/refresh v0.0.0-00010101000000-000000000000
+	github.com/refreshkit/refresh v0.1.0
 )
 
 require (
@@ -26,5 +26,3 @@ require (
 	golang.org/x/sys v0.47.0 // indirect
 	golang.org/x/text v0.41.0 // indirect
 )
-
-replace github.com/refreshkit/refresh => ../

@@ -1,10 +1,10 @@
 module github.com/refreshkit/refresh/redisstore
 
-go 1.25.0
+go 1.26.0
 
 require (
-	github.com/redis/go-redis/v9 v9.23.0-beta.1
-	github.com/refreshkit/refresh v0.0.0-00010101000000-000000000000
+	github.com/redis/go-redis/v9 v9.23.0
+	github.com/refreshkit/refresh v0.1.0
 )
 
 require (
@@ -21,7 +21,5 @@ require (
 	github.com/segmentio/asm v1.2.1 // indirect
 	github.com/valyala/fastjson v1.6.10 // indirect
 	go.uber.org/atomic v1.12.0 // indirect
-	golang.org/x/sys v0.47.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
 )
-
-replace github.com/refreshkit/refresh => ../

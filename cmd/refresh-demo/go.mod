@@ -1,13 +1,13 @@
 module github.com/refreshkit/refresh/cmd/refresh-demo
 
-go 1.25.0
+go 1.26.0
 
 require (
 	github.com/jackc/pgx/v5 v5.12.0
-	github.com/redis/go-redis/v9 v9.23.0-beta.1
-	github.com/refreshkit/refresh v0.0.0-00010101000000-000000000000
-	github.com/refreshkit/refresh/pgstore v0.0.0-00010101000000-000000000000
-	github.com/refreshkit/refresh/redisstore v0.0.0-00010101000000-000000000000
+	github.com/redis/go-redis/v9 v9.23.0
+	github.com/refreshkit/refresh v0.1.0
+	github.com/refreshkit/refresh/pgstore v0.1.0
+	github.com/refreshkit/refresh/redisstore v0.1.0
 )
 
 require (
@@ -29,12 +29,6 @@ require (
 	go.uber.org/atomic v1.12.0 // indirect
 	golang.org/x/crypto v0.55.0
 	golang.org/x/sync v0.22.0 // indirect
-	golang.org/x/sys v0.47.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
 	golang.org/x/text v0.41.0 // indirect
-)
-
-replace (
-	github.com/refreshkit/refresh => ../../
-	github.com/refreshkit/refresh/pgstore => ../../pgstore
-	github.com/refreshkit/refresh/redisstore => ../../redisstore
 )
