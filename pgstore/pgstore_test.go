@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -139,22 +138,7 @@ func TestDeadline(t *testing.T) {
 func BenchmarkRotate(b *testing.B) {
 	pool := testPool(b)
 	st := newStore(b, pool)
-	// The same store with and without its one-round-trip swap, in one run.
-	paths := []struct {
-		name string
-		iss  *refresh.Issuer
-	}{
-		{"two-round-trips", storetest.NewIssuer(b, storetest.HideCapabilities(st), 0)},
-		{"one-round-trip", storetest.NewIssuer(b, st, 0)},
-	}
-	for _, clients := range []int{1, 8, 64} {
-		for _, p := range paths {
-			b.Run(fmt.Sprintf("clients=%d/%s", clients, p.name), func(b *testing.B) {
-				b.ReportAllocs()
-				storetest.BenchmarkClients(b, p.iss, clients)
-			})
-		}
-	}
+	storetest.BenchmarkPaths(b, st)
 }
 
 // countingTracer counts the statements pgx sends: one round trip each.

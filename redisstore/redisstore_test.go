@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -113,22 +112,7 @@ func TestServerRestart(t *testing.T) {
 func BenchmarkRotate(b *testing.B) {
 	c := testClient(b)
 	st := newStore(b, c)
-	// The same store with and without its one-round-trip swap, in one run.
-	paths := []struct {
-		name string
-		iss  *refresh.Issuer
-	}{
-		{"two-round-trips", storetest.NewIssuer(b, storetest.HideCapabilities(st), 0)},
-		{"one-round-trip", storetest.NewIssuer(b, st, 0)},
-	}
-	for _, clients := range []int{1, 8, 64} {
-		for _, p := range paths {
-			b.Run(fmt.Sprintf("clients=%d/%s", clients, p.name), func(b *testing.B) {
-				b.ReportAllocs()
-				storetest.BenchmarkClients(b, p.iss, clients)
-			})
-		}
-	}
+	storetest.BenchmarkPaths(b, st)
 }
 
 // countingHook counts commands and pipelines sent: one round trip each.

@@ -218,22 +218,42 @@ const consumer = `package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/refreshkit/refresh"
 	"github.com/refreshkit/refresh/pgstore"
 	"github.com/refreshkit/refresh/redisstore"
+	"github.com/refreshkit/refresh/sqlitestore"
 )
 
-// The adapters must resolve and compile; the program runs on the memory store.
+// The server adapters must resolve and compile; the program runs on the
+// memory store and on an SQLite file.
 var (
 	_ refresh.Store = (*pgstore.Store)(nil)
 	_ refresh.Store = (*redisstore.Store)(nil)
 )
 
 func main() {
+	dir, err := os.MkdirTemp("", "consumer")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	lite, err := sqlitestore.Open(filepath.Join(dir, "sessions.db"))
+	if err != nil {
+		panic(err)
+	}
+	defer lite.Close()
+	mem := refresh.NewMemoryStore()
+	defer mem.Close()
+	for _, store := range []refresh.Store{mem, lite} {
+		try(store)
+	}
+}
+
+func try(store refresh.Store) {
 	ctx := context.Background()
-	store := refresh.NewMemoryStore()
-	defer store.Close()
 	iss, err := refresh.NewIssuer(refresh.Config{
 		Issuer: "https://auth.example", Audience: "api",
 		Keys:        []refresh.Key{{Algorithm: refresh.HS256, Key: []byte("0123456789abcdef0123456789abcdef")}},
@@ -317,7 +337,7 @@ func resolve(t *testing.T, mods []*mod) string {
 		return msg + "\n(GOPROXY=file://" + proxy + " only)"
 	}
 	out, err := exec.Command(filepath.Join(app, "consumer")).CombinedOutput()
-	if err != nil || !bytes.Equal(out, []byte("subject alice reuse refused: true\n")) {
+	if err != nil || !bytes.Equal(out, []byte(strings.Repeat("subject alice reuse refused: true\n", 2))) {
 		return "the consumer program: " + string(out) + " " + errString(err)
 	}
 	if _, err := os.Stat(filepath.Join(bin, "refresh-demo")); err != nil {

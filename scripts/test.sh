@@ -21,7 +21,7 @@ ROOT=$PWD
 # Published modules build in the workspace (go.work), which resolves their
 # requirements on each other to this tree; bench and releasetest are not
 # published and build on their own (GOWORK=off, bench with a replace).
-MODULES=(. pgstore redisstore cmd/refresh-demo releasetest bench)
+MODULES=(. pgstore redisstore sqlitestore cmd/refresh-demo releasetest bench)
 gowork() { case $1 in bench|releasetest) shift; GOWORK=off "$@" ;; *) shift; "$@" ;; esac; }
 read -r -a FLAGS <<<"${GO_TEST_FLAGS:--race -count=1}"
 CI=${CI:-false}

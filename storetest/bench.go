@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,4 +43,26 @@ func BenchmarkClients(b *testing.B, iss *refresh.Issuer, clients int) {
 		}()
 	}
 	wg.Wait()
+}
+
+// BenchmarkPaths runs BenchmarkClients at 1, 8 and 64 clients on st twice
+// in one run: as shipped ("one-round-trip") and behind HideCapabilities
+// ("two-round-trips", what a store without refresh.ActiveAdvancer gets), as
+// sub-benchmarks named clients=N/path. Rotations per second = 1e9 / ns/op.
+func BenchmarkPaths(b *testing.B, st refresh.Store) {
+	paths := []struct {
+		name string
+		iss  *refresh.Issuer
+	}{
+		{"two-round-trips", NewIssuer(b, HideCapabilities(st), 0)},
+		{"one-round-trip", NewIssuer(b, st, 0)},
+	}
+	for _, clients := range []int{1, 8, 64} {
+		for _, p := range paths {
+			b.Run(fmt.Sprintf("clients=%d/%s", clients, p.name), func(b *testing.B) {
+				b.ReportAllocs()
+				BenchmarkClients(b, p.iss, clients)
+			})
+		}
+	}
 }

@@ -11,11 +11,13 @@ import (
 	"encoding/pem"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -195,7 +197,7 @@ func (s *syncBuffer) String() string {
 // run serves on a real port with each store, prints its URL and walkthrough,
 // and shuts down gracefully when its context ends.
 func TestRunEachStore(t *testing.T) {
-	stores := map[string]string{"memory": ""}
+	stores := map[string]string{"memory": "", "sqlite": ""}
 	for kind, env := range map[string]string{"postgres": "PG_DSN", "redis": "REDIS_URL"} {
 		if v := os.Getenv(env); v != "" {
 			stores[kind] = v
@@ -207,24 +209,8 @@ func TestRunEachStore(t *testing.T) {
 	}
 	for kind, dsn := range stores {
 		t.Run(kind, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			out := &syncBuffer{}
-			done := make(chan error, 1)
-			o := options{addr: "127.0.0.1:0", store: kind, dsn: dsn, accessTTL: time.Minute, idleTTL: time.Hour, sessTTL: 2 * time.Hour}
-			go func() { done <- run(ctx, o, slog.New(slog.NewTextHandler(io.Discard, nil)), out) }()
-			re := regexp.MustCompile(`refresh-demo on (http://127\.0\.0\.1:\d+)`)
-			var base string
-			for i := 0; i < 200 && base == ""; i++ {
-				if m := re.FindStringSubmatch(out.String()); m != nil {
-					base = m[1]
-				} else {
-					time.Sleep(25 * time.Millisecond)
-				}
-			}
-			if base == "" {
-				cancel()
-				t.Fatalf("no URL printed: %s (%v)", out.String(), <-done)
-			}
+			o := options{addr: "127.0.0.1:0", store: kind, dsn: dsn, dataDir: t.TempDir(), accessTTL: time.Minute, idleTTL: time.Hour, sessTTL: 2 * time.Hour}
+			base, stop, out := startDemo(t, o)
 			r := post(t, base+"/login", form, "username=alice&password=wonderland")
 			if r.status != 200 {
 				t.Fatalf("login: %v", r)
@@ -238,12 +224,13 @@ func TestRunEachStore(t *testing.T) {
 				t.Fatalf("jwks: %v %v", resp, err)
 			}
 			resp.Body.Close()
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatalf("shutdown: %v", err)
+			stop()
+			want := "Created new keys in " + o.dataDir
+			if kind == "memory" {
+				want = "sessions and generated keys die with this process"
 			}
-			if !strings.Contains(out.String(), "Generated an Ed25519 signing key") {
-				t.Fatalf("the demo does not say it generated keys:\n%s", out.String())
+			if !strings.Contains(out.String(), want) {
+				t.Fatalf("the demo does not say %q:\n%s", want, out.String())
 			}
 		})
 	}
@@ -284,5 +271,117 @@ func TestSigningKeyFile(t *testing.T) {
 	}
 	if _, _, err := signingKey(dir + "/missing"); err == nil {
 		t.Fatal("a missing key file was accepted")
+	}
+}
+
+// startDemo runs the demo with o until the returned stop is called (which
+// fails the test if run returns an error), and returns its base URL and
+// what it printed.
+func startDemo(t *testing.T, o options) (base string, stop func(), out *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out = &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, o, slog.New(slog.NewTextHandler(io.Discard, nil)), out) }()
+	re := regexp.MustCompile(`refresh-demo on (http://127\.0\.0\.1:\d+)`)
+	for i := 0; i < 400 && base == ""; i++ {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			base = m[1]
+		} else {
+			time.Sleep(25 * time.Millisecond)
+		}
+	}
+	if base == "" {
+		cancel()
+		t.Fatalf("no URL printed: %s (%v)", out.String(), <-done)
+	}
+	return base, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}, out
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// The default store keeps sessions and keys in the data directory: after a
+// restart the access token still verifies, the refresh token still rotates
+// (once), and nobody is logged out. The directory is 0700, its files 0600.
+func TestRestartKeepsSessions(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	o := options{addr: freeAddr(t), store: "sqlite", dataDir: dir, accessTTL: time.Minute, idleTTL: time.Hour, sessTTL: 2 * time.Hour}
+	base, stop, _ := startDemo(t, o)
+	login := post(t, base+"/login", form, "username=alice&password=wonderland")
+	if login.status != 200 {
+		t.Fatalf("login: %v", login)
+	}
+	stop()
+
+	base, stop, _ = startDemo(t, o)
+	defer stop()
+	req, _ := http.NewRequest("GET", base+"/me", nil)
+	req.Header.Set("Authorization", "Bearer "+login.body["access_token"].(string))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("the access token from before the restart: %d, want 200 (same signing key)", resp.StatusCode)
+	}
+	rt := login.body["refresh_token"].(string)
+	if r := post(t, base+"/token", form, "grant_type=refresh_token&refresh_token="+rt); r.status != 200 {
+		t.Fatalf("the refresh token from before the restart: %v, want a new pair", r)
+	}
+	if r := post(t, base+"/token", form, "grant_type=refresh_token&refresh_token="+rt); r.status != 400 || r.body["error"] != "invalid_grant" {
+		t.Fatalf("the same refresh token again: %v, want invalid_grant (reuse)", r)
+	}
+	for path, want := range map[string]os.FileMode{dir: 0o700, filepath.Join(dir, "sessions.db"): 0o600,
+		filepath.Join(dir, "signing-key.pem"): 0o600, filepath.Join(dir, "refresh-secret"): 0o600} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %04o, want %04o", path, fi.Mode().Perm(), want)
+		}
+	}
+}
+
+// A key file others can read is refused, with the fix in the message.
+func TestDataDirRefusesReadableKey(t *testing.T) {
+	dir := t.TempDir()
+	if err := prepareDataDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := persistentSigningKey(dir); err != nil {
+		t.Fatal(err)
+	}
+	k1, created, err := persistentSigningKey(dir)
+	if err != nil || created {
+		t.Fatalf("second read: created %v, %v", created, err)
+	}
+	path := filepath.Join(dir, "signing-key.pem")
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := persistentSigningKey(dir); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("a world-readable key: %v, want a refusal saying chmod 600", err)
+	}
+	_ = k1
+	if err := os.WriteFile(filepath.Join(dir, "refresh-secret"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := persistentSecret(dir); err == nil {
+		t.Fatal("an empty refresh-secret file was accepted")
 	}
 }

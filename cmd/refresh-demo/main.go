@@ -3,16 +3,20 @@
 // with reuse detection, bearer-protected routes, revocation, "log out
 // everywhere" and a JWKS document.
 //
-//	go run ./cmd/refresh-demo                      # in-memory store on 127.0.0.1:8080
+//	go run ./cmd/refresh-demo                      # SQLite in -data, on 127.0.0.1:8080
+//	go run ./cmd/refresh-demo -store memory        # forgets everything at exit
 //	go run ./cmd/refresh-demo -store postgres -dsn postgres://…
 //	go run ./cmd/refresh-demo -store redis -dsn redis://127.0.0.1:6379/0
 //
 // Users: alice/wonderland (role admin) and bob/builder (role user).
 //
-// Keys: an Ed25519 signing key and a refresh MAC key are generated at start
-// unless -key names a private key file (PKCS#8 PEM or JWK JSON) and the
-// REFRESH_SECRET environment variable holds the MAC key (base64 of at least
-// 32 bytes). Generated keys die with the process, and so do its tokens.
+// Data: sessions (with -store sqlite, the default), the Ed25519 signing key
+// and the refresh MAC key live in the -data directory (default
+// refresh-demo in the user's cache directory), created 0700 with files 0600,
+// so a restart logs nobody out. -key names another private key file (PKCS#8
+// PEM or JWK JSON) and REFRESH_SECRET another MAC key (base64 of at least 32
+// bytes). With -store memory, keys are generated at start and die with the
+// process, as do its sessions and tokens.
 package main
 
 import (
@@ -29,6 +33,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -38,10 +43,11 @@ import (
 	"github.com/refreshkit/refresh"
 	"github.com/refreshkit/refresh/pgstore"
 	"github.com/refreshkit/refresh/redisstore"
+	"github.com/refreshkit/refresh/sqlitestore"
 )
 
 type options struct {
-	addr, store, dsn, keyFile          string
+	addr, store, dsn, keyFile, dataDir string
 	grace, accessTTL, idleTTL, sessTTL time.Duration
 }
 
@@ -49,7 +55,8 @@ func main() {
 	var o options
 	fs := flag.NewFlagSet("refresh-demo", flag.ExitOnError)
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address")
-	fs.StringVar(&o.store, "store", "memory", "session store: memory, postgres or redis")
+	fs.StringVar(&o.store, "store", "sqlite", "session store: sqlite (in -data), memory, postgres or redis")
+	fs.StringVar(&o.dataDir, "data", defaultDataDir(), "directory for the SQLite store and the keys (not used by -store memory)")
 	fs.StringVar(&o.dsn, "dsn", "", "postgres:// or redis:// URL for -store postgres|redis")
 	fs.StringVar(&o.keyFile, "key", "", "signing key file: PEM (Ed25519, P-256, RSA) or JWK JSON; generated if empty")
 	fs.DurationVar(&o.grace, "grace", 0, "grace window for retried refreshes (0: strict rotation)")
@@ -69,16 +76,36 @@ func main() {
 
 // run serves until ctx is done, then shuts down gracefully.
 func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error {
-	store, closeStore, err := openStore(ctx, o.store, o.dsn)
+	persist := o.store != "memory"
+	if persist {
+		if err := prepareDataDir(o.dataDir); err != nil {
+			return err
+		}
+	}
+	store, closeStore, err := openStore(ctx, o.store, o.dsn, o.dataDir)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	key, generated, err := signingKey(o.keyFile)
+	var (
+		key        refresh.Key
+		generated  bool
+		mac        []byte
+		macCreated bool
+	)
+	if o.keyFile == "" && persist {
+		key, generated, err = persistentSigningKey(o.dataDir)
+	} else {
+		key, generated, err = signingKey(o.keyFile)
+	}
 	if err != nil {
 		return err
 	}
-	mac, macGenerated, err := refreshSecret(os.Getenv("REFRESH_SECRET"))
+	if env := os.Getenv("REFRESH_SECRET"); env == "" && persist {
+		mac, macCreated, err = persistentSecret(o.dataDir)
+	} else {
+		mac, macCreated, err = refreshSecret(env)
+	}
 	if err != nil {
 		return err
 	}
@@ -111,11 +138,14 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 		return err
 	}
 	srv := &http.Server{Handler: newMux(iss), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
-	if generated {
-		fmt.Fprintln(out, "Generated an Ed25519 signing key (use -key FILE to keep one across restarts).")
+	switch {
+	case !persist:
+		fmt.Fprintln(out, "Memory store: sessions and generated keys die with this process (drop -store memory to keep them).")
+	case o.store == "sqlite":
+		fmt.Fprintf(out, "Sessions and keys in %s: a restart logs nobody out (-store memory forgets them).\n", o.dataDir)
 	}
-	if macGenerated {
-		fmt.Fprintln(out, "Generated a refresh MAC key (set REFRESH_SECRET to base64 of 32+ bytes to keep one).")
+	if persist && (generated || macCreated) {
+		fmt.Fprintf(out, "Created new keys in %s.\n", o.dataDir)
 	}
 	fmt.Fprintf(out, "refresh-demo on %s, %s store. Users: alice/wonderland (admin), bob/builder (user).\n", base, o.store)
 	fmt.Fprintf(out, "Try it (needs curl and jq):\n\n%s\n", walkthrough(base))
@@ -136,8 +166,25 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	return srv.Shutdown(sctx)
 }
 
-func openStore(ctx context.Context, kind, dsn string) (refresh.Store, func(), error) {
+func openStore(ctx context.Context, kind, dsn, dataDir string) (refresh.Store, func(), error) {
 	switch kind {
+	case "sqlite":
+		path := filepath.Join(dataDir, "sessions.db")
+		// Create it private before SQLite does (its -wal and -shm files
+		// take the database file's mode).
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, nil, err
+		}
+		_ = f.Close()
+		if err := os.Chmod(path, 0o600); err != nil {
+			return nil, nil, err
+		}
+		st, err := sqlitestore.Open(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		return st, func() { _ = st.Close() }, nil
 	case "memory":
 		m := refresh.NewMemoryStore()
 		return m, func() { _ = m.Close() }, nil
@@ -173,7 +220,7 @@ func openStore(ctx context.Context, kind, dsn string) (refresh.Store, func(), er
 		}
 		return redisstore.New(c), func() { _ = c.Close() }, nil
 	}
-	return nil, nil, fmt.Errorf("unknown -store %q (memory, postgres or redis)", kind)
+	return nil, nil, fmt.Errorf("unknown -store %q (sqlite, memory, postgres or redis)", kind)
 }
 
 // signingKey reads the key file, or generates an Ed25519 key.
