@@ -58,6 +58,77 @@ type DPoPProof struct {
 	verified   bool
 }
 
+// sameURL compares scheme, host and path, ignoring query and fragment and
+// the case of scheme and host (RFC 9449 §4.3, item 9).
+func sameURL(a, b string) bool {
+	ua, err1 := url.Parse(a)
+	ub, err2 := url.Parse(b)
+	if err1 != nil || err2 != nil || ua.Host == "" {
+		return false
+	}
+	return strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Host, ub.Host) &&
+		ua.EscapedPath() == ub.EscapedPath() && ua.User == nil
+}
+
+// replayCache remembers the proofs (key thumbprint, jti) consumed within
+// the lifetime of a proof, in two generations that age out together. An
+// entry is a 16-byte hash, so a full cache holds dpopReplaySize entries of
+// well under 64 bytes each; a key may hold at most dpopReplayPerKey of them,
+// so that one client flooding with its own authenticated requests cannot
+// lock out the others. When a bound is reached new proofs are refused
+// (never forgotten early), so no replay is ever accepted.
+type replayCache struct {
+	window    time.Duration // how long a proof can be valid; set once
+	max       int           // dpopReplaySize unless a test lowers it; set once
+	perKey    int           // dpopReplayPerKey unless a test lowers it; set once
+	mu        sync.Mutex    // guards the fields below
+	cur, prev replayGen
+	since     time.Time // when cur began
+}
+
+type replayGen struct {
+	seen   map[[16]byte]struct{}
+	perKey map[string]int // entries per key thumbprint
+}
+
+type replayVerdict int
+
+const (
+	replayNew replayVerdict = iota
+	replaySeen
+	replayFull
+)
+
+// add records the proof jti of the key thumbprint.
+func (c *replayCache) add(thumbprint, jti string, now time.Time) replayVerdict {
+	h := sha256.New()
+	h.Write([]byte(thumbprint))
+	h.Write([]byte{0})
+	h.Write([]byte(jti))
+	var id [16]byte
+	copy(id[:], h.Sum(nil))
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur.seen == nil || now.Sub(c.since) > c.window || now.Before(c.since) {
+		c.prev = c.cur
+		c.cur = replayGen{seen: make(map[[16]byte]struct{}), perKey: make(map[string]int)}
+		c.since = now
+	}
+	if _, ok := c.cur.seen[id]; ok {
+		return replaySeen
+	}
+	if _, ok := c.prev.seen[id]; ok {
+		return replaySeen
+	}
+	if len(c.cur.seen)+len(c.prev.seen) >= c.max || c.cur.perKey[thumbprint]+c.prev.perKey[thumbprint] >= c.perKey {
+		return replayFull
+	}
+	c.cur.seen[id] = struct{}{}
+	c.cur.perKey[thumbprint]++
+	return replayNew
+}
+
 // VerifyDPoPProof checks a DPoP proof JWT (RFC 9449 §4.3) sent with a
 // request of the given method to the given URL (query and fragment are
 // ignored). accessToken is the access token the proof accompanies, checked
@@ -76,6 +147,15 @@ type DPoPProof struct {
 // WithDPoPProof, which consume it once the request has proved the session
 // (see DPoPProof). It is safe for concurrent use.
 func (iss *Issuer) VerifyDPoPProof(proof, method, requestURL, accessToken string) (*DPoPProof, error) {
+	return iss.rs.verifyDPoPProof(proof, method, requestURL, accessToken)
+}
+
+// RequestURL is the URL a DPoP proof for r must name in htu: Config.PublicURL
+// (scheme and host as clients see them, behind proxies) or, without it,
+// the scheme of the connection and the Host header; then r's path.
+func (iss *Issuer) RequestURL(r *http.Request) string { return iss.rs.requestURL(r) }
+
+func (rs *resourceServer) verifyDPoPProof(proof, method, requestURL, accessToken string) (*DPoPProof, error) {
 	bad := func(reason string) (*DPoPProof, error) {
 		return nil, tokenErr(ErrInvalidToken, "DPoP proof: "+reason)
 	}
@@ -175,8 +255,8 @@ func (iss *Issuer) VerifyDPoPProof(proof, method, requestURL, accessToken string
 	case !sameURL(htu, requestURL):
 		return bad("htu does not match the request")
 	}
-	now := iss.now()
-	if iat.Before(now.Add(-dpopMaxAge-iss.cfg.Leeway)) || iat.After(now.Add(dpopMaxFuture+iss.cfg.Leeway)) {
+	now := rs.now()
+	if iat.Before(now.Add(-dpopMaxAge-rs.leeway)) || iat.After(now.Add(dpopMaxFuture+rs.leeway)) {
 		return bad("iat out of range")
 	}
 	if accessToken != "" {
@@ -192,11 +272,11 @@ func (iss *Issuer) VerifyDPoPProof(proof, method, requestURL, accessToken string
 // the session's, refusing one seen before. Call it only once the request is
 // authenticated (a refresh token's MAC, an access token's signature, or the
 // application's login check before Issue).
-func (iss *Issuer) consumeDPoP(p *DPoPProof) error {
+func (rs *resourceServer) consumeDPoP(p *DPoPProof) error {
 	if p == nil || !p.verified {
 		return tokenErr(ErrInvalidToken, "DPoP proof not verified by VerifyDPoPProof")
 	}
-	switch iss.dpopSeen.add(p.Thumbprint, p.ID, iss.now()) {
+	switch rs.dpopSeen.add(p.Thumbprint, p.ID, rs.now()) {
 	case replayNew:
 		return nil
 	case replaySeen:
@@ -206,23 +286,8 @@ func (iss *Issuer) consumeDPoP(p *DPoPProof) error {
 	}
 }
 
-// sameURL compares scheme, host and path, ignoring query and fragment and
-// the case of scheme and host (RFC 9449 §4.3, item 9).
-func sameURL(a, b string) bool {
-	ua, err1 := url.Parse(a)
-	ub, err2 := url.Parse(b)
-	if err1 != nil || err2 != nil || ua.Host == "" {
-		return false
-	}
-	return strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Host, ub.Host) &&
-		ua.EscapedPath() == ub.EscapedPath() && ua.User == nil
-}
-
-// RequestURL is the URL a DPoP proof for r must name in htu: Config.PublicURL
-// (scheme and host as clients see them, behind proxies) or, without it,
-// the scheme of the connection and the Host header; then r's path.
-func (iss *Issuer) RequestURL(r *http.Request) string {
-	base := iss.cfg.PublicURL
+func (rs *resourceServer) requestURL(r *http.Request) string {
+	base := rs.publicURL
 	if base == "" {
 		scheme := "http"
 		if r.TLS != nil {
@@ -231,63 +296,4 @@ func (iss *Issuer) RequestURL(r *http.Request) string {
 		base = scheme + "://" + r.Host
 	}
 	return strings.TrimRight(base, "/") + r.URL.EscapedPath()
-}
-
-// replayCache remembers the proofs (key thumbprint, jti) consumed within
-// the lifetime of a proof, in two generations that age out together. An
-// entry is a 16-byte hash, so a full cache holds dpopReplaySize entries of
-// well under 64 bytes each; a key may hold at most dpopReplayPerKey of them,
-// so that one client flooding with its own authenticated requests cannot
-// lock out the others. When a bound is reached new proofs are refused
-// (never forgotten early), so no replay is ever accepted.
-type replayCache struct {
-	window    time.Duration // how long a proof can be valid; set once
-	max       int           // dpopReplaySize unless a test lowers it; set once
-	perKey    int           // dpopReplayPerKey unless a test lowers it; set once
-	mu        sync.Mutex    // guards the fields below
-	cur, prev replayGen
-	since     time.Time // when cur began
-}
-
-type replayGen struct {
-	seen   map[[16]byte]struct{}
-	perKey map[string]int // entries per key thumbprint
-}
-
-type replayVerdict int
-
-const (
-	replayNew replayVerdict = iota
-	replaySeen
-	replayFull
-)
-
-// add records the proof jti of the key thumbprint.
-func (c *replayCache) add(thumbprint, jti string, now time.Time) replayVerdict {
-	h := sha256.New()
-	h.Write([]byte(thumbprint))
-	h.Write([]byte{0})
-	h.Write([]byte(jti))
-	var id [16]byte
-	copy(id[:], h.Sum(nil))
-
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cur.seen == nil || now.Sub(c.since) > c.window || now.Before(c.since) {
-		c.prev = c.cur
-		c.cur = replayGen{seen: make(map[[16]byte]struct{}), perKey: make(map[string]int)}
-		c.since = now
-	}
-	if _, ok := c.cur.seen[id]; ok {
-		return replaySeen
-	}
-	if _, ok := c.prev.seen[id]; ok {
-		return replaySeen
-	}
-	if len(c.cur.seen)+len(c.prev.seen) >= c.max || c.cur.perKey[thumbprint]+c.prev.perKey[thumbprint] >= c.perKey {
-		return replayFull
-	}
-	c.cur.seen[id] = struct{}{}
-	c.cur.perKey[thumbprint]++
-	return replayNew
 }

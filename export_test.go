@@ -6,14 +6,14 @@ package refresh
 // SetDPoPReplayBounds lowers the replay cache's bounds, so that a test can
 // reach them with a few hundred proofs instead of a million.
 func SetDPoPReplayBounds(iss *Issuer, max, perKey int) {
-	iss.dpopSeen.mu.Lock()
-	defer iss.dpopSeen.mu.Unlock()
-	iss.dpopSeen.max, iss.dpopSeen.perKey = max, perKey
+	iss.rs.dpopSeen.mu.Lock()
+	defer iss.rs.dpopSeen.mu.Unlock()
+	iss.rs.dpopSeen.max, iss.rs.dpopSeen.perKey = max, perKey
 }
 
 // DPoPReplayLen is how many proofs the replay cache holds.
 func DPoPReplayLen(iss *Issuer) int {
-	iss.dpopSeen.mu.Lock()
-	defer iss.dpopSeen.mu.Unlock()
-	return len(iss.dpopSeen.cur.seen) + len(iss.dpopSeen.prev.seen)
+	iss.rs.dpopSeen.mu.Lock()
+	defer iss.rs.dpopSeen.mu.Unlock()
+	return len(iss.rs.dpopSeen.cur.seen) + len(iss.rs.dpopSeen.prev.seen)
 }

@@ -201,14 +201,12 @@ type Issuer struct {
 	now       func() time.Time
 	store     Store
 	signer    *accessKey
-	keys      map[string]*accessKey
+	rs        *resourceServer // verification of access tokens and DPoP proofs
 	jwks      []byte
 	mintKey   *refreshKey
 	macKeys   [256]*refreshKey
 	maxGrace  uint32
 	sessCache sessionCache
-	vcache    *verifyCache // nil when disabled
-	dpopSeen  replayCache
 	active    ActiveAdvancer // the store's one-round-trip swap, or nil
 	frozen    *frozenCache   // non-nil with active
 }
@@ -264,7 +262,8 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 		return nil, errors.New("refresh: MaxTokenSize must be at least 256 bytes")
 	}
 
-	iss := &Issuer{cfg: cfg, now: cfg.Now, store: cfg.Store, keys: map[string]*accessKey{}, maxGrace: uint32(cfg.MaxGraceUses)}
+	iss := &Issuer{cfg: cfg, now: cfg.Now, store: cfg.Store, maxGrace: uint32(cfg.MaxGraceUses)}
+	seen := map[string]bool{}
 	if len(cfg.Keys) == 0 {
 		return nil, errors.New("refresh: Config.Keys needs at least one key")
 	}
@@ -274,7 +273,7 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, dup := iss.keys[ak.id]; dup {
+		if seen[ak.id] {
 			return nil, fmt.Errorf("refresh: duplicate key id %q", ak.id)
 		}
 		if i == 0 {
@@ -283,7 +282,7 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 			}
 			iss.signer = ak
 		}
-		iss.keys[ak.id] = ak
+		seen[ak.id] = true
 		all = append(all, ak)
 	}
 	jwks, err := buildJWKS(all)
@@ -312,9 +311,8 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 	if cfg.VerifyCacheSize == 0 {
 		cfg.VerifyCacheSize = DefaultVerifyCacheSize
 	}
-	iss.vcache = newVerifyCache(cfg.VerifyCacheSize)
-	iss.dpopSeen.window = dpopMaxAge + dpopMaxFuture + 2*cfg.Leeway
-	iss.dpopSeen.max, iss.dpopSeen.perKey = dpopReplaySize, dpopReplayPerKey
+	iss.rs = newResourceServer(cfg.Issuer, cfg.Audience, cfg.PublicURL, cfg.Leeway, cfg.MaxTokenSize, cfg.VerifyCacheSize, cfg.Now)
+	iss.rs.setKeys(newKeySet(all))
 	if a, ok := cfg.Store.(ActiveAdvancer); ok {
 		iss.active = a
 		iss.frozen = &frozenCache{cur: make(map[[sessionIDLen]byte]*Session)}

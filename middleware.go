@@ -155,7 +155,7 @@ func (m *middleware) checkDPoP(r *http.Request, scheme, tok string, c *Claims) *
 	}
 	// Only now, with the token's signature and its key binding checked, may
 	// the proof take a place in the replay cache.
-	if err := m.iss.consumeDPoP(p); err != nil {
+	if err := m.iss.rs.consumeDPoP(p); err != nil {
 		return fail("invalid_dpop_proof", err)
 	}
 	return nil

@@ -176,7 +176,7 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	}
 	if o.proof != nil {
 		// The application has authenticated the user before calling Issue.
-		if err := iss.consumeDPoP(o.proof); err != nil {
+		if err := iss.rs.consumeDPoP(o.proof); err != nil {
 			return nil, err
 		}
 	}
@@ -267,7 +267,7 @@ func (iss *Issuer) consumeProof(s *Session, o *callOptions) error {
 	if o.proof == nil || s.DPoPKey == "" || o.proof.Thumbprint != s.DPoPKey {
 		return nil // no proof, an unbound session, or refused by checkBindings
 	}
-	return iss.consumeDPoP(o.proof)
+	return iss.rs.consumeDPoP(o.proof)
 }
 
 // maxRaces bounds how often one Rotate re-reads a session after losing a
@@ -539,7 +539,7 @@ func (iss *Issuer) revokeBound(ctx context.Context, s *Session, o callOptions) e
 // bindings as Revoke. The token must also be bound to the proof's key if it
 // names one (cnf.jkt).
 func (iss *Issuer) revokeAccess(ctx context.Context, accessToken string, o callOptions) error {
-	c, err := iss.verifyAccess(accessToken)
+	c, err := iss.rs.verifyAccess(accessToken)
 	if err != nil {
 		return err
 	}

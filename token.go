@@ -14,7 +14,6 @@ import (
 	"math"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -219,201 +218,6 @@ func (iss *Issuer) signAccess(in *accessInput, now time.Time) (string, time.Time
 // bufPool holds scratch buffers for minting access tokens.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
-// Verify checks an access token and returns its claims. It refuses, with an
-// error wrapping ErrInvalidToken (or ErrExpired, ErrRevoked):
-//   - tokens longer than Config.MaxTokenSize, before any parsing;
-//   - anything but a three-part JWS compact serialization in canonical
-//     base64url, and headers or claims with duplicate members;
-//   - alg "none" and every algorithm other than the selected key's; an
-//     unknown kid, or no kid when several keys exist; any crit header;
-//     jku, x5u, jwk and x5c headers are ignored, never fetched;
-//   - typ other than "at+jwt" or "application/at+jwt" (case-insensitive);
-//   - a bad signature; iss other than Config.Issuer; aud without
-//     Config.Audience; missing sub, iat or jti;
-//   - missing or passed exp, nbf in the future (both with Config.Leeway);
-//   - with Config.CheckSession, a token whose session is revoked, expired or
-//     gone (ErrRevoked).
-//
-// Verify is safe for concurrent use.
-func (iss *Issuer) Verify(ctx context.Context, token string) (*Claims, error) {
-	var c *Claims
-	if cached := iss.vcache.get(token); cached != nil {
-		// Seen and fully verified before: only time and session can have
-		// changed since.
-		if err := iss.checkTimes(cached); err != nil {
-			return nil, err
-		}
-		cp := *cached
-		c = &cp
-	} else {
-		var err error
-		if c, err = iss.verifyAccess(token); err != nil {
-			return nil, err
-		}
-		iss.vcache.put(token, c)
-		cp := *c
-		c = &cp
-	}
-	if iss.cfg.CheckSession {
-		if err := iss.checkSession(ctx, c.SessionID); err != nil {
-			return nil, err
-		}
-	}
-	return c, nil
-}
-
-// verifyAccess does every check of Verify but the session check.
-func (iss *Issuer) verifyAccess(token string) (*Claims, error) {
-	if len(token) > iss.cfg.MaxTokenSize {
-		return nil, tokenErr(ErrInvalidToken, "token too long")
-	}
-	if strings.HasPrefix(token, refreshPrefix) {
-		return nil, tokenErr(ErrInvalidToken, "refresh token used as access token")
-	}
-	hdrB64, rest, ok := strings.Cut(token, ".")
-	if !ok {
-		return nil, tokenErr(ErrInvalidToken, "not a JWS compact serialization")
-	}
-	payB64, sigB64, ok := strings.Cut(rest, ".")
-	if !ok || strings.IndexByte(sigB64, '.') >= 0 {
-		return nil, tokenErr(ErrInvalidToken, "not a JWS compact serialization")
-	}
-	hdrJSON, err := decodeB64(hdrB64)
-	if err != nil {
-		return nil, tokenErr(ErrInvalidToken, "header is not base64url")
-	}
-	var alg, kid, typ string
-	var hasKid, hasTyp, hasAlg bool
-	err = walkObjectMax(hdrJSON, maxHeaderMembers, func(name []byte, v json.RawMessage) (err error) {
-		switch string(name) {
-		case "alg":
-			alg, err = stringValue(v)
-			hasAlg = true
-		case "kid":
-			kid, err = stringValue(v)
-			hasKid = true
-		case "typ":
-			typ, err = stringValue(v)
-			hasTyp = true
-		case "crit":
-			err = errors.New("crit")
-		}
-		return err
-	})
-	if err != nil {
-		return nil, tokenErr(ErrInvalidToken, "bad header")
-	}
-	if !hasAlg || strings.EqualFold(alg, "none") {
-		return nil, tokenErr(ErrInvalidToken, "alg none or missing")
-	}
-	var k *accessKey
-	switch {
-	case hasKid:
-		k = iss.keys[kid]
-	case len(iss.keys) == 1:
-		k = iss.signer
-	}
-	if k == nil {
-		return nil, tokenErr(ErrInvalidToken, "unknown or missing kid")
-	}
-	if Algorithm(alg) != k.alg {
-		return nil, tokenErr(ErrInvalidToken, "alg does not match the key")
-	}
-	if !hasTyp || !(strings.EqualFold(typ, "at+jwt") || strings.EqualFold(typ, "application/at+jwt")) {
-		return nil, tokenErr(ErrInvalidToken, "typ is not at+jwt")
-	}
-	sig, err := decodeB64(sigB64)
-	if err != nil {
-		return nil, tokenErr(ErrInvalidToken, "signature is not base64url")
-	}
-	signed := token[:len(hdrB64)+1+len(payB64)]
-	if !k.verifySig(signed, sig) {
-		return nil, tokenErr(ErrInvalidToken, "bad signature")
-	}
-	payload, err := decodeB64(payB64)
-	if err != nil {
-		return nil, tokenErr(ErrInvalidToken, "payload is not base64url")
-	}
-	return iss.parseClaims(payload)
-}
-
-func (iss *Issuer) parseClaims(payload []byte) (*Claims, error) {
-	c := &Claims{}
-	var hasExp, hasIat bool
-	err := walkObject(payload, func(name []byte, v json.RawMessage) (err error) {
-		switch string(name) {
-		case "iss":
-			c.Issuer, err = stringValue(v)
-		case "sub":
-			c.Subject, err = stringValue(v)
-		case "jti":
-			c.ID, err = stringValue(v)
-		case "client_id":
-			c.ClientID, err = stringValue(v)
-		case "sid":
-			c.SessionID, err = stringValue(v)
-		case "scope":
-			var s string
-			s, err = stringValue(v)
-			c.Scope = strings.Fields(s)
-		case "aud":
-			c.Audience, err = audienceValue(v)
-		case "exp":
-			c.ExpiresAt, err = numericDate(v)
-			hasExp = true
-		case "iat":
-			c.IssuedAt, err = numericDate(v)
-			hasIat = true
-		case "nbf":
-			c.NotBefore, err = numericDate(v)
-		case "cnf":
-			err = walkObject(v, func(name []byte, v json.RawMessage) (err error) {
-				if string(name) == "jkt" {
-					c.DPoPKey, err = stringValue(v)
-				}
-				return err
-			})
-		default:
-			if c.Extra == nil {
-				c.Extra = make(map[string]any)
-			}
-			var x any
-			err = json.Unmarshal(v, &x)
-			c.Extra[string(name)] = x
-		}
-		return err
-	})
-	if err != nil {
-		return nil, tokenErr(ErrInvalidToken, "bad claims")
-	}
-	switch {
-	case c.Issuer != iss.cfg.Issuer:
-		return nil, tokenErr(ErrInvalidToken, "wrong issuer")
-	case !slices.Contains(c.Audience, iss.cfg.Audience):
-		return nil, tokenErr(ErrInvalidToken, "wrong audience")
-	case c.Subject == "" || c.ID == "" || !hasIat:
-		return nil, tokenErr(ErrInvalidToken, "missing sub, jti or iat")
-	case !hasExp:
-		return nil, tokenErr(ErrInvalidToken, "missing exp")
-	}
-	if err := iss.checkTimes(c); err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-// checkTimes applies exp and nbf, with the leeway, at the current time.
-func (iss *Issuer) checkTimes(c *Claims) error {
-	now := iss.now()
-	if !now.Before(c.ExpiresAt.Add(iss.cfg.Leeway)) {
-		return tokenErr(ErrExpired, "access token expired")
-	}
-	if !c.NotBefore.IsZero() && now.Add(iss.cfg.Leeway).Before(c.NotBefore) {
-		return tokenErr(ErrInvalidToken, "token not valid yet")
-	}
-	return nil
-}
-
 func audienceValue(v json.RawMessage) ([]string, error) {
 	if len(v) > 0 && v[0] == '"' {
 		s, err := stringValue(v)
@@ -443,4 +247,33 @@ func numericDate(v json.RawMessage) (time.Time, error) {
 	}
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)), nil
+}
+
+// Verify checks an access token and returns its claims. It refuses, with an
+// error wrapping ErrInvalidToken (or ErrExpired, ErrRevoked):
+//   - tokens longer than Config.MaxTokenSize, before any parsing;
+//   - anything but a three-part JWS compact serialization in canonical
+//     base64url, and headers or claims with duplicate members;
+//   - alg "none" and every algorithm other than the selected key's; an
+//     unknown kid, or no kid when several keys exist; any crit header;
+//     jku, x5u, jwk and x5c headers are ignored, never fetched;
+//   - typ other than "at+jwt" or "application/at+jwt" (case-insensitive);
+//   - a bad signature; iss other than Config.Issuer; aud without
+//     Config.Audience; missing sub, iat or jti;
+//   - missing or passed exp, nbf in the future (both with Config.Leeway);
+//   - with Config.CheckSession, a token whose session is revoked, expired or
+//     gone (ErrRevoked).
+//
+// Verify is safe for concurrent use.
+func (iss *Issuer) Verify(ctx context.Context, token string) (*Claims, error) {
+	c, err := iss.rs.verify(token)
+	if err != nil {
+		return nil, err
+	}
+	if iss.cfg.CheckSession {
+		if err := iss.checkSession(ctx, c.SessionID); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }

@@ -64,3 +64,13 @@ func (vc *verifyCache) put(token string, c *Claims) {
 	}
 	vc.cur[sigSegment(token)] = &cachedToken{token: token, claims: c}
 }
+
+// clear forgets every entry.
+func (vc *verifyCache) clear() {
+	if vc == nil {
+		return
+	}
+	vc.mu.Lock()
+	defer vc.mu.Unlock()
+	vc.cur, vc.prev = make(map[string]*cachedToken), nil
+}
