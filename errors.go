@@ -35,6 +35,11 @@ var (
 	// returns an error wrapping it to refuse a client (401 invalid_client).
 	ErrInvalidClient = errors.New("refresh: invalid client")
 
+	// ErrKeysUnavailable: a Verifier has no verification keys yet (its JWKS
+	// endpoint has not answered) or its introspection endpoint failed. A
+	// system fault, not the client's: the middleware answers 503.
+	ErrKeysUnavailable = errors.New("refresh: verification unavailable")
+
 	// ErrSessionNotFound is returned by a Store when no session has the id.
 	ErrSessionNotFound = errors.New("refresh: session not found")
 	// ErrSessionExists is returned by Store.Create when the id is taken.

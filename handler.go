@@ -483,6 +483,57 @@ func (h *Handlers) RevocationHandler() http.Handler {
 	})
 }
 
+// IntrospectionHandler serves token introspection (RFC 7662) for resource
+// servers (Verifier with IntrospectionConfig). Every request must
+// authenticate a client with a secret through HandlerConfig.ClientAuth
+// (HTTP Basic or client_secret_post): without ClientAuth, with a bare
+// client_id, or with a refused secret the answer is 401 invalid_client
+// (§2.1: the endpoint must not become a token-scanning oracle). The form
+// holds token (and optionally token_type_hint, which is not needed: the
+// kinds cannot be confused). The answer is 200 with {"active":false} for
+// malformed, forged, unknown, expired and revoked tokens, spent refresh
+// tokens, and refresh tokens of other clients' sessions; for an active
+// access token it carries scope, client_id, sub, aud, iss, token_type
+// (Bearer or DPoP), exp, iat, nbf and jti (§2.2); for an active refresh
+// token (only to its own client) scope, client_id, sub, iss, exp, iat and
+// token_type refresh_token. Revocation shows at once: the session is read
+// from the store, not from a cache. A failing store is 503.
+func (h *Handlers) IntrospectionHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		form, oe := h.readForm(w, r)
+		if oe != nil {
+			h.fail(w, oe)
+			return
+		}
+		if h.cfg.ClientAuth == nil {
+			h.fail(w, errInvalidClient)
+			return
+		}
+		_, hasSecret := form["client_secret"]
+		if _, _, basic := r.BasicAuth(); !basic && !hasSecret {
+			h.fail(w, errInvalidClient) // a client without a secret may not introspect
+			return
+		}
+		client, oe := h.client(r, form)
+		if oe != nil {
+			h.fail(w, oe)
+			return
+		}
+		tok := form.Get("token")
+		if tok == "" {
+			h.fail(w, errRequest)
+			return
+		}
+		ans, err := h.iss.introspect(r.Context(), tok, client)
+		if err != nil {
+			h.systemFault(w, r, err)
+			return
+		}
+		noStore(w)
+		writeJSON(w, http.StatusOK, ans)
+	})
+}
+
 // JWKSHandler serves Issuer.JWKS for GET and HEAD, cacheable for five
 // minutes; other methods get 405.
 func (h *Handlers) JWKSHandler() http.Handler {

@@ -263,27 +263,15 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 	}
 
 	iss := &Issuer{cfg: cfg, now: cfg.Now, store: cfg.Store, maxGrace: uint32(cfg.MaxGraceUses)}
-	seen := map[string]bool{}
 	if len(cfg.Keys) == 0 {
 		return nil, errors.New("refresh: Config.Keys needs at least one key")
 	}
-	var all []*accessKey
-	for i, k := range cfg.Keys {
-		ak, err := compileKey(k)
-		if err != nil {
-			return nil, err
-		}
-		if seen[ak.id] {
-			return nil, fmt.Errorf("refresh: duplicate key id %q", ak.id)
-		}
-		if i == 0 {
-			if ak.sign == nil {
-				return nil, errors.New("refresh: Config.Keys[0] signs and needs a private key or secret")
-			}
-			iss.signer = ak
-		}
-		seen[ak.id] = true
-		all = append(all, ak)
+	all, err := compileKeys(cfg.Keys)
+	if err != nil {
+		return nil, err
+	}
+	if iss.signer = all[0]; iss.signer.sign == nil {
+		return nil, errors.New("refresh: Config.Keys[0] signs and needs a private key or secret")
 	}
 	jwks, err := buildJWKS(all)
 	if err != nil {

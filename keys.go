@@ -159,6 +159,24 @@ type accessKey struct {
 	jwk    jwk.Key    // public JWK for the JWKS document; nil for secrets
 }
 
+// compileKeys compiles keys, refusing duplicate ids.
+func compileKeys(keys []Key) ([]*accessKey, error) {
+	out := make([]*accessKey, 0, len(keys))
+	seen := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		ak, err := compileKey(k)
+		if err != nil {
+			return nil, err
+		}
+		if seen[ak.id] {
+			return nil, fmt.Errorf("refresh: duplicate key id %q", ak.id)
+		}
+		seen[ak.id] = true
+		out = append(out, ak)
+	}
+	return out, nil
+}
+
 func compileKey(k Key) (*accessKey, error) {
 	ak := &accessKey{id: k.ID, alg: k.Algorithm}
 	bad := func(format string, args ...any) (*accessKey, error) {

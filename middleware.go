@@ -53,7 +53,8 @@ func WithErrorHandler(h ErrorHandler) MiddlewareOption {
 }
 
 type middleware struct {
-	iss     *Issuer
+	rs      *resourceServer
+	verify  func(context.Context, string) (*Claims, error) // Issuer.Verify or Verifier.Verify
 	realm   string
 	onError ErrorHandler
 }
@@ -92,7 +93,11 @@ func ClaimsFromContext(ctx context.Context) (*Claims, bool) {
 //
 // The handler it returns is safe for concurrent use.
 func (iss *Issuer) Middleware(opts ...MiddlewareOption) func(http.Handler) http.Handler {
-	m := &middleware{iss: iss, realm: "api"}
+	return newMiddleware(iss.rs, iss.Verify, opts)
+}
+
+func newMiddleware(rs *resourceServer, verify func(context.Context, string) (*Claims, error), opts []MiddlewareOption) func(http.Handler) http.Handler {
+	m := &middleware{rs: rs, verify: verify, realm: "api"}
 	for _, o := range opts {
 		o(m)
 	}
@@ -106,7 +111,7 @@ func (iss *Issuer) Middleware(opts ...MiddlewareOption) func(http.Handler) http.
 				m.onError(w, r, berr)
 				return
 			}
-			claims, err := iss.Verify(r.Context(), tok)
+			claims, err := m.verify(r.Context(), tok)
 			if err != nil {
 				if IsClientError(err) {
 					m.onError(w, r, &BearerError{Scheme: scheme, Status: http.StatusUnauthorized, Code: "invalid_token", Err: err})
@@ -146,7 +151,7 @@ func (m *middleware) checkDPoP(r *http.Request, scheme, tok string, c *Claims) *
 	if len(proofs) != 1 {
 		return fail("invalid_dpop_proof", errors.New("want exactly one DPoP header"))
 	}
-	p, err := m.iss.VerifyDPoPProof(proofs[0], r.Method, m.iss.RequestURL(r), tok)
+	p, err := m.rs.verifyDPoPProof(proofs[0], r.Method, m.rs.requestURL(r), tok)
 	if err != nil {
 		return fail("invalid_dpop_proof", err)
 	}
@@ -155,7 +160,7 @@ func (m *middleware) checkDPoP(r *http.Request, scheme, tok string, c *Claims) *
 	}
 	// Only now, with the token's signature and its key binding checked, may
 	// the proof take a place in the replay cache.
-	if err := m.iss.rs.consumeDPoP(p); err != nil {
+	if err := m.rs.consumeDPoP(p); err != nil {
 		return fail("invalid_dpop_proof", err)
 	}
 	return nil

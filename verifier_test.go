@@ -1,0 +1,470 @@
+package refresh_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/refreshkit/refresh"
+	"github.com/refreshkit/refresh/refreshtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// jwksServer serves whatever handler is current, counting requests: the
+// auth service as a resource server sees it.
+type jwksServer struct {
+	*httptest.Server
+	h       atomic.Pointer[http.Handler]
+	fetches atomic.Int64
+}
+
+func newJWKSServer(t *testing.T, iss *refresh.Issuer) *jwksServer {
+	s := &jwksServer{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.fetches.Add(1)
+		(*s.h.Load()).ServeHTTP(w, r)
+	}))
+	t.Cleanup(s.Close)
+	s.serve(iss)
+	return s
+}
+
+// serve publishes iss's JWKS, or answers 503 when iss is nil (the auth
+// service down).
+func (s *jwksServer) serve(iss *refresh.Issuer) {
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	})
+	if iss != nil {
+		h = refresh.NewHandlers(iss, refresh.HandlerConfig{}).JWKSHandler()
+	}
+	s.h.Store(&h)
+}
+
+func edKeyPair(t *testing.T, id string) refresh.Key {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	return refresh.Key{ID: id, Algorithm: refresh.EdDSA, Key: priv}
+}
+
+// authIssuer is the auth service: an Issuer signing with keys[0], on clock.
+func authIssuer(t *testing.T, clock *refreshtest.Clock, store refresh.Store, keys ...refresh.Key) *refresh.Issuer {
+	iss, err := refresh.NewIssuer(refresh.Config{
+		Issuer: "https://auth.example.com", Audience: "https://api.example.com",
+		Keys: keys, RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: macSecret}},
+		Store: store, Now: clock.Now,
+	})
+	require.NoError(t, err)
+	return iss
+}
+
+func newVerifier(t *testing.T, clock *refreshtest.Clock, mod func(*refresh.VerifierConfig)) *refresh.Verifier {
+	cfg := refresh.VerifierConfig{
+		Issuer: "https://auth.example.com", Audience: "https://api.example.com",
+		Now: clock.Now, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	mod(&cfg)
+	v, err := refresh.NewVerifier(cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = v.Close() })
+	return v
+}
+
+// resourceAPI is a resource server: the Verifier's middleware in front of
+// handlers that echo the subject, one guarded by a scope.
+func resourceAPI(t *testing.T, v *refresh.Verifier) *httptest.Server {
+	mw := v.Middleware()
+	me := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := refresh.ClaimsFromContext(r.Context())
+		_, _ = io.WriteString(w, c.Subject)
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/me", mw(me))
+	mux.Handle("/write", mw(refresh.RequireScope("write")(me)))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// The Issuer's whole attack suite, against a Verifier with the same keys:
+// one implementation, so the same refusals, through Verify and over HTTP.
+func TestVerifierAttackSuite(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) {
+		c.Keys = append(c.Keys, refresh.Key{ID: "ec1", Algorithm: refresh.ES256, Key: &ecKey.PublicKey})
+	})
+	v := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) {
+		c.Keys = []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}, {ID: "ec1", Algorithm: refresh.ES256, Key: &ecKey.PublicKey}}
+	})
+	srv := resourceAPI(t, v)
+	for name, tok := range attackTokens(t, e) {
+		t.Run(name, func(t *testing.T) {
+			_, err := v.Verify(bg, tok)
+			require.ErrorIs(t, err, refresh.ErrInvalidToken)
+			resp := get(t, srv.URL+"/me", bearer(tok))
+			if strings.ContainsAny(tok, "{}\" =") {
+				require.Equal(t, 400, resp.StatusCode)
+				return
+			}
+			require.Equal(t, 401, resp.StatusCode)
+			require.Contains(t, resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`)
+		})
+	}
+	good := forgeHS(goodHeader(), e.goodClaims(), hsSecret)
+	_, err := v.Verify(bg, good)
+	require.NoError(t, err)
+	p := e.issue(t, "alice", refresh.WithScope("read"))
+	resp := get(t, srv.URL+"/me", bearer(p.AccessToken))
+	require.Equal(t, 200, resp.StatusCode)
+	resp = get(t, srv.URL+"/write", bearer(p.AccessToken))
+	require.Equal(t, 403, resp.StatusCode, "RequireScope works behind the Verifier's middleware")
+	require.Contains(t, resp.Header.Get("WWW-Authenticate"), `error="insufficient_scope"`)
+	e.clock.Advance(time.Hour)
+	_, err = v.Verify(bg, p.AccessToken)
+	require.ErrorIs(t, err, refresh.ErrExpired)
+}
+
+func TestNewVerifierRefusesBadConfig(t *testing.T) {
+	k := []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}}
+	for name, c := range map[string]refresh.VerifierConfig{
+		"no issuer":           {Audience: "a", Keys: k},
+		"no keys":             {Issuer: "i", Audience: "a"},
+		"keys and url":        {Issuer: "i", Audience: "a", Keys: k, JWKSURL: "https://x/jwks"},
+		"http to a host":      {Issuer: "i", Audience: "a", JWKSURL: "http://auth.example.com/jwks"},
+		"http to a LAN IP":    {Issuer: "i", Audience: "a", JWKSURL: "http://10.0.0.1/jwks"},
+		"ftp":                 {Issuer: "i", Audience: "a", JWKSURL: "ftp://auth.example.com/jwks"},
+		"relative":            {Issuer: "i", Audience: "a", JWKSURL: "/jwks"},
+		"introspection http":  {Issuer: "i", Audience: "a", Keys: k, Introspection: &refresh.IntrospectionConfig{URL: "http://auth.example.com/introspect", ClientID: "c", ClientSecret: "s"}},
+		"introspection no id": {Issuer: "i", Audience: "a", Keys: k, Introspection: &refresh.IntrospectionConfig{URL: "https://auth.example.com/introspect"}},
+		"short HMAC secret":   {Issuer: "i", Audience: "a", Keys: []refresh.Key{{Algorithm: refresh.HS256, Key: []byte("short")}}},
+	} {
+		_, err := refresh.NewVerifier(c)
+		assert.Error(t, err, name)
+	}
+}
+
+// Key rotation end to end: the auth service adds a key and signs with it;
+// the resource server accepts the new tokens without a restart (one fetch
+// for the unknown kid) and the old ones until they expire; once the old key
+// leaves the set, its tokens stop verifying at the next fetch.
+func TestVerifierJWKSKeyRotation(t *testing.T) {
+	clock := refreshtest.NewClock(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
+	store := refresh.NewMemoryStore(refresh.WithStoreClock(clock.Now))
+	defer store.Close()
+	k1, k2 := edKeyPair(t, "2026-11"), edKeyPair(t, "2026-12")
+	old := authIssuer(t, clock, store, k1)
+	jwks := newJWKSServer(t, old)
+	v := newVerifier(t, clock, func(c *refresh.VerifierConfig) { c.JWKSURL = jwks.URL })
+	require.True(t, v.Ready())
+	require.EqualValues(t, 1, jwks.fetches.Load(), "one fetch at start")
+	srv := resourceAPI(t, v)
+
+	p1, err := old.Issue(bg, "alice")
+	require.NoError(t, err)
+	require.Equal(t, 200, get(t, srv.URL+"/me", bearer(p1.AccessToken)).StatusCode)
+
+	// Rotation: the new key signs, the old one is still published.
+	rotated := authIssuer(t, clock, store, k2, k1)
+	jwks.serve(rotated)
+	p2, err := rotated.Issue(bg, "bob")
+	require.NoError(t, err)
+	resp := get(t, srv.URL+"/me", bearer(p2.AccessToken))
+	require.Equal(t, 200, resp.StatusCode, "a token from the new key, without a restart")
+	require.EqualValues(t, 2, jwks.fetches.Load(), "the unknown kid cost one fetch")
+	require.Equal(t, 200, get(t, srv.URL+"/me", bearer(p1.AccessToken)).StatusCode, "old tokens until they expire")
+
+	// The old key is withdrawn. After the refetch interval, the next
+	// unknown kid (here a made-up one) fetches again, and k1 is gone.
+	jwks.serve(authIssuer(t, clock, store, k2))
+	clock.Advance(time.Minute)
+	_, err = v.Verify(bg, forgeEd(t, "no-such-kid", map[string]any{"sub": "x"}))
+	require.ErrorIs(t, err, refresh.ErrInvalidToken)
+	require.EqualValues(t, 3, jwks.fetches.Load())
+	_, err = v.Verify(bg, p1.AccessToken)
+	require.ErrorIs(t, err, refresh.ErrInvalidToken, "a key that left the set stops verifying, cached tokens included")
+	require.Equal(t, 401, get(t, srv.URL+"/me", bearer(p1.AccessToken)).StatusCode)
+}
+
+// forgeEd signs claims with a fresh Ed25519 key under kid: a token from a
+// key the resource server has never seen.
+func forgeEd(t *testing.T, kid string, claims map[string]any) string {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	in := b64json(map[string]any{"alg": "EdDSA", "kid": kid, "typ": "at+jwt"}) + "." + b64json(claims)
+	return in + "." + b64raw(ed25519.Sign(priv, []byte(in)))
+}
+
+// A flood of tokens with made-up kids is not a flood of fetches: at most one
+// per JWKSRefetchInterval, however many arrive, concurrently or not.
+func TestVerifierKidFloodIsBounded(t *testing.T) {
+	clock := refreshtest.NewClock(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
+	iss := authIssuer(t, clock, refresh.NewMemoryStore(), edKeyPair(t, "k1"))
+	jwks := newJWKSServer(t, iss)
+	v := newVerifier(t, clock, func(c *refresh.VerifierConfig) { c.JWKSURL = jwks.URL; c.JWKSRefetchInterval = 30 * time.Second })
+	srv := resourceAPI(t, v)
+	const flood = 500
+	done := make(chan int, flood)
+	for i := 0; i < flood; i++ {
+		go func() {
+			tok := forgeEd(t, fmt.Sprintf("kid-%d", i), map[string]any{"sub": "x"})
+			req, _ := http.NewRequest("GET", srv.URL+"/me", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				done <- 0
+				return
+			}
+			resp.Body.Close()
+			done <- resp.StatusCode
+		}()
+	}
+	for i := 0; i < flood; i++ {
+		assert.Equal(t, 401, <-done)
+	}
+	assert.EqualValues(t, 2, jwks.fetches.Load(), "the start, and one fetch for %d unknown kids", flood)
+	clock.Advance(30*time.Second - time.Nanosecond)
+	_, _ = v.Verify(bg, forgeEd(t, "another", map[string]any{"sub": "x"}))
+	assert.EqualValues(t, 2, jwks.fetches.Load(), "1ns before the interval: no fetch")
+	clock.Advance(time.Nanosecond)
+	_, _ = v.Verify(bg, forgeEd(t, "another", map[string]any{"sub": "x"}))
+	assert.EqualValues(t, 3, jwks.fetches.Load(), "at the interval: one more")
+}
+
+// The resource server starts while the auth service is down, says so, and
+// answers 503 (not 401: the client's token is not at fault) until the JWKS
+// can be fetched; then it verifies.
+func TestVerifierStartsWhileJWKSDown(t *testing.T) {
+	clock := refreshtest.NewClock(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC))
+	iss := authIssuer(t, clock, refresh.NewMemoryStore(), edKeyPair(t, "k1"))
+	jwks := newJWKSServer(t, nil)
+	logged := &logBuffer{}
+	v, err := refresh.NewVerifier(refresh.VerifierConfig{
+		Issuer: "https://auth.example.com", Audience: "https://api.example.com", JWKSURL: jwks.URL,
+		Now: clock.Now, Logger: slog.New(slog.NewTextHandler(logged, nil)),
+		HTTPClient: &http.Client{Timeout: 2 * time.Second},
+	})
+	require.NoError(t, err, "starts anyway")
+	defer v.Close()
+	assert.False(t, v.Ready())
+	assert.Contains(t, logged.String(), "JWKS not available yet")
+	srv := resourceAPI(t, v)
+	p, err := iss.Issue(bg, "alice")
+	require.NoError(t, err)
+	_, err = v.Verify(bg, p.AccessToken)
+	require.ErrorIs(t, err, refresh.ErrKeysUnavailable)
+	assert.False(t, refresh.IsClientError(err))
+	assert.Equal(t, 503, get(t, srv.URL+"/me", bearer(p.AccessToken)).StatusCode)
+
+	jwks.serve(iss)
+	clock.Advance(time.Minute)
+	_, err = v.Verify(bg, p.AccessToken)
+	require.NoError(t, err, "verifies once the JWKS answers")
+	assert.True(t, v.Ready())
+}
+
+// logBuffer collects log output from several goroutines.
+type logBuffer struct {
+	mu sync.Mutex // guards b
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A JWKS that carries a symmetric key: the classic way to make a resource
+// server accept HS256 tokens signed with a published "key". Ignored; and an
+// RSA key without alg is ignored too (RS256 or PS256 would be a guess).
+func TestVerifierIgnoresSymmetricJWK(t *testing.T) {
+	secret := []byte("published-secret-of-32-bytes-ok!")
+	set := fmt.Sprintf(`{"keys":[{"kty":"oct","kid":"sym","k":%q}]}`, b64raw(secret))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, set) }))
+	defer srv.Close()
+	clock := refreshtest.NewClock(time.Now())
+	v := newVerifier(t, clock, func(c *refresh.VerifierConfig) { c.JWKSURL = srv.URL })
+	claims := map[string]any{"iss": "https://auth.example.com", "aud": "https://api.example.com", "sub": "admin",
+		"exp": clock.Now().Unix() + 600, "iat": clock.Now().Unix(), "jti": "j"}
+	tok := forgeHS(map[string]any{"alg": "HS256", "kid": "sym", "typ": "at+jwt"}, claims, secret)
+	_, err := v.Verify(bg, tok)
+	require.ErrorIs(t, err, refresh.ErrInvalidToken, "a symmetric key from a JWKS must never verify")
+}
+
+// introspectionEnv is an auth service with the introspection endpoint
+// (client "rs" with secret "rs-secret" may introspect; "web" and "mobile"
+// are clients of sessions).
+func introspectionEnv(t *testing.T) (*env, *httptest.Server) {
+	e := newEnv(t, func(c *refresh.Config) { c.Keys = []refresh.Key{{ID: "ed1", Algorithm: refresh.EdDSA, Key: edKey}} })
+	secrets := map[string]string{"rs": "rs-secret", "mobile": "mobile-secret"}
+	h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{ClientAuth: func(_ context.Context, c refresh.ClientCredentials) error {
+		if want, ok := secrets[c.ID]; ok && c.Secret == want {
+			return nil
+		}
+		if _, ok := secrets[c.ID]; !ok && c.Method == refresh.ClientAuthNone {
+			return nil // public clients may use the token endpoint
+		}
+		return refresh.ErrInvalidClient
+	}})
+	mux := http.NewServeMux()
+	mux.Handle("/introspect", h.IntrospectionHandler())
+	mux.Handle("/.well-known/jwks.json", h.JWKSHandler())
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return e, srv
+}
+
+// RFC 7662 over real HTTP, with a client written from the RFC: a POST of
+// token, HTTP Basic, a JSON answer with "active".
+func TestIntrospectionHandler(t *testing.T) {
+	e, srv := introspectionEnv(t)
+	p := e.issue(t, "alice", refresh.WithScope("read write"), refresh.WithClientID("web"))
+	ask := func(tok string, header map[string]string, extra url.Values) reply {
+		form := url.Values{"token": {tok}}
+		for k, v := range extra {
+			form[k] = v
+		}
+		return postForm(t, nil, srv.URL+"/introspect", form, header)
+	}
+	basic := func(id, secret string) map[string]string {
+		req, _ := http.NewRequest("POST", "/", nil)
+		req.SetBasicAuth(id, secret)
+		return map[string]string{"Authorization": req.Header.Get("Authorization")}
+	}
+	rs := basic("rs", "rs-secret")
+
+	// Client authentication is required, with a secret.
+	for name, r := range map[string]reply{
+		"no credentials":       ask(p.AccessToken, nil, nil),
+		"bare client_id":       ask(p.AccessToken, nil, url.Values{"client_id": {"rs"}}),
+		"wrong secret":         ask(p.AccessToken, basic("rs", "guess"), nil),
+		"public client":        ask(p.AccessToken, basic("web", ""), nil),
+		"bearer, not a client": ask(p.AccessToken, map[string]string{"Authorization": "Bearer " + p.AccessToken}, nil),
+	} {
+		assert.Equal(t, 401, r.status, name)
+		assert.Equal(t, "invalid_client", r.body["error"], name)
+		assert.NotContains(t, r.raw, "active", name)
+	}
+	require.Equal(t, 401, ask(p.AccessToken, nil, url.Values{"client_id": {"rs"}}).status)
+	assert.Contains(t, ask(p.AccessToken, nil, nil).header.Get("WWW-Authenticate"), "Basic")
+	// client_secret_post works as well as Basic.
+	r := ask(p.AccessToken, nil, url.Values{"client_id": {"rs"}, "client_secret": {"rs-secret"}})
+	require.Equal(t, 200, r.status, r.raw)
+	require.Equal(t, true, r.body["active"])
+
+	r = ask(p.AccessToken, rs, url.Values{"token_type_hint": {"access_token"}})
+	require.Equal(t, 200, r.status)
+	assert.Equal(t, "no-store", r.header.Get("Cache-Control"))
+	assert.Equal(t, true, r.body["active"])
+	assert.Equal(t, "read write", r.body["scope"])
+	assert.Equal(t, "web", r.body["client_id"])
+	assert.Equal(t, "alice", r.body["sub"])
+	assert.Equal(t, "Bearer", r.body["token_type"])
+	assert.Equal(t, e.cfg.Issuer, r.body["iss"])
+	assert.EqualValues(t, p.AccessExpiresAt.Unix(), r.body["exp"])
+	assert.NotEmpty(t, r.body["jti"])
+
+	inactive := func(name, tok string, header map[string]string) {
+		t.Helper()
+		r := ask(tok, header, nil)
+		require.Equal(t, 200, r.status, name)
+		assert.JSONEq(t, `{"active":false}`, r.raw, name)
+	}
+	inactive("malformed", "not-a-token", rs)
+	inactive("forged", forgeEd(t, "ed1", map[string]any{"sub": "admin"}), rs)
+	inactive("refresh token of another client's session", p.RefreshToken, rs)
+	inactive("a made-up refresh token", "rt_"+b64raw(make([]byte, 35)), rs)
+
+	// Refresh tokens: active only to their own client, only while current.
+	m := e.issue(t, "bob", refresh.WithClientID("mobile"))
+	mob := basic("mobile", "mobile-secret")
+	r = ask(m.RefreshToken, mob, nil)
+	assert.Equal(t, true, r.body["active"], r.raw)
+	assert.Equal(t, "refresh_token", r.body["token_type"])
+	assert.Equal(t, "bob", r.body["sub"])
+	next, err := e.iss.Rotate(bg, m.RefreshToken, refresh.WithClientID("mobile"))
+	require.NoError(t, err)
+	inactive("a spent refresh token", m.RefreshToken, mob)
+	assert.Equal(t, true, ask(next.RefreshToken, mob, nil).body["active"])
+
+	// Revocation shows at once, and expiry.
+	require.NoError(t, e.iss.RevokeSession(bg, p.SessionID))
+	inactive("revoked session's access token", p.AccessToken, rs)
+	q := e.issue(t, "carol")
+	e.clock.Set(q.AccessExpiresAt)
+	inactive("expired access token", q.AccessToken, rs)
+
+	// Malformed requests: the usual answers.
+	assert.Equal(t, 400, ask("", rs, nil).status)
+	resp := get(t, srv.URL+"/introspect", nil)
+	assert.Equal(t, 405, resp.StatusCode)
+}
+
+// Without ClientAuth nobody may introspect.
+func TestIntrospectionNeedsClientAuth(t *testing.T) {
+	e := newEnv(t)
+	srv := httptest.NewServer(refresh.NewHandlers(e.iss, refresh.HandlerConfig{}).IntrospectionHandler())
+	defer srv.Close()
+	p := e.issue(t, "alice")
+	r := postForm(t, nil, srv.URL, url.Values{"token": {p.AccessToken}, "client_id": {"x"}, "client_secret": {"y"}}, nil)
+	assert.Equal(t, 401, r.status)
+}
+
+// A resource server with introspection refuses a revoked session's tokens
+// within CacheTTL, measured on the injected clock one nanosecond either
+// side; without introspection it would accept them until they expire.
+func TestVerifierIntrospectionRevocation(t *testing.T) {
+	e, auth := introspectionEnv(t)
+	const ttl = 5 * time.Second
+	v := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) {
+		c.JWKSURL = auth.URL + "/.well-known/jwks.json"
+		c.Introspection = &refresh.IntrospectionConfig{URL: auth.URL + "/introspect", ClientID: "rs", ClientSecret: "rs-secret", CacheTTL: ttl}
+	})
+	plain := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) {
+		c.Keys = []refresh.Key{{ID: "ed1", Algorithm: refresh.EdDSA, Key: edKey.Public()}}
+	})
+	srv := resourceAPI(t, v)
+	p := e.issue(t, "alice")
+	require.Equal(t, 200, get(t, srv.URL+"/me", bearer(p.AccessToken)).StatusCode)
+	revokedAt := e.clock.Now()
+	require.NoError(t, e.iss.RevokeSession(bg, p.SessionID))
+
+	e.clock.Set(revokedAt.Add(ttl - time.Nanosecond))
+	_, err := v.Verify(bg, p.AccessToken)
+	require.NoError(t, err, "the cached answer, 1ns before CacheTTL")
+	e.clock.Set(revokedAt.Add(ttl))
+	_, err = v.Verify(bg, p.AccessToken)
+	require.ErrorIs(t, err, refresh.ErrRevoked, "asked again at CacheTTL: inactive")
+	resp := get(t, srv.URL+"/me", bearer(p.AccessToken))
+	require.Equal(t, 401, resp.StatusCode)
+	require.Contains(t, resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`)
+	_, err = plain.Verify(bg, p.AccessToken)
+	require.NoError(t, err, "without introspection the token lives until it expires")
+
+	// The introspection endpoint down: 503, never a 200 on a stale guess.
+	auth.Close()
+	q := e.issue(t, "bob")
+	_, err = v.Verify(bg, q.AccessToken)
+	require.ErrorIs(t, err, refresh.ErrKeysUnavailable)
+	assert.Equal(t, 503, get(t, srv.URL+"/me", bearer(q.AccessToken)).StatusCode)
+}
+
+func b64raw(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
