@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"mime"
 	"net/http"
 	"strings"
@@ -30,14 +33,55 @@ var dummyHash = []byte("$2a$10$Le7TWkK9yALglO2NialDQuTv.rJ.oXSdQvDyCZg5hJhjxnjY.
 const maxLoginBody = 4 << 10
 
 // newMux wires the demo's routes around an Issuer.
-func newMux(iss *refresh.Issuer) http.Handler {
-	h := refresh.NewHandlers(iss, refresh.HandlerConfig{})
+func newMux(iss *refresh.Issuer) http.Handler { return newAuthMux(iss, authConfig{}) }
+
+// authConfig is what the auth service offers beyond the basics.
+type authConfig struct {
+	// introspectionSecret, if set, opens /introspect (RFC 7662) to the
+	// client "resource-server" with this secret.
+	introspectionSecret string
+	log                 *slog.Logger // logs JWKS requests; nil: none
+}
+
+// resourceClient is the client id resource servers introspect with.
+const resourceClient = "resource-server"
+
+// clientAuth admits public clients (a bare client_id, or none: the demo's
+// browsers and curl) and the resource server with its secret.
+func (c authConfig) clientAuth(_ context.Context, cc refresh.ClientCredentials) error {
+	if cc.ID == resourceClient {
+		if cc.Method != refresh.ClientAuthNone && subtle.ConstantTimeCompare([]byte(cc.Secret), []byte(c.introspectionSecret)) == 1 {
+			return nil
+		}
+		return refresh.ErrInvalidClient
+	}
+	if cc.Method == refresh.ClientAuthNone {
+		return nil
+	}
+	return refresh.ErrInvalidClient // no other confidential clients
+}
+
+func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
+	var hc refresh.HandlerConfig
+	if ac.introspectionSecret != "" {
+		hc.ClientAuth = ac.clientAuth
+	}
+	h := refresh.NewHandlers(iss, hc)
 	auth := iss.Middleware(refresh.WithRealm("refresh-demo"))
 	mux := http.NewServeMux()
 	mux.Handle("/login", loginHandler(iss, h))
 	mux.Handle("/token", h.RefreshHandler())
 	mux.Handle("/revoke", h.RevocationHandler())
-	mux.Handle("/.well-known/jwks.json", h.JWKSHandler())
+	jwks := h.JWKSHandler()
+	mux.Handle("/.well-known/jwks.json", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ac.log != nil {
+			ac.log.Info("jwks served", "remote", r.RemoteAddr)
+		}
+		jwks.ServeHTTP(w, r)
+	}))
+	if ac.introspectionSecret != "" {
+		mux.Handle("/introspect", h.IntrospectionHandler())
+	}
 	mux.Handle("GET /me", auth(http.HandlerFunc(me)))
 	mux.Handle("GET /admin", auth(refresh.RequireRole("admin")(http.HandlerFunc(admin))))
 	mux.Handle("GET /sessions", auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -48,7 +48,15 @@ import (
 
 type options struct {
 	addr, store, dsn, keyFile, dataDir string
+	oldKeyFile                         string
 	grace, accessTTL, idleTTL, sessTTL time.Duration
+	// introspectionSecret (INTROSPECTION_SECRET): the auth service opens
+	// /introspect to resource servers; a resource server uses it.
+	introspectionSecret string
+	// Resource-server mode.
+	resourceServer             bool
+	authURL                    string
+	introspectTTL, jwksRefetch time.Duration
 }
 
 func main() {
@@ -59,6 +67,11 @@ func main() {
 	fs.StringVar(&o.dataDir, "data", defaultDataDir(), "directory for the SQLite store and the keys (not used by -store memory)")
 	fs.StringVar(&o.dsn, "dsn", "", "postgres:// or redis:// URL for -store postgres|redis")
 	fs.StringVar(&o.keyFile, "key", "", "signing key file: PEM (Ed25519, P-256, RSA) or JWK JSON; generated if empty")
+	fs.StringVar(&o.oldKeyFile, "old-key", "", "a previous signing key, still published and accepted (key rotation)")
+	fs.BoolVar(&o.resourceServer, "resource-server", false, "run as a resource server: verify the tokens of the auth service at -auth")
+	fs.StringVar(&o.authURL, "auth", "http://127.0.0.1:8080", "with -resource-server: the auth service's URL (its issuer)")
+	fs.DurationVar(&o.introspectTTL, "introspect-ttl", 5*time.Second, "with -resource-server: how long an introspection answer is reused")
+	fs.DurationVar(&o.jwksRefetch, "jwks-refetch", time.Minute, "with -resource-server: at most one JWKS fetch per this interval for unknown key ids")
 	fs.DurationVar(&o.grace, "grace", 0, "grace window for retried refreshes (0: strict rotation)")
 	fs.DurationVar(&o.accessTTL, "access-ttl", refresh.DefaultAccessTTL, "access token lifetime")
 	fs.DurationVar(&o.idleTTL, "idle-ttl", refresh.DefaultIdleTTL, "refresh token idle lifetime")
@@ -68,7 +81,12 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, o, log, os.Stdout); err != nil {
+	o.introspectionSecret = os.Getenv("INTROSPECTION_SECRET")
+	runner := run
+	if o.resourceServer {
+		runner = runResource
+	}
+	if err := runner(ctx, o, log, os.Stdout); err != nil {
 		log.Error("refresh-demo", "err", err)
 		os.Exit(1)
 	}
@@ -101,6 +119,14 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	if err != nil {
 		return err
 	}
+	keys := []refresh.Key{key}
+	if o.oldKeyFile != "" {
+		old, _, err := signingKey(o.oldKeyFile)
+		if err != nil {
+			return fmt.Errorf("-old-key: %w", err)
+		}
+		keys = append(keys, old)
+	}
 	if env := os.Getenv("REFRESH_SECRET"); env == "" && persist {
 		mac, macCreated, err = persistentSecret(o.dataDir)
 	} else {
@@ -118,7 +144,7 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	iss, err := refresh.NewIssuer(refresh.Config{
 		Issuer:       base,
 		Audience:     "refresh-demo",
-		Keys:         []refresh.Key{key},
+		Keys:         keys,
 		RefreshKeys:  []refresh.RefreshKey{{ID: 1, Secret: mac}},
 		Store:        store,
 		AccessTTL:    o.accessTTL,
@@ -137,7 +163,7 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: newMux(iss), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: newAuthMux(iss, authConfig{introspectionSecret: o.introspectionSecret, log: log}), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
 	switch {
 	case !persist:
 		fmt.Fprintln(out, "Memory store: sessions and generated keys die with this process (drop -store memory to keep them).")
@@ -153,6 +179,11 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	// Sweep every few minutes, as a service should: tables stay bounded by
 	// the sessions in use (expired, idle and long-revoked ones go).
 	go sweep(ctx, iss, 5*time.Minute, log)
+	return serveUntil(ctx, srv, ln, out)
+}
+
+// serveUntil serves on ln until ctx is done, then shuts down gracefully.
+func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, out io.Writer) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/refreshkit/refresh"
+)
+
+// runResource runs the demo as a resource server of the auth service at
+// o.authURL: no store, no login; /me and /admin accept that service's
+// access tokens, verified with the keys of its JWKS and, with
+// INTROSPECTION_SECRET, checked for revocation through its /introspect.
+func runResource(ctx context.Context, o options, log *slog.Logger, out io.Writer) error {
+	auth := strings.TrimRight(o.authURL, "/")
+	cfg := refresh.VerifierConfig{
+		Issuer:              auth, // the auth demo's issuer is its URL
+		Audience:            "refresh-demo",
+		JWKSURL:             auth + "/.well-known/jwks.json",
+		JWKSRefetchInterval: o.jwksRefetch,
+		Logger:              log,
+	}
+	if o.introspectionSecret != "" {
+		cfg.Introspection = &refresh.IntrospectionConfig{
+			URL: auth + "/introspect", ClientID: resourceClient, ClientSecret: o.introspectionSecret, CacheTTL: o.introspectTTL,
+		}
+	}
+	v, err := refresh.NewVerifier(cfg)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	ln, err := net.Listen("tcp", o.addr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	base := "http://" + ln.Addr().String()
+	intro := "off (set INTROSPECTION_SECRET on both to refuse revoked sessions' tokens)"
+	if cfg.Introspection != nil {
+		intro = fmt.Sprintf("on, answers reused for %v", o.introspectTTL)
+	}
+	keys := "loaded"
+	if !v.Ready() {
+		keys = "NOT loaded yet (the auth service is not answering; tokens get 503 until it does)"
+	}
+	fmt.Fprintf(out, "refresh-demo resource server on %s, for tokens of %s. Keys %s. Introspection %s.\n", base, auth, keys, intro)
+	fmt.Fprintf(out, "Try: curl -s %s/me -H \"Authorization: Bearer $AT\"\n", base)
+	srv := &http.Server{Handler: newResourceMux(v), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+	return serveUntil(ctx, srv, ln, out)
+}
+
+// newResourceMux serves the auth service's /me and /admin from tokens alone.
+func newResourceMux(v *refresh.Verifier) http.Handler {
+	auth := v.Middleware(refresh.WithRealm("refresh-demo-api"))
+	mux := http.NewServeMux()
+	mux.Handle("GET /me", auth(http.HandlerFunc(me)))
+	mux.Handle("GET /admin", auth(refresh.RequireRole("admin")(http.HandlerFunc(admin))))
+	return mux
+}
