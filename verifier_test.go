@@ -468,3 +468,42 @@ func TestVerifierIntrospectionRevocation(t *testing.T) {
 }
 
 func b64raw(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// A DPoP-bound access token at a resource server: admitted only with the
+// DPoP scheme and a fresh proof from the bound key for this request and
+// token; a replayed proof and another key's proof are refused.
+func TestVerifierDPoP(t *testing.T) {
+	e := newEnv(t)
+	alice, mallory := newDPoPClient(t), newDPoPClient(t)
+	proof, err := e.iss.VerifyDPoPProof(alice.proof("POST", "https://auth.example.com/login", "", e.clock.Now()), "POST", "https://auth.example.com/login", "")
+	require.NoError(t, err)
+	p := e.issue(t, "alice", refresh.WithDPoPProof(proof))
+	require.Equal(t, "DPoP", p.TokenType)
+	v := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) {
+		c.Keys = []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}}
+	})
+	srv := resourceAPI(t, v)
+	var lastProof string
+	call := func(scheme string, c *dpopClient, dpop string) int {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/me", nil)
+		req.Header.Set("Authorization", scheme+" "+p.AccessToken)
+		if c != nil {
+			dpop = c.proof("GET", srv.URL+"/me", p.AccessToken, e.clock.Now())
+		}
+		if dpop != "" {
+			req.Header.Set("DPoP", dpop)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		if c != nil {
+			lastProof = dpop
+		}
+		return resp.StatusCode
+	}
+	assert.Equal(t, 401, call("Bearer", nil, ""), "a DPoP-bound token as a bearer token")
+	assert.Equal(t, 401, call("DPoP", nil, ""), "no proof")
+	assert.Equal(t, 401, call("DPoP", mallory, ""), "another key's proof")
+	assert.Equal(t, 200, call("DPoP", alice, ""), "the bound key's proof")
+	assert.Equal(t, 401, call("DPoP", nil, lastProof), "the same proof again")
+}
