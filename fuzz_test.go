@@ -173,6 +173,33 @@ func FuzzRevocationForm(f *testing.F) {
 	})
 }
 
+// FuzzIntrospectionForm: the introspection endpoint answers every body
+// with an RFC 6749 error or a 200 whose "active" is true only for the
+// tokens it was seeded with, never a 5xx or detail; without ClientAuth it
+// answers nothing but invalid_client.
+func FuzzIntrospectionForm(f *testing.F) {
+	e := newEnv(f)
+	p := e.issue(f, "alice", refresh.WithClientID("conf"))
+	const ct = "application/x-www-form-urlencoded"
+	f.Add(ct, "client_id=conf&client_secret=s3cret&token="+p.AccessToken)
+	f.Add(ct, "client_id=conf&client_secret=s3cret&token="+p.RefreshToken+"&token_type_hint=refresh_token")
+	f.Add(ct, "client_id=pub&token="+p.AccessToken)
+	f.Add(ct, "token=&token=")
+	f.Add("text/plain", "token=x")
+	authed := refresh.NewHandlers(e.iss, refresh.HandlerConfig{MaxBodyBytes: 2048, ClientAuth: fuzzClientAuth}).IntrospectionHandler()
+	open := refresh.NewHandlers(e.iss, refresh.HandlerConfig{MaxBodyBytes: 2048}).IntrospectionHandler()
+	f.Fuzz(func(t *testing.T, ctype, body string) {
+		fuzzForm(t, authed, ctype, body)
+		r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
+		r.Header.Set("Content-Type", ctype)
+		w := httptest.NewRecorder()
+		open.ServeHTTP(w, r)
+		if w.Code == 200 {
+			t.Fatalf("introspection without ClientAuth answered 200: %q", body)
+		}
+	})
+}
+
 // FuzzParseJWK: key input never panics, and what it accepts is usable.
 func FuzzParseJWK(f *testing.F) {
 	f.Add([]byte(`{"kty":"oct","kid":"k","alg":"HS256","k":"MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY"}`))
