@@ -192,3 +192,49 @@ func ExampleNewHandlers() {
 	// 200 no-store Bearer read <nil>
 	// 400 no-store <nil> <nil> invalid_grant
 }
+
+// A resource server in another service verifies the auth service's tokens
+// from its JWKS document, and asks its introspection endpoint whether the
+// session still lives.
+func ExampleNewVerifier() {
+	// The auth service: an Issuer behind JWKS and introspection handlers.
+	iss := newExampleIssuer(0)
+	h := refresh.NewHandlers(iss, refresh.HandlerConfig{
+		ClientAuth: func(_ context.Context, c refresh.ClientCredentials) error {
+			if c.ID == "orders-api" && c.Secret == "orders-secret" {
+				return nil
+			}
+			return refresh.ErrInvalidClient
+		},
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/.well-known/jwks.json", h.JWKSHandler())
+	mux.Handle("/introspect", h.IntrospectionHandler())
+	auth := httptest.NewServer(mux)
+	defer auth.Close()
+
+	// The resource server.
+	v, err := refresh.NewVerifier(refresh.VerifierConfig{
+		Issuer:   "https://auth.example.com",
+		Audience: "https://api.example.com",
+		JWKSURL:  auth.URL + "/.well-known/jwks.json",
+		Introspection: &refresh.IntrospectionConfig{
+			URL: auth.URL + "/introspect", ClientID: "orders-api", ClientSecret: "orders-secret",
+			CacheTTL: -1, // ask every time, for the example
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer v.Close()
+
+	p, _ := iss.Issue(context.Background(), "alice")
+	c, err := v.Verify(context.Background(), p.AccessToken)
+	fmt.Println(c.Subject, err)
+	_ = iss.RevokeSession(context.Background(), p.SessionID)
+	_, err = v.Verify(context.Background(), p.AccessToken)
+	fmt.Println(errors.Is(err, refresh.ErrRevoked))
+	// Output:
+	// alice <nil>
+	// true
+}
