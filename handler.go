@@ -485,7 +485,7 @@ func (h *Handlers) RevocationHandler() http.Handler {
 
 // IntrospectionHandler serves token introspection (RFC 7662) for resource
 // servers (Verifier with IntrospectionConfig). Every request must
-// authenticate a client with a secret through HandlerConfig.ClientAuth
+// authenticate a client with a non-empty secret through HandlerConfig.ClientAuth
 // (HTTP Basic or client_secret_post): without ClientAuth, with a bare
 // client_id, or with a refused secret the answer is 401 invalid_client
 // (§2.1: the endpoint must not become a token-scanning oracle). The form
@@ -509,9 +509,11 @@ func (h *Handlers) IntrospectionHandler() http.Handler {
 			h.fail(w, errInvalidClient)
 			return
 		}
-		_, hasSecret := form["client_secret"]
-		if _, _, basic := r.BasicAuth(); !basic && !hasSecret {
-			h.fail(w, errInvalidClient) // a client without a secret may not introspect
+		// A client without a secret may not introspect, whatever ClientAuth
+		// would say of it as a public client: an empty Basic password or
+		// client_secret counts as none.
+		if _, pass, basic := r.BasicAuth(); basic && pass == "" || !basic && form.Get("client_secret") == "" {
+			h.fail(w, errInvalidClient)
 			return
 		}
 		client, oe := h.client(r, form)

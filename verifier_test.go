@@ -322,6 +322,9 @@ func introspectionEnv(t *testing.T) (*env, *httptest.Server) {
 		if _, ok := secrets[c.ID]; !ok && c.Method == refresh.ClientAuthNone {
 			return nil // public clients may use the token endpoint
 		}
+		if c.ID == "pub" && c.Secret == "" {
+			return nil // a lenient ClientAuth: "no secret" means public, whatever the method
+		}
 		return refresh.ErrInvalidClient
 	}})
 	mux := http.NewServeMux()
@@ -353,11 +356,13 @@ func TestIntrospectionHandler(t *testing.T) {
 
 	// Client authentication is required, with a secret.
 	for name, r := range map[string]reply{
-		"no credentials":       ask(p.AccessToken, nil, nil),
-		"bare client_id":       ask(p.AccessToken, nil, url.Values{"client_id": {"rs"}}),
-		"wrong secret":         ask(p.AccessToken, basic("rs", "guess"), nil),
-		"public client":        ask(p.AccessToken, basic("web", ""), nil),
-		"bearer, not a client": ask(p.AccessToken, map[string]string{"Authorization": "Bearer " + p.AccessToken}, nil),
+		"no credentials":                          ask(p.AccessToken, nil, nil),
+		"bare client_id":                          ask(p.AccessToken, nil, url.Values{"client_id": {"rs"}}),
+		"wrong secret":                            ask(p.AccessToken, basic("rs", "guess"), nil),
+		"public client":                           ask(p.AccessToken, basic("web", ""), nil),
+		"empty Basic secret, lenient ClientAuth":  ask(p.AccessToken, basic("pub", ""), nil),
+		"empty client_secret, lenient ClientAuth": ask(p.AccessToken, nil, url.Values{"client_id": {"pub"}, "client_secret": {""}}),
+		"bearer, not a client":                    ask(p.AccessToken, map[string]string{"Authorization": "Bearer " + p.AccessToken}, nil),
 	} {
 		assert.Equal(t, 401, r.status, name)
 		assert.Equal(t, "invalid_client", r.body["error"], name)
