@@ -93,10 +93,12 @@ type Verifier struct {
 	// With JWKSURL:
 	cache    *jwk.Cache
 	resource *httprc.ResourceBase[jwk.Set]
-	setMu    sync.Mutex // guards set, lastFetch; held during a refetch
+	setMu    sync.Mutex // guards set, lastFetch, inflight
 	set      jwk.Set    // the set the current keys were made from
-	// lastFetch is when unknown kids last caused a fetch.
+	// lastFetch is when unknown kids last caused a fetch; inflight, closed
+	// when that fetch ends, is non-nil while it runs.
 	lastFetch time.Time
+	inflight  chan struct{}
 }
 
 // NewVerifier checks cfg and returns a Verifier. With JWKSURL it fetches
@@ -305,17 +307,31 @@ func (v *Verifier) keysOf(set jwk.Set) []*accessKey {
 
 // refetch is called for a kid the keys lack: it fetches the set again
 // unless unknown kids caused a fetch less than JWKSRefetchInterval ago,
-// and reports that the keys are worth looking at again.
+// and reports that the keys are worth looking at again. Callers that
+// arrive while that fetch runs wait for it (at most fetchWait), so that
+// the first requests with a newly published kid are not refused.
 func (v *Verifier) refetch(string) bool {
 	v.sync()
 	now := v.rs.now()
 	v.setMu.Lock()
+	if ch := v.inflight; ch != nil {
+		v.setMu.Unlock()
+		<-ch
+		return true
+	}
 	if !v.lastFetch.IsZero() && now.Before(v.lastFetch.Add(v.cfg.JWKSRefetchInterval)) {
 		v.setMu.Unlock()
 		return true
 	}
-	v.lastFetch = now
+	ch := make(chan struct{})
+	v.lastFetch, v.inflight = now, ch
 	v.setMu.Unlock()
+	defer func() {
+		v.setMu.Lock()
+		v.inflight = nil
+		v.setMu.Unlock()
+		close(ch)
+	}()
 	// A request waits for this fetch; bound it like the first one.
 	ctx, cancel := context.WithTimeout(context.Background(), fetchWait(v.cfg.HTTPClient))
 	defer cancel()

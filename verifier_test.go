@@ -29,12 +29,14 @@ type jwksServer struct {
 	*httptest.Server
 	h       atomic.Pointer[http.Handler]
 	fetches atomic.Int64
+	delay   atomic.Int64 // nanoseconds each answer waits
 }
 
 func newJWKSServer(t *testing.T, iss *refresh.Issuer) *jwksServer {
 	s := &jwksServer{}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.fetches.Add(1)
+		time.Sleep(time.Duration(s.delay.Load()))
 		(*s.h.Load()).ServeHTTP(w, r)
 	}))
 	t.Cleanup(s.Close)
@@ -180,8 +182,32 @@ func TestVerifierJWKSKeyRotation(t *testing.T) {
 	jwks.serve(rotated)
 	p2, err := rotated.Issue(bg, "bob")
 	require.NoError(t, err)
-	resp := get(t, srv.URL+"/me", bearer(p2.AccessToken))
-	require.Equal(t, 200, resp.StatusCode, "a token from the new key, without a restart")
+	// Many requests with the new kid at once, while the (slow) fetch runs:
+	// all wait for it and pass; one fetch in all.
+	jwks.delay.Store(int64(100 * time.Millisecond))
+	var wg sync.WaitGroup
+	codes := make(chan int, 40)
+	for range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("GET", srv.URL+"/me", nil)
+			req.Header.Set("Authorization", "Bearer "+p2.AccessToken)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		require.Equal(t, 200, c, "a token from the new key, without a restart, also while the fetch runs")
+	}
+	jwks.delay.Store(0)
 	require.EqualValues(t, 2, jwks.fetches.Load(), "the unknown kid cost one fetch")
 	require.Equal(t, 200, get(t, srv.URL+"/me", bearer(p1.AccessToken)).StatusCode, "old tokens until they expire")
 
