@@ -1,8 +1,10 @@
 package refresh
 
 import (
+	"context"
 	"crypto/rsa"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -272,18 +274,42 @@ func (rs *resourceServer) verifyDPoPProof(proof, method, requestURL, accessToken
 // the session's, refusing one seen before. Call it only once the request is
 // authenticated (a refresh token's MAC, an access token's signature, or the
 // application's login check before Issue).
-func (rs *resourceServer) consumeDPoP(p *DPoPProof) error {
+//
+// The in-process cache answers first (and bounds each key); with a store
+// that is a ProofRecorder the proof is then recorded there too, so that a
+// replay to another instance is refused. A store failure is a system
+// fault, not the client's.
+func (rs *resourceServer) consumeDPoP(ctx context.Context, p *DPoPProof) error {
 	if p == nil || !p.verified {
 		return tokenErr(ErrInvalidToken, "DPoP proof not verified by VerifyDPoPProof")
 	}
-	switch rs.dpopSeen.add(p.Thumbprint, p.ID, rs.now()) {
+	now := rs.now()
+	switch rs.dpopSeen.add(p.Thumbprint, p.ID, now) {
 	case replayNew:
-		return nil
 	case replaySeen:
 		return tokenErr(ErrInvalidToken, "DPoP proof replayed")
 	default:
 		return tokenErr(ErrInvalidToken, "too many DPoP proofs for this key; retry shortly")
 	}
+	if rs.proofs == nil {
+		return nil
+	}
+	err := rs.proofs.RecordProof(ctx, proofRecordID(p), now, now.Add(rs.dpopSeen.window))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrProofReplayed):
+		return tokenErr(ErrInvalidToken, "DPoP proof replayed (seen by another instance)")
+	default:
+		return storeErr("record proof", err)
+	}
+}
+
+// proofRecordID names a proof in a ProofRecorder: its key and jti, hashed
+// to a fixed 43 characters.
+func proofRecordID(p *DPoPProof) string {
+	sum := sha256.Sum256([]byte(p.Thumbprint + "\x00" + p.ID))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 func (rs *resourceServer) requestURL(r *http.Request) string {

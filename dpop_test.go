@@ -1,13 +1,16 @@
 package refresh_test
 
 import (
+	"context"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -225,4 +228,70 @@ func TestRequestURL(t *testing.T) {
 	assert.Equal(t, "http://api.example.com/a%20b", e.iss.RequestURL(r))
 	behind := newEnv(t, func(c *refresh.Config) { c.PublicURL = "https://auth.example.com/" })
 	assert.Equal(t, "https://auth.example.com/a%20b", behind.iss.RequestURL(r))
+}
+
+// Two instances behind one public URL, sharing one store (a
+// ProofRecorder): a DPoP proof accepted by one is refused by the other, at
+// the resource (middleware) and at the token endpoint; and a store that
+// cannot record proofs is a 503, not a pass and not the client's fault.
+func TestDPoPReplayAcrossInstances(t *testing.T) {
+	const public = "https://api.example.com"
+	e := newEnv(t, func(c *refresh.Config) { c.PublicURL = public })
+	cfgB := e.cfg
+	b, err := refresh.NewIssuer(cfgB)
+	require.NoError(t, err)
+	alice := newDPoPClient(t)
+	login, err := e.iss.VerifyDPoPProof(alice.proof("POST", public+"/login", "", e.clock.Now()), "POST", public+"/login", "")
+	require.NoError(t, err)
+	p := e.issue(t, "alice", refresh.WithDPoPProof(login))
+
+	serve := func(iss *refresh.Issuer) *httptest.Server {
+		h := refresh.NewHandlers(iss, refresh.HandlerConfig{})
+		mux := http.NewServeMux()
+		mux.Handle("/token", h.RefreshHandler())
+		mux.Handle("/me", iss.Middleware()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+		srv := httptest.NewServer(mux)
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	srvA, srvB := serve(e.iss), serve(b)
+	me := func(srv *httptest.Server, proof string) int {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/me", nil)
+		req.Header.Set("Authorization", "DPoP "+p.AccessToken)
+		req.Header.Set("DPoP", proof)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	proof := alice.proof("GET", public+"/me", p.AccessToken, e.clock.Now())
+	require.Equal(t, 200, me(srvA, proof))
+	require.Equal(t, 401, me(srvB, proof), "the same proof at the other instance")
+	require.Equal(t, 200, me(srvB, alice.proof("GET", public+"/me", p.AccessToken, e.clock.Now())), "a fresh proof there")
+
+	// The token endpoint: a refresh on A, its proof replayed to B with the
+	// new refresh token (which B would accept with a fresh proof).
+	tokProof := alice.proof("POST", public+"/token", "", e.clock.Now())
+	r := postForm(t, nil, srvA.URL+"/token", refreshForm(p.RefreshToken), map[string]string{"DPoP": tokProof})
+	require.Equal(t, 200, r.status, r.raw)
+	next := r.body["refresh_token"].(string)
+	r = postForm(t, nil, srvB.URL+"/token", refreshForm(next), map[string]string{"DPoP": tokProof})
+	assert.Equal(t, "invalid_grant", r.body["error"], "a proof replayed to the other instance")
+	r = postForm(t, nil, srvB.URL+"/token", refreshForm(next), map[string]string{"DPoP": alice.proof("POST", public+"/token", "", e.clock.Now())})
+	assert.Equal(t, 200, r.status, "the replay revoked nothing: %s", r.raw)
+
+	// A store that cannot record: 503 at the resource.
+	cfgC := e.cfg
+	cfgC.Store = failingProofs{e.store}
+	c, err := refresh.NewIssuer(cfgC)
+	require.NoError(t, err)
+	srvC := serve(c)
+	assert.Equal(t, 503, me(srvC, alice.proof("GET", public+"/me", p.AccessToken, e.clock.Now())))
+}
+
+// failingProofs is a MemoryStore whose proof records are unreachable.
+type failingProofs struct{ *refresh.MemoryStore }
+
+func (failingProofs) RecordProof(context.Context, string, time.Time, time.Time) error {
+	return errors.New("proof table unreachable")
 }

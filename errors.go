@@ -48,6 +48,9 @@ var (
 	// session is no longer in the state the caller expected: another
 	// request rotated it first, or it was revoked. Nothing was changed.
 	ErrConflict = errors.New("refresh: concurrent modification")
+	// ErrProofReplayed is returned by ProofRecorder.RecordProof when the
+	// proof is recorded already: a replay.
+	ErrProofReplayed = errors.New("refresh: DPoP proof already used")
 )
 
 // TokenError describes why a token was refused. Err is one of the sentinel

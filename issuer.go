@@ -301,6 +301,9 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 	}
 	iss.rs = newResourceServer(cfg.Issuer, cfg.Audience, cfg.PublicURL, cfg.Leeway, cfg.MaxTokenSize, cfg.VerifyCacheSize, cfg.Now)
 	iss.rs.setKeys(newKeySet(all))
+	if pr, ok := cfg.Store.(ProofRecorder); ok {
+		iss.rs.proofs = pr
+	}
 	if a, ok := cfg.Store.(ActiveAdvancer); ok {
 		iss.active = a
 		iss.frozen = &frozenCache{cur: make(map[[sessionIDLen]byte]*Session)}

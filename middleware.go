@@ -160,7 +160,10 @@ func (m *middleware) checkDPoP(r *http.Request, scheme, tok string, c *Claims) *
 	}
 	// Only now, with the token's signature and its key binding checked, may
 	// the proof take a place in the replay cache.
-	if err := m.rs.consumeDPoP(p); err != nil {
+	if err := m.rs.consumeDPoP(r.Context(), p); err != nil {
+		if !IsClientError(err) {
+			return &BearerError{Scheme: "DPoP", Status: http.StatusServiceUnavailable, Err: err}
+		}
 		return fail("invalid_dpop_proof", err)
 	}
 	return nil

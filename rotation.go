@@ -176,7 +176,7 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	}
 	if o.proof != nil {
 		// The application has authenticated the user before calling Issue.
-		if err := iss.rs.consumeDPoP(o.proof); err != nil {
+		if err := iss.rs.consumeDPoP(ctx, o.proof); err != nil {
 			return nil, err
 		}
 	}
@@ -263,11 +263,11 @@ func checkBindings(s *Session, o *callOptions) error {
 
 // consumeProof consumes the request's DPoP proof if it is from the key the
 // session is bound to; the caller has verified the session's token.
-func (iss *Issuer) consumeProof(s *Session, o *callOptions) error {
+func (iss *Issuer) consumeProof(ctx context.Context, s *Session, o *callOptions) error {
 	if o.proof == nil || s.DPoPKey == "" || o.proof.Thumbprint != s.DPoPKey {
 		return nil // no proof, an unbound session, or refused by checkBindings
 	}
-	return iss.rs.consumeDPoP(o.proof)
+	return iss.rs.consumeDPoP(ctx, o.proof)
 }
 
 // maxRaces bounds how often one Rotate re-reads a session after losing a
@@ -341,7 +341,7 @@ func (iss *Issuer) rotateActive(ctx context.Context, rc *refreshClaims, o *callO
 	if err := checkBindings(&s, o); err != nil {
 		return nil, err, true
 	}
-	if err := iss.consumeProof(&s, o); err != nil {
+	if err := iss.consumeProof(ctx, &s, o); err != nil {
 		return nil, err, true
 	}
 	o.proof = nil // consumed: the slow path must not consume it again
@@ -398,7 +398,7 @@ func (iss *Issuer) Rotate(ctx context.Context, refreshToken string, opts ...Opti
 	if err != nil {
 		return nil, err
 	}
-	if err := iss.consumeProof(s, &o); err != nil {
+	if err := iss.consumeProof(ctx, s, &o); err != nil {
 		return nil, err
 	}
 	now := iss.now()
@@ -529,7 +529,7 @@ func (iss *Issuer) revokeBound(ctx context.Context, s *Session, o callOptions) e
 	if err := checkBindings(s, &o); err != nil {
 		return err
 	}
-	if err := iss.consumeProof(s, &o); err != nil {
+	if err := iss.consumeProof(ctx, s, &o); err != nil {
 		return err
 	}
 	return iss.revoke(ctx, s.ID, s.Subject, "revoked")
@@ -641,8 +641,9 @@ func (iss *Issuer) Sessions(ctx context.Context, subject string) ([]SessionInfo,
 // those past their absolute lifetime and, with a Store that is a
 // StaleDeleter (all shipped stores but redisstore, whose keys expire by
 // themselves), also those idle past IdleTTL and those revoked longer than
-// RevokedRetention ago. Run it periodically (every few minutes) so tables
-// stay bounded by the sessions actually in use.
+// RevokedRetention ago. With a Store that is a ProofRecorder it also
+// removes expired DPoP proof records (not counted). Run it periodically
+// (every few minutes) so tables stay bounded by the sessions actually in use.
 func (iss *Issuer) Sweep(ctx context.Context, batch int) (int, error) {
 	if batch <= 0 {
 		batch = 1000
@@ -665,7 +666,20 @@ func (iss *Issuer) Sweep(ctx context.Context, batch int) (int, error) {
 			return total, storeErr("delete expired", err)
 		}
 		if n < batch {
-			return total, nil
+			break
 		}
 	}
+	// Expired DPoP proof records too, not counted: they are not sessions.
+	if pr := iss.rs.proofs; pr != nil {
+		for {
+			n, err := pr.DeleteExpiredProofs(ctx, now, batch)
+			if err != nil {
+				return total, storeErr("delete expired proofs", err)
+			}
+			if n < batch {
+				break
+			}
+		}
+	}
+	return total, nil
 }

@@ -197,6 +197,29 @@ type StaleDeleter interface {
 	DeleteStale(ctx context.Context, expiredBy, idleBy, revokedBy time.Time, limit int) (int, error)
 }
 
+// ProofRecorder is an optional Store capability for several instances
+// sharing one store: the DPoP proofs the Issuer accepts are recorded there,
+// so that a proof replayed to another instance is refused too (RFC 9449
+// §11.1). Without it each Issuer remembers proofs in its own memory, which
+// stops replays only to the same instance. Proofs are recorded only once
+// the request is authenticated, so unauthenticated clients cannot fill the
+// store; each record lives about two minutes.
+type ProofRecorder interface {
+	// RecordProof records the proof identifier id (an opaque string of at
+	// most 64 bytes) until expires and returns nil; or, when id is
+	// recorded already with an expiry after now, changes nothing and
+	// returns ErrProofReplayed. A record whose expiry is at or before now
+	// counts as absent. Of any number of concurrent calls for one id,
+	// across processes, exactly one returns nil. Compare at nanosecond
+	// precision. A backend fault is an error that is not ErrProofReplayed.
+	RecordProof(ctx context.Context, id string, now, expires time.Time) error
+	// DeleteExpiredProofs removes at most limit records whose expiry is at
+	// or before before, and returns how many; limit <= 0 removes nothing.
+	// A store whose backend drops records at their expiry by itself (a
+	// key TTL) may remove nothing and return 0.
+	DeleteExpiredProofs(ctx context.Context, before time.Time, limit int) (int, error)
+}
+
 // SortSessions orders sessions as Store.Sessions must return them: by
 // CreatedAt, then by ID. Store implementations may use it.
 func SortSessions(list []*Session) {

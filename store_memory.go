@@ -29,6 +29,7 @@ type MemoryStore struct {
 	now      func() time.Time
 	batch    int
 	sweep    time.Duration
+	proofs   memProofs
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -245,7 +246,55 @@ var (
 	_ Store          = (*MemoryStore)(nil)
 	_ ActiveAdvancer = (*MemoryStore)(nil)
 	_ StaleDeleter   = (*MemoryStore)(nil)
+	_ ProofRecorder  = (*MemoryStore)(nil)
 )
+
+// memProofs holds DPoP proof records (ProofRecorder): id to expiry in
+// Unix nanoseconds.
+type memProofs struct {
+	mu sync.Mutex // guards m
+	m  map[string]int64
+}
+
+// RecordProof implements ProofRecorder.
+func (m *MemoryStore) RecordProof(ctx context.Context, id string, now, expires time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p := &m.proofs
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e, ok := p.m[id]; ok && e > nanos(now) {
+		return ErrProofReplayed
+	}
+	if p.m == nil {
+		p.m = make(map[string]int64)
+	}
+	p.m[id] = nanos(expires)
+	return nil
+}
+
+// DeleteExpiredProofs implements ProofRecorder.
+func (m *MemoryStore) DeleteExpiredProofs(ctx context.Context, before time.Time, limit int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	cut := nanos(before)
+	p := &m.proofs
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for id, e := range p.m {
+		if n >= limit {
+			break
+		}
+		if e <= cut {
+			delete(p.m, id)
+			n++
+		}
+	}
+	return n, nil
+}
 
 // Close stops the background sweeper and waits for it. The store stays usable.
 // Close is idempotent.
@@ -266,7 +315,8 @@ func (m *MemoryStore) sweeper(every time.Duration) {
 		case <-t.C:
 			for {
 				n, _ := m.DeleteExpired(context.Background(), m.now(), m.batch)
-				if n < m.batch {
+				p, _ := m.DeleteExpiredProofs(context.Background(), m.now(), m.batch)
+				if n < m.batch && p < m.batch {
 					break
 				}
 				select {

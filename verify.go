@@ -40,6 +40,7 @@ type resourceServer struct {
 	keys                        atomic.Pointer[keySet]
 	vcache                      *verifyCache // nil when disabled
 	dpopSeen                    replayCache
+	proofs                      ProofRecorder // shared replay detection, or nil
 	// missingKid, if set, is called for a kid not in keys; it may refresh
 	// the keys (rate-limited) and reports whether to look again.
 	missingKid func(kid string) bool

@@ -49,6 +49,7 @@ var (
 	_ refresh.Store          = (*Store)(nil)
 	_ refresh.ActiveAdvancer = (*Store)(nil)
 	_ refresh.StaleDeleter   = (*Store)(nil)
+	_ refresh.ProofRecorder  = (*Store)(nil)
 )
 
 // Option configures a Store.
@@ -90,6 +91,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 
 type queries struct {
 	create, get, advance, advanceActive, grace, revoke, revokeSubject, sessions, deleteExpired, deleteStale string
+	recordProof, deleteProofs                                                                               string
 }
 
 const columns = `id, subject, client_id, dpop_key, generation, grace_uses, seed, scope, claims, meta,
@@ -142,6 +144,14 @@ func buildQueries(t string) queries {
 		deleteStale: r(`DELETE FROM $T WHERE id = ANY(ARRAY(
 				SELECT id FROM $T WHERE expires_at <= $1 OR rotated_at <= $2 OR revoked_at <= $3
 				LIMIT $4 FOR UPDATE SKIP LOCKED))`),
+		// Insert, or take over a record past its expiry; a live record is
+		// left alone (0 rows: a replay). ON CONFLICT makes concurrent
+		// inserts of one id wait for each other, so exactly one wins.
+		recordProof: r(`INSERT INTO $T_proofs (id, expires_at) VALUES ($1, $3)
+			ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at
+			WHERE $T_proofs.expires_at <= $2`),
+		deleteProofs: r(`DELETE FROM $T_proofs WHERE id = ANY(ARRAY(
+				SELECT id FROM $T_proofs WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED))`),
 	}
 }
 
@@ -352,6 +362,35 @@ func (s *Store) DeleteStale(ctx context.Context, expiredBy, idleBy, revokedBy ti
 	tag, err := s.pool.Exec(ctx, s.q.deleteStale, nanos(expiredBy), nanos(idleBy), revoked, limit)
 	if err != nil {
 		return 0, wrap("delete stale", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// RecordProof implements refresh.ProofRecorder: one INSERT … ON CONFLICT
+// into the proofs table (the sessions table's name + "_proofs").
+func (s *Store) RecordProof(ctx context.Context, id string, now, expires time.Time) error {
+	tag, err := s.pool.Exec(ctx, s.q.recordProof, id, nanos(now), nanos(expires))
+	if err != nil {
+		return wrap("record proof", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return refresh.ErrProofReplayed
+	}
+	return nil
+}
+
+// DeleteExpiredProofs implements refresh.ProofRecorder: one bounded DELETE
+// through the index on expires_at.
+func (s *Store) DeleteExpiredProofs(ctx context.Context, before time.Time, limit int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, wrap("delete expired proofs", err)
+	}
+	if limit <= 0 {
+		return 0, nil
+	}
+	tag, err := s.pool.Exec(ctx, s.q.deleteProofs, nanos(before), limit)
+	if err != nil {
+		return 0, wrap("delete expired proofs", err)
 	}
 	return int(tag.RowsAffected()), nil
 }

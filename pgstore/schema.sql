@@ -32,5 +32,13 @@ CREATE INDEX IF NOT EXISTS refresh_sessions_rotated_idx ON refresh_sessions (rot
 -- DeleteStale: revoked sessions, a small part of the table.
 CREATE INDEX IF NOT EXISTS refresh_sessions_revoked_idx ON refresh_sessions (revoked_at)
     WHERE revoked_at IS NOT NULL;
+-- DPoP proofs already used (refresh.ProofRecorder), so that a proof
+-- replayed to another instance is refused: a hash of key and jti, kept
+-- about two minutes; Sweep deletes expired ones.
+CREATE TABLE IF NOT EXISTS refresh_sessions_proofs (
+    id         text   PRIMARY KEY,
+    expires_at bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refresh_sessions_proofs_expires_idx ON refresh_sessions_proofs (expires_at);
 -- Columns added after the first version, for tables created before them.
 ALTER TABLE refresh_sessions ADD COLUMN IF NOT EXISTS dpop_key text NOT NULL DEFAULT '';

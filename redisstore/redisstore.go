@@ -56,6 +56,7 @@ type Store struct {
 var (
 	_ refresh.Store          = (*Store)(nil)
 	_ refresh.ActiveAdvancer = (*Store)(nil)
+	_ refresh.ProofRecorder  = (*Store)(nil)
 )
 
 // Option configures a Store.
@@ -77,6 +78,7 @@ func New(rdb redis.UniversalClient, opts ...Option) *Store {
 func (s *Store) sessionKey(id string) string  { return s.prefix + "s:{" + id + "}" }
 func (s *Store) subjectKey(sub string) string { return s.prefix + "u:{" + sub + "}" }
 func (s *Store) expiryKey() string            { return s.prefix + "exp" }
+func (s *Store) proofKey(id string) string    { return s.prefix + "p:{" + id + "}" }
 func wrap(op string, err error) error         { return fmt.Errorf("redisstore: %s: %w", op, err) }
 func ns(t time.Time) string {
 	// Clamped to 1970..2262: 20 digits without a sign, so that string
@@ -134,6 +136,14 @@ redis.call('HSET', KEYS[1], 'revoked', ARGV[1], 'reason', ARGV[2])
 return 1`)
 	// Deletes the session if its expiry (20-digit nanoseconds, so string
 	// order is numeric order) is at or before ARGV[1].
+	// A DPoP proof record: refused (0) while its stored expiry (20-digit
+	// nanoseconds) is after ARGV[1]; else set to expire at ARGV[2], with
+	// the key's TTL at ARGV[3] milliseconds so that Redis drops it.
+	proofScript = redis.NewScript(`
+local e = redis.call('GET', KEYS[1])
+if e and e > ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+return 1`)
 	deleteScript = redis.NewScript(`
 local e = redis.call('HGET', KEYS[1], 'expires')
 if not e then return -1 end
@@ -419,4 +429,32 @@ func (s *Store) DeleteExpired(ctx context.Context, before time.Time, limit int) 
 		}
 	}
 	return deleted, nil
+}
+
+// RecordProof implements refresh.ProofRecorder: one script on one key
+// (hash-tagged by the id, so Cluster-safe), which also carries the key's
+// TTL, so expired records vanish by themselves.
+func (s *Store) RecordProof(ctx context.Context, id string, now, expires time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return wrap("record proof", err)
+	}
+	// The TTL rounds up to the next millisecond: never before the expiry.
+	ms := expires.Add(time.Millisecond - 1).UnixMilli()
+	n, err := proofScript.Run(ctx, s.rdb, []string{s.proofKey(id)}, ns(now), ns(expires), ms).Int()
+	if err != nil {
+		return wrap("record proof", err)
+	}
+	if n == 0 {
+		return refresh.ErrProofReplayed
+	}
+	return nil
+}
+
+// DeleteExpiredProofs implements refresh.ProofRecorder. Redis drops proof
+// records at their expiry by itself, so there is nothing to sweep.
+func (s *Store) DeleteExpiredProofs(ctx context.Context, before time.Time, limit int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, wrap("delete expired proofs", err)
+	}
+	return 0, nil
 }

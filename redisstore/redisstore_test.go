@@ -41,6 +41,14 @@ func testClient(t testing.TB) *redis.Client {
 // test.
 func newStore(t testing.TB, c *redis.Client) *redisstore.Store {
 	t.Helper()
+	st, _ := newStoreWithPrefix(t, c)
+	return st
+}
+
+// newStoreWithPrefix is newStore, also returning its key prefix, so that a
+// test looks only at its own keys on a shared server.
+func newStoreWithPrefix(t testing.TB, c *redis.Client) (*redisstore.Store, string) {
+	t.Helper()
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	prefix := "rt-" + hex.EncodeToString(b[:]) + ":"
@@ -51,7 +59,7 @@ func newStore(t testing.TB, c *redis.Client) *redisstore.Store {
 			c.Del(ctx, iter.Val())
 		}
 	})
-	return redisstore.New(c, redisstore.WithPrefix(prefix))
+	return redisstore.New(c, redisstore.WithPrefix(prefix)), prefix
 }
 
 func TestConformance(t *testing.T) {
@@ -71,7 +79,7 @@ func brokenStore(t *testing.T) refresh.Store {
 // Session hashes expire with the session's absolute lifetime.
 func TestKeyTTLFollowsSessionExpiry(t *testing.T) {
 	c := testClient(t)
-	st := newStore(t, c)
+	st, prefix := newStoreWithPrefix(t, c)
 	ctx := context.Background()
 	exp := time.Now().Add(90 * time.Minute).Truncate(time.Millisecond)
 	s := &refresh.Session{ID: "ttl-test", Subject: "alice", Seed: make([]byte, 32),
@@ -79,7 +87,7 @@ func TestKeyTTLFollowsSessionExpiry(t *testing.T) {
 	if err := st.Create(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := c.Keys(ctx, "*{ttl-test}").Result()
+	keys, err := c.Keys(ctx, prefix+"*{ttl-test}").Result()
 	if err != nil || len(keys) != 1 {
 		t.Fatalf("keys: %v %v", keys, err)
 	}
@@ -90,7 +98,7 @@ func TestKeyTTLFollowsSessionExpiry(t *testing.T) {
 	if got != time.Duration(exp.UnixMilli())*time.Millisecond {
 		t.Fatalf("session key expires at %v, want %v", got, exp.UnixMilli())
 	}
-	subj, _ := c.Keys(ctx, "*u:{alice}").Result()
+	subj, _ := c.Keys(ctx, prefix+"u:{alice}").Result()
 	if len(subj) != 1 {
 		t.Fatalf("subject key: %v", subj)
 	}

@@ -28,3 +28,10 @@ CREATE INDEX IF NOT EXISTS refresh_sessions_subject_idx ON refresh_sessions (sub
 CREATE INDEX IF NOT EXISTS refresh_sessions_expires_idx ON refresh_sessions (expires_at);
 CREATE INDEX IF NOT EXISTS refresh_sessions_rotated_idx ON refresh_sessions (rotated_at);
 CREATE INDEX IF NOT EXISTS refresh_sessions_revoked_idx ON refresh_sessions (revoked_at) WHERE revoked_at IS NOT NULL;
+-- DPoP proofs already used (refresh.ProofRecorder): a hash of key and jti,
+-- kept about two minutes; Sweep deletes expired ones.
+CREATE TABLE IF NOT EXISTS refresh_proofs (
+    id         TEXT    PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refresh_proofs_expires_idx ON refresh_proofs (expires_at);

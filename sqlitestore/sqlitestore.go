@@ -51,6 +51,7 @@ var (
 	_ refresh.Store          = (*Store)(nil)
 	_ refresh.ActiveAdvancer = (*Store)(nil)
 	_ refresh.StaleDeleter   = (*Store)(nil)
+	_ refresh.ProofRecorder  = (*Store)(nil)
 )
 
 // Option configures Open.
@@ -378,4 +379,28 @@ func (s *Store) delete(ctx context.Context, op, q string, limit int, args ...any
 		return 0, wrap(op, err)
 	}
 	return int(n), nil
+}
+
+// RecordProof implements refresh.ProofRecorder: one INSERT … ON CONFLICT.
+func (s *Store) RecordProof(ctx context.Context, id string, now, expires time.Time) error {
+	res, err := s.w.ExecContext(ctx, `INSERT INTO refresh_proofs (id, expires_at) VALUES (?1, ?3)
+		ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at WHERE refresh_proofs.expires_at <= ?2`,
+		id, nanos(now), nanos(expires))
+	if err != nil {
+		return wrap("record proof", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return wrap("record proof", err)
+	}
+	if n == 0 {
+		return refresh.ErrProofReplayed
+	}
+	return nil
+}
+
+// DeleteExpiredProofs implements refresh.ProofRecorder.
+func (s *Store) DeleteExpiredProofs(ctx context.Context, before time.Time, limit int) (int, error) {
+	return s.delete(ctx, "delete expired proofs", `DELETE FROM refresh_proofs WHERE id IN (
+		SELECT id FROM refresh_proofs WHERE expires_at <= ?1 LIMIT ?2)`, limit, nanos(before))
 }

@@ -188,6 +188,7 @@ func testDeleteExpiredKeeps(t *testing.T, st refresh.Store) {
 var sentinels = []error{
 	refresh.ErrSessionNotFound, refresh.ErrSessionExists, refresh.ErrConflict,
 	refresh.ErrInvalidToken, refresh.ErrExpired, refresh.ErrRevoked, refresh.ErrReused,
+	refresh.ErrProofReplayed,
 }
 
 // testFaults: on a store whose backend fails, every method returns an error
@@ -221,6 +222,15 @@ func testFaults(t *testing.T, st refresh.Store) {
 	check("DeleteExpired", err)
 	if aa, ok := st.(refresh.ActiveAdvancer); ok {
 		check("AdvanceActive", aa.AdvanceActive(ctx(t), s.ID, 0, base, base))
+	}
+	if pr, ok := st.(refresh.ProofRecorder); ok {
+		check("RecordProof", pr.RecordProof(ctx(t), randID(), base, base.Add(time.Minute)))
+		// A store whose backend expires records by itself may sweep
+		// nothing, and so meet no fault; an error it does return must not
+		// be a sentinel.
+		if _, err = pr.DeleteExpiredProofs(ctx(t), base, 10); err != nil {
+			check("DeleteExpiredProofs", err)
+		}
 	}
 	if sd, ok := st.(refresh.StaleDeleter); ok {
 		_, err = sd.DeleteStale(ctx(t), base, base, base, 10)

@@ -85,6 +85,15 @@ var mutants = map[string]string{
 	"stale-over-limit":      "DeleteStale removes limit+1",
 	"stale-count-batches":   "DeleteStale reports limit instead of what it removed",
 	"fault-stale-zero":      "a driver error in DeleteStale reported as 0 deleted",
+	// Shared DPoP replay detection (refresh.ProofRecorder).
+	"proof-always-new":       "RecordProof never reports a replay",
+	"proof-race":             "RecordProof checks and records in two steps",
+	"proof-expiry-inclusive": "RecordProof still counts a record at its expiry",
+	"proof-never-expires":    "RecordProof never lets an expired id record again",
+	"proof-seconds":          "RecordProof compares expiry at second precision",
+	"proofdel-unlimited":     "DeleteExpiredProofs ignores the limit",
+	"proofdel-all":           "DeleteExpiredProofs removes unexpired records too",
+	"fault-proof-replayed":   "a driver error in RecordProof reported as ErrProofReplayed",
 	// Revocation.
 	"revoke-overwrite":   "a second Revoke overwrites RevokedAt and the reason",
 	"revoke-missing-nil": "Revoke of a missing session returns nil",

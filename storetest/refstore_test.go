@@ -21,12 +21,13 @@ type refStore struct {
 
 	mu    sync.Mutex
 	m     map[string]*refresh.Session
-	order []string            // ids in insertion order
-	scope map[string][]string // interned scopes (bug "alias-intern-scope")
+	order []string             // ids in insertion order
+	scope map[string][]string  // interned scopes (bug "alias-intern-scope")
+	proof map[string]time.Time // DPoP proof records: id to expiry
 }
 
 func newRefStore(bug string) *refStore {
-	return &refStore{bug: bug, m: map[string]*refresh.Session{}, scope: map[string][]string{}}
+	return &refStore{bug: bug, m: map[string]*refresh.Session{}, scope: map[string][]string{}, proof: map[string]time.Time{}}
 }
 
 var _ refresh.Store = (*refStore)(nil)
@@ -492,6 +493,67 @@ func (r *refStore) deleteWhere(ctx context.Context, method string, limit int, st
 	}
 	if r.is("stale-count-batches") && method == "deletestale" && n > 0 {
 		return limit, nil
+	}
+	return n, nil
+}
+
+// RecordProof implements refresh.ProofRecorder.
+func (r *refStore) RecordProof(ctx context.Context, id string, now, expires time.Time) error {
+	if err := r.start(ctx, "recordproof"); err != nil {
+		return r.faultAs(err, "fault-proof-replayed", refresh.ErrProofReplayed)
+	}
+	if r.is("proof-race") {
+		r.mu.Lock()
+		e, seen := r.proof[id]
+		r.mu.Unlock()
+		if seen && e.After(now) {
+			return refresh.ErrProofReplayed
+		}
+		runtime.Gosched()
+		time.Sleep(time.Microsecond)
+		r.mu.Lock()
+		r.proof[id] = expires
+		r.mu.Unlock()
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, seen := r.proof[id]
+	switch {
+	case r.is("proof-always-new"):
+		seen = false
+	case r.is("proof-expiry-inclusive"): // a record still counts at its expiry
+		seen = seen && !e.Before(now)
+	case r.is("proof-never-expires"):
+	case r.is("proof-seconds"):
+		seen = seen && e.Truncate(time.Second).After(now.Truncate(time.Second))
+	default:
+		seen = seen && e.After(now)
+	}
+	if seen {
+		return refresh.ErrProofReplayed
+	}
+	r.proof[id] = expires
+	return nil
+}
+
+// DeleteExpiredProofs implements refresh.ProofRecorder.
+func (r *refStore) DeleteExpiredProofs(ctx context.Context, before time.Time, limit int) (int, error) {
+	if err := r.start(ctx, "deleteproofs"); err != nil {
+		return 0, err
+	}
+	if limit <= 0 && !r.is("proofdel-unlimited") {
+		return 0, nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for id, e := range r.proof {
+		if (n >= limit && !r.is("proofdel-unlimited")) || e.After(before) && !r.is("proofdel-all") {
+			continue
+		}
+		delete(r.proof, id)
+		n++
 	}
 	return n, nil
 }

@@ -101,6 +101,7 @@ func Run(t *testing.T, newStore func(t *testing.T) refresh.Store, opts ...Option
 		{"DeleteExpiredKeepsWhatMustStay", testDeleteExpiredKeeps},
 		{"DeleteStale", testDeleteStale},
 		{"SweepKeepsChurnFlat", testChurn},
+		{"RecordProof", testRecordProof},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
