@@ -194,10 +194,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// run serves on a real port with each store, prints its URL and walkthrough,
-// and shuts down gracefully when its context ends.
-func TestRunEachStore(t *testing.T) {
-	stores := map[string]string{"memory": "", "sqlite": ""}
+// serverStores returns the server stores the environment names (PG_DSN,
+// REDIS_URL) by -store name; a missing one is a failure under CI=true.
+func serverStores(t *testing.T) map[string]string {
+	stores := map[string]string{}
 	for kind, env := range map[string]string{"postgres": "PG_DSN", "redis": "REDIS_URL"} {
 		if v := os.Getenv(env); v != "" {
 			stores[kind] = v
@@ -207,6 +207,14 @@ func TestRunEachStore(t *testing.T) {
 			t.Logf("%s not set: -store %s not tried", env, kind)
 		}
 	}
+	return stores
+}
+
+// run serves on a real port with each store, prints its URL and walkthrough,
+// and shuts down gracefully when its context ends.
+func TestRunEachStore(t *testing.T) {
+	stores := serverStores(t)
+	stores["memory"], stores["sqlite"] = "", ""
 	for kind, dsn := range stores {
 		t.Run(kind, func(t *testing.T) {
 			o := options{addr: "127.0.0.1:0", store: kind, dsn: dsn, dataDir: t.TempDir(), accessTTL: time.Minute, idleTTL: time.Hour, sessTTL: 2 * time.Hour}

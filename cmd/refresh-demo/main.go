@@ -49,6 +49,10 @@ import (
 type options struct {
 	addr, store, dsn, keyFile, dataDir string
 	oldKeyFile                         string
+	// issuer, if set, is the public URL of the service (iss of its tokens,
+	// and the URL DPoP proofs name) when it is not the listen address:
+	// several instances behind one name.
+	issuer                             string
 	grace, accessTTL, idleTTL, sessTTL time.Duration
 	// introspectionSecret (INTROSPECTION_SECRET): the auth service opens
 	// /introspect to resource servers; a resource server uses it.
@@ -68,6 +72,7 @@ func main() {
 	fs.StringVar(&o.dsn, "dsn", "", "postgres:// or redis:// URL for -store postgres|redis")
 	fs.StringVar(&o.keyFile, "key", "", "signing key file: PEM (Ed25519, P-256, RSA) or JWK JSON; generated if empty")
 	fs.StringVar(&o.oldKeyFile, "old-key", "", "a previous signing key, still published and accepted (key rotation)")
+	fs.StringVar(&o.issuer, "issuer", "", "public URL of the service (tokens' iss, DPoP htu), for several instances behind one name; default the listen URL")
 	fs.BoolVar(&o.resourceServer, "resource-server", false, "run as a resource server: verify the tokens of the auth service at -auth")
 	fs.StringVar(&o.authURL, "auth", "http://127.0.0.1:8080", "with -resource-server: the auth service's URL (its issuer)")
 	fs.DurationVar(&o.introspectTTL, "introspect-ttl", 5*time.Second, "with -resource-server: how long an introspection answer is reused")
@@ -141,8 +146,13 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	}
 	defer ln.Close()
 	base := "http://" + ln.Addr().String()
+	issuer, publicURL := base, ""
+	if o.issuer != "" {
+		issuer, publicURL = strings.TrimRight(o.issuer, "/"), strings.TrimRight(o.issuer, "/")
+	}
 	iss, err := refresh.NewIssuer(refresh.Config{
-		Issuer:       base,
+		Issuer:       issuer,
+		PublicURL:    publicURL,
 		Audience:     "refresh-demo",
 		Keys:         keys,
 		RefreshKeys:  []refresh.RefreshKey{{ID: 1, Secret: mac}},
