@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -167,4 +169,61 @@ func TestRoundTripsPerRotation(t *testing.T) {
 	defer pool.Close()
 	got := storetest.CheckRoundTrips(t, newStore(t, pool), tr.n.Load, storetest.Want)
 	t.Logf("round trips: %+v", got)
+}
+
+// TestFaultSoak: the soak invariants on a real Postgres while the server
+// is stopped and started and, separately, every connection is killed
+// (pg_terminate_backend). Only on a server scripts/test.sh started
+// (PG_STOP_CMD set): it must not disturb a server someone else uses.
+// SOAK_DURATION (default 3s) runs it longer.
+func TestFaultSoak(t *testing.T) {
+	pool := testPool(t)
+	stopCmd, startCmd := os.Getenv("PG_STOP_CMD"), os.Getenv("PG_START_CMD")
+	if stopCmd == "" || startCmd == "" {
+		t.Skip("PG_STOP_CMD/PG_START_CMD not set: the fault soak runs only on the throw-away server of scripts/test.sh")
+	}
+	admin, err := pgxpool.New(context.Background(), os.Getenv("PG_DSN"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	rep := storetest.FaultSoak(t, newStore(t, pool), storetest.SoakConfig{
+		Duration: soakDuration(t),
+		Faults: []storetest.Fault{
+			{Name: "server stopped and started", Inject: func(t *testing.T) {
+				shell(t, stopCmd)
+				time.Sleep(300 * time.Millisecond)
+				shell(t, startCmd)
+			}},
+			{Name: "every connection killed (pg_terminate_backend)", Inject: func(t *testing.T) {
+				for i := 0; i < 3; i++ {
+					if _, err := admin.Exec(context.Background(),
+						`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`); err != nil {
+						t.Logf("terminate: %v", err)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}},
+		},
+	})
+	t.Logf("fault soak: %v", rep)
+	fmt.Fprintf(os.Stderr, "pgstore fault soak: %v\n", rep)
+}
+
+func soakDuration(t *testing.T) time.Duration {
+	if v := os.Getenv("SOAK_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("SOAK_DURATION: %v", err)
+		}
+		return d
+	}
+	return 3 * time.Second
+}
+
+func shell(t *testing.T, cmd string) {
+	t.Helper()
+	if out, err := exec.Command("bash", "-c", cmd).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", cmd, err, out)
+	}
 }

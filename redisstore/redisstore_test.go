@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -200,4 +202,52 @@ func TestClusterConformance(t *testing.T) {
 	c.AddHook(h)
 	got := storetest.CheckRoundTrips(t, st, h.n.Load, storetest.Want)
 	t.Logf("round trips on the cluster: %+v", got)
+}
+
+// TestFaultSoak: the soak invariants on a real Redis (AOF everysec) while
+// the server is stopped and started and, separately, every client
+// connection is killed (CLIENT KILL). Only on the server scripts/test.sh
+// started (REDIS_STOP_CMD set). SOAK_DURATION (default 3s) runs it longer.
+func TestFaultSoak(t *testing.T) {
+	c := testClient(t)
+	stopCmd, startCmd := os.Getenv("REDIS_STOP_CMD"), os.Getenv("REDIS_START_CMD")
+	if stopCmd == "" || startCmd == "" {
+		t.Skip("REDIS_STOP_CMD/REDIS_START_CMD not set: the fault soak runs only on the throw-away server of scripts/test.sh")
+	}
+	admin := testClient(t)
+	dur := 3 * time.Second
+	if v := os.Getenv("SOAK_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("SOAK_DURATION: %v", err)
+		}
+		dur = d
+	}
+	rep := storetest.FaultSoak(t, newStore(t, c), storetest.SoakConfig{
+		Duration: dur,
+		Faults: []storetest.Fault{
+			// Down for 1.5 s: longer than go-redis's own retries, which
+			// hide shorter outages from the Issuer entirely.
+			{Name: "server stopped for 1.5 s and started", Inject: func(t *testing.T) {
+				for i, cmd := range []string{stopCmd, startCmd} {
+					if i == 1 {
+						time.Sleep(1500 * time.Millisecond)
+					}
+					if out, err := exec.Command("bash", "-c", cmd).CombinedOutput(); err != nil {
+						t.Fatalf("%s: %v\n%s", cmd, err, out)
+					}
+				}
+			}},
+			{Name: "every client connection killed (CLIENT KILL)", Inject: func(t *testing.T) {
+				for i := 0; i < 3; i++ {
+					if err := admin.Do(context.Background(), "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
+						t.Logf("client kill: %v", err)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}},
+		},
+	})
+	t.Logf("fault soak: %v", rep)
+	fmt.Fprintf(os.Stderr, "redisstore fault soak: %v\n", rep)
 }
