@@ -38,6 +38,7 @@ type SoakReport struct {
 	Sessions, Checks                 int   // sessions at the end, invariant checks passed
 }
 
+// String is the report in one line, for logs and the test command's output.
 func (r SoakReport) String() string {
 	return fmt.Sprintf("%d rotations (%d of them grace retries: two tabs at once, or a lost answer), %d calls failed cleanly during %d faults, %d sessions, %d invariant checks passed",
 		r.Rotations, r.Retries, r.SystemErrors, r.Faults, r.Sessions, r.Checks)
