@@ -19,15 +19,26 @@
 // tokens are useless without it, and confidential clients are authenticated
 // on every request by [HandlerConfig].ClientAuth.
 //
+// # Resource servers
+//
+// Services that only accept the tokens (APIs beside the auth service) use a
+// [Verifier] from [NewVerifier]: the same checks and middleware as the
+// Issuer, with keys fixed or fetched from the Issuer's JWKS URL, and
+// optionally RFC 7662 introspection ([Handlers.IntrospectionHandler]) so
+// that a revoked session's tokens are refused there too.
+//
 // # Sessions and the store
 //
 // A session is one login on one device: a family of refresh tokens of which
 // one, the current generation, is valid. A [Store] keeps one record per
 // session and applies changes atomically; every security decision is made by
 // the Issuer, so a store cannot get rotation, reuse or expiry wrong.
-// [MemoryStore] ships here; PostgreSQL and Redis stores are the modules
-// github.com/refreshkit/refresh/pgstore and .../redisstore, and the package
-// storetest checks any implementation against the contract.
+// [MemoryStore] ships here; PostgreSQL, Redis and SQLite stores are the
+// modules github.com/refreshkit/refresh/pgstore, .../redisstore and
+// .../sqlitestore, and the package storetest checks any implementation
+// against the contract. Optional capabilities a store may offer:
+// [ActiveAdvancer] (one round trip per rotation), [StaleDeleter] (bounded
+// tables) and [ProofRecorder] (DPoP replays caught across instances).
 //
 // # Refresh tokens
 //
@@ -41,13 +52,15 @@
 //
 // Expected outcomes are sentinel errors, compared with errors.Is:
 // [ErrInvalidToken], [ErrExpired], [ErrRevoked], [ErrReused],
-// [ErrInvalidScope], [ErrRefused], [ErrInvalidClient]; a [*TokenError] carries a fixed reason for
-// logs. [IsClientError] tells them from system faults such as a failing
+// [ErrInvalidScope], [ErrRefused], [ErrInvalidClient]; a [*TokenError]
+// carries a fixed reason for logs. [ErrKeysUnavailable] is a Verifier's
+// system fault. [IsClientError] tells them from system faults such as a failing
 // store, which are wrapped with their cause. HTTP handlers never write error
 // text to clients.
 //
 // # Concurrency
 //
-// An [Issuer], a [MemoryStore] and [Handlers] are safe for concurrent use by
-// multiple goroutines; several processes may share one Store.
+// An [Issuer], a [Verifier], a [MemoryStore] and [Handlers] are safe for
+// concurrent use by multiple goroutines; several processes may share one
+// Store.
 package refresh
