@@ -99,20 +99,55 @@ func writeEdKey(t *testing.T, path string) {
 	}
 }
 
+// loginPair logs user in at base (headers as name, value pairs, for a
+// DPoP proof) and returns the token response.
+func loginPair(t *testing.T, base, user, pass string, hdr ...string) map[string]any {
+	t.Helper()
+	r := post(t, base+"/login", form, url.Values{"username": {user}, "password": {pass}}.Encode(), hdr...)
+	if _, ok := r.body["access_token"].(string); r.status != 200 || !ok {
+		t.Fatalf("login %s at %s: %d %v", user, base, r.status, r.body)
+	}
+	return r.body
+}
+
 func loginAt(t *testing.T, base, user, pass string) string {
 	t.Helper()
-	resp, err := http.PostForm(base+"/login", url.Values{"username": {user}, "password": {pass}})
-	if err != nil {
-		t.Fatal(err)
+	return loginPair(t, base, user, pass)["access_token"].(string)
+}
+
+// logoutAll ends every session of the token's user at base.
+func logoutAll(t *testing.T, base, token string) {
+	t.Helper()
+	if r := post(t, base+"/logout-all", form, "", "Authorization", "Bearer "+token); r.status != 204 {
+		t.Fatalf("logout-all at %s: %d %v", base, r.status, r.body)
 	}
-	defer resp.Body.Close()
-	var body map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&body)
-	at, _ := body["access_token"].(string)
-	if resp.StatusCode != 200 || at == "" {
-		t.Fatalf("login %s: %d %v", user, resp.StatusCode, body)
+}
+
+// untilRefused polls u with token until it answers 401 and returns how
+// long that took; any answer but 200 before, or a wait over limit, fails.
+func untilRefused(t *testing.T, u, token string, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		code, _ := getWith(t, u, token)
+		if code == 401 {
+			return time.Since(start)
+		}
+		if code != 200 || time.Since(start) > limit {
+			t.Fatalf("%s still answers %d after %v", u, code, time.Since(start))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return at
+}
+
+// signEd is a compact JWS over header and claims with an Ed25519 key.
+func signEd(priv ed25519.PrivateKey, header, claims any) string {
+	enc := func(v any) string {
+		b, _ := json.Marshal(v)
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	in := enc(header) + "." + enc(claims)
+	return in + "." + base64.RawURLEncoding.EncodeToString(ed25519.Sign(priv, []byte(in)))
 }
 
 func getWith(t *testing.T, u, token string) (int, http.Header) {
@@ -226,25 +261,8 @@ func TestTwoProcessesResourceServer(t *testing.T) {
 
 	// 4. Log out everywhere on the auth service; the resource server refuses
 	// the token within its introspection cache TTL.
-	req, _ := http.NewRequest("POST", auth.base+"/logout-all", nil)
-	req.Header.Set("Authorization", "Bearer "+alice2)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != 204 {
-		t.Fatalf("logout-all: %v %v", resp, err)
-	}
-	resp.Body.Close()
-	loggedOut := time.Now()
-	for {
-		code, _ := getWith(t, rs.base+"/me", alice2)
-		if code == 401 {
-			break
-		}
-		if code != 200 || time.Since(loggedOut) > introTTL+2*time.Second {
-			t.Fatalf("after logout-all the resource server still answers %d after %v", code, time.Since(loggedOut))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	delay := time.Since(loggedOut)
+	logoutAll(t, auth.base, alice2)
+	delay := untilRefused(t, rs.base+"/me", alice2, introTTL+2*time.Second)
 	t.Logf("logout-all reached the resource server after %v (introspection cache TTL %v)", delay.Round(time.Millisecond), introTTL)
 	if got, _ := getWith(t, rs.base+"/me", alice); got != 401 {
 		t.Fatalf("alice's first token after logout-all: %d", got)
@@ -254,10 +272,6 @@ func TestTwoProcessesResourceServer(t *testing.T) {
 // forgedToken is an EdDSA access token from a key nobody published.
 func forgedToken(t *testing.T, kid string) string {
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	enc := func(v any) string {
-		b, _ := json.Marshal(v)
-		return base64.RawURLEncoding.EncodeToString(b)
-	}
-	in := enc(map[string]string{"alg": "EdDSA", "kid": kid, "typ": "at+jwt"}) + "." + enc(map[string]any{"sub": "mallory", "exp": time.Now().Add(time.Hour).Unix()})
-	return in + "." + base64.RawURLEncoding.EncodeToString(ed25519.Sign(priv, []byte(in)))
+	return signEd(priv, map[string]string{"alg": "EdDSA", "kid": kid, "typ": "at+jwt"},
+		map[string]any{"sub": "mallory", "exp": time.Now().Add(time.Hour).Unix()})
 }
