@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lestrrat-go/httprc/v3"
@@ -93,8 +94,8 @@ type Verifier struct {
 	// With JWKSURL:
 	cache    *jwk.Cache
 	resource *httprc.ResourceBase[jwk.Set]
-	setMu    sync.Mutex // guards set, lastFetch, inflight
-	set      jwk.Set    // the set the current keys were made from
+	setMu    sync.Mutex   // guards set changes, lastFetch, inflight
+	set      atomic.Value // setBox: the set the current keys were made from
 	// lastFetch is when unknown kids last caused a fetch; inflight, closed
 	// when that fetch ends, is non-nil while it runs.
 	lastFetch time.Time
@@ -249,22 +250,33 @@ func (v *Verifier) Ready() bool {
 }
 
 // sync turns the cache's current set, if it changed, into the keys in use.
+//
+// It runs on every Verify: the common case, an unchanged set, is two
+// atomic loads and takes no lock.
 func (v *Verifier) sync() {
 	set := v.resource.Resource()
-	if set == nil {
+	if set == nil || v.loadedSet() == set {
 		return
 	}
 	v.setMu.Lock()
 	defer v.setMu.Unlock()
-	if v.set == set {
+	if v.loadedSet() == set {
 		return
 	}
 	keys := v.keysOf(set)
-	v.set = set
+	v.set.Store(setBox{set})
 	if len(keys) == 0 {
 		v.log.Warn("refresh: the JWKS holds no usable signature key", "url", v.cfg.JWKSURL)
 	}
 	v.rs.setKeys(newKeySet(keys))
+}
+
+// setBox lets an atomic.Value hold a jwk.Set, an interface.
+type setBox struct{ s jwk.Set }
+
+func (v *Verifier) loadedSet() jwk.Set {
+	b, _ := v.set.Load().(setBox)
+	return b.s
 }
 
 // keysOf converts the usable keys of a JWKS: public signature keys with a
