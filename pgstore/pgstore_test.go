@@ -188,7 +188,6 @@ func TestFaultSoak(t *testing.T) {
 	}
 	defer admin.Close()
 	rep := storetest.FaultSoak(t, newStore(t, pool), storetest.SoakConfig{
-		Duration: soakDuration(t),
 		Faults: []storetest.Fault{
 			{Name: "server stopped and started", Inject: func(t *testing.T) {
 				shell(t, stopCmd)
@@ -208,17 +207,6 @@ func TestFaultSoak(t *testing.T) {
 	})
 	t.Logf("fault soak: %v", rep)
 	fmt.Fprintf(os.Stderr, "pgstore fault soak: %v\n", rep)
-}
-
-func soakDuration(t *testing.T) time.Duration {
-	if v := os.Getenv("SOAK_DURATION"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("SOAK_DURATION: %v", err)
-		}
-		return d
-	}
-	return 3 * time.Second
 }
 
 func shell(t *testing.T, cmd string) {

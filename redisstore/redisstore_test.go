@@ -215,16 +215,7 @@ func TestFaultSoak(t *testing.T) {
 		t.Skip("REDIS_STOP_CMD/REDIS_START_CMD not set: the fault soak runs only on the throw-away server of scripts/test.sh")
 	}
 	admin := testClient(t)
-	dur := 3 * time.Second
-	if v := os.Getenv("SOAK_DURATION"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			t.Fatalf("SOAK_DURATION: %v", err)
-		}
-		dur = d
-	}
 	rep := storetest.FaultSoak(t, newStore(t, c), storetest.SoakConfig{
-		Duration: dur,
 		Faults: []storetest.Fault{
 			// Down for 1.5 s: longer than go-redis's own retries, which
 			// hide shorter outages from the Issuer entirely.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,7 +16,8 @@ import (
 // SoakConfig configures FaultSoak.
 type SoakConfig struct {
 	// Workers rotate concurrently (default 16), each over Sessions sessions
-	// of its own (default 4), for Duration (default 3 s).
+	// of its own (default 4), for Duration (default: the SOAK_DURATION
+	// environment variable, for long runs, or 3 s).
 	Workers, Sessions int
 	Duration          time.Duration
 	// Faults are injected one after another, starting a quarter of the way
@@ -72,6 +74,13 @@ func FaultSoak(t *testing.T, st refresh.Store, cfg SoakConfig) SoakReport {
 	}
 	if cfg.Duration <= 0 {
 		cfg.Duration = 3 * time.Second
+		if v := os.Getenv("SOAK_DURATION"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				t.Fatalf("SOAK_DURATION: %v", err)
+			}
+			cfg.Duration = d
+		}
 	}
 	iss := NewIssuer(t, st, time.Minute)
 	var (
