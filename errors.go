@@ -51,6 +51,9 @@ var (
 	// ErrProofReplayed is returned by ProofRecorder.RecordProof when the
 	// proof is recorded already: a replay.
 	ErrProofReplayed = errors.New("refresh: DPoP proof already used")
+	// ErrCrossSite is returned by Handlers.CheckCSRF for a cookie-mode
+	// request without the CSRF header or from a foreign Origin.
+	ErrCrossSite = errors.New("refresh: cross-site request refused")
 )
 
 // TokenError describes why a token was refused. Err is one of the sentinel

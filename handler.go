@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -69,8 +70,12 @@ type ClientCredentials struct {
 // Cross-site request forgery is refused twice over: the refresh and
 // revocation requests must carry the CSRFHeader (a custom header, which a
 // cross-site form cannot send and cross-site fetch can send only after a CORS
-// preflight you do not allow), and an Origin header, when present, must be
-// one of AllowedOrigins or the request's own origin.
+// preflight you do not allow), and they must come from the request's own
+// origin or one of AllowedOrigins, as net/http's CrossOriginProtection judges
+// it: by Sec-Fetch-Site where the browser sends it (so a page on another
+// port of the same host, which SameSite does not stop, is refused too), else
+// by the Origin header. Handlers.CheckCSRF applies the same checks to your
+// login handler.
 type CookieConfig struct {
 	// Path scopes the cookie (default "/"). With "/" the cookie is named
 	// "__Host-refresh_token"; with another path "__Secure-refresh_token"
@@ -81,7 +86,7 @@ type CookieConfig struct {
 	// "X-Requested-With".
 	CSRFHeader string
 	// AllowedOrigins lists origins (scheme://host[:port]) allowed besides the
-	// request's own.
+	// request's own. A malformed entry matches nothing.
 	AllowedOrigins []string
 	// Insecure drops the Secure attribute and the name prefix, for
 	// plain-HTTP development on localhost only.
@@ -120,6 +125,7 @@ func (c *CookieConfig) csrfHeader() string {
 type Handlers struct {
 	iss *Issuer
 	cfg HandlerConfig
+	cop *http.CrossOriginProtection // cookie mode only
 }
 
 // NewHandlers returns the HTTP endpoints of iss.
@@ -127,7 +133,18 @@ func NewHandlers(iss *Issuer, cfg HandlerConfig) *Handlers {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	return &Handlers{iss: iss, cfg: cfg}
+	h := &Handlers{iss: iss, cfg: cfg}
+	if c := cfg.Cookie; c != nil {
+		cc := *c
+		cc.AllowedOrigins = slices.Clone(c.AllowedOrigins)
+		h.cfg.Cookie = &cc
+		h.cop = http.NewCrossOriginProtection()
+		for _, o := range cc.AllowedOrigins {
+			// A malformed origin is not trusted: it can match no request.
+			_ = h.cop.AddTrustedOrigin(o)
+		}
+	}
+	return h
 }
 
 // TokenResponse is the JSON body of a successful token response (RFC 6749
@@ -243,23 +260,29 @@ func (h *Handlers) readForm(w http.ResponseWriter, r *http.Request) (url.Values,
 	return form, nil
 }
 
-// checkCSRF applies the cookie mode's CSRF defences.
-func (h *Handlers) checkCSRF(r *http.Request) *oauthError {
-	c := h.cfg.Cookie
-	if r.Header.Get(c.csrfHeader()) == "" {
-		return errCSRF
-	}
-	origin := r.Header.Get("Origin")
-	if origin == "" {
+// CheckCSRF applies the cookie mode's cross-site request forgery defences
+// to r, as the refresh and revocation handlers do before they read the
+// cookie: the CSRFHeader must be present and non-empty, and an Origin
+// header, if any, must be the request's own origin or one of
+// AllowedOrigins. It returns nil or ErrCrossSite (answer 403). Call it in
+// a cookie-mode login handler before it sets the cookie (login CSRF: a
+// cross-site page signing the victim into the attacker's account).
+// Without cookie mode it checks nothing and returns nil.
+func (h *Handlers) CheckCSRF(r *http.Request) error {
+	if h.cfg.Cookie == nil {
 		return nil
 	}
-	for _, o := range c.AllowedOrigins {
-		if origin == o {
-			return nil
-		}
+	if h.checkCSRF(r) != nil {
+		return ErrCrossSite
 	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Host != r.Host {
+	return nil
+}
+
+// checkCSRF applies the cookie mode's CSRF defences: the custom header, and
+// net/http's CrossOriginProtection (Sec-Fetch-Site from browsers that send
+// it, else Origin against Host), trusting AllowedOrigins.
+func (h *Handlers) checkCSRF(r *http.Request) *oauthError {
+	if r.Header.Get(h.cfg.Cookie.csrfHeader()) == "" || h.cop.Check(r) != nil {
 		return errCSRF
 	}
 	return nil

@@ -346,3 +346,78 @@ func TestCookieAttributes(t *testing.T) {
 		assert.Equal(t, int(refresh.DefaultIdleTTL/time.Second), c.MaxAge)
 	}
 }
+
+// The cookie mode's origin checks, request by request: what a browser
+// sends from the app's own page, from another port of the same host (same
+// site: SameSite=Strict lets the cookie through, so these checks are what
+// refuses it), from a trusted origin and from elsewhere. Every refusal is a
+// 403 that leaves the cookie and the session as they were.
+func TestCookieModeCrossOrigin(t *testing.T) {
+	e := newEnv(t)
+	srv, _ := e.server(t, refresh.HandlerConfig{Cookie: &refresh.CookieConfig{Insecure: true, AllowedOrigins: []string{"https://app.example.com", "not an origin"}}})
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	client := &http.Client{Jar: jar}
+	u, _ := url.Parse(srv.URL)
+	require.Equal(t, 200, postForm(t, client, srv.URL+"/login", url.Values{"username": {"alice"}}, nil).status)
+	grant := url.Values{"grant_type": {"refresh_token"}}
+	own := srv.URL
+	otherPort := "http://" + u.Hostname() + ":1"
+	for _, c := range []struct {
+		name    string
+		headers map[string]string
+		want    int
+	}{
+		{"same-site other port", map[string]string{"X-Requested-With": "x", "Sec-Fetch-Site": "same-site", "Origin": otherPort}, 403},
+		{"same-site without Origin", map[string]string{"X-Requested-With": "x", "Sec-Fetch-Site": "same-site"}, 403},
+		{"cross-site", map[string]string{"X-Requested-With": "x", "Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example.com"}, 403},
+		{"old browser, other port", map[string]string{"X-Requested-With": "x", "Origin": otherPort}, 403},
+		{"opaque origin", map[string]string{"X-Requested-With": "x", "Origin": "null"}, 403},
+		{"own origin without the header", map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": own}, 403},
+		{"header empty", map[string]string{"X-Requested-With": "", "Sec-Fetch-Site": "same-origin"}, 403},
+		{"malformed trusted entry trusts nothing", map[string]string{"X-Requested-With": "x", "Sec-Fetch-Site": "cross-site", "Origin": "not an origin"}, 403},
+	} {
+		before := jar.Cookies(u)[0].Value
+		r := postForm(t, client, srv.URL+"/token", grant, c.headers)
+		assert.Equal(t, c.want, r.status, c.name)
+		assert.NotContains(t, r.body, "access_token", c.name)
+		assert.Equal(t, before, jar.Cookies(u)[0].Value, c.name)
+	}
+	list, err := e.iss.Sessions(bg, "alice")
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	assert.Zero(t, list[0].Generation, "no refused request rotated the session")
+
+	for i, h := range []map[string]string{
+		{"X-Requested-With": "x", "Sec-Fetch-Site": "same-origin", "Origin": own},
+		{"X-Requested-With": "x", "Origin": own},                                                       // a browser without Sec-Fetch-Site
+		{"X-Requested-With": "x"},                                                                      // not a browser
+		{"X-Requested-With": "x", "Sec-Fetch-Site": "cross-site", "Origin": "https://app.example.com"}, // trusted
+	} {
+		r := postForm(t, client, srv.URL+"/token", grant, h)
+		require.Equal(t, 200, r.status, "%d: %v", i, h)
+	}
+	list, err = e.iss.Sessions(bg, "alice")
+	require.NoError(t, err)
+	assert.EqualValues(t, 4, list[0].Generation)
+}
+
+// CheckCSRF gives a login handler the cookie mode's checks, and is a no-op
+// without cookie mode.
+func TestCheckCSRF(t *testing.T) {
+	e := newEnv(t)
+	h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{Cookie: &refresh.CookieConfig{CSRFHeader: "X-CSRF"}})
+	req := func(hdr ...string) *http.Request {
+		r := httptest.NewRequest("POST", "http://app.example.com/login", nil)
+		for i := 0; i < len(hdr); i += 2 {
+			r.Header.Set(hdr[i], hdr[i+1])
+		}
+		return r
+	}
+	assert.NoError(t, h.CheckCSRF(req("X-CSRF", "1", "Sec-Fetch-Site", "same-origin")))
+	assert.ErrorIs(t, h.CheckCSRF(req("X-Requested-With", "1")), refresh.ErrCrossSite, "the configured header, not the default")
+	assert.ErrorIs(t, h.CheckCSRF(req("X-CSRF", "1", "Sec-Fetch-Site", "same-site")), refresh.ErrCrossSite)
+	assert.ErrorIs(t, h.CheckCSRF(req("X-CSRF", "1", "Origin", "http://app.example.com:8443")), refresh.ErrCrossSite)
+	plain := refresh.NewHandlers(e.iss, refresh.HandlerConfig{})
+	assert.NoError(t, plain.CheckCSRF(req()))
+}

@@ -607,6 +607,9 @@ type SessionInfo struct {
 	CreatedAt  time.Time         `json:"created_at"`
 	LastUsedAt time.Time         `json:"last_used_at"` // last rotation
 	ExpiresAt  time.Time         `json:"expires_at"`   // the earlier of idle and absolute expiry
+	// Generation counts the session's rotations: 0 until its first
+	// refresh, then one more for each (grace retries do not count).
+	Generation uint64 `json:"generation"`
 }
 
 // Sessions lists the subject's live sessions (not revoked, not expired),
@@ -631,6 +634,7 @@ func (iss *Issuer) Sessions(ctx context.Context, subject string) ([]SessionInfo,
 		out = append(out, SessionInfo{
 			ID: s.ID, ClientID: s.ClientID, Scope: s.Scope, Meta: s.Meta,
 			CreatedAt: s.CreatedAt, LastUsedAt: s.RotatedAt, ExpiresAt: exp,
+			Generation: s.Generation,
 		})
 	}
 	return out, nil
