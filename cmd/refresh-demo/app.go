@@ -93,6 +93,30 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"sessions": list})
 	})))
+	// Sign out one of the user's own devices. Another user's session, or
+	// one that has ended, is 404 either way: the answer tells nothing about
+	// sessions the caller does not own.
+	mux.Handle("DELETE /sessions/{id}", auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := refresh.ClaimsFromContext(r.Context())
+		list, err := iss.Sessions(r.Context(), c.Subject)
+		if err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+			return
+		}
+		id := r.PathValue("id")
+		for _, s := range list {
+			if s.ID != id {
+				continue
+			}
+			if err := iss.RevokeSession(r.Context(), id); err != nil && !errors.Is(err, refresh.ErrSessionNotFound) {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})
+	})))
 	mux.Handle("POST /logout-all", auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := refresh.ClaimsFromContext(r.Context())
 		if _, err := iss.RevokeSubject(r.Context(), c.Subject); err != nil {
@@ -101,6 +125,7 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})))
+	mountApp(mux, iss, hc)
 	return mux
 }
 
@@ -118,6 +143,12 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers) http.Handler {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
 			writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "invalid_request"})
+			return
+		}
+		// In cookie mode (the browser app), a cross-site page must not sign
+		// the browser in (login CSRF): same checks as the refresh endpoint.
+		if h.CheckCSRF(r) != nil {
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "invalid_request"})
 			return
 		}
 		var in struct {

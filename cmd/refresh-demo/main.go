@@ -61,6 +61,8 @@ type options struct {
 	resourceServer             bool
 	authURL                    string
 	introspectTTL, jwksRefetch time.Duration
+	// logRequests logs every request's method, path, status and origin.
+	logRequests bool
 }
 
 func main() {
@@ -77,6 +79,7 @@ func main() {
 	fs.StringVar(&o.authURL, "auth", "http://127.0.0.1:8080", "with -resource-server: the auth service's URL (its issuer)")
 	fs.DurationVar(&o.introspectTTL, "introspect-ttl", 5*time.Second, "with -resource-server: how long an introspection answer is reused")
 	fs.DurationVar(&o.jwksRefetch, "jwks-refetch", time.Minute, "with -resource-server: at most one JWKS fetch per this interval for unknown key ids")
+	fs.BoolVar(&o.logRequests, "log-requests", false, "log every request (method, path, status, Origin, Sec-Fetch-Site)")
 	fs.DurationVar(&o.grace, "grace", 0, "grace window for retried refreshes (0: strict rotation)")
 	fs.DurationVar(&o.accessTTL, "access-ttl", refresh.DefaultAccessTTL, "access token lifetime")
 	fs.DurationVar(&o.idleTTL, "idle-ttl", refresh.DefaultIdleTTL, "refresh token idle lifetime")
@@ -173,7 +176,11 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: newAuthMux(iss, authConfig{introspectionSecret: o.introspectionSecret, log: log}), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+	var handler http.Handler = newAuthMux(iss, authConfig{introspectionSecret: o.introspectionSecret, log: log})
+	if o.logRequests {
+		handler = requestLog(handler, log)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
 	switch {
 	case !persist:
 		fmt.Fprintln(out, "Memory store: sessions and generated keys die with this process (drop -store memory to keep them).")
@@ -184,6 +191,7 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 		fmt.Fprintf(out, "Created new keys in %s.\n", o.dataDir)
 	}
 	fmt.Fprintf(out, "refresh-demo on %s, %s store. Users: alice/wonderland (admin), bob/builder (user).\n", base, o.store)
+	fmt.Fprintf(out, "Browser app: open %s/ (cookie mode: the refresh token in an HttpOnly cookie).\n", base)
 	fmt.Fprintf(out, "Try it (needs curl and jq):\n\n%s\n", walkthrough(base))
 
 	// Sweep every few minutes, as a service should: tables stay bounded by
@@ -191,6 +199,39 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	go sweep(ctx, iss, 5*time.Minute, log)
 	return serveUntil(ctx, srv, ln, out)
 }
+
+// requestLog logs each request after it was answered: what the browser app
+// does (silent refreshes, refused cross-origin calls) shows in the log.
+func requestLog(next http.Handler, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		log.Info("request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+			"origin", r.Header.Get("Origin"), "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"))
+	})
+}
+
+// statusWriter remembers the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // serveUntil serves on ln until ctx is done, then shuts down gracefully.
 func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, out io.Writer) error {

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// get fetches u and returns the status, headers and body.
+func get(t *testing.T, u string) (int, http.Header, string) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// The app's page and files come from the binary, with headers that keep
+// injected markup from running and the page from being framed.
+func TestAppServed(t *testing.T) {
+	srv := httptest.NewServer(newMux(newTestIssuer(t)))
+	defer srv.Close()
+	for path, ctype := range map[string]string{"/": "text/html", "/assets/app.js": "text/javascript", "/assets/app.css": "text/css"} {
+		code, h, body := get(t, srv.URL+path)
+		if code != 200 || !strings.HasPrefix(h.Get("Content-Type"), ctype) || body == "" {
+			t.Fatalf("%s: %d %q", path, code, h.Get("Content-Type"))
+		}
+		for name, want := range map[string]string{
+			"Content-Security-Policy": contentSecurityPolicy,
+			"X-Content-Type-Options":  "nosniff",
+			"Referrer-Policy":         "no-referrer",
+		} {
+			if h.Get(name) != want {
+				t.Errorf("%s: %s = %q", path, name, h.Get(name))
+			}
+		}
+	}
+	if !strings.Contains(contentSecurityPolicy, "script-src 'self'") || strings.Contains(contentSecurityPolicy, "unsafe-inline") ||
+		!strings.Contains(contentSecurityPolicy, "frame-ancestors 'none'") {
+		t.Fatalf("CSP: %s", contentSecurityPolicy)
+	}
+	for _, p := range []string{"/assets/nope.js", "/assets/", "/app/app.js", "/web/index.html"} {
+		if code, _, _ := get(t, srv.URL+p); code != 404 {
+			t.Errorf("%s: %d, want 404", p, code)
+		}
+	}
+	// What the CSP forbids must not be needed: no inline script or style,
+	// no event-handler attributes, nothing from another origin.
+	page, err := os.ReadFile("web/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []*regexp.Regexp{
+		regexp.MustCompile(`<script(?:\s[^>]*)?>\s*[^<\s]`), regexp.MustCompile(`<style`), regexp.MustCompile(`\son[a-z]+=`),
+		regexp.MustCompile(`(?:src|href)="(?:https?:)?//`), regexp.MustCompile(`style="`),
+	} {
+		if m := bad.FindString(string(page)); m != "" {
+			t.Errorf("index.html has %q, which the CSP refuses", m)
+		}
+	}
+	js, _ := os.ReadFile("web/app.js")
+	for _, bad := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "localStorage", "sessionStorage"} {
+		if strings.Contains(string(js), bad) {
+			t.Errorf("app.js uses %s", bad)
+		}
+	}
+}
+
+// The app's login is cookie mode: the refresh token only in the cookie, and
+// a cross-site page cannot sign the browser in (login CSRF).
+func TestAppLogin(t *testing.T) {
+	srv := httptest.NewServer(newMux(newTestIssuer(t)))
+	defer srv.Close()
+	body := `{"username":"alice","password":"wonderland","client_id":"refresh-demo-web"}`
+	for name, hdr := range map[string][]string{
+		"no CSRF header":             {"Sec-Fetch-Site", "same-origin"},
+		"same site, not same origin": {"X-Requested-With", "x", "Sec-Fetch-Site", "same-site", "Origin", "http://127.0.0.1:1"},
+		"cross site":                 {"X-Requested-With", "x", "Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"},
+	} {
+		req, _ := http.NewRequest("POST", srv.URL+"/app/login", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 403 || resp.Header.Get("Set-Cookie") != "" {
+			t.Errorf("%s: %d, Set-Cookie %q", name, resp.StatusCode, resp.Header.Get("Set-Cookie"))
+		}
+	}
+
+	req, _ := http.NewRequest("POST", srv.URL+"/app/login", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Requested-With", "refresh-demo")
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || strings.Contains(string(b), "refresh_token") || !strings.Contains(string(b), "access_token") {
+		t.Fatalf("login: %d %s", resp.StatusCode, b)
+	}
+	cookies := resp.Cookies()
+	if len(cookies) != 1 {
+		t.Fatalf("cookies: %v", cookies)
+	}
+	c := cookies[0]
+	if c.Name != "__Host-refresh_token" || !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/" || c.Domain != "" || !strings.HasPrefix(c.Value, "rt_") {
+		t.Fatalf("cookie: %+v", c)
+	}
+
+	// The cookie refreshes at /app/token with the header and the app's
+	// client id, and only there: the JSON API's /token ignores cookies.
+	refreshWith := func(path string, hdr ...string) reply {
+		return post(t, srv.URL+path, form, url.Values{"grant_type": {"refresh_token"}, "client_id": {appClientID}}.Encode(),
+			append([]string{"Cookie", c.Name + "=" + c.Value}, hdr...)...)
+	}
+	if r := refreshWith("/token", "X-Requested-With", "x"); r.status != 400 || r.body["error"] != "invalid_request" {
+		t.Fatalf("/token with a cookie: %v", r)
+	}
+	if r := refreshWith("/app/token"); r.status != 403 {
+		t.Fatalf("/app/token without the header: %v", r)
+	}
+	if r := refreshWith("/app/token", "X-Requested-With", "x"); r.status != 200 || r.body["refresh_token"] != nil {
+		t.Fatalf("/app/token: %v", r)
+	}
+}
+
+// "Sign out this device" on the devices page: a user can end their own
+// sessions by id, and nobody else's; the answer does not tell another
+// user's session from a missing one.
+func TestDeleteSession(t *testing.T) {
+	srv := httptest.NewServer(newMux(newTestIssuer(t)))
+	defer srv.Close()
+	del := func(id, token string) int {
+		req, _ := http.NewRequest("DELETE", srv.URL+"/sessions/"+url.PathEscape(id), nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	phone := loginPair(t, srv.URL, "alice", "wonderland")
+	laptop := loginAt(t, srv.URL, "alice", "wonderland")
+	bob := loginAt(t, srv.URL, "bob", "builder")
+	phoneSid := sid(t, srv.URL, phone["access_token"].(string))
+
+	if code := del(phoneSid, bob); code != 404 {
+		t.Fatalf("bob deleting alice's session: %d", code)
+	}
+	if code := del(phoneSid, ""); code != 401 {
+		t.Fatalf("no token: %d", code)
+	}
+	if code := del("no-such-session", laptop); code != 404 {
+		t.Fatalf("unknown id: %d", code)
+	}
+	if code, _ := getWith(t, srv.URL+"/me", phone["access_token"].(string)); code != 200 {
+		t.Fatalf("refused attempts ended the session: %d", code)
+	}
+	if code := del(phoneSid, laptop); code != 204 {
+		t.Fatalf("alice signing out her phone: %d", code)
+	}
+	if code, _ := getWith(t, srv.URL+"/me", phone["access_token"].(string)); code != 401 {
+		t.Fatalf("the phone's access token still works: %d", code)
+	}
+	r := post(t, srv.URL+"/token", form, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {phone["refresh_token"].(string)}}.Encode())
+	if r.status != 400 || r.body["error"] != "invalid_grant" {
+		t.Fatalf("the phone's refresh token: %v", r)
+	}
+	if code := del(phoneSid, laptop); code != 404 {
+		t.Fatalf("deleting it again: %d", code)
+	}
+	if code, _ := getWith(t, srv.URL+"/me", laptop); code != 200 {
+		t.Fatalf("the laptop was signed out too: %d", code)
+	}
+}
+
+// sid is the session id of an access token, from /me.
+func sid(t *testing.T, base, token string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", base+"/me", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var me struct {
+		Sid string `json:"sid"`
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &me); err != nil || me.Sid == "" {
+		t.Fatalf("/me: %s", b)
+	}
+	return me.Sid
+}
+
+// -log-requests logs method, path, status and origin of every request.
+func TestRequestLog(t *testing.T) {
+	var buf syncBuffer
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	srv := httptest.NewServer(requestLog(newMux(newTestIssuer(t)), log))
+	defer srv.Close()
+	post(t, srv.URL+"/app/token", form, "grant_type=refresh_token", "Cookie", "__Host-refresh_token=rt_x", "Origin", "http://127.0.0.1:1")
+	get(t, srv.URL+"/")
+	out := buf.String()
+	for _, want := range []string{
+		`msg=request method=POST path=/app/token status=403 origin=http://127.0.0.1:1 `,
+		`msg=request method=GET path=/ status=200 `,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+}
