@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of every module of this repository: the core library, the
 # storetest conformance suite on every store, the Postgres and Redis adapters
-# against real servers, and the demo service.
+# against real servers, the demo service, and the demo's browser app in a
+# real headless Chromium.
 #
 # Servers: PG_DSN and REDIS_URL point the tests at servers you already run.
 # Otherwise this script starts a throw-away postgresql and redis-server on
@@ -11,6 +12,9 @@
 # skipped with a message; with CI=true a missing server fails the run.
 # A three-node Redis Cluster is started too (REDIS_CLUSTER_ADDRS=host:port,…
 # names an existing one), so that redisstore is tested on Cluster as well.
+# Chromium: Debian's chromium is installed the same way when missing
+# (CHROMIUM=/path/to/chrome names another); without it the browser tests
+# are skipped with a message, and with CI=true they fail.
 #
 # Extra arguments are passed to every `go test`, e.g. scripts/test.sh -run Rotate.
 # GO_TEST_FLAGS replaces the default "-race -count=1" (say, for benchmarks:
@@ -19,10 +23,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 # Published modules build in the workspace (go.work), which resolves their
-# requirements on each other to this tree; bench and releasetest are not
-# published and build on their own (GOWORK=off, bench with a replace).
-MODULES=(. pgstore redisstore sqlitestore cmd/refresh-demo releasetest bench)
-gowork() { case $1 in bench|releasetest) shift; GOWORK=off "$@" ;; *) shift; "$@" ;; esac; }
+# requirements on each other to this tree; bench, releasetest and
+# browsertest are not published and build on their own (GOWORK=off, bench
+# with a replace; browsertest builds the demo in the workspace).
+MODULES=(. pgstore redisstore sqlitestore cmd/refresh-demo releasetest bench browsertest)
+gowork() { case $1 in bench|releasetest|browsertest) shift; GOWORK=off "$@" ;; *) shift; "$@" ;; esac; }
 read -r -a FLAGS <<<"${GO_TEST_FLAGS:--race -count=1}"
 CI=${CI:-false}
 
@@ -185,8 +190,22 @@ try_redis_cluster() {
   say "Redis Cluster of 3 masters on $REDIS_CLUSTER_ADDRS"
 }
 
+# Debian's Chromium for the browser tests (browsertest).
+start_chromium() {
+  if [ -n "${CHROMIUM:-}" ]; then say "Chromium: using CHROMIUM=$CHROMIUM"; return 0; fi
+  local b
+  for b in chromium chromium-browser google-chrome; do
+    command -v $b >/dev/null && { say "Chromium: $($b --version 2>/dev/null | head -1)"; return 0; }
+  done
+  # fonts-liberation: readable text in the screenshot the test writes.
+  apt_install chromium fonts-liberation || true
+  command -v chromium >/dev/null || { missing "browser" "install Debian's chromium, run this script as root, or set CHROMIUM=/path/to/chrome"; return 0; }
+  say "Chromium: $(chromium --version 2>/dev/null | head -1)"
+}
+
 start_postgres
 start_redis
+start_chromium
 [ -n "${REDIS_URL_GIVEN:-}" ] || start_redis_cluster
 
 status=0

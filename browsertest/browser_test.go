@@ -1,0 +1,354 @@
+// Package browsertest drives refresh-demo's browser app in a real headless
+// Chromium: the cookie mode as a browser sees it. It is a module of its own
+// so that neither the library nor the demo depends on a browser driver.
+package browsertest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// accessTTL is the demo's access token lifetime here: short, so that the
+// app's silent refresh can be watched in real time.
+const accessTTL = 3 * time.Second
+
+const cookieName = "__Host-refresh_token"
+
+// TestBrowserApp signs in to the demo's browser app and checks, in a real
+// Chromium, what the README promises about cookie mode.
+func TestBrowserApp(t *testing.T) {
+	d := startDemo(t, "-access-ttl", accessTTL.String(), "-grace", "5s", "-log-requests")
+	root := browser(t)
+
+	// Tab A signs in as alice.
+	a := tab(t, root)
+	do(t, a, "open the app", chromedp.Navigate(d.base+"/"))
+	waitView(t, a, "login")
+	signIn(t, a, "alice", "wonderland")
+	sid := eval[string](t, a, `document.getElementById('me-sid').textContent`)
+	require.NotEmpty(t, sid)
+
+	t.Run("1 refresh token only in an HttpOnly cookie", func(t *testing.T) {
+		c := refreshCookie(t, a, d.base)
+		require.NotNil(t, c, "the browser kept no %s cookie", cookieName)
+		assert.True(t, c.HTTPOnly, "HttpOnly")
+		assert.True(t, c.Secure, "Secure (kept by Chromium on http://127.0.0.1, a potentially trustworthy origin)")
+		assert.Equal(t, network.CookieSameSiteStrict, c.SameSite, "SameSite")
+		assert.Equal(t, "/", c.Path, "Path")
+		assert.Equal(t, "127.0.0.1", c.Domain, "host-only: no Domain attribute")
+		assert.False(t, c.Session, "persistent until the refresh token's idle expiry")
+		assert.True(t, strings.HasPrefix(c.Value, "rt_"), "the value is the refresh token")
+		// Script sees nothing of it: not in document.cookie, not in storage,
+		// not in the page.
+		for _, js := range []string{
+			`document.cookie`,
+			`JSON.stringify(Object.entries(localStorage))`,
+			`JSON.stringify(Object.entries(sessionStorage))`,
+			`document.documentElement.outerHTML`,
+		} {
+			got := eval[string](t, a, js)
+			assert.NotContains(t, got, "rt_", js)
+			assert.NotContains(t, got, c.Value, js)
+			assert.NotContains(t, got, "refresh_token", js)
+		}
+	})
+
+	t.Run("2 silent refresh when the access token expires", func(t *testing.T) {
+		gen0 := generation(t, a, sid)
+		rot0 := d.events("rotated", sid)
+		before := refreshCookie(t, a, d.base).Value
+		time.Sleep(accessTTL + 200*time.Millisecond) // real time: the demo is a real process
+		do(t, a, "reload", chromedp.Click(chromedp.ID("reload")))
+		waitText(t, a, "refreshes", "1")
+		waitView(t, a, "app")
+		assert.Equal(t, gen0+1, generation(t, a, sid), "the session's generation advanced by one")
+		assert.Equal(t, rot0+1, d.events("rotated", sid))
+		assert.NotEqual(t, before, refreshCookie(t, a, d.base).Value, "the cookie rotated")
+	})
+
+	// Tab B opens the app in the same browser: it borrows tab A's access
+	// token over the BroadcastChannel and spends no rotation.
+	b := tab(t, a)
+	genB := generation(t, a, sid)
+	do(t, b, "open a second tab", chromedp.Navigate(d.base+"/"))
+	waitView(t, b, "app")
+	assert.Equal(t, sid, eval[string](t, b, `document.getElementById('me-sid').textContent`), "one browser, one session")
+	assert.Equal(t, genB, generation(t, b, sid), "a new tab costs no rotation")
+	assert.Equal(t, "0", eval[string](t, b, `document.getElementById('refreshes').textContent`))
+
+	t.Run("3 two tabs expire together: one rotation", func(t *testing.T) {
+		raceTabs(t, d, a, b, sid, func(rot, grace int) {
+			assert.Equal(t, 1, rot, "one rotation for two tabs (Web Lock)")
+			assert.Zero(t, grace, "with the lock no tab needs the grace window")
+		})
+	})
+
+	t.Run("3b without the lock the grace window gives one identical successor", func(t *testing.T) {
+		for _, c := range []context.Context{a, b} {
+			do(t, c, "open with ?nolock", chromedp.Navigate(d.base+"/?nolock"))
+			waitView(t, c, "app")
+		}
+		// Both tabs refresh. If their requests carry the same cookie, one
+		// rotates and the other gets the identical successor from the grace
+		// window; if the first one's new cookie is in the jar before the
+		// second leaves, the second rotates once more. Never reuse.
+		raceTabs(t, d, a, b, sid, func(rot, grace int) {
+			t.Logf("rotations %d, grace retries %d", rot, grace)
+			assert.True(t, rot == 1 && grace <= 1 || rot == 2 && grace == 0, "rotations %d, grace retries %d", rot, grace)
+		})
+		assert.Zero(t, d.events("reused", sid), "racing tabs never look like reuse")
+	})
+
+	t.Run("6 screenshot of the signed-in page", func(t *testing.T) {
+		// A second device (another browser context: its own cookies) and a
+		// session from curl whose User-Agent is markup: the devices list
+		// shows it as text, and the page's CSP would stop it anyway.
+		other := tab(t, root, chromedp.WithNewBrowserContext())
+		do(t, other, "open on another device", chromedp.Navigate(d.base+"/"))
+		waitView(t, other, "login")
+		signIn(t, other, "alice", "wonderland")
+		apiLogin(t, d.base, "alice", "wonderland", `<img src=x onerror="window.pwned=1">curl/8`)
+		do(t, a, "reload", chromedp.Click(chromedp.ID("reload")))
+		waitRows(t, a, 3)
+		assert.False(t, eval[bool](t, a, `window.pwned === 1`), "markup in a session's metadata ran")
+		assert.Contains(t, eval[string](t, a, `document.getElementById('devices').innerText`), `<img src=x onerror="window.pwned=1">curl/8`)
+		assert.Contains(t, eval[string](t, a, `document.querySelector('tr[data-sid="`+sid+`"]').innerText`), "this device")
+
+		png, err := chromedp.Run(a, chromedp.FullScreenshot(100))
+		require.NoError(t, err)
+		dir := os.Getenv("BROWSER_ARTIFACTS")
+		if dir == "" {
+			dir, err = os.MkdirTemp("", "refresh-browsertest-") // kept, for a person to look at
+			require.NoError(t, err)
+		}
+		path := filepath.Join(dir, "signed-in.png")
+		require.NoError(t, os.WriteFile(path, png, 0o644))
+		t.Logf("screenshot of the signed-in page: %s", path)
+		fmt.Printf("screenshot of the signed-in page: %s\n", path)
+	})
+
+	t.Run("4 sign out everywhere reaches the other tab and the other device", func(t *testing.T) {
+		other := tab(t, root, chromedp.WithNewBrowserContext())
+		do(t, other, "open on another device", chromedp.Navigate(d.base+"/"))
+		waitView(t, other, "login")
+		signIn(t, other, "alice", "wonderland")
+
+		do(t, a, "sign out everywhere", chromedp.Click(chromedp.ID("signout-all")))
+		waitView(t, a, "login")
+		assert.Nil(t, refreshCookie(t, a, d.base), "the cookie is cleared")
+		// The other tab and the other device still show the app until their
+		// next call, which the server refuses (the session check of the
+		// access token, then the refresh): they show the login screen.
+		for name, c := range map[string]context.Context{"other tab": b, "other device": other} {
+			assert.Equal(t, "app", eval[string](t, c, `document.body.dataset.view`), name)
+			do(t, c, "reload "+name, chromedp.Click(chromedp.ID("reload")))
+			waitView(t, c, "login")
+			assert.Contains(t, eval[string](t, c, `document.getElementById('login-note').textContent`), "ended", name)
+		}
+		assert.Zero(t, liveSessions(t, d.base, "alice"), "no session of alice is left")
+	})
+
+	t.Run("5 a page of another origin cannot use the cookie", func(t *testing.T) {
+		signIn(t, a, "alice", "wonderland")
+		sid := eval[string](t, a, `document.getElementById('me-sid').textContent`)
+		cookie := refreshCookie(t, a, d.base).Value
+		rot0 := d.events("rotated", "")
+
+		// The attacker's page: same host, another port. That is the same
+		// site, so SameSite=Strict lets the browser send the cookie; the
+		// demo's origin checks must refuse it.
+		evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			fmt.Fprintf(w, evilPage, d.base)
+		}))
+		defer evil.Close()
+		e := tab(t, a) // same browser context: the victim's cookies
+		post403, options, post200 := d.requests("POST", "/app/token", 403), d.requests("OPTIONS", "/app/token", 0), d.requests("POST", "/app/token", 200)
+		do(t, e, "open the attacker's page", chromedp.Navigate(evil.URL))
+		results := pollValue[map[string]string](t, e, `window.results && window.results.done ? window.results : null`)
+		t.Logf("attacker's page saw: %v", results)
+		assert.Equal(t, "refused", results["simple"], "a simple cross-origin POST cannot read the answer")
+		assert.Equal(t, "refused", results["preflighted"], "the custom header needs a CORS preflight, which fails")
+		// The simple POST reached the demo and was refused; of the other,
+		// only its CORS preflight was sent, and refused.
+		assert.Equal(t, post403+1, d.requests("POST", "/app/token", 403), "the simple POST: 403")
+		assert.Equal(t, options+1, d.requests("OPTIONS", "/app/token", 0), "the preflight")
+		assert.Equal(t, post200, d.requests("POST", "/app/token", 200), "no refresh succeeded")
+		assert.Contains(t, d.out.String(), "origin="+evil.URL, "the demo saw the attacker's origin")
+		assert.Equal(t, rot0, d.events("rotated", ""), "nothing rotated")
+		assert.Equal(t, cookie, refreshCookie(t, a, d.base).Value, "the cookie is untouched")
+		// And the victim's session is intact.
+		do(t, a, "reload", chromedp.Click(chromedp.ID("reload")))
+		waitView(t, a, "app")
+		assert.Equal(t, sid, eval[string](t, a, `document.getElementById('me-sid').textContent`))
+		assert.Zero(t, d.events("reused", sid))
+	})
+}
+
+// evilPage, given the demo's URL, tries the refresh endpoint from another
+// origin with the victim's cookie: a simple POST (no preflight) and one with
+// the CSRF header (preflighted).
+const evilPage = `<!doctype html><title>evil</title><script>
+const target = %q + '/app/token';
+const body = 'grant_type=refresh_token&client_id=refresh-demo-web';
+const results = {};
+async function attempt(name, headers) {
+  try {
+    const r = await fetch(target, { method: 'POST', credentials: 'include', headers, body });
+    results[name] = 'read ' + r.status + ' ' + (await r.text());
+  } catch (e) {
+    results[name] = 'refused';
+  }
+}
+(async () => {
+  await attempt('simple', { 'Content-Type': 'application/x-www-form-urlencoded' });
+  await attempt('preflighted', { 'Content-Type': 'application/x-www-form-urlencoded', 'X-Requested-With': 'evil' });
+  results.done = 'yes';
+  window.results = results;
+})();
+</script>`
+
+// signIn fills in and submits the login form, and waits for the app.
+func signIn(t *testing.T, ctx context.Context, user, pass string) {
+	t.Helper()
+	waitView(t, ctx, "login")
+	do(t, ctx, "sign in",
+		chromedp.SetValue(chromedp.ID("username"), user),
+		chromedp.SetValue(chromedp.ID("password"), pass),
+		chromedp.Click(chromedp.ID("login-button")),
+	)
+	waitView(t, ctx, "app")
+}
+
+// refreshCookie reads the refresh cookie through the DevTools protocol (what
+// the browser stores, HttpOnly included), or nil.
+func refreshCookie(t *testing.T, ctx context.Context, base string) *network.Cookie {
+	t.Helper()
+	res, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{base + "/"}})
+	require.NoError(t, err)
+	for _, c := range res.Cookies {
+		if c.Name == cookieName {
+			return c
+		}
+	}
+	return nil
+}
+
+// generation is the session's generation as the devices list shows it.
+func generation(t *testing.T, ctx context.Context, sid string) uint64 {
+	t.Helper()
+	// Empty the list first, so that what is read is the reloaded one.
+	eval[bool](t, ctx, `document.getElementById('device-rows').replaceChildren(), true`)
+	do(t, ctx, "reload", chromedp.Click(chromedp.ID("reload")))
+	js := `(() => { const r = document.querySelector('tr[data-sid="` + sid + `"]'); return r ? r.dataset.generation : null })()`
+	g := pollValue[string](t, ctx, js)
+	var n uint64
+	_, err := fmt.Sscan(g, &n)
+	require.NoError(t, err)
+	return n
+}
+
+// raceTabs lets the shared access token of tabs a and b expire, makes both
+// call the API at once, and hands the rotations and grace retries the demo
+// counted to check; both tabs must stay signed in, in the same session.
+func raceTabs(t *testing.T, d *demo, a, b context.Context, sid string, check func(rot, grace int)) {
+	t.Helper()
+	rot0, grace0, expired0 := d.events("rotated", sid), d.events("grace", sid), d.requests("GET", "/me", 401)
+	ra := eval[string](t, a, `document.getElementById('refreshes').textContent`)
+	rb := eval[string](t, b, `document.getElementById('refreshes').textContent`)
+	time.Sleep(accessTTL + 200*time.Millisecond)
+	var wg sync.WaitGroup
+	for _, c := range []context.Context{a, b} {
+		wg.Go(func() {
+			_, _ = chromedp.Run(c, chromedp.Evaluate[bool](`document.getElementById('reload').click(), true`))
+		})
+	}
+	wg.Wait()
+	deadline := time.Now().Add(15 * time.Second)
+	for eval[string](t, a, `document.getElementById('refreshes').textContent`) == ra &&
+		eval[string](t, b, `document.getElementById('refreshes').textContent`) == rb {
+		require.True(t, time.Now().Before(deadline), "neither tab refreshed")
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, c := range []context.Context{a, b} {
+		waitView(t, c, "app")
+		assert.Equal(t, sid, eval[string](t, c, `document.getElementById('me-sid').textContent`))
+	}
+	// Let any straggler finish before counting.
+	time.Sleep(300 * time.Millisecond)
+	assert.Equal(t, expired0+2, d.requests("GET", "/me", 401), "both tabs found their access token expired")
+	check(d.events("rotated", sid)-rot0, d.events("grace", sid)-grace0)
+	assert.Zero(t, d.events("reused", sid))
+}
+
+// waitText waits until the element with id has the text.
+func waitText(t *testing.T, ctx context.Context, id, text string) {
+	t.Helper()
+	pollValue[bool](t, ctx, fmt.Sprintf(`document.getElementById(%q).textContent === %q || null`, id, text))
+}
+
+// waitRows waits until the devices list has n rows.
+func waitRows(t *testing.T, ctx context.Context, n int) {
+	t.Helper()
+	pollValue[bool](t, ctx, fmt.Sprintf(`document.querySelectorAll('#device-rows tr').length === %d || null`, n))
+}
+
+// pollValue polls a JavaScript expression until it is neither null nor
+// undefined, for up to 15 s, and returns it.
+func pollValue[T any](t *testing.T, ctx context.Context, js string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Poll[T](js, chromedp.WithPollingTimeout(15*time.Second), chromedp.WithPollingInterval(20*time.Millisecond)))
+	if err != nil {
+		t.Fatalf("waiting for %s: %v", js, err)
+	}
+	return v
+}
+
+// apiLogin signs in through the JSON API with a User-Agent of the caller's
+// choosing.
+func apiLogin(t *testing.T, base, user, pass, agent string) string {
+	t.Helper()
+	req, _ := http.NewRequest("POST", base+"/login", strings.NewReader("username="+user+"&password="+pass))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("User-Agent", agent)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	var tr struct {
+		AccessToken string `json:"access_token"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&tr))
+	return tr.AccessToken
+}
+
+// liveSessions counts the user's live sessions through the JSON API (a new
+// login, which is itself one of them and is not counted).
+func liveSessions(t *testing.T, base, user string) int {
+	t.Helper()
+	at := apiLogin(t, base, user, map[string]string{"alice": "wonderland", "bob": "builder"}[user], "browsertest")
+	req, _ := http.NewRequest("GET", base+"/sessions", nil)
+	req.Header.Set("Authorization", "Bearer "+at)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var out struct {
+		Sessions []json.RawMessage `json:"sessions"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	return len(out.Sessions) - 1
+}
