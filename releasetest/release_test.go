@@ -28,7 +28,7 @@ import (
 const prefix = "github.com/refreshkit/refresh"
 
 // unpublished modules of the repository: never tagged, never required.
-var unpublished = []string{"bench", "releasetest"}
+var unpublished = []string{"bench", "browsertest", "releasetest"}
 
 // mod is one published module of the working tree.
 type mod struct {

@@ -51,6 +51,16 @@ function takeToken(t) {
   return false;
 }
 
+// sessionOf reads the sid claim of an access token (for display only: the
+// server verifies the token, the app never has to).
+function sessionOf(jwt) {
+  try {
+    return JSON.parse(atob(jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).sid || '';
+  } catch {
+    return '';
+  }
+}
+
 // The epoch of the newest access token of this browser, in IndexedDB.
 const db = new Promise((resolve, reject) => {
   const r = indexedDB.open('refresh-demo', 1);
@@ -95,8 +105,9 @@ if (channel) {
   channel.onmessage = (e) => {
     const m = e.data || {};
     if (m.type === 'token') {
-      // Another tab refreshed or signed in: use its access token.
-      if (takeToken(m.token) && document.body.dataset.view !== 'app') load();
+      // Another tab refreshed or signed in: use its access token, and show
+      // the session it belongs to if that is not the one shown.
+      if (takeToken(m.token) && (document.body.dataset.view !== 'app' || sessionOf(m.token.token) !== mySid)) load();
     } else if (m.type === 'hello' && access) {
       channel.postMessage({ type: 'token', token: access });
     }

@@ -1,0 +1,25 @@
+package browsertest
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// watchdog bounds the whole run: a browser that stops answering must fail
+// the test in minutes, with every goroutine's stack, not hang CI.
+const watchdog = 3 * time.Minute
+
+func TestMain(m *testing.M) {
+	t := time.AfterFunc(watchdog, func() {
+		buf := make([]byte, 1<<20)
+		n := runtime.Stack(buf, true)
+		fmt.Fprintf(os.Stderr, "browsertest: still running after %v; goroutines:\n%s\n", watchdog, buf[:n])
+		os.Exit(2)
+	})
+	code := m.Run()
+	t.Stop()
+	os.Exit(code)
+}
