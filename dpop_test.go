@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -146,6 +147,12 @@ func TestVerifyDPoPProof(t *testing.T) {
 	bad("no jti", c.proof("GET", u, "", now, func(_, cl map[string]any) { delete(cl, "jti") }), "")
 	bad("no iat", c.proof("GET", u, "", now, func(_, cl map[string]any) { delete(cl, "iat") }), "")
 	bad("crit", c.proof("GET", u, "", now, func(h, _ map[string]any) { h["crit"] = []string{"x"} }), "")
+	// A JWK as WebCrypto's exportKey writes it (ext, key_ops) is a JWK.
+	ok(c.proof("GET", u, "", now, func(h, _ map[string]any) {
+		k := maps.Clone(c.jwk)
+		k["ext"], k["key_ops"] = true, []string{"verify"}
+		h["jwk"] = k
+	}), "")
 	p := c.proof("GET", u, "", now)
 	bad("tampered", p[:len(p)-3]+"AAA", "")
 	bad("garbage", "not.a.proof", "")

@@ -67,6 +67,47 @@ func TestBrowserApp(t *testing.T) {
 		}
 	})
 
+	t.Run("1b bound to a key the page cannot export", func(t *testing.T) {
+		assert.False(t, eval[bool](t, a, `dpopKey.then(k => k.key.privateKey.extractable)`), "the private key is extractable")
+		assert.Equal(t, "refused", eval[string](t, a, `dpopKey.then(k => crypto.subtle.exportKey('jwk', k.key.privateKey)).then(() => 'exported', () => 'refused')`))
+		assert.Equal(t, "DPoP", eval[string](t, a, `fetch('/me', {headers: {Authorization: 'Bearer ' + access.token}}).then(r => r.headers.get('WWW-Authenticate').split(' ')[0])`),
+			"the access token is DPoP-bound: as a plain bearer token it is refused with a DPoP challenge")
+	})
+
+	t.Run("1c a stolen cookie or access token is useless without the key", func(t *testing.T) {
+		// What malware reading the cookie store, or an XSS sending the
+		// token away, would have: the cookie's value and the access token.
+		rt := refreshCookie(t, a, d.base).Value
+		at := eval[string](t, a, `access.token`)
+		rot0 := d.events("rotated", sid)
+		client := &http.Client{}
+		for name, req := range map[string]*http.Request{
+			"cookie at /app/token": formReq(t, d.base+"/app/token", "grant_type=refresh_token&client_id=refresh-demo-web",
+				"Cookie", cookieName+"="+rt, "X-Requested-With", "x"),
+			"cookie value at /token":          formReq(t, d.base+"/token", "grant_type=refresh_token&client_id=refresh-demo-web&refresh_token="+rt),
+			"cookie value revoked at /revoke": formReq(t, d.base+"/revoke", "client_id=refresh-demo-web&token="+rt),
+			"access token as Bearer":          getReq(t, d.base+"/me", "Authorization", "Bearer "+at),
+			"access token as DPoP, no proof":  getReq(t, d.base+"/me", "Authorization", "DPoP "+at),
+		} {
+			resp, err := client.Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			switch {
+			case strings.Contains(name, "revoke"):
+				assert.Equal(t, 200, resp.StatusCode, name) // RFC 7009: 200, and nothing revoked
+			case strings.Contains(name, "/me"), strings.Contains(name, "access token"):
+				assert.Equal(t, 401, resp.StatusCode, name)
+			default:
+				assert.Equal(t, 400, resp.StatusCode, name)
+			}
+		}
+		assert.Equal(t, rot0, d.events("rotated", sid), "nothing rotated")
+		assert.Zero(t, d.events("revoked", sid)+d.events("reused", sid), "the thief's attempts ended nothing")
+		do(t, a, "reload", chromedp.Click(chromedp.ID("reload")))
+		waitView(t, a, "app")
+		assert.Equal(t, rt, refreshCookie(t, a, d.base).Value, "the browser's session goes on")
+	})
+
 	t.Run("2 silent refresh when the access token expires", func(t *testing.T) {
 		gen0 := generation(t, a, sid)
 		rot0 := d.events("rotated", sid)
@@ -311,6 +352,29 @@ func pollValue[T any](t *testing.T, ctx context.Context, js string) T {
 		t.Fatalf("waiting for %s: %v", js, err)
 	}
 	return v
+}
+
+// formReq is a form POST with headers (name, value pairs).
+func formReq(t *testing.T, u, body string, hdr ...string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest("POST", u, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	return req
+}
+
+// getReq is a GET with headers (name, value pairs).
+func getReq(t *testing.T, u string, hdr ...string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest("GET", u, nil)
+	require.NoError(t, err)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	return req
 }
 
 // apiLogin signs in through the JSON API with a User-Agent of the caller's

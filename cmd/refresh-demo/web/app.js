@@ -2,7 +2,12 @@
 //
 // The refresh token is an HttpOnly cookie set by /app/login and rotated by
 // /app/token: this script never sees it. The access token lives only in a
-// variable of this tab. When a call is refused with 401 (the access token
+// variable of this tab. Both are bound to a DPoP key (RFC 9449): a P-256
+// key made by WebCrypto as non-extractable, kept in IndexedDB for every tab
+// of this browser, which signs a proof for each request. Whoever steals the
+// cookie or the access token (malware reading the cookie store, an XSS
+// sending the token away) cannot use them anywhere else: the private key
+// never leaves the browser, not even to this script. When a call is refused with 401 (the access token
 // expired, or the session ended), the tab refreshes once, silently, and
 // retries.
 //
@@ -84,6 +89,47 @@ async function epoch(bump) {
   });
 }
 
+// The DPoP key pair of this browser: made once, non-extractable, shared by
+// the tabs through IndexedDB. Two tabs that start together may both make
+// one; a single transaction keeps the first stored and the other uses it.
+const dpopKey = (async () => {
+  const made = await crypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, false, ['sign', 'verify']);
+  const tx = (await db).transaction('kv', 'readwrite');
+  const st = tx.objectStore('kv');
+  let key = made;
+  const q = st.get('dpop');
+  q.onsuccess = () => {
+    if (q.result) key = q.result;
+    else st.put(made, 'dpop');
+  };
+  await new Promise((resolve, reject) => {
+    tx.oncomplete = resolve;
+    tx.onerror = () => reject(tx.error);
+  });
+  const { kty, crv, x, y } = await crypto.subtle.exportKey('jwk', key.publicKey);
+  return { key, jwk: { kty, crv, x, y } };
+})();
+
+const enc = new TextEncoder();
+
+function b64url(bytes) {
+  let s = '';
+  for (const b of new Uint8Array(bytes)) s += String.fromCharCode(b);
+  return btoa(s).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+// proof signs a DPoP proof for a request to path (this origin) and, for an
+// API call, the access token it carries.
+async function proof(method, path, accessToken) {
+  const { key, jwk } = await dpopKey;
+  const header = { typ: 'dpop+jwt', alg: 'ES256', jwk };
+  const claims = { jti: b64url(crypto.getRandomValues(new Uint8Array(16))), htm: method, htu: location.origin + path, iat: Math.floor(Date.now() / 1000) };
+  if (accessToken) claims.ath = b64url(await crypto.subtle.digest('SHA-256', enc.encode(accessToken)));
+  const input = b64url(enc.encode(JSON.stringify(header))) + '.' + b64url(enc.encode(JSON.stringify(claims)));
+  const sig = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, key.privateKey, enc.encode(input));
+  return input + '.' + b64url(sig); // WebCrypto's ECDSA signature is r||s, as JWS wants
+}
+
 // tokenOf waits up to ms for an access token of epoch e or newer.
 function tokenOf(e, ms) {
   return new Promise((resolve) => {
@@ -128,7 +174,7 @@ function refresh(failed) {
         const r = await fetch('/app/token', {
           method: 'POST',
           credentials: 'same-origin',
-          headers: { ...CSRF, 'Content-Type': 'application/x-www-form-urlencoded' },
+          headers: { ...CSRF, 'Content-Type': 'application/x-www-form-urlencoded', DPoP: await proof('POST', '/app/token') },
           body: new URLSearchParams({ grant_type: 'refresh_token', client_id: CLIENT_ID }),
         });
         if (!r.ok) return false;
@@ -156,7 +202,11 @@ async function api(path, init = {}) {
   for (let attempt = 0; ; attempt++) {
     if (!access && !(await refresh(null))) throw new SignedOut();
     const used = access;
-    const r = await fetch(path, { ...init, headers: { ...(init.headers || {}), Authorization: 'Bearer ' + used.token } });
+    const method = init.method || 'GET';
+    const r = await fetch(path, {
+      ...init,
+      headers: { ...(init.headers || {}), Authorization: 'DPoP ' + used.token, DPoP: await proof(method, path, used.token) },
+    });
     if (r.status !== 401) return r;
     if (access === used) access = null;
     if (attempt > 0 || !(await refresh(used))) throw new SignedOut();
@@ -246,7 +296,7 @@ async function signOut(note) {
   await fetch('/app/revoke', {
     method: 'POST',
     credentials: 'same-origin',
-    headers: { ...CSRF, 'Content-Type': 'application/x-www-form-urlencoded' },
+    headers: { ...CSRF, 'Content-Type': 'application/x-www-form-urlencoded', DPoP: await proof('POST', '/app/revoke') },
     body: new URLSearchParams({ client_id: CLIENT_ID }),
   }).catch(() => {});
   signedOut(note || 'Signed out.');
@@ -271,7 +321,7 @@ async function login(ev) {
     const r = await fetch('/app/login', {
       method: 'POST',
       credentials: 'same-origin',
-      headers: { ...CSRF, 'Content-Type': 'application/json' },
+      headers: { ...CSRF, 'Content-Type': 'application/json', DPoP: await proof('POST', '/app/login') },
       body: JSON.stringify({ username: $('username').value, password: $('password').value, client_id: CLIENT_ID }),
     });
     if (!r.ok) {
