@@ -211,6 +211,7 @@ func TestBrowserApp(t *testing.T) {
 		assert.Zero(t, d.events("reused", sid))
 	})
 
+	var curlToken string // the access token of a session signed in with curl
 	t.Run("6 screenshot of the signed-in page", func(t *testing.T) {
 		// A second device (another browser context: its own cookies) and a
 		// session from curl whose User-Agent is markup: the devices list
@@ -219,7 +220,7 @@ func TestBrowserApp(t *testing.T) {
 		do(t, other, "open on another device", chromedp.Navigate(d.base+"/"))
 		waitView(t, other, "login")
 		signIn(t, other, "alice", "wonderland")
-		apiLogin(t, d.base, "alice", "wonderland", `<img src=x onerror="window.pwned=1">curl/8`)
+		curlToken = apiLogin(t, d.base, "alice", "wonderland", `<img src=x onerror="window.pwned=1">curl/8`)
 		do(t, a, "reload", chromedp.Click(chromedp.ID("reload")))
 		pollValue[bool](t, a, `document.getElementById('devices').innerText.includes('curl/8') || null`)
 		sid := eval[string](t, a, `document.getElementById('me-sid').textContent`)
@@ -238,6 +239,41 @@ func TestBrowserApp(t *testing.T) {
 		require.NoError(t, os.WriteFile(path, png, 0o644))
 		t.Logf("screenshot of the signed-in page: %s", path)
 		fmt.Printf("screenshot of the signed-in page: %s\n", path)
+	})
+
+	t.Run("7 sign out another device from the list", func(t *testing.T) {
+		require.NotEmpty(t, curlToken)
+		code := func() int {
+			resp, err := http.DefaultClient.Do(getReq(t, d.base+"/me", "Authorization", "Bearer "+curlToken))
+			require.NoError(t, err)
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		require.Equal(t, 200, code())
+		// The row of the curl session: its button sends DELETE
+		// /sessions/{id} with the tab's DPoP-bound token and a proof for
+		// that path.
+		curlSid := pollValue[string](t, a, `[...document.querySelectorAll('#device-rows tr')].filter(r => r.innerText.includes('curl/8')).map(r => r.dataset.sid)[0] || null`)
+		rows := eval[int](t, a, `document.querySelectorAll('#device-rows tr').length`)
+		eval[bool](t, a, `document.querySelector('tr[data-sid="`+curlSid+`"] button').click(), true`)
+		pollValue[bool](t, a, fmt.Sprintf(`document.querySelectorAll('#device-rows tr').length === %d || null`, rows-1))
+		assert.False(t, eval[bool](t, a, `!!document.querySelector('tr[data-sid="`+curlSid+`"]')`), "the row is gone")
+		assert.Equal(t, 401, code(), "the signed-out device's access token is refused")
+		assert.Equal(t, 1, d.requests("DELETE", "/sessions/"+curlSid, 204))
+		waitView(t, a, "app")
+	})
+
+	t.Run("8 sign out this browser", func(t *testing.T) {
+		sid := eval[string](t, a, `document.getElementById('me-sid').textContent`)
+		require.NotNil(t, refreshCookie(t, a, d.base))
+		do(t, a, "sign out", chromedp.Click(chromedp.ID("signout")))
+		waitView(t, a, "login")
+		assert.Nil(t, refreshCookie(t, a, d.base), "the cookie is cleared")
+		// A DPoP-bound session is revoked only with a proof from its key:
+		// the event shows the browser's proof was accepted.
+		assert.Equal(t, 1, d.events("revoked", sid), "the session was revoked")
+		do(t, a, "reload the page", chromedp.Navigate(d.base+"/"))
+		waitView(t, a, "login")
 	})
 }
 
