@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -152,7 +153,15 @@ func signEd(priv ed25519.PrivateKey, header, claims any) string {
 
 func getWith(t *testing.T, u, token string) (int, http.Header) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", u, nil)
+	code, h, _ := call(t, "GET", u, token)
+	return code, h
+}
+
+// call sends a bodiless request with a bearer token (none if "") and
+// returns the status, headers and body.
+func call(t *testing.T, method, u, token string) (int, http.Header, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, u, nil)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -160,8 +169,9 @@ func getWith(t *testing.T, u, token string) (int, http.Header) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
-	return resp.StatusCode, resp.Header
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
 }
 
 func tokenKid(t *testing.T, tok string) string {

@@ -148,16 +148,8 @@ func TestDeleteSession(t *testing.T) {
 	srv := httptest.NewServer(newMux(newTestIssuer(t)))
 	defer srv.Close()
 	del := func(id, token string) int {
-		req, _ := http.NewRequest("DELETE", srv.URL+"/sessions/"+url.PathEscape(id), nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		code, _, _ := call(t, "DELETE", srv.URL+"/sessions/"+url.PathEscape(id), token)
+		return code
 	}
 	phone := loginPair(t, srv.URL, "alice", "wonderland")
 	laptop := loginAt(t, srv.URL, "alice", "wonderland")
@@ -197,17 +189,10 @@ func TestDeleteSession(t *testing.T) {
 // sid is the session id of an access token, from /me.
 func sid(t *testing.T, base, token string) string {
 	t.Helper()
-	req, _ := http.NewRequest("GET", base+"/me", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	_, _, b := call(t, "GET", base+"/me", token)
 	var me struct {
 		Sid string `json:"sid"`
 	}
-	b, _ := io.ReadAll(resp.Body)
 	if err := json.Unmarshal(b, &me); err != nil || me.Sid == "" {
 		t.Fatalf("/me: %s", b)
 	}
