@@ -52,7 +52,7 @@ var (
 	// proof is recorded already: a replay.
 	ErrProofReplayed = errors.New("refresh: DPoP proof already used")
 	// ErrCrossSite is returned by Handlers.CheckCSRF for a cookie-mode
-	// request without the CSRF header or from a foreign Origin.
+	// request without the CSRF header or from another origin.
 	ErrCrossSite = errors.New("refresh: cross-site request refused")
 )
 

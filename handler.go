@@ -262,9 +262,10 @@ func (h *Handlers) readForm(w http.ResponseWriter, r *http.Request) (url.Values,
 
 // CheckCSRF applies the cookie mode's cross-site request forgery defences
 // to r, as the refresh and revocation handlers do before they read the
-// cookie: the CSRFHeader must be present and non-empty, and an Origin
-// header, if any, must be the request's own origin or one of
-// AllowedOrigins. It returns nil or ErrCrossSite (answer 403). Call it in
+// cookie: the CSRFHeader must be present and non-empty, and the request
+// must come from its own origin or one of AllowedOrigins (net/http's
+// CrossOriginProtection: Sec-Fetch-Site, else Origin against Host). It
+// returns nil or ErrCrossSite (answer 403). Call it in
 // a cookie-mode login handler before it sets the cookie (login CSRF: a
 // cross-site page signing the victim into the attacker's account).
 // Without cookie mode it checks nothing and returns nil.

@@ -26,20 +26,16 @@ const appCSRFHeader = "X-Requested-With"
 const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
 	"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
-// appCookie is the cookie mode of the browser app: a __Host- cookie
-// (Secure, Path=/, no Domain), HttpOnly and SameSite=Strict. Browsers keep
-// Secure cookies of http://127.0.0.1 and http://localhost, which are
-// potentially trustworthy origins; served over plain HTTP from another host
-// they would not, which is why the demo listens on loopback.
-func appCookie() *refresh.CookieConfig {
-	return &refresh.CookieConfig{CSRFHeader: appCSRFHeader}
-}
-
 // mountApp adds the browser app to mux: the page at /, its files under
 // /assets/, and the cookie-mode endpoints /app/login, /app/token and
 // /app/revoke (the JSON API beside them is unchanged).
 func mountApp(mux *http.ServeMux, iss *refresh.Issuer, hc refresh.HandlerConfig) {
-	hc.Cookie = appCookie()
+	// A __Host- cookie (Secure, Path=/, no Domain), HttpOnly and
+	// SameSite=Strict. Browsers keep Secure cookies of http://127.0.0.1 and
+	// http://localhost, which are potentially trustworthy origins; served
+	// over plain HTTP from another host they would not, which is why the
+	// demo listens on loopback.
+	hc.Cookie = &refresh.CookieConfig{CSRFHeader: appCSRFHeader}
 	h := refresh.NewHandlers(iss, hc)
 	static, err := fs.Sub(webFiles, "web")
 	if err != nil {

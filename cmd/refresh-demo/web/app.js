@@ -171,12 +171,7 @@ function refresh(failed) {
         if (access && (!failed || access.token !== failed.token)) return true;
         // Another tab refreshed after our token was made: take its token.
         if ((await epoch(false)) > seen && (await tokenOf(seen + 1, 2000))) return true;
-        const r = await fetch('/app/token', {
-          method: 'POST',
-          credentials: 'same-origin',
-          headers: { ...CSRF, 'Content-Type': 'application/x-www-form-urlencoded', DPoP: await proof('POST', '/app/token') },
-          body: new URLSearchParams({ grant_type: 'refresh_token', client_id: CLIENT_ID }),
-        });
+        const r = await cookiePost('/app/token', new URLSearchParams({ grant_type: 'refresh_token', client_id: CLIENT_ID }));
         if (!r.ok) return false;
         await accept(await r.json());
         refreshes++;
@@ -187,6 +182,14 @@ function refresh(failed) {
     })().finally(() => { inflight = null; });
   }
   return inflight;
+}
+
+// cookiePost sends a cookie-mode request: the cookie, the CSRF header and
+// a DPoP proof for path. A URLSearchParams body sets its own content type.
+async function cookiePost(path, body, type) {
+  const headers = { ...CSRF, DPoP: await proof('POST', path) };
+  if (type) headers['Content-Type'] = type;
+  return fetch(path, { method: 'POST', credentials: 'same-origin', headers, body });
 }
 
 // accept takes a token response, numbers it, and shares its access token
@@ -293,12 +296,7 @@ async function signOutDevice(id) {
 // signOut ends this browser's session: the server revokes it and clears
 // the cookie.
 async function signOut(note) {
-  await fetch('/app/revoke', {
-    method: 'POST',
-    credentials: 'same-origin',
-    headers: { ...CSRF, 'Content-Type': 'application/x-www-form-urlencoded', DPoP: await proof('POST', '/app/revoke') },
-    body: new URLSearchParams({ client_id: CLIENT_ID }),
-  }).catch(() => {});
+  await cookiePost('/app/revoke', new URLSearchParams({ client_id: CLIENT_ID })).catch(() => {});
   signedOut(note || 'Signed out.');
 }
 
@@ -318,12 +316,7 @@ async function login(ev) {
   $('login-error').hidden = true;
   $('login-button').disabled = true;
   try {
-    const r = await fetch('/app/login', {
-      method: 'POST',
-      credentials: 'same-origin',
-      headers: { ...CSRF, 'Content-Type': 'application/json', DPoP: await proof('POST', '/app/login') },
-      body: JSON.stringify({ username: $('username').value, password: $('password').value, client_id: CLIENT_ID }),
-    });
+    const r = await cookiePost('/app/login', JSON.stringify({ username: $('username').value, password: $('password').value, client_id: CLIENT_ID }), 'application/json');
     if (!r.ok) {
       $('login-error').textContent = r.status === 401 ? 'Wrong user or password.' : 'Sign-in failed (HTTP ' + r.status + ').';
       $('login-error').hidden = false;
