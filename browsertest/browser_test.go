@@ -225,6 +225,14 @@ func TestBrowserApp(t *testing.T) {
 		pollValue[bool](t, a, `document.getElementById('devices').innerText.includes('curl/8') || null`)
 		sid := eval[string](t, a, `document.getElementById('me-sid').textContent`)
 		assert.False(t, eval[bool](t, a, `window.pwned === 1`), "markup in a session's metadata ran")
+		// Were there a sink that wrote markup, the CSP would still stop it:
+		// inject an inline handler and an inline script as an XSS would.
+		eval[bool](t, a, `(() => {
+			document.body.insertAdjacentHTML('beforeend', '<img src="data:," onerror="window.pwned = 2"><img src="/nope" onerror="window.pwned = 3">');
+			const s = document.createElement('script'); s.textContent = 'window.pwned = 4'; document.body.append(s);
+			return true })()`)
+		time.Sleep(300 * time.Millisecond) // let the images fail to load
+		assert.Equal(t, "undefined", eval[string](t, a, `typeof window.pwned`), "the CSP let injected script run")
 		assert.Contains(t, eval[string](t, a, `document.getElementById('devices').innerText`), `<img src=x onerror="window.pwned=1">curl/8`)
 		assert.Contains(t, eval[string](t, a, `document.querySelector('tr[data-sid="`+sid+`"]').innerText`), "this device")
 
