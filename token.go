@@ -149,7 +149,7 @@ func (iss *Issuer) signAccess(in *accessInput, now time.Time) (string, time.Time
 	k := iss.signer
 	exp := now.Add(iss.cfg.AccessTTL).Unix()
 	var jti [16]byte
-	_, _ = rand.Read(jti[:])
+	newJTI(&jti)
 
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -213,6 +213,31 @@ func (iss *Issuer) signAccess(in *accessInput, now time.Time) (string, time.Time
 	}
 	*bp = tok
 	return string(tok[start:]), time.Unix(exp, 0).In(now.Location()), nil
+}
+
+// jtiBatch is crypto/rand output that newJTI hands out 16 bytes at a time.
+type jtiBatch struct {
+	buf  [256]byte
+	left int // unused bytes at the end of buf
+}
+
+// jtiPool holds per-P batches: one crypto/rand read per 16 access tokens,
+// and no state shared between cores (crypto/rand's every call touches a
+// shared atomic, which two cores minting tokens fight over). A batch is
+// owned by one caller between Get and Put and its bytes are consumed before
+// it goes back, so no jti is handed out twice.
+var jtiPool = sync.Pool{New: func() any { return new(jtiBatch) }}
+
+// newJTI fills id with 16 fresh random bytes.
+func newJTI(id *[16]byte) {
+	b := jtiPool.Get().(*jtiBatch)
+	if b.left == 0 {
+		_, _ = rand.Read(b.buf[:]) // never fails (Go 1.24+); crashes the program otherwise
+		b.left = len(b.buf)
+	}
+	b.left -= len(id)
+	copy(id[:], b.buf[b.left:])
+	jtiPool.Put(b)
 }
 
 // bufPool holds scratch buffers for minting access tokens.
