@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -231,6 +232,43 @@ func TestE1E2_Revocation(t *testing.T) {
 	assert.Equal(t, 400, postForm(t, nil, srv.URL+"/revoke", url.Values{}, nil).status)
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/revoke?token=x", nil)
 	assert.Equal(t, 405, do(t, nil, req).status)
+}
+
+// TestRevokedEventOnce: an audit log counts revocations, so revoking a
+// revoked session (RFC 7009 answers 200 again; RevokeSession returns nil)
+// must not log a second one, and the one event names the session's client
+// and generation.
+func TestRevokedEventOnce(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		revoked []refresh.Event
+	)
+	e := newEnv(t, func(c *refresh.Config) {
+		c.OnEvent = func(_ context.Context, ev refresh.Event) {
+			if ev.Kind == refresh.EventRevoked {
+				mu.Lock()
+				revoked = append(revoked, ev)
+				mu.Unlock()
+			}
+		}
+	})
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	p := e.issue(t, "alice", refresh.WithClientID("app"))
+	p, err := e.iss.Rotate(bg, p.RefreshToken, refresh.WithClientID("app"))
+	require.NoError(t, err)
+	for range 2 {
+		r := postForm(t, nil, srv.URL+"/revoke", url.Values{"token": {p.RefreshToken}, "client_id": {"app"}}, nil)
+		require.Equal(t, 200, r.status)
+	}
+	require.NoError(t, e.iss.RevokeSession(bg, p.SessionID))
+	require.NoError(t, e.iss.Revoke(bg, p.RefreshToken, refresh.WithClientID("app")))
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, revoked, 1)
+	assert.Equal(t, p.SessionID, revoked[0].SessionID)
+	assert.Equal(t, "app", revoked[0].ClientID)
+	assert.Equal(t, uint64(1), revoked[0].Generation)
+	assert.Equal(t, "alice", revoked[0].Subject)
 }
 
 func TestJWKSHandler(t *testing.T) {

@@ -532,7 +532,7 @@ func (iss *Issuer) revokeBound(ctx context.Context, s *Session, o callOptions) e
 	if err := iss.consumeProof(ctx, s, &o); err != nil {
 		return err
 	}
-	return iss.revoke(ctx, s.ID, s.Subject, "revoked")
+	return iss.revoke(ctx, s, "revoked")
 }
 
 // revokeAccess ends the session of a valid access token, under the same
@@ -560,27 +560,34 @@ func (iss *Issuer) revokeAccess(ctx context.Context, accessToken string, o callO
 // Sessions), for logout or a "sign out this device" button. An unknown id
 // returns ErrSessionNotFound.
 func (iss *Issuer) RevokeSession(ctx context.Context, id string) error {
-	s, err := iss.store.Get(ctx, id) // for the event's subject
+	s, err := iss.store.Get(ctx, id) // for the event, and to skip a revoked one
 	if errors.Is(err, ErrSessionNotFound) {
 		return err
 	}
 	if err != nil {
 		return storeErr("get", err)
 	}
-	return iss.revoke(ctx, id, s.Subject, "revoked")
+	return iss.revoke(ctx, s, "revoked")
 }
 
-func (iss *Issuer) revoke(ctx context.Context, id, subject, reason string) error {
+// revoke ends session s as read from the store. A session that was already
+// revoked when read is left as it is, without a second event (a revocation
+// is never undone, so the read cannot be stale in that direction).
+func (iss *Issuer) revoke(ctx context.Context, s *Session, reason string) error {
+	if s.Revoked() {
+		iss.sessCache.forget(s.ID) // another instance revoked it: stop trusting a cached copy
+		return nil
+	}
 	now := iss.now()
-	err := iss.store.Revoke(ctx, id, now, reason)
+	err := iss.store.Revoke(ctx, s.ID, now, reason)
 	if errors.Is(err, ErrSessionNotFound) {
 		return err
 	}
 	if err != nil {
 		return storeErr("revoke", err)
 	}
-	iss.sessCache.forget(id)
-	iss.emit(ctx, Event{Kind: EventRevoked, Time: now, SessionID: id, Subject: subject, Reason: reason})
+	iss.sessCache.forget(s.ID)
+	iss.emit(ctx, Event{Kind: EventRevoked, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: s.Generation, Reason: reason})
 	return nil
 }
 
