@@ -14,7 +14,8 @@
 # names an existing one), so that redisstore is tested on Cluster as well.
 # Chromium: Debian's chromium is installed the same way when missing
 # (CHROMIUM=/path/to/chrome names another); without it the browser tests
-# are skipped with a message, and with CI=true they fail.
+# are skipped with a message, and with CI=true they fail. Node.js and npm
+# likewise, for the JavaScript client tests (oauth4webapi, jose).
 #
 # Extra arguments are passed to every `go test`, e.g. scripts/test.sh -run Rotate.
 # GO_TEST_FLAGS replaces the default "-race -count=1" (say, for benchmarks:
@@ -203,9 +204,21 @@ start_chromium() {
   say "Chromium: $(chromium --version 2>/dev/null | head -1)"
 }
 
+# Node.js 20+ and npm run standard JavaScript OAuth/JOSE clients against the
+# demo (browsertest/js, packages from the npm registry). Debian's nodejs is
+# 18, too old for them: the test then fails under CI=true with that message.
+start_node() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt_install nodejs npm || true
+  fi
+  command -v node >/dev/null && command -v npm >/dev/null || { missing "JavaScript client" "install Node.js 20+ with npm, or run this script as root"; return 0; }
+  say "Node.js: $(node --version), npm $(npm --version)"
+}
+
 start_postgres
 start_redis
 start_chromium
+start_node
 [ -n "${REDIS_URL_GIVEN:-}" ] || start_redis_cluster
 
 status=0

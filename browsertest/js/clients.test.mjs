@@ -1,0 +1,176 @@
+// Standard JavaScript OAuth and JOSE libraries against a running
+// refresh-demo: panva's oauth4webapi as the client of the refresh grant
+// (RFC 6749 §6), the revocation endpoint (RFC 7009) and a DPoP-protected
+// resource (RFC 9449), and panva's jose verifying the access tokens against
+// the published JWKS as an RFC 9068 resource server would. Nothing here
+// comes from this repository: if a standard client cannot use the service,
+// these tests fail.
+//
+// Run by TestJavaScriptClients (javascript_test.go):
+//   DEMO=http://127.0.0.1:PORT node --test clients.test.mjs
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import * as oauth from 'oauth4webapi'
+import * as jose from 'jose'
+
+const base = process.env.DEMO
+assert.ok(base, 'DEMO must be the demo URL')
+
+const as = {
+  issuer: base,
+  token_endpoint: `${base}/token`,
+  revocation_endpoint: `${base}/revoke`,
+  jwks_uri: `${base}/.well-known/jwks.json`,
+}
+const client = { client_id: 'js-client' }
+const none = oauth.None()
+// The demo runs on loopback over plain HTTP; oauth4webapi refuses http://
+// unless told.
+const insecure = { [oauth.allowInsecureRequests]: true }
+const jwks = jose.createRemoteJWKSet(new URL(as.jwks_uri))
+
+// login is the demo's own sign-in (not OAuth): a form POST, with a DPoP
+// proof made by jose when a key pair is given.
+async function login(user, password, keyPair) {
+  const headers = { 'content-type': 'application/x-www-form-urlencoded' }
+  if (keyPair) headers.DPoP = await proof(keyPair, 'POST', `${base}/login`)
+  const res = await fetch(`${base}/login`, {
+    method: 'POST', headers,
+    body: new URLSearchParams({ username: user, password, client_id: client.client_id }),
+  })
+  assert.equal(res.status, 200, `login: ${await res.clone().text()}`)
+  return res.json()
+}
+
+// proof is a DPoP proof JWT signed with jose (independent of
+// oauth4webapi's own proofs).
+async function proof(keyPair, htm, htu, accessToken) {
+  const jwk = await jose.exportJWK(keyPair.publicKey)
+  const claims = { htm, htu, jti: crypto.randomUUID(), iat: Math.floor(Date.now() / 1000) }
+  if (accessToken) {
+    const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(accessToken))
+    claims.ath = jose.base64url.encode(new Uint8Array(digest))
+  }
+  return new jose.SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk }).sign(keyPair.privateKey)
+}
+
+// verify checks an access token the way an RFC 9068 resource server does.
+async function verify(accessToken) {
+  const { payload, protectedHeader } = await jose.jwtVerify(accessToken, jwks, {
+    issuer: base, audience: 'refresh-demo', typ: 'at+jwt',
+    requiredClaims: ['sub', 'client_id', 'iat', 'exp', 'jti'],
+  })
+  assert.ok(protectedHeader.kid, 'kid in the header')
+  return payload
+}
+
+async function refresh(refreshToken, options = {}) {
+  const res = await oauth.refreshTokenGrantRequest(as, client, none, refreshToken, { ...insecure, ...options })
+  return oauth.processRefreshTokenResponse(as, client, res)
+}
+
+// refused asserts that a refresh is refused with the OAuth error code.
+async function refused(refreshToken, code, options) {
+  await assert.rejects(refresh(refreshToken, options), (err) => {
+    assert.ok(err instanceof oauth.ResponseBodyError, `want an OAuth error response, got ${err}`)
+    assert.equal(err.error, code)
+    return true
+  })
+}
+
+// me calls the demo's API; a refusal (which oauth4webapi throws as a
+// WWWAuthenticateChallengeError) is returned as its status and challenge.
+async function me(accessToken, options = {}) {
+  try {
+    const res = await oauth.protectedResourceRequest(accessToken, 'GET', new URL(`${base}/me`), undefined, undefined, { ...insecure, ...options })
+    return { status: res.status, body: await res.json() }
+  } catch (err) {
+    if (!(err instanceof oauth.WWWAuthenticateChallengeError)) throw err
+    return { status: err.status, challenge: err.cause[0] }
+  }
+}
+
+// denied asserts that the API refused an access token with an RFC 6750 or
+// RFC 9449 challenge of the scheme.
+function denied(res, scheme, what) {
+  assert.equal(res.status, 401, what)
+  assert.equal(res.challenge.scheme, scheme, what)
+  assert.equal(res.challenge.parameters.error, 'invalid_token', what)
+}
+
+test('bearer: jose verifies, oauth4webapi rotates, reuse revokes', async () => {
+  const first = await login('alice', 'wonderland')
+  assert.equal(first.token_type, 'Bearer')
+  const claims = await verify(first.access_token)
+  assert.equal(claims.sub, 'alice')
+  assert.equal(claims.client_id, client.client_id)
+
+  const second = await refresh(first.refresh_token)
+  assert.equal(second.token_type, 'bearer') // oauth4webapi normalises the case
+  assert.notEqual(second.refresh_token, first.refresh_token, 'rotated')
+  assert.ok(second.expires_in > 0)
+  const c2 = await verify(second.access_token)
+  assert.equal(c2.sid, claims.sid, 'same session')
+  assert.notEqual(c2.jti, claims.jti)
+
+  const res = await me(second.access_token)
+  assert.equal(res.status, 200)
+  assert.equal(res.body.sub, 'alice')
+
+  // The spent token again: reuse. The session is revoked, so the current
+  // refresh token and the current access token stop working too.
+  await refused(first.refresh_token, 'invalid_grant')
+  await refused(second.refresh_token, 'invalid_grant')
+  denied(await me(second.access_token), 'bearer', 'the session check stops the access token')
+})
+
+test('bearer: oauth4webapi revokes, the refresh token is dead', async () => {
+  const p = await login('bob', 'builder')
+  const res = await oauth.revocationRequest(as, client, none, p.refresh_token, insecure)
+  await oauth.processRevocationResponse(res)
+  await refused(p.refresh_token, 'invalid_grant')
+  denied(await me(p.access_token), 'bearer', 'the session check stops the access token')
+  // Revoking again, or revoking garbage, is 200 (RFC 7009 §2.2).
+  await oauth.processRevocationResponse(await oauth.revocationRequest(as, client, none, p.refresh_token, insecure))
+  await oauth.processRevocationResponse(await oauth.revocationRequest(as, client, none, 'not-a-token', insecure))
+})
+
+test('DPoP: oauth4webapi proofs rotate and call the API; without the key nothing works and nothing is revoked', async () => {
+  const keyPair = await oauth.generateKeyPair('ES256')
+  const DPoP = oauth.DPoP(client, keyPair)
+  const first = await login('alice', 'wonderland', keyPair)
+  assert.equal(first.token_type, 'DPoP')
+  const claims = await verify(first.access_token)
+  const jkt = await jose.calculateJwkThumbprint(await jose.exportJWK(keyPair.publicKey))
+  assert.deepEqual(claims.cnf, { jkt }, 'bound to the key')
+
+  const second = await refresh(first.refresh_token, { DPoP })
+  assert.equal(second.token_type, 'dpop')
+  const ok = await me(second.access_token, { DPoP })
+  assert.equal(ok.status, 200)
+  assert.equal(ok.body.sub, 'alice')
+
+  // A thief holds both tokens but not the key.
+  await refused(second.refresh_token, 'invalid_grant') // no proof
+  const thief = oauth.DPoP(client, await oauth.generateKeyPair('ES256'))
+  await refused(second.refresh_token, 'invalid_grant', { DPoP: thief }) // another key
+  denied(await me(second.access_token), 'dpop', 'as a Bearer token')
+  denied(await me(second.access_token, { DPoP: thief }), 'dpop', 'with the wrong key')
+  // A revocation without the key's proof is answered 200 (RFC 7009) and
+  // revokes nothing.
+  await oauth.processRevocationResponse(await oauth.revocationRequest(as, client, none, second.refresh_token, insecure))
+
+  // Nothing of that ended the session: the owner rotates on.
+  const third = await refresh(second.refresh_token, { DPoP })
+  assert.equal((await me(third.access_token, { DPoP })).status, 200)
+
+  // The owner's revocation carries a proof from the key (jose-made; the
+  // library's revocationRequest sends none).
+  const res = await fetch(as.revocation_endpoint, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', DPoP: await proof(keyPair, 'POST', as.revocation_endpoint) },
+    body: new URLSearchParams({ token: third.refresh_token, client_id: client.client_id }),
+  })
+  assert.equal(res.status, 200)
+  await refused(third.refresh_token, 'invalid_grant', { DPoP })
+})
