@@ -7,8 +7,9 @@
 // token for a new pair and retires the old token; presenting a retired token
 // again is reuse, which revokes that session ([ErrReused]). A short grace
 // window ([Config].Grace) lets racing tabs and retried requests receive the
-// same successor instead. [Issuer.Revoke], [Issuer.RevokeSession] and
-// [Issuer.RevokeSubject] end one session or all of a user's.
+// same successor instead. [Issuer.Revoke], [Issuer.RevokeSession],
+// [Issuer.RevokeSessionOf] (a user's own device) and [Issuer.RevokeSubject]
+// end one session or all of a user's.
 //
 // [Issuer.Verify] checks access tokens, refusing every known JWT attack;
 // [Issuer.Middleware] wraps it as RFC 6750 bearer middleware with

@@ -249,6 +249,13 @@ func (iss *Issuer) usable(s *Session, now time.Time, o *callOptions) error {
 	return checkBindings(s, o)
 }
 
+// live reports whether s can still be refreshed by its own client: not
+// revoked, not expired. Sessions lists these.
+func (iss *Issuer) live(s *Session, now time.Time) bool {
+	own := callOptions{clientID: s.ClientID, dpop: s.DPoPKey}
+	return iss.usable(s, now, &own) == nil
+}
+
 // checkBindings refuses a request that is not from the client, or has no
 // proof from the DPoP key, that the session is bound to.
 func checkBindings(s *Session, o *callOptions) error {
@@ -557,15 +564,41 @@ func (iss *Issuer) revokeAccess(ctx context.Context, accessToken string, o callO
 }
 
 // RevokeSession ends the session with the id (from Claims.SessionID or
-// Sessions), for logout or a "sign out this device" button. An unknown id
-// returns ErrSessionNotFound.
+// Sessions), for logout or an administrator. An unknown id returns
+// ErrSessionNotFound. When the id comes from a user's request (a "sign out
+// this device" button), use RevokeSessionOf, which also checks ownership.
+// It is safe for concurrent use.
 func (iss *Issuer) RevokeSession(ctx context.Context, id string) error {
-	s, err := iss.store.Get(ctx, id) // for the event, and to skip a revoked one
+	return iss.revokeID(ctx, id, "")
+}
+
+// RevokeSessionOf ends the session with the id only if it is a live session
+// of subject, one that Sessions(subject) lists: the "sign out this device"
+// button of a devices page, where the id arrives in the request and must
+// not let one user end another's sessions. Any other id returns
+// ErrSessionNotFound: another subject's session (subjects compared
+// exactly), an unknown id, a session that has already ended, and any id
+// with an empty subject, so the answer tells nothing about sessions the
+// caller does not own. It is safe for concurrent use.
+func (iss *Issuer) RevokeSessionOf(ctx context.Context, subject, id string) error {
+	if subject == "" {
+		return ErrSessionNotFound
+	}
+	return iss.revokeID(ctx, id, subject)
+}
+
+// revokeID revokes the session with the id, if owner is empty or its
+// subject.
+func (iss *Issuer) revokeID(ctx context.Context, id, owner string) error {
+	s, err := iss.store.Get(ctx, id)
 	if errors.Is(err, ErrSessionNotFound) {
 		return err
 	}
 	if err != nil {
 		return storeErr("get", err)
+	}
+	if owner != "" && (s.Subject != owner || !iss.live(s, iss.now())) {
+		return ErrSessionNotFound
 	}
 	return iss.revoke(ctx, s, "revoked")
 }
@@ -628,10 +661,8 @@ func (iss *Issuer) Sessions(ctx context.Context, subject string) ([]SessionInfo,
 	}
 	now := iss.now()
 	out := []SessionInfo{}
-	var none callOptions
 	for _, s := range all {
-		none.clientID, none.dpop = s.ClientID, s.DPoPKey
-		if iss.usable(s, now, &none) != nil {
+		if !iss.live(s, now) {
 			continue
 		}
 		exp := s.RotatedAt.Add(iss.cfg.IdleTTL)

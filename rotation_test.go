@@ -545,6 +545,42 @@ func TestR10_RevokeSubject(t *testing.T) {
 	assert.Empty(t, list)
 }
 
+// TestRevokeSessionOf: the id of a "sign out this device" request is the
+// attacker's to choose; only the subject's own sessions end, and the answer
+// for another user's session is the answer for an unknown one.
+func TestRevokeSessionOf(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.CheckSession, c.IdleTTL = true, time.Hour })
+	alice := e.issue(t, "alice")
+	bob := e.issue(t, "bob")
+	for name, sub := range map[string]string{"another user": "bob", "case": "Alice", "prefix": "alic", "space": "alice ", "empty": ""} {
+		err := e.iss.RevokeSessionOf(bg, sub, alice.SessionID)
+		require.ErrorIs(t, err, refresh.ErrSessionNotFound, name)
+		assert.False(t, e.session(t, alice.SessionID).Revoked(), name)
+	}
+	require.ErrorIs(t, e.iss.RevokeSessionOf(bg, "alice", "no-such-session"), refresh.ErrSessionNotFound)
+
+	require.NoError(t, e.iss.RevokeSessionOf(bg, "alice", alice.SessionID))
+	_, err := e.iss.Rotate(bg, alice.RefreshToken)
+	require.ErrorIs(t, err, refresh.ErrRevoked)
+	_, err = e.iss.Verify(bg, alice.AccessToken)
+	require.ErrorIs(t, err, refresh.ErrRevoked, "at once for access tokens too")
+	require.ErrorIs(t, e.iss.RevokeSessionOf(bg, "alice", alice.SessionID), refresh.ErrSessionNotFound, "ended: no longer listed")
+	_, err = e.iss.Rotate(bg, bob.RefreshToken)
+	require.NoError(t, err, "bob's session untouched")
+
+	// Expired sessions are not listed either: idle lifetime at ±1 ns.
+	carol := e.issue(t, "carol")
+	e.clock.Advance(e.cfg.IdleTTL - 1)
+	list, err := e.iss.Sessions(bg, "carol")
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	e.clock.Advance(1)
+	require.ErrorIs(t, e.iss.RevokeSessionOf(bg, "carol", carol.SessionID), refresh.ErrSessionNotFound, "idle past IdleTTL")
+	list, err = e.iss.Sessions(bg, "carol")
+	require.NoError(t, err)
+	require.Empty(t, list)
+}
+
 // R11: tokens minted under a previous refresh key still rotate; new tokens
 // use the new key; dropping the old key retires its tokens.
 func TestR11_RefreshKeyRotation(t *testing.T) {

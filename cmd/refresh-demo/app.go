@@ -94,28 +94,18 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]any{"sessions": list})
 	})))
 	// Sign out one of the user's own devices. Another user's session, or
-	// one that has ended, is 404 either way: the answer tells nothing about
-	// sessions the caller does not own.
+	// one that has ended, is 404 either way (RevokeSessionOf): the answer
+	// tells nothing about sessions the caller does not own.
 	mux.Handle("DELETE /sessions/{id}", auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := refresh.ClaimsFromContext(r.Context())
-		list, err := iss.Sessions(r.Context(), c.Subject)
-		if err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
-			return
-		}
-		id := r.PathValue("id")
-		for _, s := range list {
-			if s.ID != id {
-				continue
-			}
-			if err := iss.RevokeSession(r.Context(), id); err != nil && !errors.Is(err, refresh.ErrSessionNotFound) {
-				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
-				return
-			}
+		switch err := iss.RevokeSessionOf(r.Context(), c.Subject, r.PathValue("id")); {
+		case err == nil:
 			w.WriteHeader(http.StatusNoContent)
-			return
+		case errors.Is(err, refresh.ErrSessionNotFound):
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})
+		default:
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 		}
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})
 	})))
 	mux.Handle("POST /logout-all", auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := refresh.ClaimsFromContext(r.Context())
