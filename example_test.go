@@ -126,6 +126,29 @@ func ExampleIssuer_RevokeSubject() {
 	// Output: 2 true
 }
 
+// A devices page: Sessions lists the user's live sessions, and the "sign
+// out" button of one row sends its id. RevokeSessionOf ends it only if it
+// is the signed-in user's own (the subject comes from the verified access
+// token, the id from the request).
+func ExampleIssuer_RevokeSessionOf() {
+	ctx := context.Background()
+	iss := newExampleIssuer(0)
+	phone, _ := iss.Issue(ctx, "alice", refresh.WithMeta(map[string]string{"device": "phone"}))
+	_, _ = iss.Issue(ctx, "alice", refresh.WithMeta(map[string]string{"device": "laptop"}))
+
+	err := iss.RevokeSessionOf(ctx, "mallory", phone.SessionID)
+	fmt.Println("mallory:", errors.Is(err, refresh.ErrSessionNotFound))
+	fmt.Println("alice:", iss.RevokeSessionOf(ctx, "alice", phone.SessionID))
+	devices, _ := iss.Sessions(ctx, "alice")
+	for _, d := range devices {
+		fmt.Println("still signed in:", d.Meta["device"])
+	}
+	// Output:
+	// mallory: true
+	// alice: <nil>
+	// still signed in: laptop
+}
+
 // Middleware protects routes; ClaimsFromContext gives handlers the verified
 // claims, and RequireRole/RequireScope guard them further.
 func ExampleIssuer_Middleware() {
