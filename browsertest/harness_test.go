@@ -64,22 +64,47 @@ type demo struct {
 
 var urlLine = regexp.MustCompile(`refresh-demo on (http://127\.0\.0\.1:\d+)`)
 
-// startDemo builds the demo from ../cmd/refresh-demo (in the repository's
-// workspace, whatever GOWORK this test runs with) and runs it until the test
-// ends.
+// demoBuild is the demo binary, built once per test run into binDir.
+var (
+	binDir    string // removed by TestMain
+	demoBuild struct {
+		once sync.Once
+		path string
+		err  error
+	}
+)
+
+// demoBinary builds the demo from ../cmd/refresh-demo (in the repository's
+// workspace, whatever GOWORK this test runs with) the first time it is
+// asked for.
+func demoBinary(t *testing.T) string {
+	t.Helper()
+	demoBuild.once.Do(func() {
+		bin := filepath.Join(binDir, "refresh-demo")
+		build := exec.Command("go", "build", "-o", bin, ".")
+		build.Dir = filepath.Join("..", "cmd", "refresh-demo")
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "GOWORK=") {
+				build.Env = append(build.Env, kv)
+			}
+		}
+		if out, err := build.CombinedOutput(); err != nil {
+			demoBuild.err = fmt.Errorf("go build the demo: %v\n%s", err, out)
+			return
+		}
+		demoBuild.path = bin
+	})
+	if demoBuild.err != nil {
+		t.Fatal(demoBuild.err)
+	}
+	return demoBuild.path
+}
+
+// startDemo runs the demo with args (on a free port, memory store) until
+// the test ends.
 func startDemo(t *testing.T, args ...string) *demo {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "refresh-demo")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = filepath.Join("..", "cmd", "refresh-demo")
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "GOWORK=") {
-			build.Env = append(build.Env, kv)
-		}
-	}
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build the demo: %v\n%s", err, out)
-	}
+	bin := demoBinary(t)
 	d := &demo{out: &syncBuffer{}}
 	cmd := exec.Command(bin, append([]string{"-addr", "127.0.0.1:0", "-store", "memory"}, args...)...)
 	cmd.Stdout, cmd.Stderr = d.out, d.out

@@ -19,7 +19,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "browsertest: still running after %v; goroutines:\n%s\n", watchdog, buf[:n])
 		os.Exit(2)
 	})
+	var err error
+	if binDir, err = os.MkdirTemp("", "browsertest-bin-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	t.Stop()
+	_ = os.RemoveAll(binDir)
 	os.Exit(code)
 }
