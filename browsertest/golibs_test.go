@@ -1,0 +1,133 @@
+package browsertest
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestGoJWTLibraries: the Go resource servers most services run verify the
+// demo's access tokens with nothing of ours: go-jose reads the published
+// JWKS, and both golang-jwt and go-jose's own JWT package verify the token
+// with the key it names (kid), the algorithm pinned, issuer, audience and
+// expiry checked. One demo per signing algorithm it can be given: Ed25519
+// (its default), P-256 and RSA from PEM, RSA-PSS from a JWK.
+func TestGoJWTLibraries(t *testing.T) {
+	dir := t.TempDir()
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	pemFile := func(name string, key any) string {
+		der, err := x509.MarshalPKCS8PrivateKey(key)
+		require.NoError(t, err)
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600))
+		return path
+	}
+	pss, err := json.Marshal(jose.JSONWebKey{Key: rsaKey, Algorithm: "PS256", Use: "sig"})
+	require.NoError(t, err)
+	pssFile := filepath.Join(dir, "pss.jwk")
+	require.NoError(t, os.WriteFile(pssFile, pss, 0o600))
+
+	for _, c := range []struct {
+		alg  string
+		args []string
+	}{
+		{"EdDSA", nil},
+		{"ES256", []string{"-key", pemFile("ec.pem", ecKey)}},
+		{"RS256", []string{"-key", pemFile("rsa.pem", rsaKey)}},
+		{"PS256", []string{"-key", pssFile}},
+	} {
+		t.Run(c.alg, func(t *testing.T) {
+			d := startDemo(t, c.args...)
+			token := loginToken(t, d.base)
+			set := fetchJWKS(t, d.base)
+			keyFor := func(kid string) any {
+				keys := set.Key(kid)
+				require.Len(t, keys, 1, "the JWKS has exactly one key with kid %q", kid)
+				assert.True(t, keys[0].IsPublic(), "the JWKS publishes public keys only")
+				assert.Equal(t, c.alg, keys[0].Algorithm)
+				return keys[0].Key
+			}
+
+			// golang-jwt v5.
+			parsed, err := jwt.Parse(token, func(tok *jwt.Token) (any, error) {
+				kid, _ := tok.Header["kid"].(string)
+				return keyFor(kid), nil
+			},
+				jwt.WithValidMethods([]string{c.alg}), jwt.WithIssuer(d.base),
+				jwt.WithAudience("refresh-demo"), jwt.WithExpirationRequired(), jwt.WithIssuedAt())
+			require.NoError(t, err, "golang-jwt")
+			assert.Equal(t, "at+jwt", parsed.Header["typ"], "RFC 9068 §2.1")
+			claims := parsed.Claims.(jwt.MapClaims)
+			assert.Equal(t, "alice", claims["sub"])
+			for _, name := range []string{"jti", "client_id", "sid", "scope"} {
+				assert.NotEmpty(t, claims[name], name)
+			}
+
+			// go-jose's JWT package.
+			jws, err := josejwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(c.alg)})
+			require.NoError(t, err, "go-jose")
+			require.Len(t, jws.Headers, 1)
+			var std josejwt.Claims
+			require.NoError(t, jws.Claims(keyFor(jws.Headers[0].KeyID), &std), "go-jose signature")
+			require.NoError(t, std.ValidateWithLeeway(josejwt.Expected{
+				Issuer: d.base, AnyAudience: josejwt.Audience{"refresh-demo"}, Time: time.Now(),
+			}, 0))
+			assert.Equal(t, "alice", std.Subject)
+
+			// Neither accepts the token under another algorithm.
+			other := map[string]string{"EdDSA": "ES256", "ES256": "EdDSA", "RS256": "PS256", "PS256": "RS256"}[c.alg]
+			_, err = jwt.Parse(token, func(tok *jwt.Token) (any, error) { return keyFor(tok.Header["kid"].(string)), nil },
+				jwt.WithValidMethods([]string{other}))
+			assert.Error(t, err)
+		})
+	}
+}
+
+// loginToken signs alice in to the demo and returns the access token.
+func loginToken(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.PostForm(base+"/login", url.Values{"username": {"alice"}, "password": {"wonderland"}})
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var pair struct {
+		AccessToken string `json:"access_token"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&pair))
+	require.NotEmpty(t, pair.AccessToken)
+	return pair.AccessToken
+}
+
+// fetchJWKS reads the demo's published key set with go-jose.
+func fetchJWKS(t *testing.T, base string) jose.JSONWebKeySet {
+	t.Helper()
+	resp, err := http.Get(base + "/.well-known/jwks.json")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	var set jose.JSONWebKeySet
+	require.NoError(t, json.Unmarshal(body, &set), "%s", body)
+	return set
+}
