@@ -14,8 +14,9 @@
 // [Issuer.Verify] checks access tokens, refusing every known JWT attack;
 // [Issuer.Middleware] wraps it as RFC 6750 bearer middleware with
 // [ClaimsFromContext], [RequireScope] and [RequireRole]. [NewHandlers]
-// serves the refresh grant (RFC 6749 §6), token revocation (RFC 7009) and the
-// JWKS document, with an optional cookie mode for browser apps. Sessions can
+// serves the refresh grant (RFC 6749 §6), token revocation (RFC 7009), the
+// JWKS document and RFC 8414 metadata, with an optional cookie mode for
+// browser apps. Sessions can
 // be bound to a client's DPoP key (RFC 9449, [WithDPoPProof]), so that stolen
 // tokens are useless without it, and confidential clients are authenticated
 // on every request by [HandlerConfig].ClientAuth.

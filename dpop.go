@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -131,6 +132,10 @@ func (c *replayCache) add(thumbprint, jti string, now time.Time) replayVerdict {
 	return replayNew
 }
 
+// dpopAlgorithms are the proof algorithms VerifyDPoPProof accepts: the
+// asymmetric ones (a proof's key is public, so HMAC cannot prove anything).
+var dpopAlgorithms = []Algorithm{ES256, EdDSA, RS256, PS256}
+
 // VerifyDPoPProof checks a DPoP proof JWT (RFC 9449 §4.3) sent with a
 // request of the given method to the given URL (query and fragment are
 // ignored). accessToken is the access token the proof accompanies, checked
@@ -196,9 +201,7 @@ func (rs *resourceServer) verifyDPoPProof(proof, method, requestURL, accessToken
 	if !strings.EqualFold(typ, "dpop+jwt") {
 		return bad("typ is not dpop+jwt")
 	}
-	switch Algorithm(alg) {
-	case ES256, EdDSA, RS256, PS256:
-	default:
+	if !slices.Contains(dpopAlgorithms, Algorithm(alg)) {
 		return bad("alg not allowed")
 	}
 	key, err := jwk.ParseKey(jwkJSON)

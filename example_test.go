@@ -261,3 +261,29 @@ func ExampleNewVerifier() {
 	// alice <nil>
 	// true
 }
+
+// MetadataHandler publishes RFC 8414 metadata so that OAuth clients which
+// know only the issuer find the endpoints; paths are resolved against
+// Config.Issuer.
+func ExampleHandlers_MetadataHandler() {
+	h := refresh.NewHandlers(newExampleIssuer(0), refresh.HandlerConfig{})
+	meta, err := h.MetadataHandler(refresh.Endpoints{TokenEndpoint: "/token", RevocationEndpoint: "/revoke"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET "+h.MetadataPath(), meta)
+
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/.well-known/oauth-authorization-server", nil))
+	var doc struct {
+		TokenEndpoint string   `json:"token_endpoint"`
+		Grants        []string `json:"grant_types_supported"`
+	}
+	_ = json.Unmarshal(rec.Body.Bytes(), &doc)
+	fmt.Println(h.MetadataPath())
+	fmt.Println(doc.TokenEndpoint, doc.Grants)
+	// Output:
+	// /.well-known/oauth-authorization-server
+	// https://auth.example.com/token [refresh_token]
+}

@@ -563,14 +563,19 @@ func (h *Handlers) IntrospectionHandler() http.Handler {
 // JWKSHandler serves Issuer.JWKS for GET and HEAD, cacheable for five
 // minutes; other methods get 405.
 func (h *Handlers) JWKSHandler() http.Handler {
-	body := h.iss.JWKS()
+	return publicDocument("application/jwk-set+json", h.iss.JWKS())
+}
+
+// publicDocument serves a fixed public document for GET and HEAD, cacheable
+// for five minutes; other methods get 405.
+func publicDocument(contentType string, body []byte) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			writeJSONError(w, http.StatusMethodNotAllowed, "invalid_request")
 			return
 		}
-		w.Header().Set("Content-Type", "application/jwk-set+json")
+		w.Header().Set("Content-Type", contentType)
 		w.Header().Set("Cache-Control", "public, max-age=300")
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		w.WriteHeader(http.StatusOK)

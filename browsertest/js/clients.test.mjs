@@ -6,7 +6,9 @@
 // comes from this repository: if a standard client cannot use the service,
 // these tests fail.
 //
-// Run by TestJavaScriptClients (javascript_test.go):
+// The client knows only the issuer URL and finds the endpoints through the
+// demo's RFC 8414 metadata. Run by TestJavaScriptClients
+// (javascript_test.go):
 //   DEMO=http://127.0.0.1:PORT node --test clients.test.mjs
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -16,17 +18,16 @@ import * as jose from 'jose'
 const base = process.env.DEMO
 assert.ok(base, 'DEMO must be the demo URL')
 
-const as = {
-  issuer: base,
-  token_endpoint: `${base}/token`,
-  revocation_endpoint: `${base}/revoke`,
-  jwks_uri: `${base}/.well-known/jwks.json`,
-}
-const client = { client_id: 'js-client' }
-const none = oauth.None()
 // The demo runs on loopback over plain HTTP; oauth4webapi refuses http://
 // unless told.
 const insecure = { [oauth.allowInsecureRequests]: true }
+// The endpoints come from the demo's RFC 8414 metadata, as a client that
+// knows only the issuer finds them.
+const issuer = new URL(base)
+const as = await oauth.processDiscoveryResponse(issuer,
+  await oauth.discoveryRequest(issuer, { algorithm: 'oauth2', ...insecure }))
+const client = { client_id: 'js-client' }
+const none = oauth.None()
 const jwks = jose.createRemoteJWKSet(new URL(as.jwks_uri))
 
 // login is the demo's own sign-in (not OAuth): a form POST, with a DPoP
@@ -97,6 +98,16 @@ function denied(res, scheme, what) {
   assert.equal(res.challenge.scheme, scheme, what)
   assert.equal(res.challenge.parameters.error, 'invalid_token', what)
 }
+
+test('discovery: RFC 8414 metadata names the endpoints and what they accept', () => {
+  assert.equal(as.issuer, base)
+  assert.equal(as.token_endpoint, `${base}/token`)
+  assert.equal(as.revocation_endpoint, `${base}/revoke`)
+  assert.equal(as.jwks_uri, `${base}/.well-known/jwks.json`)
+  assert.deepEqual(as.grant_types_supported, ['refresh_token'])
+  assert.deepEqual(as.token_endpoint_auth_methods_supported, ['none'])
+  assert.ok(as.dpop_signing_alg_values_supported.includes('ES256'), 'the DPoP key type used below')
+})
 
 test('bearer: jose verifies, oauth4webapi rotates, reuse revokes', async () => {
   const first = await login('alice', 'wonderland')

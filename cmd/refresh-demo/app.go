@@ -79,8 +79,14 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 		}
 		jwks.ServeHTTP(w, r)
 	}))
+	ep := refresh.Endpoints{TokenEndpoint: "/token", RevocationEndpoint: "/revoke", JWKSURI: "/.well-known/jwks.json"}
 	if ac.introspectionSecret != "" {
 		mux.Handle("/introspect", h.IntrospectionHandler())
+		ep.IntrospectionEndpoint = "/introspect"
+	}
+	// RFC 8414 metadata, for clients that discover the endpoints.
+	if meta, err := h.MetadataHandler(ep); err == nil {
+		mux.Handle("GET "+h.MetadataPath(), meta)
 	}
 	mux.Handle("GET /me", auth(http.HandlerFunc(me)))
 	mux.Handle("GET /admin", auth(refresh.RequireRole("admin")(http.HandlerFunc(admin))))

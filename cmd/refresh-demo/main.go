@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -151,6 +152,9 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	base := "http://" + ln.Addr().String()
 	issuer, publicURL := base, ""
 	if o.issuer != "" {
+		if u, err := url.Parse(o.issuer); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("-issuer %q: want the service's public URL, http(s)://host[:port][/path]", o.issuer)
+		}
 		issuer, publicURL = strings.TrimRight(o.issuer, "/"), strings.TrimRight(o.issuer, "/")
 	}
 	iss, err := refresh.NewIssuer(refresh.Config{

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -214,6 +215,40 @@ func TestRequestLog(t *testing.T) {
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestMetadata: the demo publishes RFC 8414 metadata under its issuer, with
+// the endpoints it serves, so that discovering clients find them; a
+// malformed -issuer is refused at startup instead of publishing nonsense.
+func TestMetadata(t *testing.T) {
+	srv := httptest.NewServer(newMux(newTestIssuer(t)))
+	defer srv.Close()
+	code, hdr, body := call(t, "GET", srv.URL+"/.well-known/oauth-authorization-server", "")
+	if code != 200 || hdr.Get("Content-Type") != "application/json" {
+		t.Fatalf("metadata: %d %s", code, body)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{
+		"issuer": "http://demo.test", "token_endpoint": "http://demo.test/token",
+		"revocation_endpoint": "http://demo.test/revoke", "jwks_uri": "http://demo.test/.well-known/jwks.json",
+	} {
+		if doc[k] != want {
+			t.Errorf("%s = %v, want %s", k, doc[k], want)
+		}
+	}
+	if _, ok := doc["introspection_endpoint"]; ok {
+		t.Error("introspection advertised without INTROSPECTION_SECRET")
+	}
+
+	for _, bad := range []string{"foo", "ftp://x.example", "https://", "https://x.example/?a=b"} {
+		o := options{addr: "127.0.0.1:0", store: "memory", issuer: bad}
+		if err := run(context.Background(), o, slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard); err == nil || !strings.Contains(err.Error(), "-issuer") {
+			t.Errorf("-issuer %q: %v", bad, err)
 		}
 	}
 }
