@@ -11,7 +11,8 @@ import (
 
 // Endpoints says where an application mounted the Handlers, for
 // MetadataHandler: absolute http(s) URLs as clients use them, or absolute
-// paths ("/token"), which are resolved against Config.Issuer.
+// paths ("/token"), which are taken to be on the scheme and host of
+// Config.Issuer (whatever path the issuer has).
 // TokenEndpoint is required; an empty optional field is left out of the
 // document.
 type Endpoints struct {
@@ -104,8 +105,8 @@ func (h *Handlers) MetadataHandler(ep Endpoints) (http.Handler, error) {
 	return publicDocument("application/json", body), nil
 }
 
-// MetadataPath is where RFC 8414 §3.1 puts the metadata of this Issuer:
-// "/.well-known/oauth-authorization-server" followed by the path of
+// MetadataPath is where RFC 8414 §3.1 puts the metadata of the Handlers'
+// Issuer: "/.well-known/oauth-authorization-server" followed by the path of
 // Config.Issuer, if it has one ("https://auth.example.com/tenant" gives
 // "/.well-known/oauth-authorization-server/tenant").
 func (h *Handlers) MetadataPath() string {
