@@ -14,7 +14,7 @@ import (
 // paths ("/token"), which are taken to be on the scheme and host of
 // Config.Issuer (whatever path the issuer has).
 // TokenEndpoint is required; an empty optional field is left out of the
-// document.
+// document. It is a plain value.
 type Endpoints struct {
 	TokenEndpoint         string // RefreshHandler
 	RevocationEndpoint    string // RevocationHandler
@@ -47,7 +47,8 @@ type metadataDocument struct {
 // always needs a secret) and the DPoP proof algorithms (RFC 9449 §5.1).
 // response_types_supported is empty: there is no authorization endpoint.
 // Mount it at MetadataPath. The document is fixed when the handler is
-// made; it is cacheable for five minutes. It returns an error if
+// made; it is cacheable for five minutes, and the handler is safe for
+// concurrent use. It returns an error if
 // TokenEndpoint is empty or an endpoint is neither an absolute http(s) URL
 // nor an absolute path.
 func (h *Handlers) MetadataHandler(ep Endpoints) (http.Handler, error) {
