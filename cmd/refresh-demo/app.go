@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/refreshkit/refresh"
 	"golang.org/x/crypto/bcrypt"
@@ -41,6 +42,12 @@ type authConfig struct {
 	// client "resource-server" with this secret.
 	introspectionSecret string
 	log                 *slog.Logger // logs JWKS requests; nil: none
+	// loginFailures, if positive, is how many failed sign-ins one client
+	// IP may make per loginWindow (see loginThrottle); now is its clock
+	// (nil: time.Now).
+	loginFailures int
+	loginWindow   time.Duration
+	now           func() time.Time
 }
 
 // resourceClient is the client id resource servers introspect with.
@@ -69,7 +76,8 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 	h := refresh.NewHandlers(iss, hc)
 	auth := iss.Middleware(refresh.WithRealm("refresh-demo"))
 	mux := http.NewServeMux()
-	mux.Handle("/login", loginHandler(iss, h))
+	throttle := newLoginThrottle(ac.loginFailures, ac.loginWindow, ac.now)
+	mux.Handle("/login", loginHandler(iss, h, throttle))
 	mux.Handle("/token", h.RefreshHandler())
 	mux.Handle("/revoke", h.RevocationHandler())
 	jwks := h.JWKSHandler()
@@ -121,7 +129,7 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})))
-	mountApp(mux, iss, hc)
+	mountApp(mux, iss, hc, throttle)
 	return mux
 }
 
@@ -134,7 +142,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // loginHandler checks a password (form or JSON) and answers with the same
 // token response as the refresh grant.
-func loginHandler(iss *refresh.Issuer, h *refresh.Handlers) http.Handler {
+func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrottle) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
@@ -145,6 +153,9 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers) http.Handler {
 		// the browser in (login CSRF): same checks as the refresh endpoint.
 		if h.CheckCSRF(r) != nil {
 			writeJSON(w, http.StatusForbidden, map[string]string{"error": "invalid_request"})
+			return
+		}
+		if throttle.refuse(w, r) {
 			return
 		}
 		var in struct {
@@ -180,6 +191,7 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers) http.Handler {
 			hash = dummyHash
 		}
 		if bcrypt.CompareHashAndPassword(hash, []byte(in.Password)) != nil || !ok {
+			throttle.failed(r)
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_credentials"})
 			return
 		}

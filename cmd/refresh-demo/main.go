@@ -64,6 +64,8 @@ type options struct {
 	introspectTTL, jwksRefetch time.Duration
 	// logRequests logs every request's method, path, status and origin.
 	logRequests bool
+	// loginFailures: failed sign-ins per client IP per minute (0: off).
+	loginFailures int
 }
 
 func main() {
@@ -80,6 +82,7 @@ func main() {
 	fs.StringVar(&o.authURL, "auth", "http://127.0.0.1:8080", "with -resource-server: the auth service's URL (its issuer)")
 	fs.DurationVar(&o.introspectTTL, "introspect-ttl", 5*time.Second, "with -resource-server: how long an introspection answer is reused")
 	fs.DurationVar(&o.jwksRefetch, "jwks-refetch", time.Minute, "with -resource-server: at most one JWKS fetch per this interval for unknown key ids")
+	fs.IntVar(&o.loginFailures, "login-failures", 10, "failed sign-ins one client IP may make per minute before it gets 429 (0: no limit)")
 	fs.BoolVar(&o.logRequests, "log-requests", false, "log every request (method, path, status, Origin, Sec-Fetch-Site)")
 	fs.DurationVar(&o.grace, "grace", 0, "grace window for retried refreshes (0: strict rotation)")
 	fs.DurationVar(&o.accessTTL, "access-ttl", refresh.DefaultAccessTTL, "access token lifetime")
@@ -180,7 +183,8 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	if err != nil {
 		return err
 	}
-	var handler http.Handler = newAuthMux(iss, authConfig{introspectionSecret: o.introspectionSecret, log: log})
+	var handler http.Handler = newAuthMux(iss, authConfig{introspectionSecret: o.introspectionSecret, log: log,
+		loginFailures: o.loginFailures, loginWindow: time.Minute})
 	if o.logRequests {
 		handler = requestLog(handler, log)
 	}

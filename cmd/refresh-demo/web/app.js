@@ -318,7 +318,9 @@ async function login(ev) {
   try {
     const r = await cookiePost('/app/login', JSON.stringify({ username: $('username').value, password: $('password').value, client_id: CLIENT_ID }), 'application/json');
     if (!r.ok) {
-      $('login-error').textContent = r.status === 401 ? 'Wrong user or password.' : 'Sign-in failed (HTTP ' + r.status + ').';
+      $('login-error').textContent = r.status === 401 ? 'Wrong user or password.'
+        : r.status === 429 ? 'Too many failed attempts: try again in ' + r.headers.get('Retry-After') + ' s.'
+        : 'Sign-in failed (HTTP ' + r.status + ').';
       $('login-error').hidden = false;
       return;
     }
