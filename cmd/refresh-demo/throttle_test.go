@@ -1,11 +1,10 @@
 package main
 
 import (
-	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,92 +25,113 @@ func (c *testClock) Add(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// TestLoginThrottle is the password guesser's view: after 3 failures from
-// one address, even the right password is refused with 429 (and no
-// session starts) until a minute after the first failure, to the
-// nanosecond; other addresses, and sign-ins that succeed, are not affected;
-// the browser app's sign-in shares the count.
+// TestLoginThrottle: the throttle's rule at the edges of its window, to the
+// nanosecond. The sign-in handler around it is tested over HTTP below
+// (TestLoginThrottleOverHTTP), with few sign-ins: bcrypt is slow under -race.
 func TestLoginThrottle(t *testing.T) {
-	t.Parallel() // bcrypt under -race: seconds
-	iss := newTestIssuer(t)
+	t.Parallel()
 	clock := &testClock{t: time.Unix(1_800_000_000, 0)}
-	mux := newAuthMux(iss, authConfig{loginFailures: 3, loginWindow: time.Minute, now: clock.Now})
-	login := func(path, ip, password string) *httptest.ResponseRecorder {
-		var req *http.Request
-		if path == "/app/login" {
-			req = httptest.NewRequest("POST", path, strings.NewReader(`{"username":"alice","password":"`+password+`"}`))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("X-Requested-With", "test")
-		} else {
-			req = httptest.NewRequest("POST", path, strings.NewReader(url.Values{"username": {"alice"}, "password": {password}}.Encode()))
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		}
-		req.RemoteAddr = ip + ":40000"
-		rec := httptest.NewRecorder()
-		mux.ServeHTTP(rec, req)
-		return rec
+	l := newLoginThrottle(2, time.Minute, clock.Now)
+	from := func(ip string) *http.Request {
+		r := httptest.NewRequest("POST", "/login", nil)
+		r.RemoteAddr = ip + ":40000"
+		return r
 	}
-	live := func() int {
-		list, err := iss.Sessions(context.Background(), "alice")
+	refused := func(ip string) (bool, string) {
+		rec := httptest.NewRecorder()
+		ok := l.refuse(rec, from(ip))
+		if ok && (rec.Code != 429 || !strings.Contains(rec.Body.String(), "too_many_attempts")) {
+			t.Fatalf("refusal: %d %s", rec.Code, rec.Body)
+		}
+		return ok, rec.Header().Get("Retry-After")
+	}
+
+	l.failed(from("192.0.2.1"))
+	if r, _ := refused("192.0.2.1"); r {
+		t.Fatal("refused after 1 failure of 2")
+	}
+	clock.Add(2 * time.Second)
+	l.failed(from("192.0.2.1"))
+	if r, ra := refused("192.0.2.1"); !r || ra != "58" {
+		t.Fatalf("after 2 failures: refused %v, Retry-After %q (want 58: the window counts from the first)", r, ra)
+	}
+	if r, _ := refused("192.0.2.99"); r {
+		t.Fatal("another address refused")
+	}
+	clock.Add(time.Minute - 2*time.Second - 1) // 1 ns before the window ends
+	if r, ra := refused("192.0.2.1"); !r || ra != "1" {
+		t.Fatalf("1 ns before the end: refused %v, Retry-After %q", r, ra)
+	}
+	clock.Add(1)
+	if r, _ := refused("192.0.2.1"); r {
+		t.Fatal("refused at the end of the window")
+	}
+	l.failed(from("192.0.2.1"))
+	if r, _ := refused("192.0.2.1"); r {
+		t.Fatal("a new window does not start full")
+	}
+	if (*loginThrottle)(nil).refuse(httptest.NewRecorder(), from("192.0.2.1")) || newLoginThrottle(0, time.Minute, nil) != nil {
+		t.Fatal("a zero limit must refuse nothing")
+	}
+}
+
+// TestLoginThrottleOverHTTP is the password guesser against the running
+// demo (-login-failures 2), over real HTTP: sign-ins that succeed do not
+// count; after 2 failures even the right password gets 429 with
+// Retry-After, at /login and at the browser app's /app/login alike, and
+// starts no session.
+func TestLoginThrottleOverHTTP(t *testing.T) {
+	t.Parallel()
+	base, stop, _ := startDemo(t, options{addr: "127.0.0.1:0", store: "memory", loginFailures: 2})
+	defer stop()
+	var token string // bob's, from a sign-in that succeeded
+	try := func(path, password string) *http.Response {
+		req, _ := http.NewRequest("POST", base+path, strings.NewReader(`{"username":"bob","password":"`+password+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Requested-With", "test")
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return len(list)
-	}
-
-	for i := 0; i < 4; i++ {
-		if c := login("/login", "192.0.2.1", "wonderland").Code; c != 200 {
-			t.Fatalf("successful sign-in %d: %d (successes must not count)", i, c)
+		defer resp.Body.Close()
+		var pair struct {
+			AccessToken string `json:"access_token"`
 		}
+		if resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&pair) == nil {
+			token = pair.AccessToken
+		}
+		return resp
+	}
+	sessions := func() int {
+		_, _, body := call(t, "GET", base+"/sessions", token)
+		var list struct {
+			Sessions []json.RawMessage `json:"sessions"`
+		}
+		if err := json.Unmarshal(body, &list); err != nil {
+			t.Fatalf("/sessions: %s", body)
+		}
+		return len(list.Sessions)
 	}
 	for i := 0; i < 2; i++ {
-		if c := login("/login", "192.0.2.1", "guess").Code; c != 401 {
-			t.Fatalf("failure %d: %d", i, c)
+		if resp := try("/login", "builder"); resp.StatusCode != 200 {
+			t.Fatalf("sign-in %d: %d", i, resp.StatusCode)
 		}
-		clock.Add(time.Second)
 	}
-	if c := login("/app/login", "192.0.2.1", "guess").Code; c != 401 {
-		t.Fatalf("third failure, through the browser app: %d", c)
+	if resp := try("/login", "guess"); resp.StatusCode != 401 {
+		t.Fatalf("first guess: %d", resp.StatusCode)
 	}
-	before := live()
+	if resp := try("/app/login", "guess"); resp.StatusCode != 401 {
+		t.Fatalf("second guess, at the browser app's sign-in: %d", resp.StatusCode)
+	}
 	for _, path := range []string{"/login", "/app/login"} {
-		rec := login(path, "192.0.2.1", "wonderland")
-		if rec.Code != 429 || rec.Header().Get("Retry-After") != "58" {
-			t.Fatalf("%s after 3 failures: %d Retry-After %q (want 429, 58)", path, rec.Code, rec.Header().Get("Retry-After"))
-		}
-		if strings.Contains(rec.Body.String(), "alice") || rec.Header().Get("Set-Cookie") != "" {
-			t.Fatalf("%s: a refused sign-in answered with more than the error: %s", path, rec.Body)
+		resp := try(path, "builder")
+		ra, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+		if resp.StatusCode != 429 || err != nil || ra < 1 || ra > 60 || resp.Header.Get("Set-Cookie") != "" {
+			t.Fatalf("%s, the right password after 2 failures: %d Retry-After %q (want 429, 1-60)", path, resp.StatusCode, resp.Header.Get("Retry-After"))
 		}
 	}
-	if live() != before {
-		t.Fatal("a refused sign-in started a session")
-	}
-	if c := login("/login", "192.0.2.99", "wonderland").Code; c != 200 {
-		t.Fatalf("another address: %d", c)
-	}
-
-	clock.Add(time.Minute - 2*time.Second - 1) // 1 ns before the window ends
-	if rec := login("/login", "192.0.2.1", "wonderland"); rec.Code != 429 || rec.Header().Get("Retry-After") != "1" {
-		t.Fatalf("1 ns before the end: %d Retry-After %q", rec.Code, rec.Header().Get("Retry-After"))
-	}
-	clock.Add(1)
-	if c := login("/login", "192.0.2.1", "wonderland").Code; c != 200 {
-		t.Fatalf("at the end of the window: %d", c)
-	}
-	if c := login("/login", "192.0.2.1", "guess").Code; c != 401 {
-		t.Fatalf("a new window counts afresh: %d", c)
-	}
-
-	// Off (the default of newMux), nothing is refused.
-	open := newAuthMux(iss, authConfig{})
-	for i := 0; i < 4; i++ {
-		req := httptest.NewRequest("POST", "/login", strings.NewReader("username=alice&password=guess"))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		rec := httptest.NewRecorder()
-		open.ServeHTTP(rec, req)
-		if rec.Code != 401 {
-			t.Fatalf("without a limit, attempt %d: %d", i, rec.Code)
-		}
+	if n := sessions(); n != 2 {
+		t.Fatalf("bob has %d sessions, want the 2 that succeeded: a refused sign-in started one", n)
 	}
 }
 
@@ -135,31 +155,5 @@ func TestLoginThrottleBounded(t *testing.T) {
 	l.failed(r)
 	if n := len(l.fails); n != 1 {
 		t.Fatalf("after the windows ended: %d addresses, want 1 (expired ones swept)", n)
-	}
-}
-
-// TestLoginThrottleOverHTTP: the guesser against the running demo, over
-// real HTTP with the -login-failures setting.
-func TestLoginThrottleOverHTTP(t *testing.T) {
-	t.Parallel()
-	base, stop, _ := startDemo(t, options{addr: "127.0.0.1:0", store: "memory", loginFailures: 2})
-	defer stop()
-	try := func(password string) *http.Response {
-		resp, err := http.PostForm(base+"/login", url.Values{"username": {"bob"}, "password": {password}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp
-	}
-	for i := 0; i < 2; i++ {
-		if resp := try(fmt.Sprint("guess", i)); resp.StatusCode != 401 {
-			t.Fatalf("guess %d: %d", i, resp.StatusCode)
-		}
-	}
-	resp := try("builder")
-	ra, err := strconv.Atoi(resp.Header.Get("Retry-After"))
-	if resp.StatusCode != 429 || err != nil || ra < 1 || ra > 60 {
-		t.Fatalf("the right password after 2 failures: %d Retry-After %q (want 429, 1-60)", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 }
