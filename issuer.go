@@ -306,7 +306,7 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 	}
 	if a, ok := cfg.Store.(ActiveAdvancer); ok {
 		iss.active = a
-		iss.frozen = &frozenCache{cur: make(map[[sessionIDLen]byte]*Session)}
+		iss.frozen = &frozenCache{cur: make(map[[sessionIDLen]byte]*frozenSession)}
 	}
 	return iss, nil
 }

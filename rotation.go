@@ -18,23 +18,29 @@ import (
 
 // Refresh tokens are a MAC chain (see DESIGN.md at the repository root):
 //
-//	rt_<base64url( version | key id | session id (16) | generation (uvarint) | tag (16) )>
-//	tag = HMAC-SHA256(K[key id], domain | version | key id | session id | generation (8, big endian) | seed)[:16]
+//	rt_<base64url( version | key id | session id (16) | check (8) | generation (uvarint) | tag (16) )>
+//	check = HMAC-SHA256(K[key id], checkDomain | version | key id | session id)[:8]
+//	tag   = HMAC-SHA256(K[key id], macDomain | version | key id | session id | generation (8, big endian) | seed)[:16]
 //
 // The store holds the session's seed and generation but never a token or a
 // hash of one: without K it mints nothing, and K alone mints nothing without
-// the seed. The token of any generation is a pure function of the session
-// and K, which is what lets concurrent or retried refreshes within the grace
-// window receive the same successor.
+// the seed. The check, which needs only K, lets a forged or guessed token be
+// refused before the store is asked anything, so that a flood of them costs
+// the store nothing. The token of any generation is a pure function of the
+// session and K, which is what lets concurrent or retried refreshes within
+// the grace window receive the same successor. (Version 1, before the
+// check, was never released and is refused.)
 const (
 	refreshPrefix  = "rt_"
-	refreshVersion = 1
+	refreshVersion = 2
 	sessionIDLen   = 16
 	seedLen        = 32
+	checkLen       = 8
 	tagLen         = 16
 	macDomain      = "refreshkit/refresh-token\x00"
+	checkDomain    = "refreshkit/refresh-check\x00"
 	// maxRefreshLen is the longest well-formed refresh token.
-	maxRefreshLen = len(refreshPrefix) + (2+sessionIDLen+binary.MaxVarintLen64+tagLen+2)/3*4
+	maxRefreshLen = len(refreshPrefix) + (2+sessionIDLen+checkLen+binary.MaxVarintLen64+tagLen+2)/3*4
 )
 
 type refreshKey struct {
@@ -74,11 +80,29 @@ func (k *refreshKey) tag(sid []byte, gen uint64, seed []byte) [tagLen]byte {
 	return t
 }
 
-// mint returns the refresh token of generation gen of session sid.
-func (k *refreshKey) mint(sid []byte, gen uint64, seed []byte) string {
-	var raw [2 + sessionIDLen + binary.MaxVarintLen64 + tagLen]byte
+// check computes the session check of session sid's tokens, which proves a
+// token came from a holder of k before the store is asked about it.
+func (k *refreshKey) check(sid []byte) [checkLen]byte {
+	m := k.pool.Get().(*macState)
+	m.h.Reset()
+	n := copy(m.in[:], checkDomain)
+	m.in[n], m.in[n+1] = refreshVersion, k.id
+	n += 2
+	n += copy(m.in[n:], sid)
+	m.h.Write(m.in[:n])
+	var c [checkLen]byte
+	copy(c[:], m.h.Sum(m.sum[:0]))
+	k.pool.Put(m)
+	return c
+}
+
+// mint returns the refresh token of generation gen of session sid, whose
+// check under k is check.
+func (k *refreshKey) mint(sid []byte, check *[checkLen]byte, gen uint64, seed []byte) string {
+	var raw [2 + sessionIDLen + checkLen + binary.MaxVarintLen64 + tagLen]byte
 	raw[0], raw[1] = refreshVersion, k.id
 	n := 2 + copy(raw[2:], sid)
+	n += copy(raw[n:], check[:])
 	n += binary.PutUvarint(raw[n:], gen)
 	t := k.tag(sid, gen, seed)
 	n += copy(raw[n:], t[:])
@@ -91,13 +115,21 @@ func (k *refreshKey) mint(sid []byte, gen uint64, seed []byte) string {
 // refreshClaims is what a well-formed refresh token says; nothing in it is
 // trusted until the tag is checked against the session's seed.
 type refreshClaims struct {
-	key *refreshKey
-	sid [sessionIDLen]byte
-	gen uint64
-	tag [tagLen]byte
+	key   *refreshKey
+	sid   [sessionIDLen]byte
+	check [checkLen]byte
+	gen   uint64
+	tag   [tagLen]byte
 }
 
 func (rc *refreshClaims) sessionID() string { return b64.EncodeToString(rc.sid[:]) }
+
+// checked reports whether the token's session check is right, which needs
+// the key and not the store.
+func (rc *refreshClaims) checked() bool {
+	want := rc.key.check(rc.sid[:])
+	return hmac.Equal(want[:], rc.check[:])
+}
 
 // parseRefresh checks the form of a refresh token: prefix, length, canonical
 // base64url, version, known key id, minimal varint, exact length.
@@ -112,7 +144,7 @@ func (iss *Issuer) parseRefresh(tok string) (refreshClaims, error) {
 		return rc, tokenErr(ErrInvalidToken, "refresh token is not base64url")
 	}
 	r := raw[:n]
-	if len(r) < 2+sessionIDLen+1+tagLen {
+	if len(r) < 2+sessionIDLen+checkLen+1+tagLen {
 		return rc, tokenErr(ErrInvalidToken, "refresh token too short")
 	}
 	if r[0] != refreshVersion {
@@ -122,12 +154,14 @@ func (iss *Issuer) parseRefresh(tok string) (refreshClaims, error) {
 		return rc, tokenErr(ErrInvalidToken, "unknown refresh key id")
 	}
 	copy(rc.sid[:], r[2:2+sessionIDLen])
-	gen, vn := binary.Uvarint(r[2+sessionIDLen:])
-	if vn <= 0 || vn != varintLen(gen) || len(r) != 2+sessionIDLen+vn+tagLen {
+	copy(rc.check[:], r[2+sessionIDLen:])
+	r = r[2+sessionIDLen+checkLen:]
+	gen, vn := binary.Uvarint(r)
+	if vn <= 0 || vn != varintLen(gen) || len(r) != vn+tagLen {
 		return rc, tokenErr(ErrInvalidToken, "malformed refresh token")
 	}
 	rc.gen = gen
-	copy(rc.tag[:], r[2+sessionIDLen+vn:])
+	copy(rc.tag[:], r[vn:])
 	return rc, nil
 }
 
@@ -142,6 +176,9 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 	rc, err := iss.parseRefresh(tok)
 	if err != nil {
 		return nil, nil, err
+	}
+	if !rc.checked() {
+		return nil, nil, tokenErr(ErrInvalidToken, "bad refresh token check")
 	}
 	s, err := iss.store.Get(ctx, rc.sessionID())
 	if errors.Is(err, ErrSessionNotFound) {
@@ -158,7 +195,13 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 		// Only possible if the store lost writes (restored from backup).
 		return nil, nil, tokenErr(ErrInvalidToken, "refresh token generation ahead of session")
 	}
-	iss.frozen.put(&rc.sid, s)
+	if iss.frozen != nil {
+		check := rc.check
+		if rc.key != iss.mintKey {
+			check = iss.mintKey.check(rc.sid[:])
+		}
+		iss.frozen.put(&rc.sid, s, &check)
+	}
 	return &rc, s, nil
 }
 
@@ -202,14 +245,20 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	if err := iss.store.Create(ctx, s); err != nil {
 		return nil, storeErr("create", err)
 	}
-	iss.frozen.put(&sid, s)
+	check := iss.mintKey.check(sid[:])
+	iss.frozen.put(&sid, s, &check)
 	iss.emit(ctx, Event{Kind: EventIssued, Time: now, SessionID: s.ID, Subject: subject, ClientID: s.ClientID})
-	return iss.pair(s, sid[:], s.Scope, s.Claims, now)
+	return iss.pair(s, sid[:], &check, s.Scope, s.Claims, now)
 }
 
 // pair mints the access token and the refresh token of s's current
-// generation.
-func (iss *Issuer) pair(s *Session, sid []byte, scope []string, claims []byte, now time.Time) (*Pair, error) {
+// generation; check is the session's check under the minting key, or nil
+// to compute it.
+func (iss *Issuer) pair(s *Session, sid []byte, check *[checkLen]byte, scope []string, claims []byte, now time.Time) (*Pair, error) {
+	if check == nil {
+		c := iss.mintKey.check(sid)
+		check = &c
+	}
 	at, atExp, err := iss.signAccess(&accessInput{
 		subject: s.Subject, clientID: s.ClientID, sessionID: s.ID, scope: scope, claims: claims, jkt: s.DPoPKey,
 	}, now)
@@ -228,7 +277,7 @@ func (iss *Issuer) pair(s *Session, sid []byte, scope []string, claims []byte, n
 		AccessToken:      at,
 		TokenType:        typ,
 		AccessExpiresAt:  atExp,
-		RefreshToken:     iss.mintKey.mint(sid, s.Generation, s.Seed),
+		RefreshToken:     iss.mintKey.mint(sid, check, s.Generation, s.Seed),
 		RefreshExpiresAt: rtExp,
 		SessionID:        s.ID,
 		Subject:          s.Subject,
@@ -286,17 +335,25 @@ const maxRaces = 8
 const frozenMax = 1 << 16
 
 // frozenCache remembers, per session, what never changes after Issue: the
-// seed, subject, bindings, scope, claims, metadata and lifetimes. With a
-// Store that is an ActiveAdvancer it lets Rotate check a token's MAC and
-// absolute expiry locally and leave only what can change (generation,
-// revocation, idle lifetime) to one atomic store call. Two generations,
-// bounded; a nil *frozenCache is disabled.
+// seed, subject, bindings, scope, claims, metadata and lifetimes, and the
+// session check under the minting key. With a Store that is an
+// ActiveAdvancer it lets Rotate check a token's MAC and absolute expiry
+// locally and leave only what can change (generation, revocation, idle
+// lifetime) to one atomic store call. Two generations, bounded; a nil
+// *frozenCache is disabled.
 type frozenCache struct {
 	mu        sync.RWMutex // guards cur and prev
-	cur, prev map[[sessionIDLen]byte]*Session
+	cur, prev map[[sessionIDLen]byte]*frozenSession
 }
 
-func (c *frozenCache) get(sid *[sessionIDLen]byte) *Session {
+// frozenSession is the immutable part of a session (its mutable fields are
+// never read) and its check under the Issuer's minting key.
+type frozenSession struct {
+	Session
+	check [checkLen]byte
+}
+
+func (c *frozenCache) get(sid *[sessionIDLen]byte) *frozenSession {
 	if c == nil {
 		return nil
 	}
@@ -308,18 +365,18 @@ func (c *frozenCache) get(sid *[sessionIDLen]byte) *Session {
 	return c.prev[*sid]
 }
 
-// put remembers the immutable part of s; the mutable fields of the copy are
-// never read.
-func (c *frozenCache) put(sid *[sessionIDLen]byte, s *Session) {
+// put remembers the immutable part of s, and its check.
+func (c *frozenCache) put(sid *[sessionIDLen]byte, s *Session, check *[checkLen]byte) {
 	if c == nil {
 		return
 	}
-	f := &Session{ID: s.ID, Subject: s.Subject, ClientID: s.ClientID, DPoPKey: s.DPoPKey,
-		Seed: s.Seed, Scope: s.Scope, Claims: s.Claims, Meta: s.Meta, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt}
+	f := &frozenSession{Session: Session{ID: s.ID, Subject: s.Subject, ClientID: s.ClientID, DPoPKey: s.DPoPKey,
+		Seed: s.Seed, Scope: s.Scope, Claims: s.Claims, Meta: s.Meta, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt},
+		check: *check}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.cur) >= frozenMax/2 {
-		c.prev, c.cur = c.cur, make(map[[sessionIDLen]byte]*Session, frozenMax/2)
+		c.prev, c.cur = c.cur, make(map[[sessionIDLen]byte]*frozenSession, frozenMax/2)
 	}
 	c.cur[*sid] = f
 }
@@ -334,12 +391,19 @@ func (iss *Issuer) rotateActive(ctx context.Context, rc *refreshClaims, o *callO
 	if f == nil {
 		return nil, nil, false
 	}
+	check := f.check // under the minting key
+	if rc.key != iss.mintKey {
+		check = rc.key.check(rc.sid[:]) // a token minted under an older key
+	}
+	if !hmac.Equal(check[:], rc.check[:]) {
+		return nil, tokenErr(ErrInvalidToken, "bad refresh token check"), true
+	}
 	want := rc.key.tag(rc.sid[:], rc.gen, f.Seed)
 	if !hmac.Equal(want[:], rc.tag[:]) {
 		return nil, tokenErr(ErrInvalidToken, "bad refresh token MAC"), true
 	}
 	now := iss.now()
-	s := *f
+	s := f.Session
 	s.Generation = rc.gen
 	s.Scope = slices.Clone(f.Scope) // the Pair's, never the cache's
 	if !now.Before(s.ExpiresAt) {
@@ -361,7 +425,7 @@ func (iss *Issuer) rotateActive(ctx context.Context, rc *refreshClaims, o *callO
 	case err == nil:
 		s.Generation, s.RotatedAt = rc.gen+1, now
 		iss.emit(ctx, Event{Kind: EventRotated, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
-		p, err := iss.pair(&s, rc.sid[:], scope, claims, now)
+		p, err := iss.pair(&s, rc.sid[:], &f.check, scope, claims, now)
 		return p, err, true
 	case errors.Is(err, ErrConflict), errors.Is(err, ErrSessionNotFound):
 		return nil, nil, false
@@ -433,7 +497,7 @@ func (iss *Issuer) Rotate(ctx context.Context, refreshToken string, opts ...Opti
 			if err == nil {
 				s.Generation, s.RotatedAt, s.GraceUses = head+1, now, 0
 				iss.emit(ctx, Event{Kind: EventRotated, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
-				return iss.pair(s, rc.sid[:], scope, claims, now)
+				return iss.pair(s, rc.sid[:], nil, scope, claims, now)
 			}
 		} else {
 			if iss.maxGrace > 0 {
@@ -441,7 +505,7 @@ func (iss *Issuer) Rotate(ctx context.Context, refreshToken string, opts ...Opti
 			}
 			if err == nil {
 				iss.emit(ctx, Event{Kind: EventGrace, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
-				return iss.pair(s, rc.sid[:], scope, claims, now)
+				return iss.pair(s, rc.sid[:], nil, scope, claims, now)
 			}
 		}
 		if errors.Is(err, ErrSessionNotFound) { // swept meanwhile

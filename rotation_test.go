@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"errors"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -164,10 +165,11 @@ func TestR2_StoreNeverSeesTokens(t *testing.T) {
 	for _, tok := range []string{p.RefreshToken, p2.RefreshToken} {
 		raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(tok, "rt_"))
 		require.NoError(t, err)
-		tag := string(raw[len(raw)-16:])
+		tag, check := string(raw[len(raw)-16:]), string(raw[18:26])
 		for _, s := range rec.seen {
 			assert.NotContains(t, s, tok)
 			assert.NotContains(t, s, tag, "the store saw a token's MAC")
+			assert.NotContains(t, s, check, "the store saw a session check")
 		}
 	}
 	// Everything the store holds, without the server key, mints nothing: an
@@ -455,7 +457,9 @@ func TestR8_Forgeries(t *testing.T) {
 	a := raw(attacker.RefreshToken)
 	v := raw(victim.RefreshToken)
 	swapped := append([]byte(nil), a...)
-	copy(swapped[2:18], v[2:18]) // the victim's session id with the attacker's tag
+	copy(swapped[2:18], v[2:18]) // the victim's session id with the attacker's check and tag
+	swappedCheck := append([]byte(nil), a...)
+	copy(swappedCheck[2:26], v[2:26]) // the victim's id and check with the attacker's tag
 
 	wrongKey := newEnv(t, func(c *refresh.Config) {
 		c.RefreshKeys = []refresh.RefreshKey{{ID: 1, Secret: []byte("a-different-refresh-mac-key-here")}}
@@ -465,7 +469,9 @@ func TestR8_Forgeries(t *testing.T) {
 	unknownKey := append([]byte(nil), a...)
 	unknownKey[1] = 9
 	badVersion := append([]byte(nil), a...)
-	badVersion[0] = 2
+	badVersion[0] = 3
+	asV1 := append([]byte(nil), a...)
+	asV1[0] = 1 // the unreleased format before the check
 	for name, tok := range map[string]string{
 		"empty":              "",
 		"prefix only":        "rt_",
@@ -474,6 +480,8 @@ func TestR8_Forgeries(t *testing.T) {
 		"extended":           victim.RefreshToken + "A",
 		"padded":             victim.RefreshToken + "==",
 		"other session's id": enc(swapped),
+		"other id and check": enc(swappedCheck),
+		"as version 1":       enc(asV1),
 		"wrong server key":   forgedElsewhere,
 		"unknown key id":     enc(unknownKey),
 		"unknown version":    enc(badVersion),
@@ -493,6 +501,54 @@ func TestR8_Forgeries(t *testing.T) {
 		assert.False(t, s.Revoked(), "a forgery revoked a session")
 		assert.Equal(t, uint64(0), s.Generation)
 	}
+}
+
+// TestR8_ForgeriesNeverReachTheStore is the flood an attacker would send to
+// load the database: made-up tokens, and tokens naming a real session (its
+// id is in every access token) with made-up check and tag, over HTTP at the
+// token and revocation endpoints. The session check needs the server key,
+// so none of them costs a store call.
+func TestR8_ForgeriesNeverReachTheStore(t *testing.T) {
+	rec := &recordingStore{Store: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	e := newEnv(t, func(c *refresh.Config) { c.Store = rec }) // no ActiveAdvancer: every refresh asks the store
+	victim := e.issue(t, "victim")
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	real, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(victim.RefreshToken, "rt_"))
+	require.NoError(t, err)
+	calls := func() int {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return len(rec.seen)
+	}
+
+	var forged []string
+	for i := 0; i < 100; i++ {
+		b := make([]byte, len(real))
+		_, _ = rand.Read(b)
+		b[0], b[1] = real[0], real[1] // current version, known key id
+		forged = append(forged, "rt_"+base64.RawURLEncoding.EncodeToString(b))
+		copy(b[2:18], real[2:18]) // the victim's session id
+		forged = append(forged, "rt_"+base64.RawURLEncoding.EncodeToString(b))
+		flipped := append([]byte(nil), real...)
+		flipped[18+i%8] ^= 1 << (i % 8) // the victim's token, one check bit off
+		forged = append(forged, "rt_"+base64.RawURLEncoding.EncodeToString(flipped))
+		v1 := append([]byte{1, real[1]}, real[2:18]...) // the layout before the check
+		v1 = append(v1, b[26:]...)
+		forged = append(forged, "rt_"+base64.RawURLEncoding.EncodeToString(v1))
+	}
+	before := calls()
+	for _, tok := range forged {
+		r := postForm(t, nil, srv.URL+"/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}}, nil)
+		require.Equal(t, 400, r.status)
+		require.Equal(t, "invalid_grant", r.body["error"])
+		r = postForm(t, nil, srv.URL+"/revoke", url.Values{"token": {tok}}, nil)
+		require.Equal(t, 200, r.status)
+	}
+	assert.Equal(t, before, calls(), "%d forged tokens cost store calls", len(forged))
+
+	r := postForm(t, nil, srv.URL+"/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {victim.RefreshToken}}, nil)
+	require.Equal(t, 200, r.status, "the genuine token")
+	assert.Greater(t, calls(), before, "the genuine token is looked up (the count counts)")
 }
 
 // R9: a family bound to a client refuses a refresh from another client.

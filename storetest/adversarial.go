@@ -2,6 +2,9 @@ package storetest
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"math"
@@ -241,10 +244,9 @@ func testFaults(t *testing.T, st refresh.Store) {
 	if _, err := iss.Issue(ctx(t), "alice"); err == nil || refresh.IsClientError(err) {
 		t.Errorf("%s: Issuer.Issue on a failing backend: %v, want a system fault", rule, err)
 	}
-	// A well-formed token (key id 1, a made-up session) reaches the store.
-	raw := make([]byte, 2+16+1+16) // version 1, key id 1, session id, generation 0, tag
-	raw[0], raw[1] = 1, 1
-	_, err = iss.Rotate(ctx(t), "rt_"+base64.RawURLEncoding.EncodeToString(raw))
+	// A well-formed token of a made-up session, with the session check
+	// the Issuer's key gives it, reaches the store.
+	_, err = iss.Rotate(ctx(t), checkedToken(t, iss))
 	if err == nil || refresh.IsClientError(err) {
 		t.Errorf("%s: Issuer.Rotate on a failing backend: %v, want a system fault (503 on the wire), not an invalid grant", rule, err)
 	}
@@ -317,4 +319,27 @@ func testAdvanceActive(t *testing.T, st refresh.Store) {
 	if got := mustGet(t, st, r.ID).Generation; got != 3 {
 		t.Fatalf("generation %d after three races and a cancelled call, want 3", got)
 	}
+}
+
+// checkedToken returns a refresh token of a made-up session that passes the
+// session check of iss (made by NewIssuer), so that the Issuer asks the
+// store about it. It writes the token format of rotation.go (version 2, key
+// id 1, session id, check, generation 0, tag); if that changes, the
+// FaultsAreNotSentinels rule says so.
+func checkedToken(t testing.TB, iss *refresh.Issuer) string {
+	t.Helper()
+	k, ok := issuerKeys.Load(iss)
+	if !ok {
+		t.Fatal("storetest: checkedToken needs an Issuer made by NewIssuer")
+	}
+	sid := make([]byte, 16)
+	_, _ = rand.Read(sid)
+	m := hmac.New(sha256.New, k.([2][]byte)[1])
+	m.Write([]byte("refreshkit/refresh-check\x00\x02\x01"))
+	m.Write(sid)
+	raw := append([]byte{2, 1}, sid...)
+	raw = append(raw, m.Sum(nil)[:8]...)
+	raw = append(raw, 0)                   // generation 0
+	raw = append(raw, make([]byte, 16)...) // a tag the store's seed would decide
+	return "rt_" + base64.RawURLEncoding.EncodeToString(raw)
 }
