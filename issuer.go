@@ -87,6 +87,15 @@ type Config struct {
 	// little security, since a thief needs only one retry, and costs a
 	// store write per retry.
 	MaxGraceUses int
+	// MaxSessions, if above zero, bounds the live sessions of one subject:
+	// Issue revokes the least recently used beyond it (event reason
+	// "session-limit"), so that neither a user nor someone with their
+	// password can pile up sessions, and store rows, without bound. Zero
+	// (the default) sets no bound. It costs Issue one Sessions call on the
+	// store. Sign-ins of one subject at the same instant may each see the
+	// others' sessions as new and leave the bound exceeded by as many until
+	// the next Issue.
+	MaxSessions int
 	// Leeway tolerates clock skew in exp and nbf checks. Default 0, at
 	// most 5 minutes.
 	Leeway time.Duration
@@ -258,6 +267,8 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 		return nil, fmt.Errorf("refresh: Leeway %v is over the maximum of %v", cfg.Leeway, MaxLeeway)
 	case cfg.MaxGraceUses < 0 || cfg.MaxGraceUses > 1<<20:
 		return nil, errors.New("refresh: MaxGraceUses out of range")
+	case cfg.MaxSessions < 0:
+		return nil, errors.New("refresh: MaxSessions must not be negative")
 	case cfg.MaxTokenSize < 256:
 		return nil, errors.New("refresh: MaxTokenSize must be at least 256 bytes")
 	}

@@ -12,6 +12,7 @@ import (
 	"hash"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -248,7 +249,50 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	check := iss.mintKey.check(sid[:])
 	iss.frozen.put(&sid, s, &check)
 	iss.emit(ctx, Event{Kind: EventIssued, Time: now, SessionID: s.ID, Subject: subject, ClientID: s.ClientID})
+	if iss.cfg.MaxSessions > 0 {
+		if err := iss.limitSessions(ctx, s, now); err != nil {
+			return nil, err
+		}
+	}
 	return iss.pair(s, sid[:], &check, s.Scope, s.Claims, now)
+}
+
+// limitSessions revokes the least recently used live sessions of s's
+// subject beyond Config.MaxSessions, never s itself. A store failure is
+// returned, and Issue fails closed: s's tokens are never handed out, so s
+// goes idle unused.
+func (iss *Issuer) limitSessions(ctx context.Context, s *Session, now time.Time) error {
+	all, err := iss.store.Sessions(ctx, s.Subject)
+	if err != nil {
+		return storeErr("sessions", err)
+	}
+	var others []*Session
+	for _, o := range all {
+		if o.ID != s.ID && o.Subject == s.Subject && iss.live(o, now) {
+			others = append(others, o)
+		}
+	}
+	excess := len(others) + 1 - iss.cfg.MaxSessions
+	if excess <= 0 {
+		return nil
+	}
+	// Least recently used first; ties broken by age, then id, so that
+	// every instance would pick the same ones.
+	slices.SortFunc(others, func(a, b *Session) int {
+		if c := a.RotatedAt.Compare(b.RotatedAt); c != 0 {
+			return c
+		}
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	for _, o := range others[:excess] {
+		if err := iss.revoke(ctx, o, "session-limit"); err != nil && !errors.Is(err, ErrSessionNotFound) {
+			return err
+		}
+	}
+	return nil
 }
 
 // pair mints the access token and the refresh token of s's current

@@ -637,6 +637,66 @@ func TestRevokeSessionOf(t *testing.T) {
 	require.Empty(t, list)
 }
 
+// TestMaxSessions: a subject keeps at most MaxSessions live sessions; Issue
+// ends the least recently used (not the oldest), only the subject's own,
+// with an event saying why; ended sessions do not count.
+func TestMaxSessions(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		limits []string
+	)
+	e := newEnv(t, func(c *refresh.Config) {
+		c.MaxSessions, c.IdleTTL = 3, time.Hour
+		c.OnEvent = func(_ context.Context, ev refresh.Event) {
+			if ev.Kind == refresh.EventRevoked {
+				mu.Lock()
+				limits = append(limits, ev.Reason+" "+ev.SessionID)
+				mu.Unlock()
+			}
+		}
+	})
+	var alice []*refresh.Pair
+	for i := 0; i < 3; i++ {
+		alice = append(alice, e.issue(t, "alice"))
+		e.clock.Advance(time.Second)
+	}
+	bob := e.issue(t, "bob")
+	first, err := e.iss.Rotate(bg, alice[0].RefreshToken) // the oldest is now the most recently used
+	require.NoError(t, err)
+	e.clock.Advance(time.Second)
+
+	fourth := e.issue(t, "alice")
+	_, err = e.iss.Rotate(bg, alice[1].RefreshToken)
+	require.ErrorIs(t, err, refresh.ErrRevoked, "the least recently used session ends")
+	for _, p := range []*refresh.Pair{first, alice[2], fourth, bob} {
+		assert.False(t, e.session(t, p.SessionID).Revoked())
+	}
+	list, err := e.iss.Sessions(bg, "alice")
+	require.NoError(t, err)
+	assert.Len(t, list, 3)
+	mu.Lock()
+	assert.Equal(t, []string{"session-limit " + alice[1].SessionID}, limits)
+	mu.Unlock()
+
+	// Sessions that ended on their own are not counted: after an idle
+	// hour, alice's three are gone and a new one ends nothing.
+	e.clock.Advance(time.Hour)
+	e.issue(t, "alice")
+	mu.Lock()
+	assert.Len(t, limits, 1)
+	mu.Unlock()
+
+	one := newEnv(t, func(c *refresh.Config) { c.MaxSessions = 1 })
+	a := one.issue(t, "carol")
+	one.issue(t, "carol")
+	_, err = one.iss.Rotate(bg, a.RefreshToken)
+	require.ErrorIs(t, err, refresh.ErrRevoked, "MaxSessions 1: a new sign-in ends the previous one")
+
+	_, err = refresh.NewIssuer(refresh.Config{Issuer: "i", Audience: "a", Store: refresh.NewMemoryStore(),
+		Keys: e.cfg.Keys, RefreshKeys: e.cfg.RefreshKeys, MaxSessions: -1})
+	require.ErrorContains(t, err, "MaxSessions")
+}
+
 // R11: tokens minted under a previous refresh key still rotate; new tokens
 // use the new key; dropping the old key retires its tokens.
 func TestR11_RefreshKeyRotation(t *testing.T) {

@@ -66,6 +66,8 @@ type options struct {
 	logRequests bool
 	// loginFailures: failed sign-ins per client IP per minute (0: off).
 	loginFailures int
+	// maxSessions: Config.MaxSessions (0: no limit).
+	maxSessions int
 }
 
 func main() {
@@ -82,6 +84,7 @@ func main() {
 	fs.StringVar(&o.authURL, "auth", "http://127.0.0.1:8080", "with -resource-server: the auth service's URL (its issuer)")
 	fs.DurationVar(&o.introspectTTL, "introspect-ttl", 5*time.Second, "with -resource-server: how long an introspection answer is reused")
 	fs.DurationVar(&o.jwksRefetch, "jwks-refetch", time.Minute, "with -resource-server: at most one JWKS fetch per this interval for unknown key ids")
+	fs.IntVar(&o.maxSessions, "max-sessions", 10, "live sessions per user; a new sign-in ends the least recently used beyond it (0: no limit)")
 	fs.IntVar(&o.loginFailures, "login-failures", 10, "failed sign-ins one client IP may make per minute before it gets 429 (0: no limit)")
 	fs.BoolVar(&o.logRequests, "log-requests", false, "log every request (method, path, status, Origin, Sec-Fetch-Site)")
 	fs.DurationVar(&o.grace, "grace", 0, "grace window for retried refreshes (0: strict rotation)")
@@ -171,6 +174,7 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 		IdleTTL:      o.idleTTL,
 		SessionTTL:   o.sessTTL,
 		Grace:        o.grace,
+		MaxSessions:  o.maxSessions,
 		CheckSession: true,
 		OnEvent: func(ctx context.Context, e refresh.Event) {
 			level := slog.LevelInfo

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -155,5 +156,36 @@ func TestLoginThrottleBounded(t *testing.T) {
 	l.failed(r)
 	if n := len(l.fails); n != 1 {
 		t.Fatalf("after the windows ended: %d addresses, want 1 (expired ones swept)", n)
+	}
+}
+
+// TestMaxSessionsOverHTTP: someone with bob's password signing in again and
+// again through the running demo (-max-sessions 2) keeps at most two live
+// sessions; the least recently used one's refresh token stops working.
+func TestMaxSessionsOverHTTP(t *testing.T) {
+	t.Parallel()
+	base, stop, _ := startDemo(t, options{addr: "127.0.0.1:0", store: "memory", maxSessions: 2})
+	defer stop()
+	var pairs []map[string]any
+	for i := 0; i < 3; i++ {
+		pairs = append(pairs, loginPair(t, base, "bob", "builder"))
+	}
+	refresh := func(p map[string]any) reply {
+		return post(t, base+"/token", form, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {p["refresh_token"].(string)}}.Encode())
+	}
+	if r := refresh(pairs[0]); r.status != 400 || r.body["error"] != "invalid_grant" {
+		t.Fatalf("the first (least recently used) session: %v", r)
+	}
+	for i, p := range pairs[1:] {
+		if r := refresh(p); r.status != 200 {
+			t.Fatalf("session %d: %v", i+1, r)
+		}
+	}
+	_, _, body := call(t, "GET", base+"/sessions", pairs[2]["access_token"].(string))
+	var list struct {
+		Sessions []json.RawMessage `json:"sessions"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil || len(list.Sessions) != 2 {
+		t.Fatalf("/sessions: %s", body)
 	}
 }
