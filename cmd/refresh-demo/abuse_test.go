@@ -59,6 +59,18 @@ func TestLoginThrottle(t *testing.T) {
 	if r, _ := refused("192.0.2.99"); r {
 		t.Fatal("another address refused")
 	}
+	// IPv6 counts per /64: one subscriber's addresses share a count.
+	l.failed(from("[2001:db8:1:2::1]"))
+	l.failed(from("[2001:db8:1:2:ffff::7]"))
+	if r, _ := refused("[2001:db8:1:2::99]"); !r {
+		t.Fatal("two failures from one IPv6 /64 did not count together")
+	}
+	if r, _ := refused("[2001:db8:1:3::1]"); r {
+		t.Fatal("another /64 refused")
+	}
+	if r, _ := refused("[::ffff:192.0.2.1]"); !r {
+		t.Fatal("an IPv4-mapped address is the IPv4 address")
+	}
 	clock.Add(time.Minute - 2*time.Second - 1) // 1 ns before the window ends
 	if r, ra := refused("192.0.2.1"); !r || ra != "1" {
 		t.Fatalf("1 ns before the end: refused %v, Retry-After %q", r, ra)
@@ -144,7 +156,7 @@ func TestLoginThrottleBounded(t *testing.T) {
 	l := newLoginThrottle(1, time.Minute, clock.Now)
 	for i := 0; i < maxTracked+500; i++ {
 		r := httptest.NewRequest("POST", "/login", nil)
-		r.RemoteAddr = fmt.Sprintf("[2001:db8::%x:%x]:1", i>>16, i&0xffff)
+		r.RemoteAddr = fmt.Sprintf("[2001:db8:%x:%x::1]:1", i>>16, i&0xffff) // a /64 each
 		l.failed(r)
 	}
 	if n := len(l.fails); n != maxTracked {

@@ -1,15 +1,15 @@
 package main
 
 import (
-	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
 )
 
 // loginThrottle slows password guessing: after limit failed sign-ins from
-// one client IP within window (counted from the first), that IP's sign-ins
+// one client (IPv4 address, or IPv6 /64) within window (counted from the first), that IP's sign-ins
 // are refused with 429 and Retry-After until the window ends, before the
 // password is checked (so a guesser also stops costing bcrypt time).
 // Successful sign-ins are not counted. It is per IP only: it does not lock
@@ -46,12 +46,20 @@ func newLoginThrottle(limit int, window time.Duration, now func() time.Time) *lo
 	return &loginThrottle{limit: limit, window: window, now: now, fails: map[string]*failures{}}
 }
 
-// clientIP is the address r came from, without the port.
-func clientIP(r *http.Request) string {
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		return host
+// clientKey names the client r came from: its IPv4 address, or the /64 of
+// its IPv6 address (one subscriber usually holds a whole /64, so counting
+// single IPv6 addresses would give a guesser 2^64 fresh starts).
+func clientKey(r *http.Request) string {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
 	}
-	return r.RemoteAddr
+	a := ap.Addr().Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
 }
 
 // refuse answers 429 and reports true if r's address has used up its
@@ -60,15 +68,16 @@ func (l *loginThrottle) refuse(w http.ResponseWriter, r *http.Request) bool {
 	if l == nil {
 		return false
 	}
-	ip := clientIP(r)
+	ip := clientKey(r)
 	l.mu.Lock()
 	f := l.fails[ip]
 	var wait time.Duration
 	if f != nil {
-		if end := f.first.Add(l.window); !l.now().Before(end) {
+		now := l.now()
+		if end := f.first.Add(l.window); !now.Before(end) {
 			delete(l.fails, ip)
 		} else if f.n >= l.limit {
-			wait = end.Sub(l.now())
+			wait = end.Sub(now)
 		}
 	}
 	l.mu.Unlock()
@@ -85,7 +94,7 @@ func (l *loginThrottle) failed(r *http.Request) {
 	if l == nil {
 		return
 	}
-	ip := clientIP(r)
+	ip := clientKey(r)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
