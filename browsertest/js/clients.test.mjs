@@ -43,15 +43,11 @@ async function login(user, password, keyPair) {
   return res.json()
 }
 
-// proof is a DPoP proof JWT signed with jose (independent of
-// oauth4webapi's own proofs).
-async function proof(keyPair, htm, htu, accessToken) {
+// proof is a DPoP proof JWT for a request without an access token (sign-in,
+// revocation), signed with jose, independently of oauth4webapi's proofs.
+async function proof(keyPair, htm, htu) {
   const jwk = await jose.exportJWK(keyPair.publicKey)
   const claims = { htm, htu, jti: crypto.randomUUID(), iat: Math.floor(Date.now() / 1000) }
-  if (accessToken) {
-    const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(accessToken))
-    claims.ath = jose.base64url.encode(new Uint8Array(digest))
-  }
   return new jose.SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk }).sign(keyPair.privateKey)
 }
 
