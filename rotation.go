@@ -64,37 +64,38 @@ func newRefreshKey(rk RefreshKey) *refreshKey {
 	return k
 }
 
-// tag computes the MAC of the token of generation gen of session sid.
-func (k *refreshKey) tag(sid []byte, gen uint64, seed []byte) [tagLen]byte {
+// sum is HMAC-SHA256 under k of domain | version | key id | sid, then gen
+// (8 bytes, big endian) if it is not nil, then seed.
+func (k *refreshKey) sum(domain string, sid []byte, gen *uint64, seed []byte) [sha256.Size]byte {
 	m := k.pool.Get().(*macState)
 	m.h.Reset()
-	n := copy(m.in[:], macDomain)
+	n := copy(m.in[:], domain)
 	m.in[n], m.in[n+1] = refreshVersion, k.id
 	n += 2
 	n += copy(m.in[n:], sid)
-	binary.BigEndian.PutUint64(m.in[n:], gen)
-	m.h.Write(m.in[:])
+	if gen != nil {
+		binary.BigEndian.PutUint64(m.in[n:], *gen)
+		n += 8
+	}
+	m.h.Write(m.in[:n])
 	m.h.Write(seed)
-	var t [tagLen]byte
-	copy(t[:], m.h.Sum(m.sum[:0]))
+	var out [sha256.Size]byte
+	copy(out[:], m.h.Sum(m.sum[:0]))
 	k.pool.Put(m)
-	return t
+	return out
+}
+
+// tag computes the MAC of the token of generation gen of session sid.
+func (k *refreshKey) tag(sid []byte, gen uint64, seed []byte) [tagLen]byte {
+	s := k.sum(macDomain, sid, &gen, seed)
+	return [tagLen]byte(s[:tagLen])
 }
 
 // check computes the session check of session sid's tokens, which proves a
 // token came from a holder of k before the store is asked about it.
 func (k *refreshKey) check(sid []byte) [checkLen]byte {
-	m := k.pool.Get().(*macState)
-	m.h.Reset()
-	n := copy(m.in[:], checkDomain)
-	m.in[n], m.in[n+1] = refreshVersion, k.id
-	n += 2
-	n += copy(m.in[n:], sid)
-	m.h.Write(m.in[:n])
-	var c [checkLen]byte
-	copy(c[:], m.h.Sum(m.sum[:0]))
-	k.pool.Put(m)
-	return c
+	s := k.sum(checkDomain, sid, nil, nil)
+	return [checkLen]byte(s[:checkLen])
 }
 
 // mint returns the refresh token of generation gen of session sid, whose
