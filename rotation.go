@@ -517,6 +517,10 @@ func (iss *Issuer) Rotate(ctx context.Context, refreshToken string, opts ...Opti
 	if err := iss.consumeProof(ctx, s, &o); err != nil {
 		return nil, err
 	}
+	var check *[checkLen]byte // verified; the successor's too if the key still mints
+	if rc.key == iss.mintKey {
+		check = &rc.check
+	}
 	now := iss.now()
 	for race := 0; ; race++ {
 		if err := iss.usable(s, now, &o); err != nil {
@@ -542,7 +546,7 @@ func (iss *Issuer) Rotate(ctx context.Context, refreshToken string, opts ...Opti
 			if err == nil {
 				s.Generation, s.RotatedAt, s.GraceUses = head+1, now, 0
 				iss.emit(ctx, Event{Kind: EventRotated, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
-				return iss.pair(s, rc.sid[:], nil, scope, claims, now)
+				return iss.pair(s, rc.sid[:], check, scope, claims, now)
 			}
 		} else {
 			if iss.maxGrace > 0 {
@@ -550,7 +554,7 @@ func (iss *Issuer) Rotate(ctx context.Context, refreshToken string, opts ...Opti
 			}
 			if err == nil {
 				iss.emit(ctx, Event{Kind: EventGrace, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
-				return iss.pair(s, rc.sid[:], nil, scope, claims, now)
+				return iss.pair(s, rc.sid[:], check, scope, claims, now)
 			}
 		}
 		if errors.Is(err, ErrSessionNotFound) { // swept meanwhile
