@@ -2,7 +2,9 @@ package storetest
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,11 +23,12 @@ type RoundTrips struct {
 	Grace      int64 // the previous token within the grace window
 	Reuse      int64 // an older token: reuse, the session is revoked
 	Plain      int64 // a rotation through a store without refresh.ActiveAdvancer
+	Forged     int64 // all of 20 forged tokens naming real sessions, on a cold instance: 0
 }
 
 // Want is what the shipped stores achieve, and what an ActiveAdvancer
 // should: one round trip for the common rotation.
-var Want = RoundTrips{Rotate: 1, ColdRotate: 2, Grace: 2, Reuse: 3, Plain: 2}
+var Want = RoundTrips{Rotate: 1, ColdRotate: 2, Grace: 2, Reuse: 3, Plain: 2, Forged: 0}
 
 // CheckRoundTrips measures RoundTrips through Issuers on st, counting with
 // count (the adapter's own hook on its driver: a pgx tracer, a go-redis
@@ -61,7 +64,17 @@ func CheckRoundTrips(t *testing.T, st refresh.Store, count func() int64, want Ro
 	for range n {
 		toks = append(toks, must(iss.Issue(c, "alice")).RefreshToken)
 	}
+	// Forged tokens naming those real sessions (their ids are in every
+	// access token) with a wrong session check: refused before the store is
+	// asked, so this one is a total, not an average.
 	cold := NewIssuerWithKeysOf(t, iss, st)
+	before := count()
+	for _, tok := range toks {
+		if _, err := cold.Rotate(c, flipCheckBit(t, tok)); !errors.Is(err, refresh.ErrInvalidToken) {
+			t.Fatalf("forged token: %v, want ErrInvalidToken", err)
+		}
+	}
+	got.Forged = count() - before
 	i := 0
 	got.ColdRotate = measure(func() { must(cold.Rotate(c, toks[i])); i++ })
 
@@ -95,4 +108,16 @@ func CheckRoundTrips(t *testing.T, st refresh.Store, count func() int64, want Ro
 		t.Errorf("round trips per refresh: %+v, want %+v", got, want)
 	}
 	return got
+}
+
+// flipCheckBit returns tok with one bit of its session check flipped (the
+// token format of rotation.go; see checkedToken).
+func flipCheckBit(t testing.TB, tok string) string {
+	t.Helper()
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(tok, "rt_"))
+	if err != nil || len(raw) < 26 {
+		t.Fatalf("not a refresh token: %q", tok)
+	}
+	raw[18] ^= 1
+	return "rt_" + base64.RawURLEncoding.EncodeToString(raw)
 }
