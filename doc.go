@@ -17,8 +17,9 @@
 // serves the refresh grant (RFC 6749 §6), token revocation (RFC 7009), the
 // JWKS document and RFC 8414 metadata, with an optional cookie mode for
 // browser apps. Sessions can
-// be bound to a client's DPoP key (RFC 9449, [WithDPoPProof]), so that stolen
-// tokens are useless without it, and confidential clients are authenticated
+// be bound to a client's DPoP key (RFC 9449, [WithDPoPProof], with optional
+// server nonces: [Config].DPoPNonceLifetime), so that stolen tokens are
+// useless without it, and confidential clients are authenticated
 // on every request by [HandlerConfig].ClientAuth.
 //
 // # Resource servers

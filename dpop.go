@@ -58,6 +58,7 @@ type DPoPProof struct {
 	Thumbprint string    // RFC 7638 SHA-256 thumbprint of the proof's key, base64url
 	ID         string    // jti
 	IssuedAt   time.Time // iat
+	Nonce      string    // nonce, "" if the proof has none (see Config.DPoPNonceLifetime)
 	verified   bool
 }
 
@@ -135,6 +136,15 @@ func (c *replayCache) add(thumbprint, jti string, now time.Time) replayVerdict {
 // dpopAlgorithms are the proof algorithms VerifyDPoPProof accepts: the
 // asymmetric ones (a proof's key is public, so HMAC cannot prove anything).
 var dpopAlgorithms = []Algorithm{ES256, EdDSA, RS256, PS256}
+
+// dpopAlgs is dpopAlgorithms for the algs parameter of a DPoP challenge.
+var dpopAlgs = func() string {
+	var s []string
+	for _, a := range dpopAlgorithms {
+		s = append(s, string(a))
+	}
+	return strings.Join(s, " ")
+}()
 
 // VerifyDPoPProof checks a DPoP proof JWT (RFC 9449 §4.3) sent with a
 // request of the given method to the given URL (query and fragment are
@@ -230,7 +240,7 @@ func (rs *resourceServer) verifyDPoPProof(proof, method, requestURL, accessToken
 		return bad("bad signature")
 	}
 
-	var htm, htu, jti, ath string
+	var htm, htu, jti, ath, nonce string
 	var iat time.Time
 	var hasIat, hasAth bool
 	err = walkObjectMax(payload, maxHeaderMembers, func(name []byte, v json.RawMessage) (err error) {
@@ -244,6 +254,8 @@ func (rs *resourceServer) verifyDPoPProof(proof, method, requestURL, accessToken
 		case "ath":
 			ath, err = stringValue(v)
 			hasAth = true
+		case "nonce":
+			nonce, err = stringValue(v)
 		case "iat":
 			iat, err = numericDate(v)
 			hasIat = true
@@ -255,6 +267,8 @@ func (rs *resourceServer) verifyDPoPProof(proof, method, requestURL, accessToken
 		return bad("bad claims")
 	case jti == "" || len(jti) > dpopMaxJTI || !hasIat:
 		return bad("missing jti or iat")
+	case len(nonce) > dpopMaxJTI:
+		return bad("nonce too long")
 	case htm != method:
 		return bad("htm does not match the request")
 	case !sameURL(htu, requestURL):
@@ -270,7 +284,7 @@ func (rs *resourceServer) verifyDPoPProof(proof, method, requestURL, accessToken
 			return bad("ath does not match the access token")
 		}
 	}
-	return &DPoPProof{Thumbprint: ak.id, ID: jti, IssuedAt: iat, verified: true}, nil
+	return &DPoPProof{Thumbprint: ak.id, ID: jti, IssuedAt: iat, Nonce: nonce, verified: true}, nil
 }
 
 // consumeDPoP records a verified proof whose key the request has shown to be

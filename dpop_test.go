@@ -302,3 +302,107 @@ type failingProofs struct{ *refresh.MemoryStore }
 func (failingProofs) RecordProof(context.Context, string, time.Time, time.Time) error {
 	return errors.New("proof table unreachable")
 }
+
+// TestDPoPNonce is RFC 9449 §8/§9 with DPoPNonceLifetime 2 min, over HTTP:
+// a proof without a current nonce gets use_dpop_nonce and a fresh nonce,
+// at the token endpoint (400) and at the API (401, DPoP challenge) alike,
+// and nothing is consumed or changed; the retry with the nonce works; a
+// nonce is accepted in its minute and the next, to the nanosecond, and not
+// after; a forged or another deployment's nonce is refused; token responses
+// carry the next nonce; another instance with the same keys agrees.
+func TestDPoPNonce(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.DPoPNonceLifetime = 2 * time.Minute })
+	e.clock.Set(time.Unix(1_800_000_000, 0).Truncate(time.Minute)) // the start of a nonce slot
+	srv, h := e.server(t, refresh.HandlerConfig{})
+	alice := newDPoPClient(t)
+	withNonce := func(n string) func(_, cl map[string]any) {
+		return func(_, cl map[string]any) {
+			if n != "" {
+				cl["nonce"] = n
+			}
+		}
+	}
+
+	// Sign-in: the application's handler meets the nonce through DPoPProof.
+	login := func(nonce string) (*refresh.DPoPProof, error) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/login", nil)
+		req.Host = strings.TrimPrefix(srv.URL, "http://")
+		req.Header.Set("DPoP", alice.proof("POST", srv.URL+"/login", "", e.clock.Now(), withNonce(nonce)))
+		return h.DPoPProof(req)
+	}
+	_, err := login("")
+	require.ErrorIs(t, err, refresh.ErrUseDPoPNonce)
+	require.ErrorIs(t, err, refresh.ErrInvalidToken)
+	nonce := h.DPoPNonce()
+	require.Len(t, nonce, 32)
+	proof, err := login(nonce)
+	require.NoError(t, err)
+	p := e.issue(t, "alice", refresh.WithDPoPProof(proof))
+
+	refreshWith := func(nonce string) reply {
+		return postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken),
+			map[string]string{"DPoP": alice.proof("POST", srv.URL+"/token", "", e.clock.Now(), withNonce(nonce))})
+	}
+	r := refreshWith("")
+	require.Equal(t, 400, r.status)
+	assert.Equal(t, "use_dpop_nonce", r.body["error"])
+	assert.Equal(t, nonce, r.header.Get("DPoP-Nonce"))
+	assert.Equal(t, uint64(0), e.session(t, p.SessionID).Generation, "refused before anything changed")
+	forged := []byte(nonce)
+	forged[31] = map[bool]byte{true: 'B', false: 'A'}[forged[31] == 'A']
+	for name, bad := range map[string]string{
+		"forged":   string(forged),
+		"garbage":  "not-a-nonce",
+		"too long": strings.Repeat("A", 300),
+		"other deployment": refresh.NewHandlers(newEnv(t, func(c *refresh.Config) {
+			c.DPoPNonceLifetime = 2 * time.Minute
+			c.RefreshKeys = []refresh.RefreshKey{{ID: 1, Secret: []byte("another-refresh-key-of-32-bytes!")}}
+			c.Now = e.clock.Now
+		}).iss, refresh.HandlerConfig{}).DPoPNonce(),
+	} {
+		r := refreshWith(bad)
+		require.Equal(t, 400, r.status, name)
+		assert.Contains(t, []any{"use_dpop_nonce", "invalid_dpop_proof"}, r.body["error"], name)
+	}
+	r = refreshWith(nonce)
+	require.Equal(t, 200, r.status, r.raw)
+	assert.Equal(t, nonce, r.header.Get("DPoP-Nonce"), "the token response carries the current nonce")
+	p.RefreshToken = r.body["refresh_token"].(string)
+	at := r.body["access_token"].(string)
+
+	me := func(nonce string) *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/me", nil)
+		req.Header.Set("Authorization", "DPoP "+at)
+		req.Header.Set("DPoP", alice.proof("GET", srv.URL+"/me", at, e.clock.Now(), withNonce(nonce)))
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp
+	}
+	resp := me("")
+	require.Equal(t, 401, resp.StatusCode)
+	assert.Contains(t, resp.Header.Get("WWW-Authenticate"), `error="use_dpop_nonce"`)
+	assert.True(t, strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "DPoP "))
+	assert.Equal(t, nonce, resp.Header.Get("DPoP-Nonce"))
+	assert.Equal(t, 200, me(nonce).StatusCode)
+
+	// The nonce of the first minute is good until the end of the second.
+	e.clock.Advance(2*time.Minute - time.Nanosecond)
+	assert.Equal(t, 200, me(nonce).StatusCode, "1 ns before the end of its second slot")
+	assert.NotEqual(t, nonce, h.DPoPNonce(), "a new nonce each slot")
+	e.clock.Advance(time.Nanosecond)
+	resp = me(nonce)
+	assert.Equal(t, 401, resp.StatusCode, "at the end of its second slot")
+	fresh := resp.Header.Get("DPoP-Nonce")
+	assert.Equal(t, 200, me(fresh).StatusCode)
+
+	// Another instance with the same keys accepts this one's nonces.
+	other := newEnv(t, func(c *refresh.Config) {
+		c.DPoPNonceLifetime, c.Store, c.Now = 2*time.Minute, e.store, e.clock.Now
+	})
+	assert.Equal(t, fresh, refresh.NewHandlers(other.iss, refresh.HandlerConfig{}).DPoPNonce())
+
+	_, err = refresh.NewIssuer(refresh.Config{Issuer: "i", Audience: "a", Store: refresh.NewMemoryStore(),
+		Keys: e.cfg.Keys, RefreshKeys: e.cfg.RefreshKeys, DPoPNonceLifetime: time.Second})
+	require.ErrorContains(t, err, "DPoPNonceLifetime")
+}

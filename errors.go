@@ -54,6 +54,11 @@ var (
 	// ErrCrossSite is returned by Handlers.CheckCSRF for a cookie-mode
 	// request without the CSRF header or from another origin.
 	ErrCrossSite = errors.New("refresh: cross-site request refused")
+	// ErrUseDPoPNonce: with Config.DPoPNonceLifetime set, a DPoP proof
+	// without a current server nonce (RFC 9449 §8, §9). It comes wrapped
+	// together with ErrInvalidToken; answer it with use_dpop_nonce and a
+	// DPoP-Nonce header (Handlers.DPoPNonce), and the client retries.
+	ErrUseDPoPNonce = errors.New("refresh: DPoP proof needs the server's nonce")
 )
 
 // TokenError describes why a token was refused. Err is one of the sentinel

@@ -182,6 +182,9 @@ func (h *Handlers) WriteTokenResponse(w http.ResponseWriter, r *http.Request, p 
 		})
 		resp.RefreshToken = ""
 	}
+	if n := h.DPoPNonce(); n != "" {
+		w.Header().Set("DPoP-Nonce", n) // the next proof's (RFC 9449 §8.2)
+	}
 	writeJSON(w, http.StatusOK, resp)
 }
 
@@ -220,12 +223,13 @@ type oauthError struct {
 }
 
 var (
-	errMethod      = &oauthError{http.StatusMethodNotAllowed, "invalid_request"}
-	errContentType = &oauthError{http.StatusBadRequest, "invalid_request"}
-	errTooLarge    = &oauthError{http.StatusRequestEntityTooLarge, "invalid_request"}
-	errRequest     = &oauthError{http.StatusBadRequest, "invalid_request"}
-	errCSRF        = &oauthError{http.StatusForbidden, "invalid_request"}
-	errDPoPProof   = &oauthError{http.StatusBadRequest, "invalid_dpop_proof"}
+	errMethod       = &oauthError{http.StatusMethodNotAllowed, "invalid_request"}
+	errContentType  = &oauthError{http.StatusBadRequest, "invalid_request"}
+	errTooLarge     = &oauthError{http.StatusRequestEntityTooLarge, "invalid_request"}
+	errRequest      = &oauthError{http.StatusBadRequest, "invalid_request"}
+	errCSRF         = &oauthError{http.StatusForbidden, "invalid_request"}
+	errDPoPProof    = &oauthError{http.StatusBadRequest, "invalid_dpop_proof"}
+	errUseDPoPNonce = &oauthError{http.StatusBadRequest, "use_dpop_nonce"}
 )
 
 // readForm reads an application/x-www-form-urlencoded POST body, refusing
@@ -378,7 +382,9 @@ func (h *Handlers) systemFault(w http.ResponseWriter, r *http.Request, err error
 // after checking the user's credentials: pass the proof to Issue with
 // WithDPoPProof, which binds the session to its key and consumes the proof.
 // The error wraps ErrInvalidToken; answer it with 400
-// {"error":"invalid_dpop_proof"}.
+// {"error":"invalid_dpop_proof"}, or, when it also wraps ErrUseDPoPNonce
+// (Config.DPoPNonceLifetime), with 400 {"error":"use_dpop_nonce"} and the
+// header DPoP-Nonce: DPoPNonce() (WriteDPoPError does either).
 func (h *Handlers) DPoPProof(r *http.Request) (*DPoPProof, error) {
 	proofs := r.Header.Values("DPoP")
 	switch len(proofs) {
@@ -388,7 +394,35 @@ func (h *Handlers) DPoPProof(r *http.Request) (*DPoPProof, error) {
 	default:
 		return nil, tokenErr(ErrInvalidToken, "several DPoP headers")
 	}
-	return h.iss.VerifyDPoPProof(proofs[0], r.Method, h.iss.RequestURL(r), "")
+	p, err := h.iss.VerifyDPoPProof(proofs[0], r.Method, h.iss.RequestURL(r), "")
+	if err != nil {
+		return nil, err
+	}
+	if err := h.iss.rs.nonces.check(p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// DPoPNonce returns the current DPoP nonce for a DPoP-Nonce header, or ""
+// when Config.DPoPNonceLifetime is not set.
+func (h *Handlers) DPoPNonce() string {
+	if h.iss.rs.nonces == nil {
+		return ""
+	}
+	return h.iss.rs.nonces.current()
+}
+
+// WriteDPoPError answers a token request whose DPoP proof DPoPProof
+// refused: 400 use_dpop_nonce with a fresh DPoP-Nonce header when err
+// wraps ErrUseDPoPNonce, else 400 invalid_dpop_proof.
+func (h *Handlers) WriteDPoPError(w http.ResponseWriter, err error) {
+	if errors.Is(err, ErrUseDPoPNonce) {
+		w.Header().Set("DPoP-Nonce", h.DPoPNonce())
+		h.fail(w, errUseDPoPNonce)
+		return
+	}
+	h.fail(w, errDPoPProof)
 }
 
 // RefreshHandler serves the refresh grant (RFC 6749 §6): a POST of
@@ -433,7 +467,7 @@ func (h *Handlers) RefreshHandler() http.Handler {
 		}
 		proof, err := h.DPoPProof(r)
 		if err != nil {
-			h.fail(w, errDPoPProof)
+			h.WriteDPoPError(w, err)
 			return
 		}
 		opts := []Option{WithClientID(client), WithDPoPProof(proof)}
@@ -483,7 +517,7 @@ func (h *Handlers) RevocationHandler() http.Handler {
 		}
 		proof, err := h.DPoPProof(r)
 		if err != nil {
-			h.fail(w, errDPoPProof)
+			h.WriteDPoPError(w, err)
 			return
 		}
 		o := collect([]Option{WithClientID(client), WithDPoPProof(proof)})

@@ -116,6 +116,19 @@ type Config struct {
 	CheckSession    bool
 	SessionCheckTTL time.Duration
 
+	// DPoPNonceLifetime, if above zero, makes the Issuer's handlers and
+	// middleware require a server nonce in DPoP proofs (RFC 9449 §8, §9):
+	// a proof without a current one is answered use_dpop_nonce with a
+	// fresh nonce in the DPoP-Nonce header, and the client retries with
+	// it; token responses carry the current nonce too. This bounds how
+	// long a proof made in advance (by injected script, say) stays usable.
+	// Nonces change every half lifetime and are accepted for at least half
+	// and at most the whole of it; every instance with the same
+	// RefreshKeys mints and accepts the same ones, without a store. Zero
+	// (the default): no nonces. Between 2 s and 24 h. A Verifier does not
+	// require nonces.
+	DPoPNonceLifetime time.Duration
+
 	// PublicURL is scheme://host of this service as clients see it, for the
 	// htu check of DPoP proofs behind proxies. Default: taken from each
 	// request (its TLS state and Host header).
@@ -269,6 +282,8 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 		return nil, errors.New("refresh: MaxGraceUses out of range")
 	case cfg.MaxSessions < 0:
 		return nil, errors.New("refresh: MaxSessions must not be negative")
+	case cfg.DPoPNonceLifetime != 0 && (cfg.DPoPNonceLifetime < 2*time.Second || cfg.DPoPNonceLifetime > 24*time.Hour):
+		return nil, errors.New("refresh: DPoPNonceLifetime must be 0 or between 2s and 24h")
 	case cfg.MaxTokenSize < 256:
 		return nil, errors.New("refresh: MaxTokenSize must be at least 256 bytes")
 	}
@@ -312,6 +327,9 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 	}
 	iss.rs = newResourceServer(cfg.Issuer, cfg.Audience, cfg.PublicURL, cfg.Leeway, cfg.MaxTokenSize, cfg.VerifyCacheSize, cfg.Now)
 	iss.rs.setKeys(newKeySet(all))
+	if cfg.DPoPNonceLifetime > 0 {
+		iss.rs.nonces = newNonceSource(cfg.DPoPNonceLifetime, cfg.RefreshKeys, cfg.Now)
+	}
 	if pr, ok := cfg.Store.(ProofRecorder); ok {
 		iss.rs.proofs = pr
 	}

@@ -16,6 +16,7 @@ type BearerError struct {
 	Status int    // 400, 401, 403, or 503 when the session store failed
 	Code   string // "invalid_request", "invalid_token", "insufficient_scope", or "" when no credentials were sent
 	Scope  string // the scope a 403 requires, space-separated
+	Nonce  string // with Code "use_dpop_nonce": the DPoP-Nonce header to send
 	Err    error  // the cause
 }
 
@@ -158,6 +159,11 @@ func (m *middleware) checkDPoP(r *http.Request, scheme, tok string, c *Claims) *
 	if p.Thumbprint != c.DPoPKey {
 		return fail("invalid_token", errors.New("DPoP proof from another key"))
 	}
+	if err := m.rs.nonces.check(p); err != nil {
+		e := fail("use_dpop_nonce", err)
+		e.Nonce = m.rs.nonces.current()
+		return e
+	}
 	// Only now, with the token's signature and its key binding checked, may
 	// the proof take a place in the replay cache.
 	if err := m.rs.consumeDPoP(r.Context(), p); err != nil {
@@ -237,9 +243,12 @@ func (m *middleware) writeError(w http.ResponseWriter, r *http.Request, e *Beare
 		challenge += `, scope="` + quoteEscape(e.Scope) + `"`
 	}
 	if scheme == "DPoP" {
-		challenge += `, algs="ES256 EdDSA RS256 PS256"`
+		challenge += `, algs="` + dpopAlgs + `"`
 	}
 	h.Set("WWW-Authenticate", challenge)
+	if e.Nonce != "" {
+		h.Set("DPoP-Nonce", e.Nonce)
+	}
 	if e.Code == "" {
 		h.Set("Cache-Control", "no-store")
 		w.WriteHeader(e.Status)

@@ -283,6 +283,24 @@ func TestBrowserApp(t *testing.T) {
 		do(t, a, "reload the page", chromedp.Navigate(d.base+"/"))
 		waitView(t, a, "login")
 	})
+
+	t.Run("9 the app answers DPoP nonce requests (demo -dpop-nonce)", func(t *testing.T) {
+		dn := startDemo(t, "-dpop-nonce", "2m", "-access-ttl", accessTTL.String(), "-log-requests")
+		n := tab(t, root, chromedp.WithNewBrowserContext()) // its own cookie jar: same host, other port
+		do(t, n, "open the app", chromedp.Navigate(dn.base+"/"))
+		signIn(t, n, "bob", "builder")
+		nsid := eval[string](t, n, `document.getElementById('me-sid').textContent`)
+		require.NotEmpty(t, nsid)
+		assert.Equal(t, 1, dn.requests("POST", "/app/login", 400), "the first sign-in was asked for a nonce")
+		assert.Equal(t, 1, dn.requests("POST", "/app/login", 200), "and the retry with it was accepted")
+		refused := dn.requests("POST", "/app/token", 400) // the page's first look, without a cookie
+		time.Sleep(accessTTL + 200*time.Millisecond)
+		do(t, n, "reload", chromedp.Click(chromedp.ID("reload")))
+		waitText(t, n, "refreshes", "1")
+		waitView(t, n, "app")
+		assert.Equal(t, 1, dn.events("rotated", nsid), "the silent refresh, with the nonce it was handed")
+		assert.Equal(t, refused, dn.requests("POST", "/app/token", 400), "the sign-in response's nonce was used: no retry")
+	})
 }
 
 // evilPage, given the demo's URL, tries the refresh endpoint from another

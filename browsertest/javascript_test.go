@@ -42,7 +42,8 @@ func nodeJS(t *testing.T) (node, npm string) {
 }
 
 // TestJavaScriptClients runs js/clients.test.mjs: panva's oauth4webapi
-// (refresh grant, revocation, DPoP-protected API calls) and jose (RFC 9068
+// (discovery, refresh grant, revocation, DPoP-protected API calls, DPoP
+// nonces against a second demo run with -dpop-nonce) and jose (RFC 9068
 // verification against the JWKS) against the demo over real HTTP. The
 // packages are pinned by js/package-lock.json and installed with `npm ci`
 // into a temporary directory. The demo's event log is then checked against
@@ -69,11 +70,12 @@ func TestJavaScriptClients(t *testing.T) {
 	}
 
 	d := startDemo(t)
+	dn := startDemo(t, "-dpop-nonce", "2m")
 	ctx, cancel = context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	run := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "clients.test.mjs")
 	run.Dir = dir
-	run.Env = append(os.Environ(), "DEMO="+d.base, "NO_COLOR=1")
+	run.Env = append(os.Environ(), "DEMO="+d.base, "DEMO_NONCE="+dn.base, "NO_COLOR=1")
 	out, err := run.CombinedOutput()
 	t.Logf("node --test clients.test.mjs:\n%s", out)
 	if err != nil {

@@ -45,9 +45,10 @@ async function login(user, password, keyPair) {
 
 // proof is a DPoP proof JWT for a request without an access token (sign-in,
 // revocation), signed with jose, independently of oauth4webapi's proofs.
-async function proof(keyPair, htm, htu) {
+async function proof(keyPair, htm, htu, nonce) {
   const jwk = await jose.exportJWK(keyPair.publicKey)
   const claims = { htm, htu, jti: crypto.randomUUID(), iat: Math.floor(Date.now() / 1000) }
+  if (nonce) claims.nonce = nonce
   return new jose.SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk }).sign(keyPair.privateKey)
 }
 
@@ -180,4 +181,36 @@ test('DPoP: oauth4webapi proofs rotate and call the API; without the key nothing
   })
   assert.equal(res.status, 200)
   await refused(third.refresh_token, 'invalid_grant', { DPoP })
+})
+
+test('DPoP nonces (demo -dpop-nonce): a proof without the server nonce is refused with a fresh one; oauth4webapi retries with it', async () => {
+  const nb = process.env.DEMO_NONCE
+  assert.ok(nb, 'DEMO_NONCE must be a demo run with -dpop-nonce')
+  const iss2 = new URL(nb)
+  const as2 = await oauth.processDiscoveryResponse(iss2, await oauth.discoveryRequest(iss2, { algorithm: 'oauth2', ...insecure }))
+  const keyPair = await oauth.generateKeyPair('ES256')
+  const DPoP = oauth.DPoP(client, keyPair)
+  const signIn = async (nonce) => fetch(`${nb}/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', DPoP: await proof(keyPair, 'POST', `${nb}/login`, nonce) },
+    body: new URLSearchParams({ username: 'alice', password: 'wonderland', client_id: client.client_id }),
+  })
+  let res = await signIn()
+  assert.equal(res.status, 400)
+  assert.equal((await res.json()).error, 'use_dpop_nonce')
+  const nonce = res.headers.get('dpop-nonce')
+  assert.ok(nonce, 'a DPoP-Nonce header')
+  res = await signIn(nonce)
+  assert.equal(res.status, 200, await res.clone().text())
+  const first = await res.json()
+
+  // oauth4webapi's handle has not seen a nonce yet: its first refresh is
+  // refused with use_dpop_nonce, it keeps the nonce, and the retry works.
+  const refresh2 = async (rt) => oauth.processRefreshTokenResponse(as2, client,
+    await oauth.refreshTokenGrantRequest(as2, client, none, rt, { ...insecure, DPoP }))
+  await assert.rejects(refresh2(first.refresh_token), (err) => oauth.isDPoPNonceError(err))
+  const second = await refresh2(first.refresh_token)
+  assert.equal(second.token_type, 'dpop')
+  const r = await oauth.protectedResourceRequest(second.access_token, 'GET', new URL(`${nb}/me`), undefined, undefined, { ...insecure, DPoP })
+  assert.equal(r.status, 200, 'the nonce from the token response is used at the API')
 })

@@ -198,7 +198,7 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 		// A client holding a DPoP key (RFC 9449) gets a session bound to it.
 		proof, err := h.DPoPProof(r)
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_dpop_proof"})
+			h.WriteDPoPError(w, err) // invalid_dpop_proof, or use_dpop_nonce with a fresh nonce
 			return
 		}
 		opts := []refresh.Option{

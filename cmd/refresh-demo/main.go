@@ -68,6 +68,8 @@ type options struct {
 	loginFailures int
 	// maxSessions: Config.MaxSessions (0: no limit).
 	maxSessions int
+	// dpopNonce: Config.DPoPNonceLifetime (0: no nonces).
+	dpopNonce time.Duration
 }
 
 func main() {
@@ -84,6 +86,7 @@ func main() {
 	fs.StringVar(&o.authURL, "auth", "http://127.0.0.1:8080", "with -resource-server: the auth service's URL (its issuer)")
 	fs.DurationVar(&o.introspectTTL, "introspect-ttl", 5*time.Second, "with -resource-server: how long an introspection answer is reused")
 	fs.DurationVar(&o.jwksRefetch, "jwks-refetch", time.Minute, "with -resource-server: at most one JWKS fetch per this interval for unknown key ids")
+	fs.DurationVar(&o.dpopNonce, "dpop-nonce", 0, "require server nonces in DPoP proofs, each good for this long (RFC 9449 §8; 0: none)")
 	fs.IntVar(&o.maxSessions, "max-sessions", 10, "live sessions per user; a new sign-in ends the least recently used beyond it (0: no limit)")
 	fs.IntVar(&o.loginFailures, "login-failures", 10, "failed sign-ins one client IP may make per minute before it gets 429 (0: no limit)")
 	fs.BoolVar(&o.logRequests, "log-requests", false, "log every request (method, path, status, Origin, Sec-Fetch-Site)")
@@ -164,18 +167,19 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 		issuer, publicURL = strings.TrimRight(o.issuer, "/"), strings.TrimRight(o.issuer, "/")
 	}
 	iss, err := refresh.NewIssuer(refresh.Config{
-		Issuer:       issuer,
-		PublicURL:    publicURL,
-		Audience:     "refresh-demo",
-		Keys:         keys,
-		RefreshKeys:  []refresh.RefreshKey{{ID: 1, Secret: mac}},
-		Store:        store,
-		AccessTTL:    o.accessTTL,
-		IdleTTL:      o.idleTTL,
-		SessionTTL:   o.sessTTL,
-		Grace:        o.grace,
-		MaxSessions:  o.maxSessions,
-		CheckSession: true,
+		Issuer:            issuer,
+		PublicURL:         publicURL,
+		Audience:          "refresh-demo",
+		Keys:              keys,
+		RefreshKeys:       []refresh.RefreshKey{{ID: 1, Secret: mac}},
+		Store:             store,
+		AccessTTL:         o.accessTTL,
+		IdleTTL:           o.idleTTL,
+		SessionTTL:        o.sessTTL,
+		Grace:             o.grace,
+		MaxSessions:       o.maxSessions,
+		DPoPNonceLifetime: o.dpopNonce,
+		CheckSession:      true,
 		OnEvent: func(ctx context.Context, e refresh.Event) {
 			level := slog.LevelInfo
 			if e.Kind == refresh.EventReused {

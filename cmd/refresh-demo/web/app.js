@@ -118,6 +118,10 @@ function b64url(bytes) {
   return btoa(s).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 }
 
+// dpopNonce is the server's latest DPoP nonce, when it asks for them
+// (refresh-demo -dpop-nonce; RFC 9449 §8).
+let dpopNonce = '';
+
 // proof signs a DPoP proof for a request to path (this origin) and, for an
 // API call, the access token it carries.
 async function proof(method, path, accessToken) {
@@ -125,6 +129,7 @@ async function proof(method, path, accessToken) {
   const header = { typ: 'dpop+jwt', alg: 'ES256', jwk };
   const claims = { jti: b64url(crypto.getRandomValues(new Uint8Array(16))), htm: method, htu: location.origin + path, iat: Math.floor(Date.now() / 1000) };
   if (accessToken) claims.ath = b64url(await crypto.subtle.digest('SHA-256', enc.encode(accessToken)));
+  if (dpopNonce) claims.nonce = dpopNonce;
   const input = b64url(enc.encode(JSON.stringify(header))) + '.' + b64url(enc.encode(JSON.stringify(claims)));
   const sig = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, key.privateKey, enc.encode(input));
   return input + '.' + b64url(sig); // WebCrypto's ECDSA signature is r||s, as JWS wants
@@ -187,9 +192,24 @@ function refresh(failed) {
 // cookiePost sends a cookie-mode request: the cookie, the CSRF header and
 // a DPoP proof for path. A URLSearchParams body sets its own content type.
 async function cookiePost(path, body, type) {
-  const headers = { ...CSRF, DPoP: await proof('POST', path) };
-  if (type) headers['Content-Type'] = type;
-  return fetch(path, { method: 'POST', credentials: 'same-origin', headers, body });
+  return withNonce(async () => {
+    const headers = { ...CSRF, DPoP: await proof('POST', path) };
+    if (type) headers['Content-Type'] = type;
+    return fetch(path, { method: 'POST', credentials: 'same-origin', headers, body });
+  });
+}
+
+// withNonce sends a request with a DPoP proof (send makes it afresh each
+// time), keeps the nonce the server hands out, and sends it once more if
+// the server refused the proof for want of that nonce.
+async function withNonce(send) {
+  const r = await send();
+  const n = r.headers.get('DPoP-Nonce');
+  if (!n) return r;
+  dpopNonce = n;
+  const asked = r.status === 401 ? (r.headers.get('WWW-Authenticate') || '').includes('use_dpop_nonce')
+    : r.status === 400 && (await r.clone().json().catch(() => ({}))).error === 'use_dpop_nonce';
+  return asked ? send() : r;
 }
 
 // accept takes a token response, numbers it, and shares its access token
@@ -206,10 +226,10 @@ async function api(path, init = {}) {
     if (!access && !(await refresh(null))) throw new SignedOut();
     const used = access;
     const method = init.method || 'GET';
-    const r = await fetch(path, {
+    const r = await withNonce(async () => fetch(path, {
       ...init,
       headers: { ...(init.headers || {}), Authorization: 'DPoP ' + used.token, DPoP: await proof(method, path, used.token) },
-    });
+    }));
     if (r.status !== 401) return r;
     if (access === used) access = null;
     if (attempt > 0 || !(await refresh(used))) throw new SignedOut();
