@@ -55,8 +55,11 @@ func (ns *nonceSource) mac(key []byte, slot uint64) []byte {
 	return m.Sum(nil)[:nonceMACLen]
 }
 
-// current returns the nonce of the current slot.
+// current returns the nonce of the current slot, or "" when nonces are off.
 func (ns *nonceSource) current() string {
+	if ns == nil {
+		return ""
+	}
 	slot := ns.slotAt(ns.now())
 	var raw [nonceLen]byte
 	binary.BigEndian.PutUint64(raw[:], slot)

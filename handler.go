@@ -406,12 +406,7 @@ func (h *Handlers) DPoPProof(r *http.Request) (*DPoPProof, error) {
 
 // DPoPNonce returns the current DPoP nonce for a DPoP-Nonce header, or ""
 // when Config.DPoPNonceLifetime is not set.
-func (h *Handlers) DPoPNonce() string {
-	if h.iss.rs.nonces == nil {
-		return ""
-	}
-	return h.iss.rs.nonces.current()
-}
+func (h *Handlers) DPoPNonce() string { return h.iss.rs.nonces.current() }
 
 // WriteDPoPError answers a token request whose DPoP proof DPoPProof
 // refused: 400 use_dpop_nonce with a fresh DPoP-Nonce header when err
@@ -433,7 +428,9 @@ func (h *Handlers) WriteDPoPError(w http.ResponseWriter, err error) {
 //   - 400 invalid_grant for a reused, revoked, expired, unknown, forged or
 //     other client's refresh token, or one bound to another DPoP key (or
 //     to one, without a proof); invalid_dpop_proof for a bad DPoP proof
-//     (RFC 9449 §5); invalid_scope for a wider scope,
+//     (RFC 9449 §5); use_dpop_nonce, with a DPoP-Nonce header, for a
+//     proof without a current nonce (Config.DPoPNonceLifetime, §8);
+//     invalid_scope for a wider scope,
 //     invalid_request for missing or repeated parameters,
 //     unsupported_grant_type for other grants;
 //   - 401 invalid_client when HandlerConfig.ClientAuth refuses the client,
@@ -497,7 +494,8 @@ func (h *Handlers) RefreshHandler() http.Handler {
 // bindings as the refresh grant: the client is authenticated as there
 // (HandlerConfig.ClientAuth), a session bound to a client is revoked only
 // by that client, and one bound to a DPoP key only with a proof from that
-// key (RFC 9449; a bad proof is 400 invalid_dpop_proof). The answer is 200
+// key (RFC 9449; a bad proof is 400 invalid_dpop_proof, one without a
+// current nonce 400 use_dpop_nonce as at the token endpoint). The answer is 200
 // also for unknown, malformed, expired or already revoked tokens, and for
 // tokens of sessions this request may not revoke, which stay live (§2.2):
 // the endpoint tells a caller nothing about tokens it does not hold.

@@ -90,6 +90,11 @@ func ClaimsFromContext(ctx context.Context) (*Claims, bool) {
 //   - a malformed Authorization header (several, empty token, bad
 //     characters): 400 invalid_request;
 //   - a token that Verify refuses: 401 with error="invalid_token";
+//   - a DPoP-bound token with a bad or missing proof: 401 with the DPoP
+//     scheme and error="invalid_dpop_proof" (or "invalid_token" for a
+//     proof from another key); with Config.DPoPNonceLifetime, a proof
+//     without a current nonce: 401 error="use_dpop_nonce" and a fresh
+//     DPoP-Nonce header (RFC 9449 §9);
 //   - a failing session store (Config.CheckSession): 503.
 //
 // The handler it returns is safe for concurrent use.
