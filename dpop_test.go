@@ -12,6 +12,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -364,6 +365,14 @@ func TestDPoPNonce(t *testing.T) {
 		require.Equal(t, 400, r.status, name)
 		assert.Contains(t, []any{"use_dpop_nonce", "invalid_dpop_proof"}, r.body["error"], name)
 	}
+	// The revocation endpoint asks the same, and revokes nothing meanwhile.
+	r = postForm(t, nil, srv.URL+"/revoke", url.Values{"token": {p.RefreshToken}},
+		map[string]string{"DPoP": alice.proof("POST", srv.URL+"/revoke", "", e.clock.Now())})
+	require.Equal(t, 400, r.status)
+	assert.Equal(t, "use_dpop_nonce", r.body["error"])
+	assert.Equal(t, nonce, r.header.Get("DPoP-Nonce"))
+	assert.False(t, e.session(t, p.SessionID).Revoked())
+
 	r = refreshWith(nonce)
 	require.Equal(t, 200, r.status, r.raw)
 	assert.Equal(t, nonce, r.header.Get("DPoP-Nonce"), "the token response carries the current nonce")
