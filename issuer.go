@@ -335,7 +335,7 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 	}
 	if a, ok := cfg.Store.(ActiveAdvancer); ok {
 		iss.active = a
-		iss.frozen = &frozenCache{cur: make(map[[sessionIDLen]byte]*frozenSession)}
+		iss.frozen = newFrozenCache()
 	}
 	return iss, nil
 }

@@ -384,11 +384,15 @@ const frozenMax = 1 << 16
 // session check under the minting key. With a Store that is an
 // ActiveAdvancer it lets Rotate check a token's MAC and absolute expiry
 // locally and leave only what can change (generation, revocation, idle
-// lifetime) to one atomic store call. Two generations, bounded; a nil
-// *frozenCache is disabled.
+// lifetime) to one atomic store call. At most frozenMax sessions, in a
+// genCache sharded by the session id's first byte (random: the Issuer
+// mints it); a nil *frozenCache is disabled.
 type frozenCache struct {
-	mu        sync.RWMutex // guards cur and prev
-	cur, prev map[[sessionIDLen]byte]*frozenSession
+	m *genCache[[sessionIDLen]byte, *frozenSession]
+}
+
+func newFrozenCache() *frozenCache {
+	return &frozenCache{m: newGenCache[[sessionIDLen]byte, *frozenSession](frozenMax, func(sid [sessionIDLen]byte) uint { return uint(sid[0]) })}
 }
 
 // frozenSession is the immutable part of a session (its mutable fields are
@@ -402,12 +406,8 @@ func (c *frozenCache) get(sid *[sessionIDLen]byte) *frozenSession {
 	if c == nil {
 		return nil
 	}
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if s := c.cur[*sid]; s != nil {
-		return s
-	}
-	return c.prev[*sid]
+	f, _ := c.m.get(*sid)
+	return f
 }
 
 // put remembers the immutable part of s, and its check.
@@ -415,15 +415,9 @@ func (c *frozenCache) put(sid *[sessionIDLen]byte, s *Session, check *[checkLen]
 	if c == nil {
 		return
 	}
-	f := &frozenSession{Session: Session{ID: s.ID, Subject: s.Subject, ClientID: s.ClientID, DPoPKey: s.DPoPKey,
+	c.m.put(*sid, &frozenSession{Session: Session{ID: s.ID, Subject: s.Subject, ClientID: s.ClientID, DPoPKey: s.DPoPKey,
 		Seed: s.Seed, Scope: s.Scope, Claims: s.Claims, Meta: s.Meta, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt},
-		check: *check}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.cur) >= frozenMax/2 {
-		c.prev, c.cur = c.cur, make(map[[sessionIDLen]byte]*frozenSession, frozenMax/2)
-	}
-	c.cur[*sid] = f
+		check: *check})
 }
 
 // rotateActive is the one-round-trip rotation (see frozenCache). It reports

@@ -67,6 +67,7 @@ type memShard struct {
 	mu    sync.RWMutex // guards fixed and other
 	fixed map[[sessionIDLen]byte]*memRecord
 	other map[string]*memRecord
+	_     [cacheLine - 40]byte // neighbouring shards' locks on other cache lines (see genCache)
 }
 
 func (sh *memShard) get(k memID) *memRecord {
