@@ -75,8 +75,11 @@ func (s *Session) Clone() *Session {
 //
 // Strings compare as exact bytes. IDs and subjects are arbitrary byte
 // strings: "alice", "Alice", "alice ", "alice%", "alice_" and two Unicode
-// normalisations of one name are different subjects. Never use a
-// case-insensitive collation, LIKE, prefix or normalising comparison.
+// normalisations of one name are different subjects, and a session is
+// found only by its exact ID, not by another case of it or with trailing
+// spaces. Never use a case-insensitive or PAD SPACE collation (MySQL's
+// defaults), LIKE, prefix or normalising comparison, and keep strings
+// whole: no column that cuts a subject (storetest checks 1 KiB).
 //
 // Times are kept with nanosecond precision and returned so that Equal
 // reports true (locations need not be preserved), for the zero Time

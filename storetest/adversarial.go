@@ -56,7 +56,16 @@ func lookalikes(root string) []string {
 		root + "e\u0301",    // é, decomposed (NFD)
 		root + " ",
 		" " + root,
+		// Two of 1 KiB that share their first 1023 bytes: a column that cuts
+		// subjects (varchar(255), an index prefix) makes them one.
+		longSubject(root, "1"),
+		longSubject(root, "2"),
 	}
+}
+
+// longSubject is a 1 KiB subject ending in last.
+func longSubject(root, last string) string {
+	return root + strings.Repeat("s", 1024-len(root)-len(last)) + last
 }
 
 // testSubjectsExact: Sessions and RevokeSubject compare subjects as exact
@@ -95,6 +104,89 @@ func testSubjectsExact(t *testing.T, st refresh.Store) {
 	}
 	if !mustGet(t, st, ids[victim]).Revoked() {
 		t.Fatalf("RevokeSubject(%q) did not revoke its session", victim)
+	}
+}
+
+// testIDsExact: a session is found only by its exact ID. A case-insensitive
+// or PAD SPACE collation (MySQL's defaults) would find it under another
+// case, or with trailing spaces; a prefix index used as the key, under a
+// prefix. Every method must answer ErrSessionNotFound for those and change
+// nothing.
+func testIDsExact(t *testing.T, st refresh.Store) {
+	s := newSession(subject(t), base)
+	s.ID = "aZ" + s.ID[2:] // letters of both cases, whatever rand gave
+	mustCreate(t, st, s)
+	swapped := strings.Map(func(r rune) rune {
+		switch {
+		case 'a' <= r && r <= 'z':
+			return r - 'a' + 'A'
+		case 'A' <= r && r <= 'Z':
+			return r - 'A' + 'a'
+		}
+		return r
+	}, s.ID)
+	const rule = `rule "IDs compare as exact bytes" (no case-insensitive or PAD SPACE collation, no prefix)`
+	for _, id := range []string{swapped, strings.ToLower(s.ID), s.ID + " ", s.ID[:len(s.ID)-1], s.ID + "A"} {
+		if _, err := st.Get(ctx(t), id); !errors.Is(err, refresh.ErrSessionNotFound) {
+			t.Fatalf("%s: Get(%q) of session %q: %v, want ErrSessionNotFound", rule, id, s.ID, err)
+		}
+		if err := st.Advance(ctx(t), id, 0, base.Add(time.Second)); !errors.Is(err, refresh.ErrSessionNotFound) {
+			t.Fatalf("%s: Advance(%q): %v, want ErrSessionNotFound", rule, id, err)
+		}
+		if err := st.UseGrace(ctx(t), id, 0, 3); !errors.Is(err, refresh.ErrSessionNotFound) {
+			t.Fatalf("%s: UseGrace(%q): %v, want ErrSessionNotFound", rule, id, err)
+		}
+		if aa, ok := st.(refresh.ActiveAdvancer); ok {
+			if err := aa.AdvanceActive(ctx(t), id, 0, base.Add(time.Second), base.Add(-time.Second)); !errors.Is(err, refresh.ErrSessionNotFound) {
+				t.Fatalf("%s: AdvanceActive(%q): %v, want ErrSessionNotFound", rule, id, err)
+			}
+		}
+		if err := st.Revoke(ctx(t), id, base.Add(time.Second), "logout"); !errors.Is(err, refresh.ErrSessionNotFound) {
+			t.Fatalf("%s: Revoke(%q): %v, want ErrSessionNotFound", rule, id, err)
+		}
+	}
+	if d := equal(s, mustGet(t, st, s.ID)); d != "" {
+		t.Fatalf("%s: calls naming other IDs changed session %q: %s", rule, s.ID, d)
+	}
+}
+
+// testManySessions: a subject with hundreds of sessions (a shared service
+// account, a script that signs in on every run) is listed and logged out in
+// full. An adapter that pages through them and stops after the first page
+// leaves sessions live after "log out everywhere".
+func testManySessions(t *testing.T, st refresh.Store) {
+	const n = 300
+	sub := subject(t)
+	ids := make([]string, 0, n)
+	for i := range n {
+		s := newSession(sub, base.Add(time.Duration(n-i)*time.Nanosecond)) // created in reverse order
+		mustCreate(t, st, s)
+		ids = append(ids, s.ID)
+	}
+	slices.Reverse(ids)
+	list, err := st.Sessions(ctx(t), sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]string, 0, len(list))
+	for _, s := range list {
+		got = append(got, s.ID)
+	}
+	if !slices.Equal(got, ids) {
+		t.Fatalf(`rule "Sessions returns every session of the subject, ordered": %d sessions of %d, or out of order`, len(got), n)
+	}
+	at := base.Add(time.Minute)
+	if k, err := st.RevokeSubject(ctx(t), sub, at, "revoked-all"); err != nil || k != n {
+		t.Fatalf(`rule "RevokeSubject revokes every session of the subject": revoked %d of %d, %v`, k, n, err)
+	}
+	list, err = st.Sessions(ctx(t), sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list {
+		if !s.Revoked() {
+			t.Fatalf(`rule "RevokeSubject revokes every session of the subject": session %q is still live`, s.ID)
+		}
 	}
 }
 

@@ -84,6 +84,17 @@ func (r *refStore) gone(s *refresh.Session) bool {
 
 func (r *refStore) get(id string) *refresh.Session {
 	s := r.m[id]
+	if s == nil && r.is("id-padspace") {
+		s = r.m[strings.TrimRight(id, " ")]
+	}
+	if s == nil && r.is("id-casefold") {
+		for k, v := range r.m {
+			if strings.EqualFold(k, id) {
+				s = v
+				break
+			}
+		}
+	}
 	if s == nil || r.gone(s) {
 		return nil
 	}
@@ -122,6 +133,10 @@ func (r *refStore) Create(ctx context.Context, s *refresh.Session) error {
 		c.Subject = strings.TrimSpace(c.Subject)
 	case r.is("create-resets-grace"):
 		c.GraceUses = 0
+	case r.is("subj-varchar255") && len(c.Subject) > 255:
+		c.Subject = c.Subject[:255]
+	case r.is("scope-sorted"):
+		slices.Sort(c.Scope)
 	}
 	c.CreatedAt, c.RotatedAt, c.ExpiresAt, c.RevokedAt = r.store(c.CreatedAt), r.store(c.RotatedAt), r.store(c.ExpiresAt), r.store(c.RevokedAt)
 	if r.m[s.ID] == nil {
@@ -160,20 +175,7 @@ func (r *refStore) Advance(ctx context.Context, id string, from uint64, at time.
 		return r.faultAs(err, "fault-advance-conflict", refresh.ErrConflict)
 	}
 	if r.is("advance-race") {
-		// Check, then set, under separate locks: two callers can both pass.
-		r.mu.Lock()
-		s := r.get(id)
-		ok := s != nil && s.Generation == from && !s.Revoked()
-		r.mu.Unlock()
-		if !ok {
-			return refresh.ErrConflict
-		}
-		runtime.Gosched()
-		time.Sleep(time.Microsecond)
-		r.mu.Lock()
-		s.Generation, s.RotatedAt, s.GraceUses = from+1, r.store(at), 0
-		r.mu.Unlock()
-		return nil
+		return r.racyAdvance(id, from, at)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -200,6 +202,27 @@ func (r *refStore) Advance(ctx context.Context, id string, from uint64, at time.
 	return nil
 }
 
+// racyAdvance is Advance that checks, then sets, under separate locks: two
+// callers can both pass (mutants "advance-race", "active-race").
+func (r *refStore) racyAdvance(id string, from uint64, at time.Time) error {
+	r.mu.Lock()
+	s := r.get(id)
+	ok := s != nil && s.Generation == from && !s.Revoked()
+	r.mu.Unlock()
+	switch {
+	case s == nil:
+		return refresh.ErrSessionNotFound
+	case !ok:
+		return refresh.ErrConflict
+	}
+	runtime.Gosched()
+	time.Sleep(time.Microsecond)
+	r.mu.Lock()
+	s.Generation, s.RotatedAt, s.GraceUses = from+1, r.store(at), 0
+	r.mu.Unlock()
+	return nil
+}
+
 // AdvanceActive implements refresh.ActiveAdvancer.
 func (r *refStore) AdvanceActive(ctx context.Context, id string, from uint64, at, activeAfter time.Time) error {
 	if err := r.start(ctx, "advance"); err != nil {
@@ -217,6 +240,30 @@ func (r *refStore) AdvanceActive(ctx context.Context, id string, from uint64, at
 	r.mu.Unlock()
 	if idle {
 		return refresh.ErrConflict
+	}
+	if r.is("active-race") {
+		return r.racyAdvance(id, from, at)
+	}
+	if s == nil && r.is("active-missing-conflict") {
+		return refresh.ErrConflict
+	}
+	if r.is("active-no-cas") || r.is("active-keeps-grace") || r.is("active-no-rotatedat") {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if s == nil {
+			return refresh.ErrSessionNotFound
+		}
+		if s.Revoked() || s.Generation != from && !r.is("active-no-cas") {
+			return refresh.ErrConflict
+		}
+		s.Generation++
+		if !r.is("active-no-rotatedat") {
+			s.RotatedAt = r.store(at)
+		}
+		if !r.is("active-keeps-grace") {
+			s.GraceUses = 0
+		}
+		return nil
 	}
 	if r.is("active-revoked-ok") {
 		r.mu.Lock()
@@ -350,11 +397,14 @@ func (r *refStore) RevokeSubject(ctx context.Context, subject string, at time.Ti
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := 0
+	n, seen := 0, 0
 	for _, id := range r.order {
 		s := r.get(id)
 		if s == nil || !r.subjectMatches(s.Subject, subject, true) {
 			continue
+		}
+		if seen++; seen > 100 && r.is("revsubj-one-batch") {
+			break // one page of a paginated update
 		}
 		switch {
 		case !s.Revoked():
@@ -392,6 +442,10 @@ func (r *refStore) Sessions(ctx context.Context, subject string) ([]*refresh.Ses
 		if !dup && r.subjectMatches(s.Subject, subject, false) {
 			out = append(out, r.out(s))
 		}
+	}
+	if r.is("sessions-limit") && len(out) > 100 {
+		refresh.SortSessions(out)
+		return out[:100], nil
 	}
 	switch {
 	case r.is("order-insertion"):

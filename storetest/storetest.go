@@ -97,6 +97,8 @@ func Run(t *testing.T, newStore func(t *testing.T) refresh.Store, opts ...Option
 		{"IssuerConcurrentGrace", testIssuerGrace},
 		{"TimeRange", testTimeRange},
 		{"SubjectsCompareExactly", testSubjectsExact},
+		{"IDsCompareExactly", testIDsExact},
+		{"ManySessionsPerSubject", testManySessions},
 		{"SessionsOrderDeterministic", testSessionsOrder},
 		{"DeleteExpiredKeepsWhatMustStay", testDeleteExpiredKeeps},
 		{"DeleteStale", testDeleteStale},
@@ -139,7 +141,7 @@ func newSession(subject string, created time.Time) *refresh.Session {
 		DPoPKey:    "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs",
 		Generation: 0,
 		Seed:       seed,
-		Scope:      []string{"read", "write"},
+		Scope:      []string{"write", "read", "admin:all"}, // not sorted: order is kept
 		Claims:     []byte(`{"roles":["admin"]}`),
 		Meta:       map[string]string{"ip": "192.0.2.1", "ua": "test/1.0"},
 		CreatedAt:  created,
