@@ -27,7 +27,7 @@ import (
 	"github.com/refreshkit/refresh"
 )
 
-func newTestIssuer(t *testing.T) *refresh.Issuer {
+func newTestIssuer(t testing.TB) *refresh.Issuer {
 	t.Helper()
 	key, _, err := signingKey("")
 	if err != nil {

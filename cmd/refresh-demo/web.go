@@ -41,11 +41,24 @@ func mountApp(mux *http.ServeMux, iss *refresh.Issuer, hc refresh.HandlerConfig,
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time
 	}
-	files := http.FileServerFS(static)
+	// Only the files the binary holds, by exact name: a file server asked
+	// for a name fs.FS cannot hold (invalid UTF-8, say) answers 500.
+	assets := map[string]bool{}
+	entries, _ := fs.ReadDir(static, ".")
+	for _, e := range entries {
+		assets[e.Name()] = e.Type().IsRegular() && e.Name() != "index.html"
+	}
 	mux.Handle("GET /{$}", pageHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.ServeFileFS(w, r, static, "index.html")
 	})))
-	mux.Handle("GET /assets/{file}", pageHeaders(http.StripPrefix("/assets/", files)))
+	mux.Handle("GET /assets/{file}", pageHeaders(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("file")
+		if !assets[name] {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeFileFS(w, r, static, name)
+	})))
 	mux.Handle("/app/login", loginHandler(iss, h, throttle))
 	mux.Handle("/app/token", h.RefreshHandler())
 	mux.Handle("/app/revoke", h.RevocationHandler())
