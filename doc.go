@@ -58,7 +58,8 @@
 //
 // Expected outcomes are sentinel errors, compared with errors.Is:
 // [ErrInvalidToken], [ErrExpired], [ErrRevoked], [ErrReused],
-// [ErrInvalidScope], [ErrRefused], [ErrInvalidClient]; a [*TokenError]
+// [ErrInvalidScope], [ErrRefused], [ErrInvalidClient], [ErrInvalidRequest]
+// (a value Issue cannot store; answer with [Handlers.WriteIssueError]); a [*TokenError]
 // carries a fixed reason for logs. [ErrKeysUnavailable] is a Verifier's
 // system fault. [IsClientError] tells them from system faults such as a failing
 // store, which are wrapped with their cause. HTTP handlers never write error

@@ -34,6 +34,16 @@ var (
 	// ErrInvalidClient: client authentication failed. HandlerConfig.ClientAuth
 	// returns an error wrapping it to refuse a client (401 invalid_client).
 	ErrInvalidClient = errors.New("refresh: invalid client")
+	// ErrInvalidRequest: Issue was given a value no token or store can carry
+	// as given: an empty subject; a subject or client ID that is not valid
+	// UTF-8 or holds a NUL byte (Postgres refuses both in text, and a JWT
+	// would carry U+FFFD instead, another subject); a scope token outside
+	// RFC 6749 §3.3 (printable ASCII without space, '"' or '\'); claims
+	// that make the access token longer than Config.MaxTokenSize. Nothing
+	// is stored. When the value came from the request (a client_id at
+	// sign-in) it is the client's fault: answer 400 invalid_request
+	// (Handlers.WriteIssueError).
+	ErrInvalidRequest = errors.New("refresh: invalid request")
 
 	// ErrKeysUnavailable: a Verifier has no verification keys yet (its JWKS
 	// endpoint has not answered) or its introspection endpoint failed. A
@@ -87,16 +97,22 @@ func tokenErr(sentinel error, reason string) error {
 }
 
 // IsClientError reports whether err is the client's fault: a token or request
-// that is invalid, expired, revoked, reused, over-scoped or refused. Such
+// that is invalid, expired, revoked, reused, over-scoped or refused, or a
+// value Issue cannot store (ErrInvalidRequest). Such
 // errors are expected and are answered with 4xx statuses. Any other non-nil
 // error is a fault of the system (store, context, configuration).
 func IsClientError(err error) bool {
-	for _, s := range []error{ErrInvalidToken, ErrExpired, ErrRevoked, ErrReused, ErrInvalidScope, ErrRefused, ErrInvalidClient} {
+	for _, s := range []error{ErrInvalidToken, ErrExpired, ErrRevoked, ErrReused, ErrInvalidScope, ErrRefused, ErrInvalidClient, ErrInvalidRequest} {
 		if errors.Is(err, s) {
 			return true
 		}
 	}
 	return false
+}
+
+// requestErr is an ErrInvalidRequest saying what was refused.
+func requestErr(what string) error {
+	return fmt.Errorf("%w: %s", ErrInvalidRequest, what)
 }
 
 // storeErr wraps a failure of the Store so that callers see where it came

@@ -420,6 +420,24 @@ func (h *Handlers) WriteDPoPError(w http.ResponseWriter, err error) {
 	h.fail(w, errDPoPProof)
 }
 
+// WriteIssueError answers a sign-in whose Issue failed the way the token
+// endpoint answers its own failures, with only an error code in the body:
+// 400 invalid_request when Issue refused a value (ErrInvalidRequest: a
+// client_id from the request that is not valid UTF-8 or holds NUL, say);
+// 400 invalid_dpop_proof, or use_dpop_nonce with a fresh DPoP-Nonce, when
+// it refused the DPoP proof (a replayed one); 503 temporarily_unavailable
+// for anything else (a store fault), which HandlerConfig.OnError sees.
+func (h *Handlers) WriteIssueError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, ErrInvalidRequest):
+		h.fail(w, errRequest)
+	case errors.Is(err, ErrInvalidToken): // the only token Issue checks is the DPoP proof
+		h.WriteDPoPError(w, err)
+	default:
+		h.systemFault(w, r, err)
+	}
+}
+
 // RefreshHandler serves the refresh grant (RFC 6749 §6): a POST of
 // grant_type=refresh_token&refresh_token=…, optionally scope (narrower only)
 // and client_id, as application/x-www-form-urlencoded. Answers:

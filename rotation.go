@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Refresh tokens are a MAC chain (see DESIGN.md at the repository root):
@@ -209,12 +210,18 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 
 // Issue starts a session for subject and returns its first token pair. Call
 // it after your own login check has authenticated the user. Options:
-// WithClientID, WithScope, WithClaims, WithMeta.
+// WithClientID, WithScope, WithClaims, WithMeta, WithDPoPProof. Before the
+// store is asked anything it refuses, with ErrInvalidRequest, an empty
+// subject, a subject or client ID that is not valid UTF-8 or holds NUL, a
+// scope token outside RFC 6749 §3.3, and claims that would make the access
+// token longer than Config.MaxTokenSize; metadata is made valid UTF-8
+// without NUL (U+FFFD in place of the rest). A login handler answers its
+// errors with Handlers.WriteIssueError.
 func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*Pair, error) {
-	if subject == "" {
-		return nil, errors.New("refresh: Issue needs a subject")
-	}
 	o := collect(opts)
+	if err := checkIssue(subject, &o); err != nil {
+		return nil, err
+	}
 	claims, err := encodeClaims(o.claims)
 	if err != nil {
 		return nil, err
@@ -239,15 +246,24 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 		Seed:       seed,
 		Scope:      slices.Clone(o.scope),
 		Claims:     claims,
-		Meta:       maps.Clone(o.meta),
+		Meta:       textMap(o.meta),
 		CreatedAt:  now,
 		RotatedAt:  now,
 		ExpiresAt:  now.Add(iss.cfg.SessionTTL),
 	}
+	// The pair first: a session whose access token Verify would refuse
+	// for its size is never stored.
+	check := iss.mintKey.check(sid[:])
+	p, err := iss.pair(s, sid[:], &check, s.Scope, s.Claims, now)
+	if err != nil {
+		return nil, err
+	}
+	if len(p.AccessToken) > iss.cfg.MaxTokenSize {
+		return nil, requestErr(fmt.Sprintf("the access token would be %d bytes, over MaxTokenSize (%d): fewer or shorter claims", len(p.AccessToken), iss.cfg.MaxTokenSize))
+	}
 	if err := iss.store.Create(ctx, s); err != nil {
 		return nil, storeErr("create", err)
 	}
-	check := iss.mintKey.check(sid[:])
 	iss.frozen.put(&sid, s, &check)
 	iss.emit(ctx, Event{Kind: EventIssued, Time: now, SessionID: s.ID, Subject: subject, ClientID: s.ClientID})
 	if iss.cfg.MaxSessions > 0 {
@@ -255,7 +271,66 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 			return nil, err
 		}
 	}
-	return iss.pair(s, sid[:], &check, s.Scope, s.Claims, now)
+	return p, nil
+}
+
+// checkIssue refuses what Issue cannot put in a token and a store as
+// given (ErrInvalidRequest).
+func checkIssue(subject string, o *callOptions) error {
+	switch {
+	case subject == "":
+		return requestErr("empty subject")
+	case !isText(subject):
+		return requestErr("subject is not valid UTF-8 or holds a NUL byte")
+	case !isText(o.clientID):
+		return requestErr("client ID is not valid UTF-8 or holds a NUL byte")
+	}
+	for _, tok := range o.scope {
+		if !isScopeToken(tok) {
+			return requestErr("scope token outside RFC 6749 §3.3 (printable ASCII without space, '\"' or '\\')")
+		}
+	}
+	return nil
+}
+
+// isText reports whether s is valid UTF-8 without NUL: what every store
+// keeps as given (Postgres text refuses NUL and invalid UTF-8) and JSON
+// carries unchanged.
+func isText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// isScopeToken reports whether s is an RFC 6749 §3.3 scope-token:
+// 1*( %x21 / %x23-5B / %x5D-7E ).
+func isScopeToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// textMap copies m with every key and value made text (isText): invalid
+// UTF-8 and NUL become U+FFFD, as a JSON column would store them anyway,
+// so that metadata taken from requests (a user agent) is the same in
+// every store and never makes one fail.
+func textMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	clean := func(s string) string {
+		if isText(s) {
+			return s
+		}
+		return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[clean(k)] = clean(v)
+	}
+	return out
 }
 
 // limitSessions revokes the least recently used live sessions of s's
@@ -697,6 +772,11 @@ func (iss *Issuer) RevokeSessionOf(ctx context.Context, subject, id string) erro
 // revokeID revokes the session with the id, if owner is empty or its
 // subject.
 func (iss *Issuer) revokeID(ctx context.Context, id, owner string) error {
+	if !isSessionID(id) {
+		// Not an id Issue mints: no session has it, and the store is not
+		// asked (Postgres would answer a NUL or invalid UTF-8 with an error).
+		return ErrSessionNotFound
+	}
 	s, err := iss.store.Get(ctx, id)
 	if errors.Is(err, ErrSessionNotFound) {
 		return err
@@ -708,6 +788,17 @@ func (iss *Issuer) revokeID(ctx context.Context, id, owner string) error {
 		return ErrSessionNotFound
 	}
 	return iss.revoke(ctx, s, "revoked")
+}
+
+// isSessionID reports whether id has the form of the session ids Issue
+// mints: 16 bytes in unpadded base64url.
+func isSessionID(id string) bool {
+	if len(id) != b64.EncodedLen(sessionIDLen) {
+		return false
+	}
+	var b [sessionIDLen]byte
+	n, err := decodeB64Into(b[:], id)
+	return err == nil && n == sessionIDLen
 }
 
 // revoke ends session s as read from the store. A session that was already

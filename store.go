@@ -73,8 +73,10 @@ func (s *Session) Clone() *Session {
 // checks everything else) and must not normalise, trim or re-encode
 // anything: Claims may only lose insignificant white space.
 //
-// Strings compare as exact bytes. IDs and subjects are arbitrary byte
-// strings: "alice", "Alice", "alice ", "alice%", "alice_" and two Unicode
+// Strings compare as exact bytes. Subjects, client IDs, scope tokens and
+// metadata are valid UTF-8 without NUL (Issue refuses or replaces anything
+// else, so a text column keeps them); IDs are unpadded base64url. Within
+// that, "alice", "Alice", "alice ", "alice%", "alice_" and two Unicode
 // normalisations of one name are different subjects, and a session is
 // found only by its exact ID, not by another case of it or with trailing
 // spaces. Never use a case-insensitive or PAD SPACE collation (MySQL's

@@ -365,7 +365,7 @@ func introspectionEnv(t *testing.T) (*env, *httptest.Server) {
 // token, HTTP Basic, a JSON answer with "active".
 func TestIntrospectionHandler(t *testing.T) {
 	e, srv := introspectionEnv(t)
-	p := e.issue(t, "alice", refresh.WithScope("read write"), refresh.WithClientID("web"))
+	p := e.issue(t, "alice", refresh.WithScope("read", "write"), refresh.WithClientID("web"))
 	ask := func(tok string, header map[string]string, extra url.Values) reply {
 		form := url.Values{"token": {tok}}
 		for k, v := range extra {

@@ -201,3 +201,56 @@ func TestMaxSessionsOverHTTP(t *testing.T) {
 		t.Fatalf("/sessions: %s", body)
 	}
 }
+
+// TestHostileStringsEachStore: strings no database column keeps as given
+// (NUL, invalid UTF-8, 10 KiB) sent to the running demo on every store. A
+// client_id at sign-in is stored with the session, a session id at the
+// devices page goes to the store as a key: each is answered 400 or 404,
+// never 5xx (Postgres refuses NUL and invalid UTF-8 in text columns, which
+// a store reports as a fault), and no session is started by a refused
+// sign-in.
+func TestHostileStringsEachStore(t *testing.T) {
+	eachStore(t, func(t *testing.T, o options) {
+		base, stop, _ := startDemo(t, o)
+		defer stop()
+		good := loginPair(t, base, "bob", "builder")
+		at := good["access_token"].(string)
+		started := 1
+		for _, cid := range []string{"\x00", "web\x00", "\xff", "web\xc3", strings.Repeat("\x00", 64)} {
+			body := url.Values{"username": {"bob"}, "password": {"builder"}, "client_id": {cid}}.Encode()
+			if r := post(t, base+"/login", form, body); r.status != 400 || r.body["error"] != "invalid_request" {
+				t.Errorf("form sign-in with client_id %q: %v, want 400 invalid_request", cid, r)
+			}
+			js, _ := json.Marshal(map[string]string{"username": "bob", "password": "builder", "client_id": cid})
+			// JSON has no invalid UTF-8: encoding/json sends U+FFFD for it,
+			// a valid client id. NUL survives as \u0000 and is refused.
+			switch r := post(t, base+"/login", "application/json", string(js)); {
+			case r.status == 200 && !strings.Contains(cid, "\x00"):
+				started++
+			case r.status != 400:
+				t.Errorf("JSON sign-in with client_id %q: %v", cid, r)
+			}
+		}
+		for _, id := range []string{"%00", "%FF", "a%00b", "%C3", strings.Repeat("A", 10<<10), "AAAAAAAAAAAAAAAAAAAAA%00"} {
+			if code, _, body := call(t, "DELETE", base+"/sessions/"+id, at); code != 404 {
+				t.Errorf("DELETE /sessions/%.40s: %d %s, want 404", id, code, body)
+			}
+		}
+		for _, tok := range []string{"rt_\x00", "\xff\xfe", strings.Repeat("\x00", 100)} {
+			body := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}, "client_id": {"\x00\xff"}}.Encode()
+			if r := post(t, base+"/token", form, body); r.status != 400 {
+				t.Errorf("refresh with %q: %v", tok, r)
+			}
+			if r := post(t, base+"/revoke", form, url.Values{"token": {tok}}.Encode()); r.status != 200 {
+				t.Errorf("revoke %q: %v", tok, r)
+			}
+		}
+		_, _, body := call(t, "GET", base+"/sessions", at)
+		var list struct {
+			Sessions []json.RawMessage `json:"sessions"`
+		}
+		if err := json.Unmarshal(body, &list); err != nil || len(list.Sessions) != started {
+			t.Fatalf("/sessions after refused sign-ins: %d sessions, want %d: %s", len(list.Sessions), started, body)
+		}
+	})
+}

@@ -212,7 +212,9 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 		}
 		p, err := iss.Issue(r.Context(), in.Username, opts...)
 		if err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+			// 400 for a client_id no store keeps or a replayed DPoP proof,
+			// 503 for a store fault.
+			h.WriteIssueError(w, r, err)
 			return
 		}
 		h.WriteTokenResponse(w, r, p)

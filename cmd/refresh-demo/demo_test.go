@@ -213,33 +213,41 @@ func serverStores(t *testing.T) map[string]string {
 // run serves on a real port with each store, prints its URL and walkthrough,
 // and shuts down gracefully when its context ends.
 func TestRunEachStore(t *testing.T) {
+	eachStore(t, func(t *testing.T, o options) {
+		kind := o.store
+		base, stop, out := startDemo(t, o)
+		r := post(t, base+"/login", form, "username=alice&password=wonderland")
+		if r.status != 200 {
+			t.Fatalf("login: %v", r)
+		}
+		r = post(t, base+"/token", form, "grant_type=refresh_token&refresh_token="+r.body["refresh_token"].(string))
+		if r.status != 200 {
+			t.Fatalf("refresh: %v", r)
+		}
+		resp, err := http.Get(base + "/.well-known/jwks.json")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("jwks: %v %v", resp, err)
+		}
+		resp.Body.Close()
+		stop()
+		want := "Created new keys in " + o.dataDir
+		if kind == "memory" {
+			want = "sessions and generated keys die with this process"
+		}
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("the demo does not say %q:\n%s", want, out.String())
+		}
+	})
+}
+
+// eachStore runs f once per store the demo offers (Postgres and Redis when
+// PG_DSN / REDIS_URL are set), with options for a fresh instance on it.
+func eachStore(t *testing.T, f func(t *testing.T, o options)) {
 	stores := serverStores(t)
 	stores["memory"], stores["sqlite"] = "", ""
 	for kind, dsn := range stores {
 		t.Run(kind, func(t *testing.T) {
-			o := options{addr: "127.0.0.1:0", store: kind, dsn: dsn, dataDir: t.TempDir(), accessTTL: time.Minute, idleTTL: time.Hour, sessTTL: 2 * time.Hour}
-			base, stop, out := startDemo(t, o)
-			r := post(t, base+"/login", form, "username=alice&password=wonderland")
-			if r.status != 200 {
-				t.Fatalf("login: %v", r)
-			}
-			r = post(t, base+"/token", form, "grant_type=refresh_token&refresh_token="+r.body["refresh_token"].(string))
-			if r.status != 200 {
-				t.Fatalf("refresh: %v", r)
-			}
-			resp, err := http.Get(base + "/.well-known/jwks.json")
-			if err != nil || resp.StatusCode != 200 {
-				t.Fatalf("jwks: %v %v", resp, err)
-			}
-			resp.Body.Close()
-			stop()
-			want := "Created new keys in " + o.dataDir
-			if kind == "memory" {
-				want = "sessions and generated keys die with this process"
-			}
-			if !strings.Contains(out.String(), want) {
-				t.Fatalf("the demo does not say %q:\n%s", want, out.String())
-			}
+			f(t, options{addr: "127.0.0.1:0", store: kind, dsn: dsn, dataDir: t.TempDir(), accessTTL: time.Minute, idleTTL: time.Hour, sessTTL: 2 * time.Hour})
 		})
 	}
 }

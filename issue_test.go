@@ -1,0 +1,155 @@
+package refresh_test
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/refreshkit/refresh"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Issue refuses what no token and no store carry as given, before the
+// store sees anything: Postgres answers NUL and invalid UTF-8 in a text
+// column with an error (a 503 for the user), and a JWT carries U+FFFD in
+// their place, which makes two subjects or clients one.
+func TestIssueRefusesUnstorableValues(t *testing.T) {
+	mem := refresh.NewMemoryStore(refresh.WithSweepInterval(0))
+	rec := &recordingStore{Store: mem}
+	e := newEnv(t, func(c *refresh.Config) { c.Store = rec })
+	big := map[string]any{"pad": strings.Repeat("x", refresh.DefaultMaxTokenSize)}
+	for name, c := range map[string]struct {
+		sub  string
+		opts []refresh.Option
+	}{
+		"empty subject":                 {"", nil},
+		"subject not UTF-8":             {"a\xffb", nil},
+		"subject with NUL":              {"a\x00b", nil},
+		"client id NUL":                 {"alice", []refresh.Option{refresh.WithClientID("\x00")}},
+		"client id not UTF-8":           {"alice", []refresh.Option{refresh.WithClientID("web\xc3")}},
+		"scope token with a space":      {"alice", []refresh.Option{refresh.WithScope("read write")}},
+		"empty scope token":             {"alice", []refresh.Option{refresh.WithScope("read", "")}},
+		"scope token not ASCII":         {"alice", []refresh.Option{refresh.WithScope("lire-é")}},
+		"scope token with a quote":      {"alice", []refresh.Option{refresh.WithScope(`a"b`)}},
+		"scope token with a backslash":  {"alice", []refresh.Option{refresh.WithScope(`a\b`)}},
+		"scope token with a tab":        {"alice", []refresh.Option{refresh.WithScope("a\tb")}},
+		"claims over MaxTokenSize":      {"alice", []refresh.Option{refresh.WithClaims(big)}},
+		"scope token with DEL":          {"alice", []refresh.Option{refresh.WithScope("a\x7f")}},
+		"client id NUL with good scope": {"alice", []refresh.Option{refresh.WithScope("read"), refresh.WithClientID("a\x00")}},
+	} {
+		p, err := e.iss.Issue(bg, c.sub, c.opts...)
+		require.ErrorIs(t, err, refresh.ErrInvalidRequest, name)
+		assert.True(t, refresh.IsClientError(err), name)
+		assert.Nil(t, p, name)
+	}
+	assert.Empty(t, rec.seen, "a refused Issue reached the store")
+	assert.Zero(t, mem.Len())
+
+	// What is text is kept exactly: any Unicode, both normalisations,
+	// every printable ASCII scope character RFC 6749 allows.
+	p := e.issue(t, "Zoë 😀 e\u0301", refresh.WithClientID("app ✓"), refresh.WithScope("!", "~", "a:b/c", "urn:x#[]"),
+		refresh.WithMeta(map[string]string{"ua": "x\xff\x00y", "\xfe": "ok"}))
+	_, claims := decodeJWT(t, p.AccessToken)
+	assert.Equal(t, "Zoë 😀 e\u0301", claims["sub"])
+	assert.Equal(t, "app ✓", claims["client_id"])
+	assert.Equal(t, "! ~ a:b/c urn:x#[]", claims["scope"])
+	// Metadata comes from requests (a user agent): made text, not refused.
+	s, err := mem.Get(bg, p.SessionID)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]string{"ua": "x\uFFFD\uFFFDy", "\uFFFD": "ok"}, s.Meta)
+}
+
+// The access token's size is checked at Issue, to the byte: a session
+// whose tokens Verify would refuse for their length is never started.
+func TestIssueMaxTokenSizeBoundary(t *testing.T) {
+	length := func(n int) int {
+		e := newEnv(t)
+		return len(e.issue(t, "alice", refresh.WithClaims(map[string]any{"pad": strings.Repeat("x", n)})).AccessToken)
+	}
+	n := 1000
+	for length(n+1) == length(n) { // base64 grows by 1 or 2 characters per byte, or none
+		n++
+	}
+	e := newEnv(t, func(c *refresh.Config) { c.MaxTokenSize = length(n) })
+	p, err := e.iss.Issue(bg, "alice", refresh.WithClaims(map[string]any{"pad": strings.Repeat("x", n)}))
+	require.NoError(t, err)
+	assert.Len(t, p.AccessToken, length(n))
+	_, err = e.iss.Verify(bg, p.AccessToken)
+	require.NoError(t, err, "a token of exactly MaxTokenSize verifies")
+	_, err = e.iss.Issue(bg, "alice", refresh.WithClaims(map[string]any{"pad": strings.Repeat("x", n+1)}))
+	require.ErrorIs(t, err, refresh.ErrInvalidRequest, "one character more")
+	assert.Equal(t, 1, e.store.Len())
+}
+
+// Revoking by an id that Issue never mints (a devices page passes ids
+// from requests) is ErrSessionNotFound without asking the store.
+func TestRevokeSessionMalformedID(t *testing.T) {
+	rec := &recordingStore{Store: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	e := newEnv(t, func(c *refresh.Config) { c.Store = rec })
+	p := e.issue(t, "alice")
+	rec.seen = nil
+	for _, id := range []string{"", "\x00", "%00", p.SessionID[:21], p.SessionID + "A", p.SessionID[:21] + "\x00",
+		p.SessionID[:21] + "=", strings.Repeat("A", 10<<10), "\xff" + p.SessionID[1:], p.SessionID[:21] + "é"} {
+		require.ErrorIs(t, e.iss.RevokeSessionOf(bg, "alice", id), refresh.ErrSessionNotFound, "%q", id)
+		require.ErrorIs(t, e.iss.RevokeSession(bg, id), refresh.ErrSessionNotFound, "%q", id)
+	}
+	assert.Empty(t, rec.seen, "malformed ids reached the store")
+	require.NoError(t, e.iss.RevokeSessionOf(bg, "alice", p.SessionID))
+}
+
+// WriteIssueError over HTTP: a sign-in whose client_id no store keeps is
+// 400 invalid_request, a replayed DPoP proof 400 invalid_dpop_proof, a
+// store fault 503, each with only the error code and no session started.
+func TestWriteIssueError(t *testing.T) {
+	login := func(iss *refresh.Issuer, h *refresh.Handlers) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			proof, err := h.DPoPProof(r)
+			if err != nil {
+				h.WriteDPoPError(w, err)
+				return
+			}
+			p, err := iss.Issue(r.Context(), "alice", refresh.WithClientID(r.FormValue("client_id")), refresh.WithDPoPProof(proof))
+			if err != nil {
+				h.WriteIssueError(w, r, err)
+				return
+			}
+			h.WriteTokenResponse(w, r, p)
+		})
+	}
+	e := newEnv(t)
+	srv := httptest.NewServer(login(e.iss, refresh.NewHandlers(e.iss, refresh.HandlerConfig{})))
+	defer srv.Close()
+	u := srv.URL + "/login"
+	for _, cid := range []string{"\x00", "web\xff"} {
+		r := postForm(t, nil, u, url.Values{"client_id": {cid}}, nil)
+		assert.Equal(t, 400, r.status, "%q", cid)
+		assert.Equal(t, map[string]any{"error": "invalid_request"}, r.body)
+		assert.Equal(t, "no-store", r.header.Get("Cache-Control"))
+	}
+	assert.Zero(t, e.store.Len())
+
+	c := newDPoPClient(t)
+	proof := c.proof("POST", u, "", e.clock.Now())
+	r := postForm(t, nil, u, url.Values{"client_id": {"web"}}, map[string]string{"DPoP": proof})
+	require.Equal(t, 200, r.status, r.raw)
+	assert.Equal(t, "DPoP", r.body["token_type"])
+	r = postForm(t, nil, u, url.Values{"client_id": {"web"}}, map[string]string{"DPoP": proof})
+	assert.Equal(t, 400, r.status, "a replayed proof")
+	assert.Equal(t, map[string]any{"error": "invalid_dpop_proof"}, r.body)
+	assert.Equal(t, 1, e.store.Len())
+
+	var logged error
+	down := newEnv(t, func(c *refresh.Config) { c.Store = failingStore{errors.New("pq: secret detail")} })
+	dsrv := httptest.NewServer(login(down.iss, refresh.NewHandlers(down.iss, refresh.HandlerConfig{
+		OnError: func(_ *http.Request, err error) { logged = err }})))
+	defer dsrv.Close()
+	r = postForm(t, nil, dsrv.URL, url.Values{"client_id": {"web"}}, nil)
+	assert.Equal(t, 503, r.status)
+	assert.Equal(t, map[string]any{"error": "temporarily_unavailable"}, r.body)
+	assert.NotContains(t, r.raw, "secret detail")
+	require.Error(t, logged)
+}
