@@ -37,7 +37,8 @@ var (
 	// ErrInvalidRequest: Issue was given a value no token or store can carry
 	// as given: an empty subject; a subject or client ID that is not valid
 	// UTF-8 or holds a NUL byte (Postgres refuses both in text, and a JWT
-	// would carry U+FFFD instead, another subject); a scope token outside
+	// would carry U+FFFD instead, another subject), or is longer than 1024
+	// bytes (more than a database index entry may hold); a scope token outside
 	// RFC 6749 §3.3 (printable ASCII without space, '"' or '\'); claims
 	// that make the access token longer than Config.MaxTokenSize. Nothing
 	// is stored. When the value came from the request (a client_id at

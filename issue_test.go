@@ -29,6 +29,8 @@ func TestIssueRefusesUnstorableValues(t *testing.T) {
 		"empty subject":                 {"", nil},
 		"subject not UTF-8":             {"a\xffb", nil},
 		"subject with NUL":              {"a\x00b", nil},
+		"subject of 1025 bytes":         {strings.Repeat("s", 1025), nil},
+		"client id of 1025 bytes":       {"alice", []refresh.Option{refresh.WithClientID(strings.Repeat("é", 512) + "c")}},
 		"client id NUL":                 {"alice", []refresh.Option{refresh.WithClientID("\x00")}},
 		"client id not UTF-8":           {"alice", []refresh.Option{refresh.WithClientID("web\xc3")}},
 		"scope token with a space":      {"alice", []refresh.Option{refresh.WithScope("read write")}},
@@ -50,7 +52,9 @@ func TestIssueRefusesUnstorableValues(t *testing.T) {
 	assert.Zero(t, mem.Len())
 
 	// What is text is kept exactly: any Unicode, both normalisations,
-	// every printable ASCII scope character RFC 6749 allows.
+	// every printable ASCII scope character RFC 6749 allows, 1024 bytes.
+	long := e.issue(t, strings.Repeat("s", 1024), refresh.WithClientID(strings.Repeat("é", 512)))
+	assert.Equal(t, strings.Repeat("s", 1024), long.Subject)
 	p := e.issue(t, "Zoë 😀 e\u0301", refresh.WithClientID("app ✓"), refresh.WithScope("!", "~", "a:b/c", "urn:x#[]"),
 		refresh.WithMeta(map[string]string{"ua": "x\xff\x00y", "\xfe": "ok"}))
 	_, claims := decodeJWT(t, p.AccessToken)

@@ -212,8 +212,8 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 // it after your own login check has authenticated the user. Options:
 // WithClientID, WithScope, WithClaims, WithMeta, WithDPoPProof. Before the
 // store is asked anything it refuses, with ErrInvalidRequest, an empty
-// subject, a subject or client ID that is not valid UTF-8 or holds NUL, a
-// scope token outside RFC 6749 §3.3, and claims that would make the access
+// subject, a subject or client ID that is not valid UTF-8, holds NUL or is
+// longer than 1024 bytes, a scope token outside RFC 6749 §3.3, and claims that would make the access
 // token longer than Config.MaxTokenSize; metadata is made valid UTF-8
 // without NUL (U+FFFD in place of the rest). A login handler answers its
 // errors with Handlers.WriteIssueError.
@@ -274,6 +274,12 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	return p, nil
 }
 
+// maxNameLen bounds subjects and client IDs: far above any real one (an
+// OpenID Connect sub is at most 255 ASCII characters), below what a
+// database index entry holds (Postgres' B-tree: about 2.7 KB), and the
+// length storetest checks every store keeps whole.
+const maxNameLen = 1024
+
 // checkIssue refuses what Issue cannot put in a token and a store as
 // given (ErrInvalidRequest).
 func checkIssue(subject string, o *callOptions) error {
@@ -284,6 +290,8 @@ func checkIssue(subject string, o *callOptions) error {
 		return requestErr("subject is not valid UTF-8 or holds a NUL byte")
 	case !isText(o.clientID):
 		return requestErr("client ID is not valid UTF-8 or holds a NUL byte")
+	case len(subject) > maxNameLen || len(o.clientID) > maxNameLen:
+		return requestErr("subject or client ID longer than 1024 bytes")
 	}
 	for _, tok := range o.scope {
 		if !isScopeToken(tok) {

@@ -81,7 +81,8 @@ func (s *Session) Clone() *Session {
 // found only by its exact ID, not by another case of it or with trailing
 // spaces. Never use a case-insensitive or PAD SPACE collation (MySQL's
 // defaults), LIKE, prefix or normalising comparison, and keep strings
-// whole: no column that cuts a subject (storetest checks 1 KiB).
+// whole: no column that cuts a subject (up to 1024 bytes, the longest
+// Issue accepts; storetest checks it).
 //
 // Times are kept with nanosecond precision and returned so that Equal
 // reports true (locations need not be preserved), for the zero Time

@@ -56,8 +56,9 @@ func lookalikes(root string) []string {
 		root + "e\u0301",    // é, decomposed (NFD)
 		root + " ",
 		" " + root,
-		// Two of 1 KiB that share their first 1023 bytes: a column that cuts
-		// subjects (varchar(255), an index prefix) makes them one.
+		// Two of 1 KiB (the longest Issue accepts) that share their first
+		// 1023 bytes: a column that cuts subjects (varchar(255), an index
+		// prefix) makes them one.
 		longSubject(root, "1"),
 		longSubject(root, "2"),
 	}
