@@ -85,6 +85,8 @@ var mutants = map[string]string{
 	"scope-sorted":      "scopes stored as a sorted set",
 	"revsubj-one-batch": "RevokeSubject revokes one page of 100 sessions only",
 	"sessions-limit":    "Sessions returns the first 100 sessions only",
+	"sessions-partial":  "Sessions returns only the columns a listing seems to need",
+	"sessions-stale":    "Sessions returns copies made at Create (generation, RotatedAt, grace)",
 	// The sweep of what can never be used again (refresh.StaleDeleter).
 	"stale-ignores-expired": "DeleteStale ignores expiredBy",
 	"stale-idle-strict":     "DeleteStale compares RotatedAt < idleBy instead of <=",

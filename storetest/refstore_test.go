@@ -443,6 +443,15 @@ func (r *refStore) Sessions(ctx context.Context, subject string) ([]*refresh.Ses
 			out = append(out, r.out(s))
 		}
 	}
+	for i, c := range out {
+		switch {
+		case r.is("sessions-partial"): // SELECT id, created_at, rotated_at, expires_at, revoked_at
+			out[i] = &refresh.Session{ID: c.ID, Subject: c.Subject, CreatedAt: c.CreatedAt, RotatedAt: c.RotatedAt,
+				ExpiresAt: c.ExpiresAt, RevokedAt: c.RevokedAt, Generation: c.Generation}
+		case r.is("sessions-stale"): // a per-subject copy made at Create
+			c.Generation, c.RotatedAt, c.GraceUses = 0, c.CreatedAt, 0
+		}
+	}
 	if r.is("sessions-limit") && len(out) > 100 {
 		refresh.SortSessions(out)
 		return out[:100], nil

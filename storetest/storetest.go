@@ -501,9 +501,24 @@ func testSessions(t *testing.T, st refresh.Store) {
 		want = append(want, s)
 	}
 	mustCreate(t, st, newSession(bob, base))
-	if err := st.Revoke(ctx(t), want[0].ID, base, "x"); err != nil {
+	revokedAt := base.Add(time.Minute + 5*time.Nanosecond)
+	if err := st.Revoke(ctx(t), want[0].ID, revokedAt, "x"); err != nil {
 		t.Fatal(err)
 	}
+	want[0].RevokedAt, want[0].RevokeReason = revokedAt, "x"
+	// The listing shows each session as it is now, every field: what a
+	// devices page shows and what the Issuer's liveness and session limit
+	// read from it (a listing kept as a copy made at Create, or one that
+	// selects a few columns, shows stale or empty sessions).
+	rotated := base.Add(2*time.Minute + 7*time.Nanosecond)
+	if err := st.Advance(ctx(t), want[1].ID, 0, rotated); err != nil {
+		t.Fatal(err)
+	}
+	want[1].Generation, want[1].RotatedAt = 1, rotated
+	if err := st.UseGrace(ctx(t), want[1].ID, 1, 3); err != nil {
+		t.Fatal(err)
+	}
+	want[1].GraceUses = 1
 	got, err := st.Sessions(ctx(t), alice)
 	if err != nil {
 		t.Fatal(err)
@@ -517,9 +532,18 @@ func testSessions(t *testing.T, st refresh.Store) {
 			t.Fatalf("Sessions not ordered by CreatedAt, ID at %d", i)
 		}
 	}
+	byID := map[string]*refresh.Session{}
+	for _, s := range want {
+		byID[s.ID] = s
+	}
 	for _, s := range got {
 		if s.Subject != alice {
 			t.Fatalf("Sessions returned subject %q", s.Subject)
+		}
+		if w := byID[s.ID]; w == nil {
+			t.Fatalf("Sessions returned an unknown session %q", s.ID)
+		} else if d := equal(w, s); d != "" {
+			t.Fatalf(`rule "Sessions returns every session as Get would, every field": session %q: %s`, s.ID, d)
 		}
 	}
 }
