@@ -216,6 +216,38 @@ func ExampleNewHandlers() {
 	// 400 no-store <nil> <nil> invalid_grant
 }
 
+// A login handler: after its own password check it starts a session, and
+// answers Issue's errors the way the token endpoint answers its own. A
+// client_id that no store can keep (a NUL byte) is the client's fault.
+func ExampleHandlers_WriteIssueError() {
+	iss := newExampleIssuer(0)
+	h := refresh.NewHandlers(iss, refresh.HandlerConfig{})
+	login := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ... check the user's password here ...
+		pair, err := iss.Issue(r.Context(), "alice", refresh.WithClientID(r.FormValue("client_id")))
+		if err != nil {
+			h.WriteIssueError(w, r, err) // 400 for a refused value or DPoP proof, else 503
+			return
+		}
+		h.WriteTokenResponse(w, r, pair)
+	})
+	srv := httptest.NewServer(login)
+	defer srv.Close()
+	for _, client := range []string{"web", "web\x00"} {
+		resp, err := http.PostForm(srv.URL, url.Values{"client_id": {client}})
+		if err != nil {
+			log.Fatal(err)
+		}
+		var body map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		fmt.Printf("%q: %d %v\n", client, resp.StatusCode, body["error"])
+	}
+	// Output:
+	// "web": 200 <nil>
+	// "web\x00": 400 invalid_request
+}
+
 // A resource server in another service verifies the auth service's tokens
 // from its JWKS document, and asks its introspection endpoint whether the
 // session still lives.
