@@ -29,14 +29,20 @@ import (
 
 func newTestIssuer(t testing.TB) *refresh.Issuer {
 	t.Helper()
+	st := refresh.NewMemoryStore()
+	t.Cleanup(func() { _ = st.Close() })
+	return newTestIssuerOn(t, st)
+}
+
+// newTestIssuerOn is newTestIssuer on another store.
+func newTestIssuerOn(t testing.TB, st refresh.Store) *refresh.Issuer {
+	t.Helper()
 	key, _, err := signingKey("")
 	if err != nil {
 		t.Fatal(err)
 	}
 	mac := make([]byte, 32)
 	_, _ = rand.Read(mac)
-	st := refresh.NewMemoryStore()
-	t.Cleanup(func() { _ = st.Close() })
 	iss, err := refresh.NewIssuer(refresh.Config{
 		Issuer: "http://demo.test", Audience: "refresh-demo",
 		Keys: []refresh.Key{key}, RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: mac}},

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/textproto"
+	"os"
 	"strings"
 	"testing"
 
@@ -20,8 +21,21 @@ import (
 // never shows internal detail (Go error text, stack traces, the secret),
 // answers JSON errors in JSON, and never lets a response carrying tokens
 // be cached.
+//
+// With PG_DSN set (scripts/test.sh sets it) the service runs on Postgres,
+// the strictest store about what it keeps, so that the seeds and every
+// recorded crasher are replayed there by the ordinary test run; fuzzing
+// proper (scripts/fuzz.sh) runs on the memory store.
 func FuzzDemo(f *testing.F) {
 	iss := newTestIssuer(f)
+	if dsn := os.Getenv("PG_DSN"); dsn != "" {
+		st, closeStore, err := openStore(f.Context(), "postgres", dsn, "")
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Cleanup(closeStore)
+		iss = newTestIssuerOn(f, st)
+	}
 	const rsSecret = "rs-s3cret-for-fuzzing"
 	mux := newAuthMux(iss, authConfig{introspectionSecret: rsSecret})
 
@@ -44,6 +58,13 @@ func FuzzDemo(f *testing.F) {
 		{"GET", "/assets/app.js", "", "", ""},
 		{"GET", "/../../etc/passwd", "", "", ""},
 		{"PUT", "/token", "DPoP: e30.e30.", "text/plain", "\x00\xff"},
+		// What no text column keeps (TestHostileStringsEachStore).
+		{"POST", "/login", "", "application/x-www-form-urlencoded", "username=alice&password=wonderland&client_id=%00"},
+		{"POST", "/app/login", "X-Requested-With: x", "application/json", `{"username":"bob","password":"builder","client_id":"\u0000"}`},
+		{"DELETE", "/sessions/%FF", "Authorization: Bearer {AT}", "", ""},
+		{"DELETE", "/sessions/%00%00", "Authorization: Bearer {AT}", "", ""},
+		{"POST", "/token", "", "application/x-www-form-urlencoded", "grant_type=refresh_token&refresh_token={RT}&client_id=%00%FF"},
+		{"POST", "/revoke", "", "application/x-www-form-urlencoded", "token={RT}&client_id=%C3"},
 	}
 	for _, s := range seeds {
 		f.Add(s.method, s.path, s.header, s.ctype, s.body)
