@@ -2,11 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/textproto"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/refreshkit/refresh"
@@ -69,8 +71,11 @@ func FuzzDemo(f *testing.F) {
 	for _, s := range seeds {
 		f.Add(s.method, s.path, s.header, s.ctype, s.body)
 	}
+	// A subject per input: one subject gathering a session per input would
+	// make every /sessions and /logout-all of the run slower than the last.
+	var n atomic.Int64
 	f.Fuzz(func(t *testing.T, method, path, header, ctype, body string) {
-		p, err := iss.Issue(t.Context(), "alice", refresh.WithScope("profile", "sessions"),
+		p, err := iss.Issue(t.Context(), fmt.Sprintf("fuzz-%d", n.Add(1)), refresh.WithScope("profile", "sessions"),
 			refresh.WithClaims(map[string]any{"roles": []string{"admin"}}))
 		if err != nil {
 			t.Fatal(err)
