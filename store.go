@@ -178,9 +178,10 @@ type ActiveAdvancer interface {
 	// activeAfter, it moves the session to from+1, sets RotatedAt to at and
 	// GraceUses to 0 and returns nil. Otherwise it returns ErrConflict and
 	// changes nothing (ErrSessionNotFound if there is no such session). Of
-	// any number of concurrent calls with the same `from`, at most one
-	// succeeds. It compares times only; it knows nothing of the Issuer's
-	// lifetimes.
+	// any number of concurrent calls with the same `from`, AdvanceActive
+	// and Advance mixed (one instance may take either path while another
+	// takes the other), at most one succeeds. It compares times only; it
+	// knows nothing of the Issuer's lifetimes.
 	AdvanceActive(ctx context.Context, id string, from uint64, at, activeAfter time.Time) error
 }
 

@@ -404,13 +404,30 @@ func testAdvanceActive(t *testing.T, st refresh.Store) {
 			t.Fatalf("%s: generation %d: %d of %d concurrent calls succeeded, want exactly 1", rule, gen, wins, racers)
 		}
 	}
+	// Advance and AdvanceActive racing each other: a warm instance takes the
+	// one-round-trip path while a cold one reads and calls Advance. They
+	// are one compare-and-swap: an AdvanceActive that is atomic only
+	// against itself (its own lock, its own script) lets both win, and one
+	// token gets two successors.
+	for gen := uint64(3); gen < 11; gen++ {
+		wins := race(t, func(i int) error {
+			at := base.Add(time.Duration(gen+1)*time.Hour + time.Duration(i))
+			if i%2 == 0 {
+				return st.Advance(ctx(t), r.ID, gen, at)
+			}
+			return aa.AdvanceActive(ctx(t), r.ID, gen, at, base.Add(-time.Hour))
+		}, isConflict)
+		if wins != 1 {
+			t.Fatalf("%s: generation %d: %d of %d concurrent Advance and AdvanceActive calls succeeded, want exactly 1", rule, gen, wins, racers)
+		}
+	}
 	c, cancel := context.WithCancel(ctx(t))
 	cancel()
-	if err := aa.AdvanceActive(c, r.ID, 3, base.Add(5*time.Hour), base); !errors.Is(err, context.Canceled) {
+	if err := aa.AdvanceActive(c, r.ID, 11, base.Add(13*time.Hour), base); !errors.Is(err, context.Canceled) {
 		t.Fatalf("AdvanceActive with a cancelled context: %v, want an error wrapping context.Canceled", err)
 	}
-	if got := mustGet(t, st, r.ID).Generation; got != 3 {
-		t.Fatalf("generation %d after three races and a cancelled call, want 3", got)
+	if got := mustGet(t, st, r.ID).Generation; got != 11 {
+		t.Fatalf("generation %d after eleven races and a cancelled call, want 11", got)
 	}
 }
 

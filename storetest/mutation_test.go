@@ -78,6 +78,7 @@ var mutants = map[string]string{
 	"active-missing-conflict": "AdvanceActive of a missing session is ErrConflict",
 	"active-keeps-grace":      "AdvanceActive does not reset GraceUses",
 	"active-no-rotatedat":     "AdvanceActive does not set RotatedAt",
+	"active-own-lock":         "AdvanceActive atomic against itself only, not against Advance",
 	// Lookups and limits of a real schema.
 	"id-casefold":       "IDs looked up case-insensitively (a _ci collation)",
 	"subj-varchar255":   "subjects cut to 255 bytes (varchar(255))",

@@ -20,6 +20,7 @@ type refStore struct {
 	fault error
 
 	mu    sync.Mutex
+	amu   sync.Mutex // AdvanceActive's own lock (bug "active-own-lock")
 	m     map[string]*refresh.Session
 	order []string             // ids in insertion order
 	scope map[string][]string  // interned scopes (bug "alias-intern-scope")
@@ -242,6 +243,12 @@ func (r *refStore) AdvanceActive(ctx context.Context, id string, from uint64, at
 		return refresh.ErrConflict
 	}
 	if r.is("active-race") {
+		return r.racyAdvance(id, from, at)
+	}
+	if r.is("active-own-lock") {
+		// Atomic against other AdvanceActive calls, not against Advance.
+		r.amu.Lock()
+		defer r.amu.Unlock()
 		return r.racyAdvance(id, from, at)
 	}
 	if s == nil && r.is("active-missing-conflict") {
