@@ -40,7 +40,8 @@ var (
 	// would carry U+FFFD instead, another subject), or is longer than 1024
 	// bytes (more than a database index entry may hold); a scope token outside
 	// RFC 6749 §3.3 (printable ASCII without space, '"' or '\'); claims
-	// that make the access token longer than Config.MaxTokenSize. Nothing
+	// with a registered name, that JSON cannot encode, or that make the
+	// access token longer than Config.MaxTokenSize. Nothing
 	// is stored. When the value came from the request (a client_id at
 	// sign-in) it is the client's fault: answer 400 invalid_request
 	// (Handlers.WriteIssueError).

@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"errors"
+	"math"
 	"net/url"
 	"strings"
 	"sync"
@@ -92,7 +93,12 @@ func TestIssueRefusesReservedClaims(t *testing.T) {
 	e := newEnv(t)
 	for _, name := range []string{"iss", "sub", "aud", "exp", "jti", "sid", "scope", "client_id"} {
 		_, err := e.iss.Issue(bg, "alice", refresh.WithClaims(map[string]any{name: "x"}))
-		require.Error(t, err, name)
+		require.ErrorIs(t, err, refresh.ErrInvalidRequest, name)
+	}
+	// Claims JSON cannot carry are the caller's fault too, not a 503.
+	for _, v := range []any{math.NaN(), math.Inf(1), make(chan int), func() {}} {
+		_, err := e.iss.Issue(bg, "alice", refresh.WithClaims(map[string]any{"x": v}))
+		require.ErrorIs(t, err, refresh.ErrInvalidRequest, "%T", v)
 	}
 	assert.Equal(t, 0, e.store.Len(), "a refused Issue stores nothing")
 	_, err := e.iss.Issue(bg, "")

@@ -84,12 +84,12 @@ func encodeClaims(m map[string]any) ([]byte, error) {
 	}
 	for name := range m {
 		if reservedClaims[name] {
-			return nil, fmt.Errorf("refresh: claim %q is reserved and set by the Issuer", name)
+			return nil, fmt.Errorf("%w: claim %q is reserved and set by the Issuer", ErrInvalidRequest, name)
 		}
 	}
 	b, err := json.Marshal(m)
 	if err != nil {
-		return nil, fmt.Errorf("refresh: claims: %w", err)
+		return nil, fmt.Errorf("%w: claims: %w", ErrInvalidRequest, err)
 	}
 	return b, nil
 }
