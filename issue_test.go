@@ -42,6 +42,8 @@ func TestIssueRefusesUnstorableValues(t *testing.T) {
 		"claims over MaxTokenSize":      {"alice", []refresh.Option{refresh.WithClaims(big)}},
 		"scope token with DEL":          {"alice", []refresh.Option{refresh.WithScope("a\x7f")}},
 		"client id NUL with good scope": {"alice", []refresh.Option{refresh.WithScope("read"), refresh.WithClientID("a\x00")}},
+		"DPoP thumbprint not one":       {"alice", []refresh.Option{refresh.WithDPoP("jkt\x00")}},
+		"DPoP thumbprint too short":     {"alice", []refresh.Option{refresh.WithDPoP(strings.Repeat("A", 42))}},
 	} {
 		p, err := e.iss.Issue(bg, c.sub, c.opts...)
 		require.ErrorIs(t, err, refresh.ErrInvalidRequest, name)

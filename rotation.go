@@ -292,6 +292,8 @@ func checkIssue(subject string, o *callOptions) error {
 		return requestErr("client ID is not valid UTF-8 or holds a NUL byte")
 	case len(subject) > maxNameLen || len(o.clientID) > maxNameLen:
 		return requestErr("subject or client ID longer than 1024 bytes")
+	case o.dpop != "" && !isThumbprint(o.dpop):
+		return requestErr("DPoP key thumbprint is not an RFC 7638 SHA-256 thumbprint (43 base64url characters)")
 	}
 	for _, tok := range o.scope {
 		if !isScopeToken(tok) {
@@ -305,6 +307,17 @@ func checkIssue(subject string, o *callOptions) error {
 // keeps as given (Postgres text refuses NUL and invalid UTF-8) and JSON
 // carries unchanged.
 func isText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// isThumbprint reports whether s is an RFC 7638 SHA-256 JWK thumbprint in
+// unpadded base64url, as DPoPProof.Thumbprint and cnf.jkt are.
+func isThumbprint(s string) bool {
+	var b [sha256.Size]byte
+	if len(s) != b64.EncodedLen(len(b)) {
+		return false
+	}
+	n, err := decodeB64Into(b[:], s)
+	return err == nil && n == len(b)
+}
 
 // isScopeToken reports whether s is an RFC 6749 §3.3 scope-token:
 // 1*( %x21 / %x23-5B / %x5D-7E ).
