@@ -39,7 +39,8 @@ var (
 	// UTF-8 or holds a NUL byte (Postgres refuses both in text, and a JWT
 	// would carry U+FFFD instead, another subject), or is longer than 1024
 	// bytes (more than a database index entry may hold); a scope token outside
-	// RFC 6749 §3.3 (printable ASCII without space, '"' or '\'); claims
+	// RFC 6749 §3.3 (printable ASCII without space, '"' or '\'); a DPoP
+	// key that is not a SHA-256 JWK thumbprint; claims
 	// with a registered name, that JSON cannot encode, or that make the
 	// access token longer than Config.MaxTokenSize. Nothing
 	// is stored. When the value came from the request (a client_id at

@@ -213,9 +213,11 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 // WithClientID, WithScope, WithClaims, WithMeta, WithDPoPProof. Before the
 // store is asked anything it refuses, with ErrInvalidRequest, an empty
 // subject, a subject or client ID that is not valid UTF-8, holds NUL or is
-// longer than 1024 bytes, a scope token outside RFC 6749 §3.3, and claims that would make the access
-// token longer than Config.MaxTokenSize; metadata is made valid UTF-8
-// without NUL (U+FFFD in place of the rest). A login handler answers its
+// longer than 1024 bytes, a scope token outside RFC 6749 §3.3, a WithDPoP
+// value that is not a SHA-256 JWK thumbprint, and claims with a registered
+// name, that JSON cannot encode, or that would make the access token
+// longer than Config.MaxTokenSize; metadata is made valid UTF-8 without
+// NUL (U+FFFD in place of the rest). A login handler answers its
 // errors with Handlers.WriteIssueError.
 func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*Pair, error) {
 	o := collect(opts)
