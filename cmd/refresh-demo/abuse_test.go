@@ -231,6 +231,13 @@ func TestHostileStringsEachStore(t *testing.T) {
 				t.Errorf("JSON sign-in with client_id %q: %v", cid, r)
 			}
 		}
+		// A user agent in obs-text (bytes 0x80-0xFF, which HTTP allows) is
+		// stored as session metadata: made valid text, never a refusal.
+		if r := post(t, base+"/login", form, "username=bob&password=builder", "User-Agent", "agent\xff\xfe\xc3"); r.status != 200 {
+			t.Errorf("sign-in with an obs-text user agent: %v", r)
+		} else {
+			started++
+		}
 		for _, id := range []string{"%00", "%FF", "a%00b", "%C3", strings.Repeat("A", 10<<10), "AAAAAAAAAAAAAAAAAAAAA%00"} {
 			if code, _, body := call(t, "DELETE", base+"/sessions/"+id, at); code != 404 {
 				t.Errorf("DELETE /sessions/%.40s: %d %s, want 404", id, code, body)
