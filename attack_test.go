@@ -2,9 +2,13 @@ package refresh_test
 
 import (
 	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/pem"
+	"math/big"
 	"strings"
 	"testing"
 
@@ -76,7 +80,37 @@ func attackTokens(t *testing.T, e *env) map[string]string {
 	out["non-canonical trailing bits"] = parts[0] + "." + parts[1] + "." + trailing
 	out["1 MB"] = strings.Repeat("A", 1<<20)
 	out["refresh token as bearer"] = e.issue(t, "alice").RefreshToken
+	// ECDSA edge cases against the genuine ES256 token (which verifies, see
+	// TestAttackSuite): the all-zero "psychic" signature (CVE-2022-21449),
+	// r = s = the group order, a DER-encoded signature (JWS wants r||s), and
+	// r||s a byte short or long.
+	es := signES256(t, e.goodClaims())
+	esIn := es[:strings.LastIndexByte(es, '.')]
+	rs, err := base64.RawURLEncoding.DecodeString(es[len(esIn)+1:])
+	require.NoError(t, err)
+	n := ecKey.Curve.Params().N.FillBytes(make([]byte, 32))
+	r, s := new(big.Int).SetBytes(rs[:32]), new(big.Int).SetBytes(rs[32:])
+	der, err := asn1.Marshal(struct{ R, S *big.Int }{r, s})
+	require.NoError(t, err)
+	for name, sig := range map[string][]byte{
+		"psychic signature (r = s = 0)": make([]byte, 64),
+		"r = s = n":                     append(append([]byte{}, n...), n...),
+		"DER signature":                 der,
+		"signature a byte short":        rs[:63],
+		"signature a byte long":         append(append([]byte{}, rs...), 0),
+	} {
+		out["ES256 "+name] = esIn + "." + base64.RawURLEncoding.EncodeToString(sig)
+	}
 	return out
+}
+
+// signES256 signs claims as the ES256 key "ec1" would: a genuine token.
+func signES256(t *testing.T, claims map[string]any) string {
+	in := b64json(map[string]any{"alg": "ES256", "kid": "ec1", "typ": "at+jwt"}) + "." + b64json(claims)
+	digest := sha256.Sum256([]byte(in))
+	r, s, err := ecdsa.Sign(rand.Reader, ecKey, digest[:])
+	require.NoError(t, err)
+	return in + "." + base64.RawURLEncoding.EncodeToString(append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...))
 }
 
 type overflow struct{}
@@ -116,6 +150,9 @@ func TestAttackSuite(t *testing.T) {
 	_, err := e.iss.Verify(bg, good)
 	require.NoError(t, err)
 	require.Equal(t, 200, get(t, srv.URL+"/me", bearer(good)).StatusCode)
+	// The ES256 edge cases are refused for their signatures alone: the
+	// genuine ES256 token with the same header and claims is accepted.
+	require.Equal(t, 200, get(t, srv.URL+"/me", bearer(signES256(t, e.goodClaims()))).StatusCode)
 }
 
 // An ES256 token is refused when its signature is valid for another key.
