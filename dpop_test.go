@@ -3,6 +3,7 @@ package refresh_test
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -156,6 +157,22 @@ func TestVerifyDPoPProof(t *testing.T) {
 	}), "")
 	p := c.proof("GET", u, "", now)
 	bad("tampered", p[:len(p)-3]+"AAA", "")
+	// ES256 with the all-zero "psychic" signature (CVE-2022-21449) and with
+	// r = s = n; the same proof genuinely signed by the key is accepted.
+	ecPub, err := jwk.Import(&ecKey.PublicKey)
+	require.NoError(t, err)
+	ecJSON, _ := json.Marshal(ecPub)
+	var ecMap map[string]any
+	require.NoError(t, json.Unmarshal(ecJSON, &ecMap))
+	esIn := b64json(map[string]any{"typ": "dpop+jwt", "alg": "ES256", "jwk": ecMap}) + "." +
+		b64json(map[string]any{"jti": "es-" + now.Format(time.RFC3339Nano), "htm": "GET", "htu": u, "iat": now.Unix()})
+	digest := sha256.Sum256([]byte(esIn))
+	r, sg, err := ecdsa.Sign(rand.Reader, ecKey, digest[:])
+	require.NoError(t, err)
+	order := ecKey.Curve.Params().N.FillBytes(make([]byte, 32))
+	bad("ES256 psychic signature", esIn+"."+base64.RawURLEncoding.EncodeToString(make([]byte, 64)), "")
+	bad("ES256 r = s = n", esIn+"."+base64.RawURLEncoding.EncodeToString(append(append([]byte{}, order...), order...)), "")
+	ok(esIn+"."+base64.RawURLEncoding.EncodeToString(append(r.FillBytes(make([]byte, 32)), sg.FillBytes(make([]byte, 32))...)), "")
 	bad("garbage", "not.a.proof", "")
 	bad("huge", strings.Repeat("A", 5000), "")
 }
