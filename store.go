@@ -75,7 +75,8 @@ func (s *Session) Clone() *Session {
 //
 // Strings compare as exact bytes. Subjects, client IDs, scope tokens and
 // metadata are valid UTF-8 without NUL (Issue refuses or replaces anything
-// else, so a text column keeps them); IDs are unpadded base64url. Within
+// else, so a text column keeps them); the IDs the Issuer mints are
+// unpadded base64url, and any other string names no session. Within
 // that, "alice", "Alice", "alice ", "alice%", "alice_" and two Unicode
 // normalisations of one name are different subjects, and a session is
 // found only by its exact ID, not by another case of it or with trailing
