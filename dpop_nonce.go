@@ -81,10 +81,7 @@ func (ns *nonceSource) check(p *DPoPProof) error {
 		return refuse("no nonce")
 	}
 	var raw [nonceLen]byte
-	if len(p.Nonce) != b64.EncodedLen(nonceLen) {
-		return refuse("malformed nonce")
-	}
-	if n, err := decodeB64Into(raw[:], p.Nonce); err != nil || n != nonceLen {
+	if !decodeB64Exact(raw[:], p.Nonce) {
 		return refuse("malformed nonce")
 	}
 	slot, cur := binary.BigEndian.Uint64(raw[:8]), ns.slotAt(ns.now())

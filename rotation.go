@@ -314,11 +314,7 @@ func isText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 
 // unpadded base64url, as DPoPProof.Thumbprint and cnf.jkt are.
 func isThumbprint(s string) bool {
 	var b [sha256.Size]byte
-	if len(s) != b64.EncodedLen(len(b)) {
-		return false
-	}
-	n, err := decodeB64Into(b[:], s)
-	return err == nil && n == len(b)
+	return decodeB64Exact(b[:], s)
 }
 
 // isScopeToken reports whether s is an RFC 6749 §3.3 scope-token:
@@ -816,12 +812,8 @@ func (iss *Issuer) revokeID(ctx context.Context, id, owner string) error {
 // isSessionID reports whether id has the form of the session ids Issue
 // mints: 16 bytes in unpadded base64url.
 func isSessionID(id string) bool {
-	if len(id) != b64.EncodedLen(sessionIDLen) {
-		return false
-	}
 	var b [sessionIDLen]byte
-	n, err := decodeB64Into(b[:], id)
-	return err == nil && n == sessionIDLen
+	return decodeB64Exact(b[:], id)
 }
 
 // revoke ends session s as read from the store. A session that was already

@@ -46,11 +46,9 @@ type memID struct {
 
 func parseMemID(id string) memID {
 	var k memID
-	if len(id) == b64.EncodedLen(sessionIDLen) {
-		if n, err := decodeB64Into(k.fixed[:], id); err == nil && n == sessionIDLen {
-			k.isFixed = true
-			return k
-		}
+	if decodeB64Exact(k.fixed[:], id) {
+		k.isFixed = true
+		return k
 	}
 	k.other = id
 	return k

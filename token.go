@@ -135,6 +135,17 @@ func decodeB64Into(dst []byte, s string) (int, error) {
 	return b64.Strict().Decode(dst, []byte(s))
 }
 
+// decodeB64Exact decodes s into dst and reports whether s is exactly
+// len(dst) bytes in canonical unpadded base64url: the fixed-size values of
+// this package (session ids, thumbprints, nonces).
+func decodeB64Exact(dst []byte, s string) bool {
+	if len(s) != b64.EncodedLen(len(dst)) {
+		return false
+	}
+	n, err := decodeB64Into(dst, s)
+	return err == nil && n == len(dst)
+}
+
 // accessInput is what one access token says.
 type accessInput struct {
 	subject, clientID, sessionID string

@@ -29,7 +29,7 @@ import (
 // recorded crasher are replayed there by the ordinary test run; fuzzing
 // proper (scripts/fuzz.sh) runs on the memory store.
 func FuzzDemo(f *testing.F) {
-	iss := newTestIssuer(f)
+	var iss *refresh.Issuer
 	if dsn := os.Getenv("PG_DSN"); dsn != "" {
 		st, closeStore, err := openStore(f.Context(), "postgres", dsn, "")
 		if err != nil {
@@ -37,6 +37,8 @@ func FuzzDemo(f *testing.F) {
 		}
 		f.Cleanup(closeStore)
 		iss = newTestIssuerOn(f, st)
+	} else {
+		iss = newTestIssuer(f)
 	}
 	const rsSecret = "rs-s3cret-for-fuzzing"
 	mux := newAuthMux(iss, authConfig{introspectionSecret: rsSecret})
