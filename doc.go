@@ -18,7 +18,8 @@
 // JWKS document and RFC 8414 metadata, with an optional cookie mode for
 // browser apps. Sessions can
 // be bound to a client's DPoP key (RFC 9449, [WithDPoPProof], with optional
-// server nonces: [Config].DPoPNonceLifetime), so that stolen tokens are
+// server nonces: [Config].DPoPNonceLifetime, and a resource server's own,
+// [VerifierConfig].DPoPNonceLifetime), so that stolen tokens are
 // useless without it, and confidential clients are authenticated
 // on every request by [HandlerConfig].ClientAuth.
 //

@@ -60,6 +60,7 @@ type DPoPProof struct {
 	IssuedAt   time.Time // iat
 	Nonce      string    // nonce, "" if the proof has none (see Config.DPoPNonceLifetime)
 	verified   bool
+	renewNonce bool // its nonce is of the previous slot: send the current one
 }
 
 // sameURL compares scheme, host and path, ignoring query and fragment and
@@ -155,7 +156,10 @@ var dpopAlgs = func() string {
 // embedded key; a jwk header that is missing, malformed or private; a bad
 // signature; htm or htu that do not match the request; an iat more than a
 // minute old or in the future; a missing or wrong ath; an RSA key under 2048
-// or over 4096 bits or with an exponent over 2^32-1.
+// or over 4096 bits or with an exponent over 2^32-1. With
+// Config.DPoPNonceLifetime it also refuses a proof without a current
+// nonce, with an error that wraps ErrUseDPoPNonce too: answer it with the
+// nonce of Handlers.DPoPNonce, and the client retries with it.
 //
 // VerifyDPoPProof does not record the proof: anyone can make a valid proof
 // with a key of their own, so remembering proofs before the request is
@@ -284,7 +288,13 @@ func (rs *resourceServer) verifyDPoPProof(proof, method, requestURL, accessToken
 			return bad("ath does not match the access token")
 		}
 	}
-	return &DPoPProof{Thumbprint: ak.id, ID: jti, IssuedAt: iat, Nonce: nonce, verified: true}, nil
+	p := &DPoPProof{Thumbprint: ak.id, ID: jti, IssuedAt: iat, Nonce: nonce, verified: true}
+	// The nonce last: a proof that fails anything else is answered for
+	// that, and a nonce is handed out only for a proof otherwise good.
+	if err := rs.nonces.check(p); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // consumeDPoP records a verified proof whose key the request has shown to be

@@ -34,10 +34,10 @@ type nonceSource struct {
 	now  func() time.Time
 }
 
-func newNonceSource(lifetime time.Duration, refreshKeys []RefreshKey, now func() time.Time) *nonceSource {
+func newNonceSource(lifetime time.Duration, secrets [][]byte, now func() time.Time) *nonceSource {
 	ns := &nonceSource{slot: lifetime / 2, now: now}
-	for _, rk := range refreshKeys {
-		m := hmac.New(sha256.New, rk.Secret)
+	for _, secret := range secrets {
+		m := hmac.New(sha256.New, secret)
 		m.Write([]byte("refreshkit/dpop-nonce-key"))
 		ns.keys = append(ns.keys, m.Sum(nil))
 	}
@@ -69,7 +69,9 @@ func (ns *nonceSource) current() string {
 
 // check refuses a proof whose nonce is missing, malformed, forged or from
 // a slot before the previous one, with an error wrapping both
-// ErrUseDPoPNonce and ErrInvalidToken.
+// ErrUseDPoPNonce and ErrInvalidToken. A nonce of the previous slot is
+// accepted and marks the proof (renewNonce), so that a successful answer
+// can hand out the current one before the client's stops working.
 func (ns *nonceSource) check(p *DPoPProof) error {
 	if ns == nil {
 		return nil
@@ -90,6 +92,7 @@ func (ns *nonceSource) check(p *DPoPProof) error {
 	}
 	for _, k := range ns.keys {
 		if hmac.Equal(ns.mac(k, slot), raw[8:]) {
+			p.renewNonce = slot != cur
 			return nil
 		}
 	}

@@ -410,17 +410,29 @@ func TestDPoPNonce(t *testing.T) {
 	assert.Contains(t, resp.Header.Get("WWW-Authenticate"), `error="use_dpop_nonce"`)
 	assert.True(t, strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "DPoP "))
 	assert.Equal(t, nonce, resp.Header.Get("DPoP-Nonce"))
-	assert.Equal(t, 200, me(nonce).StatusCode)
+	resp = me(nonce)
+	assert.Equal(t, 200, resp.StatusCode)
+	assert.Empty(t, resp.Header.Get("DPoP-Nonce"), "a nonce of the current slot needs no renewal")
 
-	// The nonce of the first minute is good until the end of the second.
+	// The nonce of the first minute is good until the end of the second;
+	// an answer to a request made with it in the second carries the next.
 	e.clock.Advance(2*time.Minute - time.Nanosecond)
-	assert.Equal(t, 200, me(nonce).StatusCode, "1 ns before the end of its second slot")
+	resp = me(nonce)
+	assert.Equal(t, 200, resp.StatusCode, "1 ns before the end of its second slot")
 	assert.NotEqual(t, nonce, h.DPoPNonce(), "a new nonce each slot")
+	assert.Equal(t, h.DPoPNonce(), resp.Header.Get("DPoP-Nonce"))
 	e.clock.Advance(time.Nanosecond)
 	resp = me(nonce)
 	assert.Equal(t, 401, resp.StatusCode, "at the end of its second slot")
 	fresh := resp.Header.Get("DPoP-Nonce")
 	assert.Equal(t, 200, me(fresh).StatusCode)
+
+	// Issuer.VerifyDPoPProof asks for the nonce too, so a proof for a
+	// hand-written handler (and so for Issue, Rotate or Revoke) has one.
+	_, err = e.iss.VerifyDPoPProof(alice.proof("POST", srv.URL+"/login", "", e.clock.Now()), "POST", srv.URL+"/login", "")
+	require.ErrorIs(t, err, refresh.ErrUseDPoPNonce)
+	_, err = e.iss.VerifyDPoPProof(alice.proof("POST", srv.URL+"/login", "", e.clock.Now(), withNonce(fresh)), "POST", srv.URL+"/login", "")
+	require.NoError(t, err)
 
 	// Another instance with the same keys accepts this one's nonces.
 	other := newEnv(t, func(c *refresh.Config) {

@@ -394,14 +394,7 @@ func (h *Handlers) DPoPProof(r *http.Request) (*DPoPProof, error) {
 	default:
 		return nil, tokenErr(ErrInvalidToken, "several DPoP headers")
 	}
-	p, err := h.iss.VerifyDPoPProof(proofs[0], r.Method, h.iss.RequestURL(r), "")
-	if err != nil {
-		return nil, err
-	}
-	if err := h.iss.rs.nonces.check(p); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return h.iss.VerifyDPoPProof(proofs[0], r.Method, h.iss.RequestURL(r), "")
 }
 
 // DPoPNonce returns the current DPoP nonce for a DPoP-Nonce header, or ""

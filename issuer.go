@@ -116,17 +116,19 @@ type Config struct {
 	CheckSession    bool
 	SessionCheckTTL time.Duration
 
-	// DPoPNonceLifetime, if above zero, makes the Issuer's handlers and
-	// middleware require a server nonce in DPoP proofs (RFC 9449 §8, §9):
-	// a proof without a current one is answered use_dpop_nonce with a
-	// fresh nonce in the DPoP-Nonce header, and the client retries with
-	// it; token responses carry the current nonce too. This bounds how
+	// DPoPNonceLifetime, if above zero, makes the Issuer require a server
+	// nonce in DPoP proofs (RFC 9449 §8, §9), in its handlers, its
+	// middleware and VerifyDPoPProof: a proof without a current one is
+	// answered use_dpop_nonce with a fresh nonce in the DPoP-Nonce header,
+	// and the client retries with it; token responses carry the current
+	// nonce too, and so does an API answer to a proof whose nonce is
+	// about to expire. This bounds how
 	// long a proof made in advance (by injected script, say) stays usable.
 	// Nonces change every half lifetime and are accepted for at least half
 	// and at most the whole of it; every instance with the same
 	// RefreshKeys mints and accepts the same ones, without a store. Zero
-	// (the default): no nonces. Between 2 s and 24 h. A Verifier does not
-	// require nonces.
+	// (the default): no nonces. Between 2 s and 24 h. A Verifier requires
+	// nonces of its own with VerifierConfig.DPoPNonceLifetime.
 	DPoPNonceLifetime time.Duration
 
 	// PublicURL is scheme://host of this service as clients see it, for the
@@ -328,7 +330,11 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 	iss.rs = newResourceServer(cfg.Issuer, cfg.Audience, cfg.PublicURL, cfg.Leeway, cfg.MaxTokenSize, cfg.VerifyCacheSize, cfg.Now)
 	iss.rs.setKeys(newKeySet(all))
 	if cfg.DPoPNonceLifetime > 0 {
-		iss.rs.nonces = newNonceSource(cfg.DPoPNonceLifetime, cfg.RefreshKeys, cfg.Now)
+		secrets := make([][]byte, len(cfg.RefreshKeys))
+		for i, rk := range cfg.RefreshKeys {
+			secrets[i] = rk.Secret
+		}
+		iss.rs.nonces = newNonceSource(cfg.DPoPNonceLifetime, secrets, cfg.Now)
 	}
 	if pr, ok := cfg.Store.(ProofRecorder); ok {
 		iss.rs.proofs = pr

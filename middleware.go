@@ -94,7 +94,8 @@ func ClaimsFromContext(ctx context.Context) (*Claims, bool) {
 //     scheme and error="invalid_dpop_proof" (or "invalid_token" for a
 //     proof from another key); with Config.DPoPNonceLifetime, a proof
 //     without a current nonce: 401 error="use_dpop_nonce" and a fresh
-//     DPoP-Nonce header (RFC 9449 §9);
+//     DPoP-Nonce header (RFC 9449 §9), and a request admitted with a
+//     nonce about to expire gets the next one in DPoP-Nonce;
 //   - a failing session store (Config.CheckSession): 503.
 //
 // The handler it returns is safe for concurrent use.
@@ -126,9 +127,15 @@ func newMiddleware(rs *resourceServer, verify func(context.Context, string) (*Cl
 				}
 				return
 			}
-			if berr := m.checkDPoP(r, scheme, tok, claims); berr != nil {
+			renew, berr := m.checkDPoP(r, scheme, tok, claims)
+			if berr != nil {
 				m.onError(w, r, berr)
 				return
+			}
+			if renew {
+				// The proof's nonce is about to expire: the next one now
+				// saves the client a refused request (RFC 9449 §8.2).
+				w.Header().Set("DPoP-Nonce", m.rs.nonces.current())
 			}
 			ctx := context.WithValue(r.Context(), ctxKey{}, &authInfo{claims: claims, scheme: scheme, mw: m})
 			next.ServeHTTP(w, r.WithContext(ctx))
@@ -140,16 +147,17 @@ var errNoCredentials = errors.New("no bearer credentials")
 
 // checkDPoP enforces RFC 9449 §7: a token bound to a DPoP key is admitted
 // only with the DPoP scheme and a proof from that key for this request and
-// this token; an unbound token is not admitted with the DPoP scheme.
-func (m *middleware) checkDPoP(r *http.Request, scheme, tok string, c *Claims) *BearerError {
-	fail := func(code string, err error) *BearerError {
-		return &BearerError{Scheme: "DPoP", Status: http.StatusUnauthorized, Code: code, Err: err}
+// this token; an unbound token is not admitted with the DPoP scheme. renew
+// reports an admitted proof whose nonce is of the previous slot.
+func (m *middleware) checkDPoP(r *http.Request, scheme, tok string, c *Claims) (renew bool, _ *BearerError) {
+	fail := func(code string, err error) (bool, *BearerError) {
+		return false, &BearerError{Scheme: "DPoP", Status: http.StatusUnauthorized, Code: code, Err: err}
 	}
 	switch {
 	case c.DPoPKey == "" && scheme == "DPoP":
 		return fail("invalid_token", errors.New("bearer token sent with the DPoP scheme"))
 	case c.DPoPKey == "":
-		return nil
+		return false, nil
 	case scheme != "DPoP":
 		return fail("invalid_token", errors.New("DPoP-bound token sent as a bearer token"))
 	}
@@ -158,26 +166,26 @@ func (m *middleware) checkDPoP(r *http.Request, scheme, tok string, c *Claims) *
 		return fail("invalid_dpop_proof", errors.New("want exactly one DPoP header"))
 	}
 	p, err := m.rs.verifyDPoPProof(proofs[0], r.Method, m.rs.requestURL(r), tok)
+	if errors.Is(err, ErrUseDPoPNonce) {
+		_, e := fail("use_dpop_nonce", err)
+		e.Nonce = m.rs.nonces.current()
+		return false, e
+	}
 	if err != nil {
 		return fail("invalid_dpop_proof", err)
 	}
 	if p.Thumbprint != c.DPoPKey {
 		return fail("invalid_token", errors.New("DPoP proof from another key"))
 	}
-	if err := m.rs.nonces.check(p); err != nil {
-		e := fail("use_dpop_nonce", err)
-		e.Nonce = m.rs.nonces.current()
-		return e
-	}
 	// Only now, with the token's signature and its key binding checked, may
 	// the proof take a place in the replay cache.
 	if err := m.rs.consumeDPoP(r.Context(), p); err != nil {
 		if !IsClientError(err) {
-			return &BearerError{Scheme: "DPoP", Status: http.StatusServiceUnavailable, Err: err}
+			return false, &BearerError{Scheme: "DPoP", Status: http.StatusServiceUnavailable, Err: err}
 		}
 		return fail("invalid_dpop_proof", err)
 	}
-	return nil
+	return p.renewNonce, nil
 }
 
 // bearerToken extracts the scheme ("Bearer" or "DPoP") and the token of the

@@ -62,6 +62,21 @@ type VerifierConfig struct {
 	VerifyCacheSize int
 	PublicURL       string
 	Now             func() time.Time
+	// DPoPNonceLifetime, if above zero, makes the Verifier require nonces
+	// of its own in DPoP proofs (RFC 9449 §9), as Config.DPoPNonceLifetime
+	// does for an Issuer: its middleware answers a proof without a current
+	// nonce with 401 error="use_dpop_nonce" and a fresh DPoP-Nonce header,
+	// and VerifyDPoPProof refuses it with ErrUseDPoPNonce. Between 2 s and
+	// 24 h; zero (the default): no nonces.
+	DPoPNonceLifetime time.Duration
+	// DPoPNonceKeys are the secrets nonces are MACs under, each at least 32
+	// random bytes, required with DPoPNonceLifetime. The first mints, all
+	// are accepted: every instance behind one URL needs the same keys, or
+	// a client sent from one instance to another is refused the other's
+	// nonce. To change the key, put the new one first and keep the old
+	// one for a lifetime. They are not the Issuer's keys: the auth
+	// service's nonces are not accepted here, nor these there.
+	DPoPNonceKeys [][]byte
 	// Logger receives what the Verifier has to say about its keys (fetch
 	// failures, key sets loaded). Default slog.Default().
 	Logger *slog.Logger
@@ -118,6 +133,17 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		return nil, errors.New("refresh: VerifierConfig takes Keys or a JWKSURL, not both")
 	case cfg.Leeway < 0 || cfg.Leeway > MaxLeeway:
 		return nil, fmt.Errorf("refresh: Leeway must be between 0 and %v", MaxLeeway)
+	case cfg.DPoPNonceLifetime != 0 && (cfg.DPoPNonceLifetime < 2*time.Second || cfg.DPoPNonceLifetime > 24*time.Hour):
+		return nil, errors.New("refresh: VerifierConfig.DPoPNonceLifetime must be 0 or between 2s and 24h")
+	case cfg.DPoPNonceLifetime > 0 && len(cfg.DPoPNonceKeys) == 0:
+		return nil, errors.New("refresh: VerifierConfig.DPoPNonceLifetime needs DPoPNonceKeys")
+	case cfg.DPoPNonceLifetime == 0 && len(cfg.DPoPNonceKeys) > 0:
+		return nil, errors.New("refresh: VerifierConfig.DPoPNonceKeys without DPoPNonceLifetime")
+	}
+	for i, k := range cfg.DPoPNonceKeys {
+		if len(k) < 32 {
+			return nil, fmt.Errorf("refresh: VerifierConfig.DPoPNonceKeys[%d] must be at least 32 bytes", i)
+		}
 	}
 	if cfg.MaxTokenSize == 0 {
 		cfg.MaxTokenSize = DefaultMaxTokenSize
@@ -145,6 +171,9 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		v.log = slog.Default()
 	}
 	v.rs = newResourceServer(cfg.Issuer, cfg.Audience, cfg.PublicURL, cfg.Leeway, cfg.MaxTokenSize, cfg.VerifyCacheSize, cfg.Now)
+	if cfg.DPoPNonceLifetime > 0 {
+		v.rs.nonces = newNonceSource(cfg.DPoPNonceLifetime, cfg.DPoPNonceKeys, cfg.Now)
+	}
 	if in := cfg.Introspection; in != nil {
 		if err := checkFetchURL(in.URL); err != nil {
 			return nil, fmt.Errorf("refresh: Introspection.URL: %w", err)
@@ -387,10 +416,16 @@ func (v *Verifier) Middleware(opts ...MiddlewareOption) func(http.Handler) http.
 	return newMiddleware(v.rs, v.Verify, opts)
 }
 
-// VerifyDPoPProof is Issuer.VerifyDPoPProof.
+// VerifyDPoPProof is Issuer.VerifyDPoPProof, with
+// VerifierConfig.DPoPNonceLifetime for nonces.
 func (v *Verifier) VerifyDPoPProof(proof, method, requestURL, accessToken string) (*DPoPProof, error) {
 	return v.rs.verifyDPoPProof(proof, method, requestURL, accessToken)
 }
+
+// DPoPNonce returns the current DPoP nonce for a DPoP-Nonce header, or ""
+// when VerifierConfig.DPoPNonceLifetime is not set. The middleware sends it
+// itself; DPoPNonce is for answers written by hand.
+func (v *Verifier) DPoPNonce() string { return v.rs.nonces.current() }
 
 // RequestURL is Issuer.RequestURL, with VerifierConfig.PublicURL.
 func (v *Verifier) RequestURL(r *http.Request) string { return v.rs.requestURL(r) }

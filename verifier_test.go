@@ -500,6 +500,13 @@ func TestVerifierIntrospectionRevocation(t *testing.T) {
 
 func b64raw(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
+// nextSlot returns nonce with its slot number one higher and its MAC kept.
+func nextSlot(nonce string) string {
+	raw, _ := base64.RawURLEncoding.DecodeString(nonce)
+	raw[7]++
+	return b64raw(raw)
+}
+
 // A DPoP-bound access token at a resource server: admitted only with the
 // DPoP scheme and a fresh proof from the bound key for this request and
 // token; a replayed proof and another key's proof are refused.
@@ -537,4 +544,148 @@ func TestVerifierDPoP(t *testing.T) {
 	assert.Equal(t, 401, call("DPoP", mallory, ""), "another key's proof")
 	assert.Equal(t, 200, call("DPoP", alice, ""), "the bound key's proof")
 	assert.Equal(t, 401, call("DPoP", nil, lastProof), "the same proof again")
+}
+
+// A resource server's own DPoP nonces (RFC 9449 §9): a proof without one,
+// or with the auth service's, another deployment's, a forged or an expired
+// one, is answered 401 use_dpop_nonce with a fresh nonce and consumes
+// nothing; instances sharing DPoPNonceKeys agree, also across a key change;
+// a proof whose nonce is about to expire is admitted with the next one.
+func TestVerifierDPoPNonce(t *testing.T) {
+	e := newEnv(t)
+	e.clock.Set(time.Unix(1_800_000_000, 0).Truncate(time.Minute)) // the start of a nonce slot
+	alice, mallory := newDPoPClient(t), newDPoPClient(t)
+	login, err := e.iss.VerifyDPoPProof(alice.proof("POST", "https://auth.example.com/login", "", e.clock.Now()), "POST", "https://auth.example.com/login", "")
+	require.NoError(t, err)
+	p := e.issue(t, "alice", refresh.WithDPoPProof(login))
+	key1, key2 := make([]byte, 32), make([]byte, 32)
+	rand.Read(key1)
+	rand.Read(key2)
+	withNonceKeys := func(keys ...[]byte) func(*refresh.VerifierConfig) {
+		return func(c *refresh.VerifierConfig) {
+			c.Keys = []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}}
+			c.DPoPNonceLifetime, c.DPoPNonceKeys = 2*time.Minute, keys
+		}
+	}
+	v := newVerifier(t, e.clock, withNonceKeys(key1))
+	srv := resourceAPI(t, v)
+	call := func(c *dpopClient, nonce, jti string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/me", nil)
+		req.Header.Set("Authorization", "DPoP "+p.AccessToken)
+		req.Header.Set("DPoP", c.proof("GET", srv.URL+"/me", p.AccessToken, e.clock.Now(), func(_, cl map[string]any) {
+			if nonce != "" {
+				cl["nonce"] = nonce
+			}
+			if jti != "" {
+				cl["jti"] = jti
+			}
+		}))
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			require.Equal(t, "alice", string(body))
+		}
+		return resp
+	}
+	refusedForNonce := func(resp *http.Response, msg string) {
+		t.Helper()
+		require.Equal(t, 401, resp.StatusCode, msg)
+		challenge := resp.Header.Get("WWW-Authenticate")
+		assert.True(t, strings.HasPrefix(challenge, "DPoP "), msg)
+		assert.Contains(t, challenge, `error="use_dpop_nonce"`, msg)
+		assert.Equal(t, v.DPoPNonce(), resp.Header.Get("DPoP-Nonce"), msg+": the current nonce comes with the refusal")
+	}
+
+	nonce := v.DPoPNonce()
+	require.Len(t, nonce, 32)
+	refusedForNonce(call(alice, "", "jti-1"), "no nonce")
+	resp := call(alice, nonce, "jti-1")
+	require.Equal(t, 200, resp.StatusCode, "the refused proof's jti was not consumed")
+	assert.Empty(t, resp.Header.Get("DPoP-Nonce"), "a nonce of the current slot needs no renewal")
+	assert.Equal(t, 401, call(alice, nonce, "jti-1").StatusCode, "the admitted proof is single-use")
+
+	// Nonces that are not this resource server's, and malformed ones.
+	authNonce := refresh.NewHandlers(newEnv(t, func(c *refresh.Config) {
+		c.DPoPNonceLifetime, c.Now = 2*time.Minute, e.clock.Now // the auth service's own keys
+	}).iss, refresh.HandlerConfig{}).DPoPNonce()
+	require.NotEmpty(t, authNonce)
+	otherNonce := newVerifier(t, e.clock, withNonceKeys(key2)).DPoPNonce()
+	forged := []byte(nonce)
+	forged[31] = map[bool]byte{true: 'B', false: 'A'}[forged[31] == 'A']
+	for name, bad := range map[string]string{
+		"the auth service's nonce": authNonce,
+		"another deployment's":     otherNonce,
+		"forged":                   string(forged),
+		"garbage":                  "not-a-nonce",
+		"padded":                   nonce + "=",
+		"too short":                nonce[:30],
+		"the next slot's number":   nextSlot(nonce),
+	} {
+		refusedForNonce(call(alice, bad, "jti-"+name), name)
+		assert.Equal(t, 200, call(alice, nonce, "jti-"+name).StatusCode, name+": nothing consumed")
+	}
+	resp = call(mallory, nonce, "")
+	require.Equal(t, 401, resp.StatusCode, "another key's proof, with a good nonce")
+	assert.Contains(t, resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`)
+
+	// A nonce is good for its own slot and the next: until 1 ns before two
+	// slots (the lifetime) after its slot began. Late in its life a request
+	// admitted with it carries the next nonce.
+	e.clock.Advance(2*time.Minute - time.Nanosecond)
+	next := v.DPoPNonce()
+	require.NotEqual(t, nonce, next, "a new nonce each slot")
+	resp = call(alice, nonce, "")
+	require.Equal(t, 200, resp.StatusCode, "1 ns before the end of its second slot")
+	assert.Equal(t, next, resp.Header.Get("DPoP-Nonce"), "the next nonce, before the client's expires")
+	e.clock.Advance(time.Nanosecond)
+	refusedForNonce(call(alice, nonce, ""), "at the end of its second slot")
+	assert.Equal(t, 200, call(alice, next, "").StatusCode)
+
+	// Instances with the same keys agree; a key change keeps the old
+	// instances' nonces working.
+	same := newVerifier(t, e.clock, withNonceKeys(key1))
+	assert.Equal(t, v.DPoPNonce(), same.DPoPNonce())
+	rotated := newVerifier(t, e.clock, withNonceKeys(key2, key1))
+	rotatedSrv := resourceAPI(t, rotated)
+	req, _ := http.NewRequest(http.MethodGet, rotatedSrv.URL+"/me", nil)
+	req.Header.Set("Authorization", "DPoP "+p.AccessToken)
+	req.Header.Set("DPoP", alice.proof("GET", rotatedSrv.URL+"/me", p.AccessToken, e.clock.Now(), func(_, cl map[string]any) { cl["nonce"] = v.DPoPNonce() }))
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, 200, resp.StatusCode, "the old key's nonce after a key change")
+	assert.NotEqual(t, v.DPoPNonce(), rotated.DPoPNonce(), "the new key mints")
+	assert.Equal(t, 401, call(alice, rotated.DPoPNonce(), "").StatusCode, "an instance without the new key refuses its nonces")
+
+	// VerifyDPoPProof, for handlers written by hand, asks the same.
+	_, err = v.VerifyDPoPProof(alice.proof("GET", srv.URL+"/me", p.AccessToken, e.clock.Now()), "GET", srv.URL+"/me", p.AccessToken)
+	require.ErrorIs(t, err, refresh.ErrUseDPoPNonce)
+	require.ErrorIs(t, err, refresh.ErrInvalidToken)
+
+	// Without nonces nothing is asked, and no nonce is handed out.
+	plain := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) {
+		c.Keys = []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}}
+	})
+	assert.Empty(t, plain.DPoPNonce())
+	_, err = plain.VerifyDPoPProof(alice.proof("GET", srv.URL+"/me", p.AccessToken, e.clock.Now()), "GET", srv.URL+"/me", p.AccessToken)
+	require.NoError(t, err)
+
+	for name, mod := range map[string]func(*refresh.VerifierConfig){
+		"DPoPNonceLifetime needs DPoPNonceKeys": func(c *refresh.VerifierConfig) { c.DPoPNonceLifetime = time.Minute },
+		"without DPoPNonceLifetime":             func(c *refresh.VerifierConfig) { c.DPoPNonceKeys = [][]byte{key1} },
+		"at least 32 bytes": func(c *refresh.VerifierConfig) {
+			c.DPoPNonceLifetime, c.DPoPNonceKeys = time.Minute, [][]byte{key1, key1[:31]}
+		},
+		"between 2s and 24h": func(c *refresh.VerifierConfig) {
+			c.DPoPNonceLifetime, c.DPoPNonceKeys = time.Second, [][]byte{key1}
+		},
+	} {
+		cfg := refresh.VerifierConfig{Issuer: "i", Audience: "a", Keys: []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}}}
+		mod(&cfg)
+		_, err := refresh.NewVerifier(cfg)
+		require.ErrorContains(t, err, name)
+	}
 }

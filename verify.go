@@ -41,7 +41,7 @@ type resourceServer struct {
 	vcache                      *verifyCache // nil when disabled
 	dpopSeen                    replayCache
 	proofs                      ProofRecorder // shared replay detection, or nil
-	nonces                      *nonceSource  // DPoP nonces; nil: not required (always, for a Verifier)
+	nonces                      *nonceSource  // DPoP nonces; nil: not required
 	// missingKid, if set, is called for a kid not in keys; it may refresh
 	// the keys (rate-limited) and reports whether to look again.
 	missingKid func(kid string) bool
