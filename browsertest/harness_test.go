@@ -62,7 +62,7 @@ type demo struct {
 	out  *syncBuffer
 }
 
-var urlLine = regexp.MustCompile(`refresh-demo on (http://127\.0\.0\.1:\d+)`)
+var urlLine = regexp.MustCompile(`refresh-demo (?:resource server )?on (http://127\.0\.0\.1:\d+)`)
 
 // demoBuild is the demo binary, built once per test run into binDir.
 var (

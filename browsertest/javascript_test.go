@@ -43,7 +43,8 @@ func nodeJS(t *testing.T) (node, npm string) {
 
 // TestJavaScriptClients runs js/clients.test.mjs: panva's oauth4webapi
 // (discovery, refresh grant, revocation, DPoP-protected API calls, DPoP
-// nonces against a second demo run with -dpop-nonce) and jose (RFC 9068
+// nonces against a second demo run with -dpop-nonce, and against a demo
+// resource server of it with nonces of its own) and jose (RFC 9068
 // verification against the JWKS) against the demo over real HTTP. The
 // packages are pinned by js/package-lock.json and installed with `npm ci`
 // into a temporary directory. The demo's event log is then checked against
@@ -71,11 +72,12 @@ func TestJavaScriptClients(t *testing.T) {
 
 	d := startDemo(t)
 	dn := startDemo(t, "-dpop-nonce", "2m")
+	rs := startDemo(t, "-resource-server", "-auth", dn.base, "-dpop-nonce", "2m")
 	ctx, cancel = context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	run := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "clients.test.mjs")
 	run.Dir = dir
-	run.Env = append(os.Environ(), "DEMO="+d.base, "DEMO_NONCE="+dn.base, "NO_COLOR=1")
+	run.Env = append(os.Environ(), "DEMO="+d.base, "DEMO_NONCE="+dn.base, "DEMO_RS="+rs.base, "NO_COLOR=1")
 	out, err := run.CombinedOutput()
 	t.Logf("node --test clients.test.mjs:\n%s", out)
 	if err != nil {

@@ -43,12 +43,16 @@ async function login(user, password, keyPair) {
   return res.json()
 }
 
-// proof is a DPoP proof JWT for a request without an access token (sign-in,
-// revocation), signed with jose, independently of oauth4webapi's proofs.
-async function proof(keyPair, htm, htu, nonce) {
+// proof is a DPoP proof JWT, signed with jose, independently of
+// oauth4webapi's proofs; with an access token it carries its hash (ath).
+async function proof(keyPair, htm, htu, nonce, accessToken) {
   const jwk = await jose.exportJWK(keyPair.publicKey)
   const claims = { htm, htu, jti: crypto.randomUUID(), iat: Math.floor(Date.now() / 1000) }
   if (nonce) claims.nonce = nonce
+  if (accessToken) {
+    const sum = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(accessToken))
+    claims.ath = jose.base64url.encode(new Uint8Array(sum))
+  }
   return new jose.SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk }).sign(keyPair.privateKey)
 }
 
@@ -213,4 +217,26 @@ test('DPoP nonces (demo -dpop-nonce): a proof without the server nonce is refuse
   assert.equal(second.token_type, 'dpop')
   const r = await oauth.protectedResourceRequest(second.access_token, 'GET', new URL(`${nb}/me`), undefined, undefined, { ...insecure, DPoP })
   assert.equal(r.status, 200, 'the nonce from the token response is used at the API')
+
+  // A resource server of that auth service with nonces of its own (RFC 9449
+  // §9; demo -resource-server -dpop-nonce): a proof with the auth service's
+  // nonce is refused with use_dpop_nonce and this server's nonce;
+  // oauth4webapi's handle, new to this origin, is refused once and retries.
+  const rs = process.env.DEMO_RS
+  assert.ok(rs, 'DEMO_RS must be a demo resource server with -dpop-nonce')
+  const authNonce = r.headers.get('dpop-nonce') ?? nonce
+  res = await fetch(`${rs}/me`, {
+    headers: { authorization: `DPoP ${second.access_token}`, DPoP: await proof(keyPair, 'GET', `${rs}/me`, authNonce, second.access_token) },
+  })
+  assert.equal(res.status, 401)
+  assert.match(res.headers.get('www-authenticate'), /^DPoP .*error="use_dpop_nonce"/)
+  const rsNonce = res.headers.get('dpop-nonce')
+  assert.ok(rsNonce && rsNonce !== authNonce, 'the resource server hands out its own nonce')
+  res = await fetch(`${rs}/me`, {
+    headers: { authorization: `DPoP ${second.access_token}`, DPoP: await proof(keyPair, 'GET', `${rs}/me`, rsNonce, second.access_token) },
+  })
+  assert.equal(res.status, 200, 'a proof with its nonce')
+  const atRS = async () => oauth.protectedResourceRequest(second.access_token, 'GET', new URL(`${rs}/me`), undefined, undefined, { ...insecure, DPoP })
+  await assert.rejects(atRS(), (err) => oauth.isDPoPNonceError(err))
+  assert.equal((await atRS()).status, 200, 'oauth4webapi retries with the resource server\'s nonce')
 })

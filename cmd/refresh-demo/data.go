@@ -116,7 +116,7 @@ func persistentSecret(dir string) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	mac, _, err := refreshSecret(string(trimNewline(data)))
+	mac, _, err := decodeSecret("the refresh secret file", string(trimNewline(data)))
 	if err != nil {
 		return nil, false, fmt.Errorf("%s: %w", path, err)
 	}

@@ -259,13 +259,13 @@ func eachStore(t *testing.T, f func(t *testing.T, o options)) {
 }
 
 func TestRefreshSecret(t *testing.T) {
-	if _, _, err := refreshSecret("c2hvcnQ="); err == nil {
+	if _, _, err := decodeSecret("REFRESH_SECRET", "c2hvcnQ="); err == nil {
 		t.Fatal("a short REFRESH_SECRET was accepted")
 	}
-	if _, _, err := refreshSecret("!!!"); err == nil {
+	if _, _, err := decodeSecret("REFRESH_SECRET", "!!!"); err == nil {
 		t.Fatal("a non-base64 REFRESH_SECRET was accepted")
 	}
-	b, gen, err := refreshSecret(strings.Repeat("QUFB", 11))
+	b, gen, err := decodeSecret("REFRESH_SECRET", strings.Repeat("QUFB", 11))
 	if err != nil || gen || len(b) != 33 {
 		t.Fatalf("%d %v %v", len(b), gen, err)
 	}

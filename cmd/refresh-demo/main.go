@@ -86,7 +86,7 @@ func main() {
 	fs.StringVar(&o.authURL, "auth", "http://127.0.0.1:8080", "with -resource-server: the auth service's URL (its issuer)")
 	fs.DurationVar(&o.introspectTTL, "introspect-ttl", 5*time.Second, "with -resource-server: how long an introspection answer is reused")
 	fs.DurationVar(&o.jwksRefetch, "jwks-refetch", time.Minute, "with -resource-server: at most one JWKS fetch per this interval for unknown key ids")
-	fs.DurationVar(&o.dpopNonce, "dpop-nonce", 0, "require server nonces in DPoP proofs, each good for this long (RFC 9449 §8; 0: none)")
+	fs.DurationVar(&o.dpopNonce, "dpop-nonce", 0, "require server nonces in DPoP proofs, each good for this long (RFC 9449 §8, §9; 0: none); with -resource-server, under DPOP_NONCE_SECRET")
 	fs.IntVar(&o.maxSessions, "max-sessions", 10, "live sessions per user; a new sign-in ends the least recently used beyond it (0: no limit)")
 	fs.IntVar(&o.loginFailures, "login-failures", 10, "failed sign-ins one client IP may make per minute before it gets 429 (0: no limit)")
 	fs.BoolVar(&o.logRequests, "log-requests", false, "log every request (method, path, status, Origin, Sec-Fetch-Site)")
@@ -148,7 +148,7 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	if env := os.Getenv("REFRESH_SECRET"); env == "" && persist {
 		mac, macCreated, err = persistentSecret(o.dataDir)
 	} else {
-		mac, macCreated, err = refreshSecret(env)
+		mac, macCreated, err = decodeSecret("REFRESH_SECRET", env)
 	}
 	if err != nil {
 		return err
@@ -339,8 +339,10 @@ func signingKey(path string) (refresh.Key, bool, error) {
 	return k, false, err
 }
 
-// refreshSecret decodes REFRESH_SECRET, or generates a key.
-func refreshSecret(env string) ([]byte, bool, error) {
+// decodeSecret decodes the base64 secret env (REFRESH_SECRET,
+// DPOP_NONCE_SECRET: name says which, for errors) of at least 32 bytes, or
+// generates one when env is empty.
+func decodeSecret(name, env string) ([]byte, bool, error) {
 	if env == "" {
 		b := make([]byte, 32)
 		_, err := rand.Read(b)
@@ -349,12 +351,12 @@ func refreshSecret(env string) ([]byte, bool, error) {
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
 		if b, err := enc.DecodeString(env); err == nil {
 			if len(b) < 32 {
-				return nil, false, fmt.Errorf("REFRESH_SECRET decodes to %d bytes; at least 32 are needed", len(b))
+				return nil, false, fmt.Errorf("%s decodes to %d bytes; at least 32 are needed", name, len(b))
 			}
 			return b, false, nil
 		}
 	}
-	return nil, false, errors.New("REFRESH_SECRET is not base64")
+	return nil, false, fmt.Errorf("%s is not base64", name)
 }
 
 // sweep runs iss.Sweep every interval until ctx ends.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -16,7 +17,8 @@ import (
 // runResource runs the demo as a resource server of the auth service at
 // o.authURL: no store, no login; /me and /admin accept that service's
 // access tokens, verified with the keys of its JWKS and, with
-// INTROSPECTION_SECRET, checked for revocation through its /introspect.
+// INTROSPECTION_SECRET, checked for revocation through its /introspect;
+// with -dpop-nonce, DPoP proofs need this server's own nonces.
 func runResource(ctx context.Context, o options, log *slog.Logger, out io.Writer) error {
 	auth := strings.TrimRight(o.authURL, "/")
 	cfg := refresh.VerifierConfig{
@@ -25,6 +27,20 @@ func runResource(ctx context.Context, o options, log *slog.Logger, out io.Writer
 		JWKSURL:             auth + "/.well-known/jwks.json",
 		JWKSRefetchInterval: o.jwksRefetch,
 		Logger:              log,
+	}
+	nonces := "off"
+	if o.dpopNonce > 0 {
+		// The resource server's own nonces (RFC 9449 §9), under
+		// DPOP_NONCE_SECRET: every instance behind one URL needs the same.
+		secret, generated, err := decodeSecret("DPOP_NONCE_SECRET", os.Getenv("DPOP_NONCE_SECRET"))
+		if err != nil {
+			return err
+		}
+		cfg.DPoPNonceLifetime, cfg.DPoPNonceKeys = o.dpopNonce, [][]byte{secret}
+		nonces = fmt.Sprintf("required, each good for %v", o.dpopNonce)
+		if generated {
+			nonces += " (key made for this process: set DPOP_NONCE_SECRET on every instance behind one URL)"
+		}
 	}
 	if o.introspectionSecret != "" {
 		cfg.Introspection = &refresh.IntrospectionConfig{
@@ -50,7 +66,7 @@ func runResource(ctx context.Context, o options, log *slog.Logger, out io.Writer
 	if !v.Ready() {
 		keys = "NOT loaded yet (the auth service is not answering; tokens get 503 until it does)"
 	}
-	fmt.Fprintf(out, "refresh-demo resource server on %s, for tokens of %s. Keys %s. Introspection %s.\n", base, auth, keys, intro)
+	fmt.Fprintf(out, "refresh-demo resource server on %s, for tokens of %s. Keys %s. Introspection %s. DPoP nonces %s.\n", base, auth, keys, intro, nonces)
 	fmt.Fprintf(out, "Try: curl -s %s/me -H \"Authorization: Bearer $AT\"\n", base)
 	srv := &http.Server{Handler: newResourceMux(v), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
 	return serveUntil(ctx, srv, ln, out)
