@@ -67,8 +67,9 @@ type ClientCredentials struct {
 // an HttpOnly, Secure, SameSite=Strict cookie that JavaScript cannot read,
 // rotated on every refresh and cleared on revocation.
 //
-// Cross-site request forgery is refused twice over: the refresh and
-// revocation requests must carry the CSRFHeader (a custom header, which a
+// Cross-site request forgery is refused twice over: every refresh and
+// revocation request, whether its token is in the cookie or in the body
+// (a browser client moving from body mode), must carry the CSRFHeader (a custom header, which a
 // cross-site form cannot send and cross-site fetch can send only after a CORS
 // preflight you do not allow), and they must come from the request's own
 // origin or one of AllowedOrigins, as net/http's CrossOriginProtection judges
@@ -345,14 +346,20 @@ func (h *Handlers) client(r *http.Request, form url.Values) (string, *oauthError
 }
 
 // credentials finds the token of a request, in the form parameter param or,
-// in cookie mode, in the cookie (after the CSRF checks), and the client.
+// in cookie mode, in the cookie, and the client. In cookie mode every
+// request passes the CSRF checks first, wherever its token is: a token in
+// the body is answered with the cookie too, so a cross-site form posting
+// the attacker's own token would otherwise sign the victim's browser into
+// the attacker's session (TestVuln9_CookieModeSessionSwap).
 func (h *Handlers) credentials(r *http.Request, form url.Values, param string) (tok, client string, fromCookie bool, oe *oauthError) {
+	if h.cfg.Cookie != nil {
+		if oe := h.checkCSRF(r); oe != nil {
+			return "", "", false, oe
+		}
+	}
 	tok = form.Get(param)
 	if tok == "" && h.cfg.Cookie != nil {
 		if c, err := r.Cookie(h.cfg.Cookie.name()); err == nil {
-			if oe := h.checkCSRF(r); oe != nil {
-				return "", "", false, oe
-			}
 			tok, fromCookie = c.Value, true
 		}
 	}

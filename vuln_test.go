@@ -1,8 +1,9 @@
 package refresh_test
 
-// Regression tests for the holes an adversarial review found (issue 9), each
-// written the way the attacker would try it: through real HTTP where the
-// attack is over the wire. Every one of them failed before its fix.
+// Regression tests for the holes an adversarial review found (issue 9) and
+// our own reviews since, each written the way the attacker would try it:
+// through real HTTP where the attack is over the wire. Every one of them
+// failed before its fix.
 
 import (
 	"context"
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"math/big"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"strings"
 	"sync"
@@ -488,4 +490,50 @@ func TestVuln7_PreAuthWorkBounded(t *testing.T) {
 	}
 	_, err = e.iss.VerifyDPoPProof(rsaProof(2048, 65537), "GET", "https://api.example.com/me", "")
 	assert.Contains(t, err.Error(), "bad signature", "an ordinary RSA key gets as far as the signature")
+}
+
+// 9 (found in our own review after issue 10): cookie mode took a refresh
+// token from the form body without its CSRF checks, and answered with the
+// cookie. A cross-site page could make the victim's browser post the
+// attacker's own refresh token (a top-level form POST, which may set even a
+// SameSite=Strict cookie): the victim's browser got the attacker's session
+// (login CSRF through the token endpoint, a session swap), and whatever the
+// victim then saved went to the attacker's account.
+func TestVuln9_CookieModeSessionSwap(t *testing.T) {
+	e := newEnv(t)
+	srv, _ := e.server(t, refresh.HandlerConfig{Cookie: &refresh.CookieConfig{Insecure: true}})
+	u, _ := url.Parse(srv.URL)
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	browser := &http.Client{Jar: jar}
+	require.Equal(t, 200, postForm(t, browser, srv.URL+"/login", url.Values{"username": {"alice"}}, nil).status)
+	victims := jar.Cookies(u)[0].Value
+	mallory := e.issue(t, "mallory") // her own session; her browser shows her its cookie
+
+	// What a browser sends for a form on another site, old and new.
+	for name, hdr := range map[string]map[string]string{
+		"cross-site form":            {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+		"browser without Fetch-Site": {"Origin": "https://evil.example"},
+		"same-site, another port":    {"Sec-Fetch-Site": "same-site", "Origin": "http://" + u.Hostname() + ":1"},
+		"with the header, cross-site": {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example",
+			"X-Requested-With": "x"}, // a cross-site fetch that got past a lax CORS policy
+	} {
+		r := postForm(t, browser, srv.URL+"/token", refreshForm(mallory.RefreshToken), hdr)
+		assert.Equal(t, 403, r.status, name)
+		assert.Empty(t, r.header.Values("Set-Cookie"), name)
+		assert.NotContains(t, r.raw, "access_token", name)
+		assert.Equal(t, victims, jar.Cookies(u)[0].Value, name+": the victim keeps her own session")
+		r = postForm(t, browser, srv.URL+"/revoke", url.Values{"token": {mallory.RefreshToken}}, hdr)
+		assert.Equal(t, 403, r.status, name+": revocation")
+		assert.Empty(t, r.header.Values("Set-Cookie"), name+": revocation")
+	}
+	assert.Zero(t, e.session(t, mallory.SessionID).Generation, "her token was never rotated")
+	assert.False(t, e.session(t, mallory.SessionID).Revoked())
+
+	// The app's own script may still send a token in the body (moving a
+	// browser client from body mode to cookie mode), with the header.
+	r := postForm(t, nil, srv.URL+"/token", refreshForm(mallory.RefreshToken),
+		map[string]string{"X-Requested-With": "x", "Sec-Fetch-Site": "same-origin", "Origin": srv.URL})
+	require.Equal(t, 200, r.status, r.raw)
+	assert.NotEmpty(t, r.header.Values("Set-Cookie"))
 }

@@ -211,6 +211,47 @@ func TestBrowserApp(t *testing.T) {
 		assert.Zero(t, d.events("reused", sid))
 	})
 
+	t.Run("5b a cross-site form cannot sign the browser into the attacker's session", func(t *testing.T) {
+		// Bob, the attacker, signs in to the app himself and takes the
+		// refresh token from his own cookie.
+		req := formReq(t, d.base+"/app/login", "username=bob&password=builder&client_id=refresh-demo-web", "X-Requested-With", "fetch")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, 200, resp.StatusCode)
+		var bobs string
+		for _, c := range resp.Cookies() {
+			if c.Name == cookieName {
+				bobs = c.Value
+			}
+		}
+		require.NotEmpty(t, bobs)
+		victims := refreshCookie(t, a, d.base).Value
+		rot0, post200 := d.events("rotated", ""), d.requests("POST", "/app/token", 200)
+
+		// His page, on another site (localhost is not 127.0.0.1's site),
+		// posts his token to the app's token endpoint as a top-level form
+		// navigation of the victim's browser: no custom header, and the
+		// answer to such a navigation may set even a SameSite=Strict
+		// cookie. Were the token accepted, the answer's cookie would put
+		// the victim into Bob's session.
+		evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			fmt.Fprintf(w, swapPage, d.base+"/app/token", bobs)
+		}))
+		defer evil.Close()
+		evilURL := strings.Replace(evil.URL, "127.0.0.1", "localhost", 1)
+		e := tab(t, a) // the victim's browser context
+		post403 := d.requests("POST", "/app/token", 403)
+		do(t, e, "open the attacker's page", chromedp.Navigate(evilURL))
+		body := pollValue[string](t, e, `location.href.endsWith('/app/token') && document.body ? document.body.innerText : null`)
+		t.Logf("the form's answer: %s", body)
+		assert.Equal(t, post403+1, d.requests("POST", "/app/token", 403), "the form POST: 403")
+		assert.Equal(t, post200, d.requests("POST", "/app/token", 200), "no refresh succeeded")
+		assert.Equal(t, rot0, d.events("rotated", ""), "Bob's token was not rotated")
+		assert.Equal(t, victims, refreshCookie(t, a, d.base).Value, "the victim keeps her own session's cookie")
+	})
+
 	var curlToken string // the access token of a session signed in with curl
 	t.Run("6 screenshot of the signed-in page", func(t *testing.T) {
 		// A second device (another browser context: its own cookies) and a
@@ -302,6 +343,13 @@ func TestBrowserApp(t *testing.T) {
 		assert.Equal(t, refused, dn.requests("POST", "/app/token", 400), "the sign-in response's nonce was used: no retry")
 	})
 }
+
+// swapPage, given the token endpoint and the attacker's refresh token,
+// submits them as a form: a top-level cross-site POST navigation.
+const swapPage = `<!doctype html><title>win a prize</title>
+<form method="POST" action="%s"><input type="hidden" name="grant_type" value="refresh_token">
+<input type="hidden" name="refresh_token" value="%s"><input type="hidden" name="client_id" value="refresh-demo-web"></form>
+<script>document.forms[0].submit()</script>`
 
 // evilPage, given the demo's URL, tries the refresh endpoint from another
 // origin with the victim's cookie: a simple POST (no preflight) and one with
