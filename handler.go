@@ -81,7 +81,14 @@ type CookieConfig struct {
 	// Path scopes the cookie (default "/"). With "/" the cookie is named
 	// "__Host-refresh_token"; with another path "__Secure-refresh_token"
 	// (the __Host- prefix requires Path=/). Put the refresh and revocation
-	// endpoints under it.
+	// endpoints under it. Prefer "/": unlike __Host-, a __Secure- cookie
+	// can be set for the parent domain by a sibling subdomain (cookie
+	// tossing). A request carrying two refresh cookies is refused, so a
+	// signed-in browser cannot be switched to a tossed session, but a
+	// browser holding only a tossed cookie would refresh into its session:
+	// use another Path only where every sibling subdomain is trusted, or
+	// bind browser sessions to a DPoP key, which a tossed session's key
+	// is not.
 	Path string
 	// CSRFHeader must be present, non-empty, on cookie requests. Default
 	// "X-Requested-With".
@@ -359,8 +366,16 @@ func (h *Handlers) credentials(r *http.Request, form url.Values, param string) (
 	}
 	tok = form.Get(param)
 	if tok == "" && h.cfg.Cookie != nil {
-		if c, err := r.Cookie(h.cfg.Cookie.name()); err == nil {
-			tok, fromCookie = c.Value, true
+		switch cs := r.CookiesNamed(h.cfg.Cookie.name()); len(cs) {
+		case 0:
+		case 1:
+			tok, fromCookie = cs[0].Value, true
+		default:
+			// Ours is host-only, one per path; a second was set by someone
+			// else: a sibling subdomain may set a __Secure- cookie for the
+			// parent domain (cookie tossing), and taking its token would
+			// answer with that session's cookie (TestVuln10_CookieTossing).
+			return "", "", false, errRequest
 		}
 	}
 	if tok == "" {

@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -536,4 +537,49 @@ func TestVuln9_CookieModeSessionSwap(t *testing.T) {
 		map[string]string{"X-Requested-With": "x", "Sec-Fetch-Site": "same-origin", "Origin": srv.URL})
 	require.Equal(t, 200, r.status, r.raw)
 	assert.NotEmpty(t, r.header.Values("Set-Cookie"))
+}
+
+// 10 (our own review, later): with a cookie Path other than "/" the cookie
+// is __Secure-, which, unlike __Host-, a sibling subdomain may set for the
+// parent domain (cookie tossing). The browser then sends the attacker's
+// cookie, on a longer path first, beside the victim's; the endpoint took
+// the first, rotated the attacker's session and set its successor as the
+// victim's cookie. Two refresh cookies are now refused, and nothing rotates.
+func TestVuln10_CookieTossing(t *testing.T) {
+	e := newEnv(t)
+	mux := http.NewServeMux() // the endpoints under /auth, as that Path wants
+	h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{Cookie: &refresh.CookieConfig{Path: "/auth"}})
+	mux.Handle("/auth/token", h.RefreshHandler())
+	mux.Handle("/auth/revoke", h.RevocationHandler())
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	victim, mallory := e.issue(t, "alice"), e.issue(t, "mallory")
+	same := map[string]string{"X-Requested-With": "x", "Sec-Fetch-Site": "same-origin", "Origin": srv.URL}
+	withCookies := func(path, body string, values ...string) reply {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range same {
+			req.Header.Set(k, v)
+		}
+		for _, v := range values {
+			req.AddCookie(&http.Cookie{Name: "__Secure-refresh_token", Value: v})
+		}
+		return do(t, nil, req)
+	}
+	for _, order := range [][]string{{mallory.RefreshToken, victim.RefreshToken}, {victim.RefreshToken, mallory.RefreshToken}} {
+		r := withCookies("/auth/token", "grant_type=refresh_token", order...)
+		assert.Equal(t, 400, r.status, r.raw)
+		assert.Equal(t, "invalid_request", r.body["error"])
+		assert.Empty(t, r.header.Values("Set-Cookie"), "no cookie set, none cleared")
+		r = withCookies("/auth/revoke", "", order...)
+		assert.Equal(t, 400, r.status, r.raw)
+	}
+	assert.Zero(t, e.session(t, mallory.SessionID).Generation)
+	assert.Zero(t, e.session(t, victim.SessionID).Generation)
+	assert.False(t, e.session(t, victim.SessionID).Revoked())
+	assert.False(t, e.session(t, mallory.SessionID).Revoked())
+
+	r := withCookies("/auth/token", "grant_type=refresh_token", victim.RefreshToken)
+	require.Equal(t, 200, r.status, "one cookie: %s", r.raw)
+	assert.Contains(t, r.header.Get("Set-Cookie"), "__Secure-refresh_token=")
 }
