@@ -59,6 +59,10 @@ var mutants = map[string]string{
 	"time-clamp-2038":     "times kept as 32-bit seconds",
 	"time-zero-as-epoch":  "the zero time kept as 1970-01-01",
 	"create-drops-dpop":   "Create does not keep DPoPKey",
+	"create-drops-client": "Create does not keep ClientID (a bound family comes back unbound)",
+	"create-drops-claims": "Create does not keep Claims",
+	"create-drops-meta":   "Create does not keep Meta",
+	"get-cached":          "Get answers from a cache filled at Create and never invalidated",
 	"create-resets-grace": "Create resets GraceUses",
 	// Atomicity and the compare-and-swap.
 	"advance-no-cas":       "Advance without the generation check",

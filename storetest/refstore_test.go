@@ -22,13 +22,14 @@ type refStore struct {
 	mu    sync.Mutex
 	amu   sync.Mutex // AdvanceActive's own lock (bug "active-own-lock")
 	m     map[string]*refresh.Session
-	order []string             // ids in insertion order
-	scope map[string][]string  // interned scopes (bug "alias-intern-scope")
-	proof map[string]time.Time // DPoP proof records: id to expiry
+	order []string                    // ids in insertion order
+	scope map[string][]string         // interned scopes (bug "alias-intern-scope")
+	proof map[string]time.Time        // DPoP proof records: id to expiry
+	cache map[string]*refresh.Session // Get's answers, never invalidated (bug "get-cached")
 }
 
 func newRefStore(bug string) *refStore {
-	return &refStore{bug: bug, m: map[string]*refresh.Session{}, scope: map[string][]string{}, proof: map[string]time.Time{}}
+	return &refStore{bug: bug, m: map[string]*refresh.Session{}, scope: map[string][]string{}, proof: map[string]time.Time{}, cache: map[string]*refresh.Session{}}
 }
 
 var _ refresh.Store = (*refStore)(nil)
@@ -130,6 +131,12 @@ func (r *refStore) Create(ctx context.Context, s *refresh.Session) error {
 		}
 	case r.is("create-drops-dpop"):
 		c.DPoPKey = ""
+	case r.is("create-drops-client"):
+		c.ClientID = ""
+	case r.is("create-drops-claims"):
+		c.Claims = nil
+	case r.is("create-drops-meta"):
+		c.Meta = nil
 	case r.is("create-trims-subject"):
 		c.Subject = strings.TrimSpace(c.Subject)
 	case r.is("create-resets-grace"):
@@ -144,6 +151,9 @@ func (r *refStore) Create(ctx context.Context, s *refresh.Session) error {
 		r.order = append(r.order, s.ID)
 	}
 	r.m[s.ID] = c
+	if r.is("get-cached") {
+		r.cache[s.ID] = c.Clone()
+	}
 	return nil
 }
 
@@ -167,6 +177,9 @@ func (r *refStore) Get(ctx context.Context, id string) (*refresh.Session, error)
 	s := r.get(id)
 	if s == nil {
 		return nil, refresh.ErrSessionNotFound
+	}
+	if c := r.cache[id]; c != nil {
+		return r.out(c), nil
 	}
 	return r.out(s), nil
 }
