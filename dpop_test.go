@@ -280,15 +280,7 @@ func TestDPoPReplayAcrossInstances(t *testing.T) {
 		return srv
 	}
 	srvA, srvB := serve(e.iss), serve(b)
-	me := func(srv *httptest.Server, proof string) int {
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/me", nil)
-		req.Header.Set("Authorization", "DPoP "+p.AccessToken)
-		req.Header.Set("DPoP", proof)
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	me := func(srv *httptest.Server, proof string) int { return dpopGet(t, srv.URL+"/me", p.AccessToken, proof) }
 	proof := alice.proof("GET", public+"/me", p.AccessToken, e.clock.Now())
 	require.Equal(t, 200, me(srvA, proof))
 	require.Equal(t, 401, me(srvB, proof), "the same proof at the other instance")

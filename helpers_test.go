@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -112,4 +113,17 @@ func macB64(in string, secret []byte) string {
 	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(in))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// dpopGet calls GET u with a DPoP-bound access token and a proof, and
+// returns the status.
+func dpopGet(t *testing.T, u, accessToken, proof string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.Header.Set("Authorization", "DPoP "+accessToken)
+	req.Header.Set("DPoP", proof)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	return resp.StatusCode
 }

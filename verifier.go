@@ -77,6 +77,19 @@ type VerifierConfig struct {
 	// one for a lifetime. They are not the Issuer's keys: the auth
 	// service's nonces are not accepted here, nor these there.
 	DPoPNonceKeys [][]byte
+	// Proofs, if set, records the DPoP proofs this resource server accepts
+	// in a store shared by all its instances, so that a proof replayed to
+	// another instance is refused too (RFC 9449 §11.1), as an Issuer does
+	// with a store that is a ProofRecorder. Every shipped store is one: a
+	// resource server can open redisstore or pgstore on a database of its
+	// own for it and need nothing else from it. Without it each instance
+	// remembers proofs in its own memory. The Verifier removes expired
+	// records every ProofSweepInterval until Close (stores that expire
+	// them by themselves, Redis's, have none to remove).
+	Proofs ProofRecorder
+	// ProofSweepInterval is how often expired proof records are removed
+	// from Proofs (default 1 minute).
+	ProofSweepInterval time.Duration
 	// Logger receives what the Verifier has to say about its keys (fetch
 	// failures, key sets loaded). Default slog.Default().
 	Logger *slog.Logger
@@ -105,6 +118,8 @@ type Verifier struct {
 	log    *slog.Logger
 	intro  *introspector
 	cancel context.CancelFunc
+	// stopSweep ends the removal of expired proof records (with Proofs).
+	stopSweep context.CancelFunc
 
 	// With JWKSURL:
 	cache    *jwk.Cache
@@ -171,6 +186,8 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		v.log = slog.Default()
 	}
 	v.rs = newResourceServer(cfg.Issuer, cfg.Audience, cfg.PublicURL, cfg.Leeway, cfg.MaxTokenSize, cfg.VerifyCacheSize, cfg.Now)
+	v.rs.proofs = cfg.Proofs
+	setDefault(&v.cfg.ProofSweepInterval, time.Minute)
 	if cfg.DPoPNonceLifetime > 0 {
 		v.rs.nonces = newNonceSource(cfg.DPoPNonceLifetime, cfg.DPoPNonceKeys, cfg.Now)
 	}
@@ -193,6 +210,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 			return nil, err
 		}
 		v.rs.setKeys(newKeySet(keys))
+		v.startProofSweep()
 		return v, nil
 	}
 	if err := checkFetchURL(cfg.JWKSURL); err != nil {
@@ -230,7 +248,50 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	} else {
 		v.sync()
 	}
+	v.startProofSweep()
 	return v, nil
+}
+
+// startProofSweep removes expired records from VerifierConfig.Proofs every
+// ProofSweepInterval until Close. The Issuer's Sweep does this for its
+// store; a Verifier has no Sweep for its users to call.
+func (v *Verifier) startProofSweep() {
+	if v.rs.proofs == nil {
+		return
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	v.stopSweep = stop
+	go func() {
+		t := time.NewTicker(v.cfg.ProofSweepInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if _, err := v.sweepProofs(ctx); err != nil && ctx.Err() == nil {
+					v.log.Warn("refresh: removing expired DPoP proof records failed", "err", err)
+				}
+			}
+		}
+	}()
+}
+
+// proofSweepBatch is how many proof records one DeleteExpiredProofs call
+// of a Verifier's sweep may remove.
+const proofSweepBatch = 1000
+
+// sweepProofs removes the expired records of VerifierConfig.Proofs, in
+// batches, and returns how many.
+func (v *Verifier) sweepProofs(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := v.rs.proofs.DeleteExpiredProofs(ctx, v.cfg.Now(), proofSweepBatch)
+		total += n
+		if err != nil || n < proofSweepBatch {
+			return total, err
+		}
+	}
 }
 
 // fetchWait is how long a caller waits for a JWKS fetch: 3 seconds, or
@@ -261,11 +322,14 @@ func checkFetchURL(s string) error {
 	return fmt.Errorf("%q: scheme must be https", s)
 }
 
-// Close stops the background JWKS refresh. Verify keeps working with the
-// keys it has.
+// Close stops the background JWKS refresh and the removal of expired proof
+// records. Verify keeps working with the keys it has.
 func (v *Verifier) Close() error {
 	if v.cancel != nil {
 		v.cancel()
+	}
+	if v.stopSweep != nil {
+		v.stopSweep()
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -688,4 +689,69 @@ func TestVerifierDPoPNonce(t *testing.T) {
 		_, err := refresh.NewVerifier(cfg)
 		require.ErrorContains(t, err, name)
 	}
+}
+
+// countingRecorder is a ProofRecorder over a MemoryStore that counts its
+// sweeps, or fails every call with fault set.
+type countingRecorder struct {
+	*refresh.MemoryStore
+	sweeps atomic.Int64
+	fault  error
+}
+
+func (c *countingRecorder) RecordProof(ctx context.Context, id string, now, expires time.Time) error {
+	if c.fault != nil {
+		return c.fault
+	}
+	return c.MemoryStore.RecordProof(ctx, id, now, expires)
+}
+
+func (c *countingRecorder) DeleteExpiredProofs(ctx context.Context, before time.Time, limit int) (int, error) {
+	c.sweeps.Add(1)
+	return c.MemoryStore.DeleteExpiredProofs(ctx, before, limit)
+}
+
+// Resource-server instances behind one URL share DPoP replay detection
+// through VerifierConfig.Proofs: a proof accepted by one is refused by the
+// other, as an attacker replaying a captured request to a sibling would
+// try; without Proofs the sibling accepts it. A failing recorder is 503,
+// never a pass; expired records are swept in the background until Close.
+func TestVerifierSharedProofs(t *testing.T) {
+	e := newEnv(t)
+	alice := newDPoPClient(t)
+	login, err := e.iss.VerifyDPoPProof(alice.proof("POST", "https://auth.example.com/login", "", e.clock.Now()), "POST", "https://auth.example.com/login", "")
+	require.NoError(t, err)
+	p := e.issue(t, "alice", refresh.WithDPoPProof(login))
+	const public = "https://api.example.com" // both instances' public URL
+	instance := func(proofs refresh.ProofRecorder) *httptest.Server {
+		v := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) {
+			c.Keys = []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}}
+			c.PublicURL, c.Proofs, c.ProofSweepInterval = public, proofs, 5*time.Millisecond
+		})
+		t.Cleanup(func() { v.Close() })
+		return resourceAPI(t, v)
+	}
+	call := func(srv *httptest.Server, proof string) int { return dpopGet(t, srv.URL+"/me", p.AccessToken, proof) }
+	newProof := func() string { return alice.proof("GET", public+"/me", p.AccessToken, e.clock.Now()) }
+
+	shared := &countingRecorder{MemoryStore: refresh.NewMemoryStore()}
+	a, b := instance(shared), instance(shared)
+	proof := newProof()
+	require.Equal(t, 200, call(a, proof))
+	assert.Equal(t, 401, call(b, proof), "the same proof replayed to the other instance")
+	assert.Equal(t, 401, call(a, proof), "and to the first")
+	assert.Equal(t, 200, call(b, newProof()), "a fresh proof is fine at either")
+
+	// Without Proofs each instance remembers only its own.
+	c, d := instance(nil), instance(nil)
+	proof = newProof()
+	require.Equal(t, 200, call(c, proof))
+	assert.Equal(t, 200, call(d, proof), "per instance only: what Proofs closes")
+
+	// The recorder down: 503, and nothing admitted.
+	down := instance(&countingRecorder{MemoryStore: refresh.NewMemoryStore(), fault: errors.New("redis: connection refused")})
+	assert.Equal(t, 503, call(down, newProof()))
+
+	// The background sweep runs (and stops with Close).
+	require.Eventually(t, func() bool { return shared.sweeps.Load() > 0 }, 5*time.Second, 5*time.Millisecond)
 }
