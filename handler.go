@@ -69,14 +69,14 @@ type ClientCredentials struct {
 //
 // Cross-site request forgery is refused twice over: every refresh and
 // revocation request, whether its token is in the cookie or in the body
-// (a browser client moving from body mode), must carry the CSRFHeader (a custom header, which a
-// cross-site form cannot send and cross-site fetch can send only after a CORS
-// preflight you do not allow), and they must come from the request's own
-// origin or one of AllowedOrigins, as net/http's CrossOriginProtection judges
-// it: by Sec-Fetch-Site where the browser sends it (so a page on another
-// port of the same host, which SameSite does not stop, is refused too), else
-// by the Origin header. Handlers.CheckCSRF applies the same checks to your
-// login handler.
+// (a browser client moving from body mode), must carry the CSRFHeader (a
+// custom header, which a cross-site form cannot send and cross-site fetch
+// can send only after a CORS preflight you do not allow), and they must
+// come from the request's own origin or one of AllowedOrigins, as net/http's
+// CrossOriginProtection judges it: by Sec-Fetch-Site where the browser
+// sends it (so a page on another port of the same host, which SameSite does
+// not stop, is refused too), else by the Origin header. Handlers.CheckCSRF
+// applies the same checks to your login handler.
 type CookieConfig struct {
 	// Path scopes the cookie (default "/"). With "/" the cookie is named
 	// "__Host-refresh_token"; with another path "__Secure-refresh_token"

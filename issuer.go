@@ -122,8 +122,8 @@ type Config struct {
 	// answered use_dpop_nonce with a fresh nonce in the DPoP-Nonce header,
 	// and the client retries with it; token responses carry the current
 	// nonce too, and so does an API answer to a proof whose nonce is
-	// about to expire. This bounds how
-	// long a proof made in advance (by injected script, say) stays usable.
+	// about to expire. This bounds how long a proof made in advance (by
+	// injected script, say) stays usable.
 	// Nonces change every half lifetime and are accepted for at least half
 	// and at most the whole of it; every instance with the same
 	// RefreshKeys mints and accepts the same ones, without a store. Zero

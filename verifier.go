@@ -154,6 +154,8 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		return nil, errors.New("refresh: VerifierConfig.DPoPNonceLifetime needs DPoPNonceKeys")
 	case cfg.DPoPNonceLifetime == 0 && len(cfg.DPoPNonceKeys) > 0:
 		return nil, errors.New("refresh: VerifierConfig.DPoPNonceKeys without DPoPNonceLifetime")
+	case cfg.ProofSweepInterval < 0 || cfg.JWKSMinRefresh < 0 || cfg.JWKSMaxRefresh < 0 || cfg.JWKSRefetchInterval < 0:
+		return nil, errors.New("refresh: VerifierConfig intervals must not be negative")
 	}
 	for i, k := range cfg.DPoPNonceKeys {
 		if len(k) < 32 {

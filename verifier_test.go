@@ -683,6 +683,7 @@ func TestVerifierDPoPNonce(t *testing.T) {
 		"between 2s and 24h": func(c *refresh.VerifierConfig) {
 			c.DPoPNonceLifetime, c.DPoPNonceKeys = time.Second, [][]byte{key1}
 		},
+		"must not be negative": func(c *refresh.VerifierConfig) { c.ProofSweepInterval = -time.Second },
 	} {
 		cfg := refresh.VerifierConfig{Issuer: "i", Audience: "a", Keys: []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}}}
 		mod(&cfg)
