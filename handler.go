@@ -167,9 +167,20 @@ type TokenResponse struct {
 
 // WriteTokenResponse writes p as an RFC 6749 §5.1 token response: 200, JSON,
 // Cache-Control: no-store. In cookie mode the refresh token is set as the
-// cookie instead of appearing in the body. Use it in your login handler so
+// cookie instead of appearing in the body, and only for a request that
+// passes CheckCSRF: one that does not is answered 403 invalid_request, as
+// the endpoints answer it, and no cookie is set, so that a login handler
+// that forgot CheckCSRF cannot be used to sign a browser into another
+// user's session (call CheckCSRF before Issue anyway, so that no session
+// is created for the refused request). Use it in your login handler so
 // that login and refresh answer alike.
 func (h *Handlers) WriteTokenResponse(w http.ResponseWriter, r *http.Request, p *Pair) {
+	if h.cfg.Cookie != nil {
+		if oe := h.checkCSRF(r); oe != nil {
+			h.fail(w, oe)
+			return
+		}
+	}
 	resp := TokenResponse{
 		AccessToken:  p.AccessToken,
 		TokenType:    p.TokenType,

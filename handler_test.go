@@ -335,7 +335,7 @@ func TestCookieMode(t *testing.T) {
 	client := &http.Client{Jar: jar}
 	u, _ := url.Parse(srv.URL)
 
-	r := postForm(t, client, srv.URL+"/login", url.Values{"username": {"alice"}}, nil)
+	r := postForm(t, client, srv.URL+"/login", url.Values{"username": {"alice"}}, map[string]string{"X-Requested-With": "x"})
 	require.Equal(t, 200, r.status)
 	assert.NotContains(t, r.body, "refresh_token", "the body never carries the cookie's token")
 	setCookie := r.header.Get("Set-Cookie")
@@ -372,7 +372,9 @@ func TestCookieAttributes(t *testing.T) {
 	for path, name := range map[string]string{"": "__Host-refresh_token", "/auth": "__Secure-refresh_token"} {
 		h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{Cookie: &refresh.CookieConfig{Path: path}})
 		w := httptest.NewRecorder()
-		h.WriteTokenResponse(w, httptest.NewRequest("POST", "/login", nil), e.issue(t, "alice"))
+		req := httptest.NewRequest("POST", "/login", nil)
+		req.Header.Set("X-Requested-With", "fetch")
+		h.WriteTokenResponse(w, req, e.issue(t, "alice"))
 		c := w.Result().Cookies()[0]
 		assert.Equal(t, name, c.Name)
 		assert.True(t, c.Secure && c.HttpOnly)
@@ -397,7 +399,7 @@ func TestCookieModeCrossOrigin(t *testing.T) {
 	require.NoError(t, err)
 	client := &http.Client{Jar: jar}
 	u, _ := url.Parse(srv.URL)
-	require.Equal(t, 200, postForm(t, client, srv.URL+"/login", url.Values{"username": {"alice"}}, nil).status)
+	require.Equal(t, 200, postForm(t, client, srv.URL+"/login", url.Values{"username": {"alice"}}, map[string]string{"X-Requested-With": "x"}).status)
 	grant := url.Values{"grant_type": {"refresh_token"}}
 	own := srv.URL
 	otherPort := "http://" + u.Hostname() + ":1"

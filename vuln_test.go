@@ -507,7 +507,7 @@ func TestVuln9_CookieModeSessionSwap(t *testing.T) {
 	jar, err := cookiejar.New(nil)
 	require.NoError(t, err)
 	browser := &http.Client{Jar: jar}
-	require.Equal(t, 200, postForm(t, browser, srv.URL+"/login", url.Values{"username": {"alice"}}, nil).status)
+	require.Equal(t, 200, postForm(t, browser, srv.URL+"/login", url.Values{"username": {"alice"}}, map[string]string{"X-Requested-With": "x"}).status)
 	victims := jar.Cookies(u)[0].Value
 	mallory := e.issue(t, "mallory") // her own session; her browser shows her its cookie
 
@@ -582,4 +582,28 @@ func TestVuln10_CookieTossing(t *testing.T) {
 	r := withCookies("/auth/token", "grant_type=refresh_token", victim.RefreshToken)
 	require.Equal(t, 200, r.status, "one cookie: %s", r.raw)
 	assert.Contains(t, r.header.Get("Set-Cookie"), "__Secure-refresh_token=")
+}
+
+// 11 (same review): a cookie-mode login handler that forgot CheckCSRF let a
+// cross-site form sign the victim's browser into the attacker's account
+// (login CSRF): WriteTokenResponse set the cookie for any request. It now
+// applies the cookie mode's checks itself. (The test server's /login calls
+// Issue and WriteTokenResponse and nothing else, the forgetful handler.)
+func TestVuln11_LoginHandlerWithoutCheckCSRF(t *testing.T) {
+	e := newEnv(t)
+	srv, _ := e.server(t, refresh.HandlerConfig{Cookie: &refresh.CookieConfig{Insecure: true}})
+	for name, hdr := range map[string]map[string]string{
+		"cross-site form":            {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+		"browser without Fetch-Site": {"Origin": "https://evil.example"},
+		"no custom header":           {"Sec-Fetch-Site": "same-origin", "Origin": srv.URL},
+	} {
+		r := postForm(t, nil, srv.URL+"/login", url.Values{"username": {"mallory"}}, hdr)
+		assert.Equal(t, 403, r.status, name)
+		assert.Empty(t, r.header.Values("Set-Cookie"), name)
+		assert.NotContains(t, r.raw, "access_token", name)
+	}
+	r := postForm(t, nil, srv.URL+"/login", url.Values{"username": {"alice"}},
+		map[string]string{"X-Requested-With": "fetch", "Sec-Fetch-Site": "same-origin", "Origin": srv.URL})
+	require.Equal(t, 200, r.status)
+	assert.NotEmpty(t, r.header.Values("Set-Cookie"))
 }
