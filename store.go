@@ -214,7 +214,7 @@ type StaleDeleter interface {
 // store; each record lives about two minutes.
 type ProofRecorder interface {
 	// RecordProof records the proof identifier id (an opaque string of at
-	// most 64 bytes) until expires and returns nil; or, when id is
+	// most 64 bytes, compared byte for byte) until expires and returns nil; or, when id is
 	// recorded already with an expiry after now, changes nothing and
 	// returns ErrProofReplayed. A record whose expiry is at or before now
 	// counts as absent. Of any number of concurrent calls for one id,

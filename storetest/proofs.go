@@ -35,6 +35,13 @@ func testRecordProof(t *testing.T, st refresh.Store) {
 	if err := pr.RecordProof(ctx(t), other, now, exp); err != nil {
 		t.Fatalf("%s: another id: %v", rule, err)
 	}
+	// Ids compare exactly, as session ids do: not case-insensitively, not
+	// ignoring trailing spaces (the collations a SQL column may have).
+	for _, look := range []string{swapCase(id), id + " "} {
+		if err := pr.RecordProof(ctx(t), look, now, exp); err != nil {
+			t.Fatalf(`rule "proof ids compare exactly": %q after %q: %v, want it recorded as another id`, look, id, err)
+		}
+	}
 	// At the expiry the record counts as absent: the id records again, and
 	// the new expiry holds.
 	later := exp.Add(3 * time.Minute)
@@ -108,4 +115,18 @@ func testRecordProof(t *testing.T, st refresh.Store) {
 	if _, err := pr.DeleteExpiredProofs(c, cut, 10); !errors.Is(err, context.Canceled) {
 		t.Fatalf("DeleteExpiredProofs with a cancelled context: %v, want an error wrapping context.Canceled", err)
 	}
+}
+
+// swapCase turns upper-case ASCII letters into lower case and back.
+func swapCase(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		switch {
+		case 'a' <= c && c <= 'z':
+			b[i] = c - 'a' + 'A'
+		case 'A' <= c && c <= 'Z':
+			b[i] = c - 'A' + 'a'
+		}
+	}
+	return string(b)
 }

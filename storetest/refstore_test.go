@@ -147,6 +147,9 @@ func (r *refStore) Create(ctx context.Context, s *refresh.Session) error {
 		slices.Sort(c.Scope)
 	}
 	c.CreatedAt, c.RotatedAt, c.ExpiresAt, c.RevokedAt = r.store(c.CreatedAt), r.store(c.RotatedAt), r.store(c.ExpiresAt), r.store(c.RevokedAt)
+	if r.is("create-server-clock") { // DEFAULT now() instead of the given times
+		c.CreatedAt, c.RotatedAt = time.Now(), time.Now()
+	}
 	if r.m[s.ID] == nil {
 		r.order = append(r.order, s.ID)
 	}
@@ -207,7 +210,13 @@ func (r *refStore) Advance(ctx context.Context, id string, from uint64, at time.
 		return refresh.ErrConflict
 	}
 	s.Generation = s.Generation + 1
-	if !r.is("advance-no-rotatedat") {
+	if r.is("advance-plus-two") {
+		s.Generation++
+	}
+	switch {
+	case r.is("advance-server-clock"): // SET rotated_at = now()
+		s.RotatedAt = time.Now()
+	case !r.is("advance-no-rotatedat"):
 		s.RotatedAt = r.store(at)
 	}
 	if !r.is("advance-keeps-grace") {
@@ -342,6 +351,9 @@ func (r *refStore) UseGrace(ctx context.Context, id string, generation uint64, l
 	case r.is("grace-off-by-one") && s.GraceUses > limit:
 		return refresh.ErrConflict
 	case !r.is("grace-off-by-one") && !r.is("grace-no-limit") && s.GraceUses >= limit:
+		if r.is("grace-counts-refusals") {
+			s.GraceUses++
+		}
 		return refresh.ErrConflict
 	}
 	s.GraceUses++
@@ -363,6 +375,12 @@ func (r *refStore) Revoke(ctx context.Context, id string, at time.Time, reason s
 	}
 	if !s.Revoked() || r.is("revoke-overwrite") {
 		s.RevokedAt, s.RevokeReason = r.store(at), reason
+		if r.is("revoke-server-clock") {
+			s.RevokedAt = time.Now()
+		}
+		if r.is("revoke-drops-reason") {
+			s.RevokeReason = ""
+		}
 	}
 	return nil
 }
@@ -504,6 +522,8 @@ func (r *refStore) DeleteExpired(ctx context.Context, before time.Time, limit in
 			expired = s.ExpiresAt.Before(before)
 		case r.is("del-seconds"):
 			expired = !s.ExpiresAt.Truncate(time.Second).After(before.Truncate(time.Second))
+		case r.is("del-by-rotated"): // the wrong column
+			expired = !s.RotatedAt.After(before)
 		default:
 			expired = !s.ExpiresAt.After(before)
 		}
@@ -601,6 +621,9 @@ func (r *refStore) RecordProof(ctx context.Context, id string, now, expires time
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.is("proof-casefold") { // a _ci collation on the id column
+		id = strings.ToLower(id)
+	}
 	e, seen := r.proof[id]
 	switch {
 	case r.is("proof-always-new"):
