@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -167,7 +168,7 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		switch mt {
 		case "application/json":
-			if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+			if err := decodeLoginJSON(r.Body, &in.Username, &in.Password, &in.ClientID); err != nil {
 				badBody(w, err)
 				return
 			}
@@ -175,6 +176,12 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 			if err := r.ParseForm(); err != nil {
 				badBody(w, err)
 				return
+			}
+			for _, k := range []string{"username", "password", "client_id"} {
+				if len(r.PostForm[k]) > 1 { // which one would be meant? (RFC 6749 §3.2 asks the same)
+					writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+					return
+				}
 			}
 			in.Username, in.Password, in.ClientID = r.PostForm.Get("username"), r.PostForm.Get("password"), r.PostForm.Get("client_id")
 		default:
@@ -219,6 +226,38 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 		}
 		h.WriteTokenResponse(w, r, p)
 	})
+}
+
+// decodeLoginJSON reads exactly one JSON object of string members named
+// exactly username, password and client_id (each optional) and nothing
+// after it. encoding/json alone would match names case-insensitively,
+// ignore unknown members and stop reading after the object, so that
+// {"USERNAME":…}garbage would sign in.
+func decodeLoginJSON(body io.Reader, username, password, clientID *string) error {
+	dec := json.NewDecoder(body)
+	var m map[string]string
+	if err := dec.Decode(&m); err != nil {
+		return err
+	}
+	if m == nil {
+		return errors.New("login: not an object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("login: data after the object")
+	}
+	for k, v := range m {
+		switch k {
+		case "username":
+			*username = v
+		case "password":
+			*password = v
+		case "client_id":
+			*clientID = v
+		default:
+			return errors.New("login: unknown member")
+		}
+	}
+	return nil
 }
 
 // badBody answers a login body that could not be read: 413 when too large,
