@@ -81,14 +81,13 @@ type CookieConfig struct {
 	// Path scopes the cookie (default "/"). With "/" the cookie is named
 	// "__Host-refresh_token"; with another path "__Secure-refresh_token"
 	// (the __Host- prefix requires Path=/). Put the refresh and revocation
-	// endpoints under it. Prefer "/": unlike __Host-, a __Secure- cookie
-	// can be set for the parent domain by a sibling subdomain (cookie
-	// tossing). A request carrying two refresh cookies is refused, so a
-	// signed-in browser cannot be switched to a tossed session, but a
-	// browser holding only a tossed cookie would refresh into its session:
-	// use another Path only where every sibling subdomain is trusted, or
-	// bind browser sessions to a DPoP key, which a tossed session's key
-	// is not.
+	// endpoints under it. Unlike a __Host- cookie, a __Secure- one can be
+	// set for the parent domain by a sibling subdomain (cookie tossing), to
+	// sign the browser into the tosser's session; so with another path the
+	// session's ID also goes into a second cookie, "__Host-refresh_session"
+	// (Path=/, which no other host can set), and a refresh cookie is taken
+	// only beside the session cookie of its own session. A request with two
+	// refresh cookies is refused too.
 	Path string
 	// CSRFHeader must be present, non-empty, on cookie requests. Default
 	// "X-Requested-With".
@@ -109,6 +108,19 @@ func (c *CookieConfig) name() string {
 		return "__Host-refresh_token"
 	default:
 		return "__Secure-refresh_token"
+	}
+}
+
+// pinName is the cookie that pins the refresh cookie to its session when
+// the refresh cookie is not __Host- (a Path other than "/"), or "".
+func (c *CookieConfig) pinName() string {
+	switch {
+	case c.path() == "/":
+		return ""
+	case c.Insecure:
+		return "refresh_session"
+	default:
+		return "__Host-refresh_session"
 	}
 }
 
@@ -189,16 +201,22 @@ func (h *Handlers) WriteTokenResponse(w http.ResponseWriter, r *http.Request, p 
 		Scope:        strings.Join(p.Scope, " "),
 	}
 	if c := h.cfg.Cookie; c != nil {
-		http.SetCookie(w, &http.Cookie{
-			Name:     c.name(),
-			Value:    p.RefreshToken,
-			Path:     c.path(),
-			Expires:  p.RefreshExpiresAt,
-			MaxAge:   int(p.RefreshExpiresAt.Sub(h.iss.now()) / time.Second),
-			HttpOnly: true,
-			Secure:   !c.Insecure,
-			SameSite: http.SameSiteStrictMode,
-		})
+		set := func(name, value, path string) {
+			http.SetCookie(w, &http.Cookie{
+				Name:     name,
+				Value:    value,
+				Path:     path,
+				Expires:  p.RefreshExpiresAt,
+				MaxAge:   int(p.RefreshExpiresAt.Sub(h.iss.now()) / time.Second),
+				HttpOnly: true,
+				Secure:   !c.Insecure,
+				SameSite: http.SameSiteStrictMode,
+			})
+		}
+		set(c.name(), p.RefreshToken, c.path())
+		if pin := c.pinName(); pin != "" {
+			set(pin, p.SessionID, "/")
+		}
 		resp.RefreshToken = ""
 	}
 	if n := h.DPoPNonce(); n != "" {
@@ -209,10 +227,16 @@ func (h *Handlers) WriteTokenResponse(w http.ResponseWriter, r *http.Request, p 
 
 func (h *Handlers) clearCookie(w http.ResponseWriter) {
 	c := h.cfg.Cookie
-	http.SetCookie(w, &http.Cookie{
-		Name: c.name(), Value: "", Path: c.path(), MaxAge: -1,
-		HttpOnly: true, Secure: !c.Insecure, SameSite: http.SameSiteStrictMode,
-	})
+	clear := func(name, path string) {
+		http.SetCookie(w, &http.Cookie{
+			Name: name, Value: "", Path: path, MaxAge: -1,
+			HttpOnly: true, Secure: !c.Insecure, SameSite: http.SameSiteStrictMode,
+		})
+	}
+	clear(c.name(), c.path())
+	if pin := c.pinName(); pin != "" {
+		clear(pin, "/")
+	}
 }
 
 func noStore(w http.ResponseWriter) {
@@ -312,6 +336,24 @@ func (h *Handlers) checkCSRF(r *http.Request) *oauthError {
 	return nil
 }
 
+// pinned reports whether a refresh cookie may be taken: always for a
+// __Host- cookie, which only this host can set; for a __Secure- one only
+// beside exactly one session cookie naming the token's session, which a
+// sibling subdomain tossing its own refresh cookie cannot set. A token that
+// does not parse is let through, to be refused as invalid_grant.
+func (h *Handlers) pinned(r *http.Request, tok string) bool {
+	pin := h.cfg.Cookie.pinName()
+	if pin == "" {
+		return true
+	}
+	rc, err := h.iss.parseRefresh(tok)
+	if err != nil {
+		return true
+	}
+	pins := r.CookiesNamed(pin)
+	return len(pins) == 1 && pins[0].Value == rc.sessionID()
+}
+
 var (
 	errInvalidClient = &oauthError{http.StatusUnauthorized, "invalid_client"}
 	errClientFault   = &oauthError{http.StatusServiceUnavailable, "temporarily_unavailable"}
@@ -386,6 +428,9 @@ func (h *Handlers) credentials(r *http.Request, form url.Values, param string) (
 			// else: a sibling subdomain may set a __Secure- cookie for the
 			// parent domain (cookie tossing), and taking its token would
 			// answer with that session's cookie (TestVuln10_CookieTossing).
+			return "", "", false, errRequest
+		}
+		if fromCookie && !h.pinned(r, tok) {
 			return "", "", false, errRequest
 		}
 	}

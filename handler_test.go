@@ -384,6 +384,20 @@ func TestCookieAttributes(t *testing.T) {
 		}
 		assert.Equal(t, path, c.Path)
 		assert.Equal(t, int(refresh.DefaultIdleTTL/time.Second), c.MaxAge)
+		// With another path, a __Host- session cookie pins the refresh
+		// cookie to its session (TestVuln10_CookieTossing).
+		if path == "/" {
+			assert.Len(t, w.Result().Cookies(), 1)
+			continue
+		}
+		require.Len(t, w.Result().Cookies(), 2)
+		pin := w.Result().Cookies()[1]
+		assert.Equal(t, "__Host-refresh_session", pin.Name)
+		assert.Equal(t, "/", pin.Path)
+		assert.Empty(t, pin.Domain)
+		assert.True(t, pin.Secure && pin.HttpOnly)
+		assert.Equal(t, http.SameSiteStrictMode, pin.SameSite)
+		assert.Equal(t, c.MaxAge, pin.MaxAge)
 	}
 }
 

@@ -544,44 +544,83 @@ func TestVuln9_CookieModeSessionSwap(t *testing.T) {
 // parent domain (cookie tossing). The browser then sends the attacker's
 // cookie, on a longer path first, beside the victim's; the endpoint took
 // the first, rotated the attacker's session and set its successor as the
-// victim's cookie. Two refresh cookies are now refused, and nothing rotates.
+// victim's cookie; and a browser holding only the tossed cookie refreshed
+// into the attacker's session. Now the refresh cookie is taken only beside
+// a __Host- session cookie naming its session (which no other host can
+// set), and never when two refresh cookies come.
 func TestVuln10_CookieTossing(t *testing.T) {
 	e := newEnv(t)
 	mux := http.NewServeMux() // the endpoints under /auth, as that Path wants
 	h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{Cookie: &refresh.CookieConfig{Path: "/auth"}})
 	mux.Handle("/auth/token", h.RefreshHandler())
 	mux.Handle("/auth/revoke", h.RevocationHandler())
+	mux.HandleFunc("/auth/login", func(w http.ResponseWriter, r *http.Request) {
+		p, _ := e.iss.Issue(r.Context(), r.FormValue("username"))
+		h.WriteTokenResponse(w, r, p)
+	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	victim, mallory := e.issue(t, "alice"), e.issue(t, "mallory")
 	same := map[string]string{"X-Requested-With": "x", "Sec-Fetch-Site": "same-origin", "Origin": srv.URL}
-	withCookies := func(path, body string, values ...string) reply {
+
+	// The victim signs in: a refresh cookie at /auth and a session cookie
+	// at /, as the browser keeps them.
+	r := postForm(t, nil, srv.URL+"/auth/login", url.Values{"username": {"alice"}}, same)
+	require.Equal(t, 200, r.status)
+	cookies := map[string]string{}
+	for _, c := range (&http.Response{Header: r.header}).Cookies() {
+		cookies[c.Name] = c.Value
+		assert.True(t, c.HttpOnly && c.Secure && c.SameSite == http.SameSiteStrictMode, c.Name)
+	}
+	victimRT, victimSID := cookies["__Secure-refresh_token"], cookies["__Host-refresh_session"]
+	require.NotEmpty(t, victimRT)
+	require.NotEmpty(t, victimSID)
+	victim := e.session(t, victimSID)
+	mallory := e.issue(t, "mallory") // her own session, and her own session cookie's value
+
+	type cookie struct{ name, value string }
+	rt := func(v string) cookie { return cookie{"__Secure-refresh_token", v} }
+	sid := func(v string) cookie { return cookie{"__Host-refresh_session", v} }
+	send := func(path, body string, cs ...cookie) reply {
 		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		for k, v := range same {
 			req.Header.Set(k, v)
 		}
-		for _, v := range values {
-			req.AddCookie(&http.Cookie{Name: "__Secure-refresh_token", Value: v})
+		for _, c := range cs {
+			req.AddCookie(&http.Cookie{Name: c.name, Value: c.value})
 		}
 		return do(t, nil, req)
 	}
-	for _, order := range [][]string{{mallory.RefreshToken, victim.RefreshToken}, {victim.RefreshToken, mallory.RefreshToken}} {
-		r := withCookies("/auth/token", "grant_type=refresh_token", order...)
-		assert.Equal(t, 400, r.status, r.raw)
-		assert.Equal(t, "invalid_request", r.body["error"])
-		assert.Empty(t, r.header.Values("Set-Cookie"), "no cookie set, none cleared")
-		r = withCookies("/auth/revoke", "", order...)
-		assert.Equal(t, 400, r.status, r.raw)
+	for name, cs := range map[string][]cookie{
+		"tossed first, then the victim's":     {rt(mallory.RefreshToken), rt(victimRT), sid(victimSID)},
+		"the victim's, then tossed":           {rt(victimRT), rt(mallory.RefreshToken), sid(victimSID)},
+		"only the tossed cookie":              {rt(mallory.RefreshToken)},
+		"the tossed cookie, the victim's pin": {rt(mallory.RefreshToken), sid(victimSID)},
+		"the victim's cookie, no pin":         {rt(victimRT)},
+		"the victim's cookie, two pins":       {rt(victimRT), sid(victimSID), sid(mallory.SessionID)},
+	} {
+		r := send("/auth/token", "grant_type=refresh_token", cs...)
+		assert.Equal(t, 400, r.status, name)
+		assert.Equal(t, "invalid_request", r.body["error"], name)
+		assert.Empty(t, r.header.Values("Set-Cookie"), name+": no cookie set, none cleared")
+		r = send("/auth/revoke", "", cs...)
+		assert.Equal(t, 400, r.status, name+": revocation")
 	}
-	assert.Zero(t, e.session(t, mallory.SessionID).Generation)
-	assert.Zero(t, e.session(t, victim.SessionID).Generation)
-	assert.False(t, e.session(t, victim.SessionID).Revoked())
-	assert.False(t, e.session(t, mallory.SessionID).Revoked())
+	for _, s := range []*refresh.Session{e.session(t, mallory.SessionID), e.session(t, victim.ID)} {
+		assert.Zero(t, s.Generation, s.Subject)
+		assert.False(t, s.Revoked(), s.Subject)
+	}
 
-	r := withCookies("/auth/token", "grant_type=refresh_token", victim.RefreshToken)
-	require.Equal(t, 200, r.status, "one cookie: %s", r.raw)
-	assert.Contains(t, r.header.Get("Set-Cookie"), "__Secure-refresh_token=")
+	// The genuine pair refreshes, and the pin follows the session.
+	r = send("/auth/token", "grant_type=refresh_token", rt(victimRT), sid(victimSID))
+	require.Equal(t, 200, r.status, r.raw)
+	for _, c := range (&http.Response{Header: r.header}).Cookies() {
+		cookies[c.Name] = c.Value
+	}
+	assert.NotEqual(t, victimRT, cookies["__Secure-refresh_token"], "rotated")
+	assert.Equal(t, victimSID, cookies["__Host-refresh_session"])
+	// A token in the body (the app's own script) needs no pin.
+	assert.Equal(t, 200, send("/auth/token", "grant_type=refresh_token&refresh_token="+url.QueryEscape(cookies["__Secure-refresh_token"])).status)
 }
 
 // 11 (same review): a cookie-mode login handler that forgot CheckCSRF let a
