@@ -5,8 +5,11 @@
 # become regression tests of the ordinary test run.
 #
 # A target fails the run if it records a crasher. A failure that records
-# none (the fuzzing engine losing a worker on a loaded machine) is printed
-# in full and retried once; failing again fails the run.
+# none is printed in full and retried once; failing again fails the run,
+# except for Go 1.26's coordinator race at the -fuzztime boundary
+# (golang/go#75804, fixed in Go 1.27): a bare "context deadline exceeded"
+# with no failing input written is reported as that race, not as a failure
+# of the target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t=${1:-10s}
@@ -30,6 +33,10 @@ for dir in . cmd/refresh-demo; do
       if [ "$(crashers "$f")" != "$before" ]; then
         echo "FAIL: $f recorded a crasher in $dir/testdata/fuzz/$f: commit it with the fix"
         exit 1
+      fi
+      if grep -q '^    context deadline exceeded$' "$log" && ! grep -qE 'Failing input written|panic:|_test\.go:[0-9]+:' "$log"; then
+        echo "==> $f: stopped by the fuzz coordinator's deadline race (golang/go#75804), not by an input; no crasher recorded"
+        break
       fi
       [ $try = 2 ] && { echo "FAIL: $f"; exit 1; }
       echo "==> $f failed without recording a crasher; retrying once"
