@@ -696,8 +696,8 @@ func TestVerifierDPoPNonce(t *testing.T) {
 // sweeps, or fails every call with fault set.
 type countingRecorder struct {
 	*refresh.MemoryStore
-	sweeps atomic.Int64
-	fault  error
+	sweeps, removed atomic.Int64
+	fault           error
 }
 
 func (c *countingRecorder) RecordProof(ctx context.Context, id string, now, expires time.Time) error {
@@ -709,7 +709,9 @@ func (c *countingRecorder) RecordProof(ctx context.Context, id string, now, expi
 
 func (c *countingRecorder) DeleteExpiredProofs(ctx context.Context, before time.Time, limit int) (int, error) {
 	c.sweeps.Add(1)
-	return c.MemoryStore.DeleteExpiredProofs(ctx, before, limit)
+	n, err := c.MemoryStore.DeleteExpiredProofs(ctx, before, limit)
+	c.removed.Add(int64(n))
+	return n, err
 }
 
 // Resource-server instances behind one URL share DPoP replay detection
@@ -735,7 +737,7 @@ func TestVerifierSharedProofs(t *testing.T) {
 	call := func(srv *httptest.Server, proof string) int { return dpopGet(t, srv.URL+"/me", p.AccessToken, proof) }
 	newProof := func() string { return alice.proof("GET", public+"/me", p.AccessToken, e.clock.Now()) }
 
-	shared := &countingRecorder{MemoryStore: refresh.NewMemoryStore()}
+	shared := &countingRecorder{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
 	a, b := instance(shared), instance(shared)
 	proof := newProof()
 	require.Equal(t, 200, call(a, proof))
@@ -753,6 +755,11 @@ func TestVerifierSharedProofs(t *testing.T) {
 	down := instance(&countingRecorder{MemoryStore: refresh.NewMemoryStore(), fault: errors.New("redis: connection refused")})
 	assert.Equal(t, 503, call(down, newProof()))
 
-	// The background sweep runs (and stops with Close).
+	// Expired records are swept in the background (Close, at cleanup, stops
+	// it): the two proofs the pair accepted, once the clock passes their
+	// expiry, and not before.
 	require.Eventually(t, func() bool { return shared.sweeps.Load() > 0 }, 5*time.Second, 5*time.Millisecond)
+	assert.Zero(t, shared.removed.Load(), "nothing has expired yet")
+	e.clock.Advance(3 * time.Minute)
+	require.Eventually(t, func() bool { return shared.removed.Load() == 2 }, 5*time.Second, 5*time.Millisecond)
 }
