@@ -3,8 +3,10 @@ package refresh_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -106,8 +108,15 @@ func fuzzForm(t *testing.T, h http.Handler, ctype, body string) {
 	r.Header.Set("Content-Type", ctype)
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)
+	checkFuzzAnswer(t, w, fmt.Sprintf("%q %q", ctype, body))
+}
+
+// checkFuzzAnswer fails t unless w is a 200 or an RFC 6749 error: an
+// expected status and a body of one fixed error code, nothing else.
+func checkFuzzAnswer(t *testing.T, w *httptest.ResponseRecorder, what string) {
+	t.Helper()
 	if !okStatus[w.Code] {
-		t.Fatalf("%q %q: status %d", ctype, body, w.Code)
+		t.Fatalf("%s: status %d", what, w.Code)
 	}
 	if w.Code != 200 {
 		b := w.Body.String()
@@ -117,7 +126,7 @@ func fuzzForm(t *testing.T, h http.Handler, ctype, body string) {
 			code = code[:strings.IndexByte(code, '"')]
 		}
 		if !okCodes[code] || strings.Count(b, `"`) != 4 {
-			t.Fatalf("%q %q: body %s", ctype, body, b)
+			t.Fatalf("%s: body %s", what, b)
 		}
 	}
 }
@@ -152,6 +161,53 @@ func fuzzClientAuth(_ context.Context, c refresh.ClientCredentials) error {
 		return nil
 	}
 	return refresh.ErrInvalidClient
+}
+
+// FuzzCookieMode: cookie mode's endpoints under arbitrary Cookie headers
+// and bodies, with the default path (__Host- cookie) and with /auth
+// (__Secure- cookie pinned by __Host-refresh_session): never a 5xx or
+// detail, and a refresh from a pinned cookie succeeds only when the request
+// carried the session cookie of the session it rotated.
+func FuzzCookieMode(f *testing.F) {
+	e := newEnv(f)
+	p := e.issue(f, "alice")
+	q := e.issue(f, "mallory")
+	type endpoints struct{ refresh, revoke http.Handler }
+	var modes []endpoints
+	for _, path := range []string{"", "/auth"} {
+		h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{MaxBodyBytes: 2048, Cookie: &refresh.CookieConfig{Path: path}})
+		modes = append(modes, endpoints{h.RefreshHandler(), h.RevocationHandler()})
+	}
+	const grant = "grant_type=refresh_token"
+	f.Add("__Host-refresh_token="+p.RefreshToken, grant)
+	f.Add("__Secure-refresh_token="+p.RefreshToken+"; __Host-refresh_session="+p.SessionID, grant)
+	f.Add("__Secure-refresh_token="+q.RefreshToken+"; __Host-refresh_session="+p.SessionID, grant)
+	f.Add("__Secure-refresh_token="+q.RefreshToken+"; __Secure-refresh_token="+p.RefreshToken+"; __Host-refresh_session="+p.SessionID, grant)
+	f.Add("__Secure-refresh_token="+p.RefreshToken, "")
+	f.Add(`__Host-refresh_token="`+p.RefreshToken+`"; ;;=; a=b`, grant+"&refresh_token=")
+	f.Fuzz(func(t *testing.T, cookie, body string) {
+		for _, m := range modes {
+			for _, h := range []http.Handler{m.refresh, m.revoke} {
+				r := httptest.NewRequest(http.MethodPost, "/auth/token", strings.NewReader(body))
+				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				r.Header.Set("X-Requested-With", "fuzz")
+				r.Header.Set("Cookie", cookie)
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				if checkFuzzAnswer(t, w, fmt.Sprintf("%q %q", cookie, body)); w.Code != 200 {
+					continue
+				}
+				form, _ := url.ParseQuery(body)
+				fromBody := form.Get("refresh_token") != "" || form.Get("token") != ""
+				for _, c := range w.Result().Cookies() {
+					if c.Name == "__Host-refresh_session" && c.Value != "" && !fromBody &&
+						!strings.Contains(cookie, "__Host-refresh_session="+c.Value) {
+						t.Fatalf("%q %q: rotated session %s from a pinned cookie without its session cookie", cookie, body, c.Value)
+					}
+				}
+			}
+		}
+	})
 }
 
 // FuzzRevocationForm: the revocation endpoint likewise.
