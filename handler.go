@@ -227,15 +227,15 @@ func (h *Handlers) WriteTokenResponse(w http.ResponseWriter, r *http.Request, p 
 
 func (h *Handlers) clearCookie(w http.ResponseWriter) {
 	c := h.cfg.Cookie
-	clear := func(name, path string) {
+	expire := func(name, path string) {
 		http.SetCookie(w, &http.Cookie{
 			Name: name, Value: "", Path: path, MaxAge: -1,
 			HttpOnly: true, Secure: !c.Insecure, SameSite: http.SameSiteStrictMode,
 		})
 	}
-	clear(c.name(), c.path())
+	expire(c.name(), c.path())
 	if pin := c.pinName(); pin != "" {
-		clear(pin, "/")
+		expire(pin, "/")
 	}
 }
 
