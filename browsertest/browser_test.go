@@ -1,6 +1,8 @@
-// Package browsertest drives refresh-demo's browser app in a real headless
-// Chromium: the cookie mode as a browser sees it. It is a module of its own
-// so that neither the library nor the demo depends on a browser driver.
+// Package browsertest drives refresh-demo's browser app, and the library's
+// cookie mode where the demo cannot show it (cookie tossing between sibling
+// subdomains), in a real headless Chromium: the cookie mode as a browser
+// sees it. It is a module of its own so that neither the library nor the
+// demo depends on a browser driver.
 package browsertest
 
 import (

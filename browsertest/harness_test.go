@@ -167,14 +167,14 @@ func (d *demo) requests(method, path string, status int) int {
 	return n
 }
 
-// browser starts one headless Chromium for the test and returns its root
-// context; tabs are chromedp.NewContext of it.
-func browser(t *testing.T) context.Context {
+// browser starts one headless Chromium for the test, with extra flags if
+// any, and returns its root context; tabs are chromedp.NewContext of it.
+func browser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	path := chromium(t)
 	profile := t.TempDir()
 	var logs syncBuffer
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+	opts := append(append(chromedp.DefaultExecAllocatorOptions[:], extra...),
 		chromedp.ExecPath(path),
 		chromedp.UserDataDir(profile),
 		chromedp.NoSandbox, // root in CI; the pages are our own

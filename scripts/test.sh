@@ -26,7 +26,8 @@ ROOT=$PWD
 # Published modules build in the workspace (go.work), which resolves their
 # requirements on each other to this tree; bench, releasetest and
 # browsertest are not published and build on their own (GOWORK=off, bench
-# with a replace; browsertest builds the demo in the workspace).
+# and browsertest with a replace; browsertest builds the demo in the
+# workspace).
 MODULES=(. pgstore redisstore sqlitestore cmd/refresh-demo releasetest bench browsertest)
 gowork() { case $1 in bench|releasetest|browsertest) shift; GOWORK=off "$@" ;; *) shift; "$@" ;; esac; }
 read -r -a FLAGS <<<"${GO_TEST_FLAGS:--race -count=1}"
