@@ -193,6 +193,12 @@ func (h *Handlers) WriteTokenResponse(w http.ResponseWriter, r *http.Request, p 
 			return
 		}
 	}
+	h.writeTokenResponse(w, p)
+}
+
+// writeTokenResponse is WriteTokenResponse for a request whose CSRF checks
+// have passed already (the refresh grant's, in credentials).
+func (h *Handlers) writeTokenResponse(w http.ResponseWriter, p *Pair) {
 	resp := TokenResponse{
 		AccessToken:  p.AccessToken,
 		TokenType:    p.TokenType,
@@ -563,7 +569,7 @@ func (h *Handlers) RefreshHandler() http.Handler {
 		p, err := h.iss.Rotate(r.Context(), tok, opts...)
 		switch {
 		case err == nil:
-			h.WriteTokenResponse(w, r, p)
+			h.writeTokenResponse(w, p) // credentials ran the CSRF checks
 		case errors.Is(err, ErrInvalidScope):
 			h.fail(w, &oauthError{http.StatusBadRequest, "invalid_scope"})
 		case IsClientError(err):
