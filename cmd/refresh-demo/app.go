@@ -51,6 +51,14 @@ type authConfig struct {
 	now           func() time.Time
 }
 
+// The scopes a sign-in grants; a client may narrow them at the refresh
+// grant. profile: GET /me and /admin (with the admin role); sessions: the
+// devices list, signing one out, and signing out everywhere.
+const (
+	scopeProfile  = "profile"
+	scopeSessions = "sessions"
+)
+
 // resourceClient is the client id resource servers introspect with.
 const resourceClient = "resource-server"
 
@@ -76,6 +84,10 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 	}
 	h := refresh.NewHandlers(iss, hc)
 	auth := iss.Middleware(refresh.WithRealm("refresh-demo"))
+	// Each route asks for the scope that grants it: a token narrowed at the
+	// refresh grant (scope=profile) cannot list or end sessions.
+	profile := func(h http.Handler) http.Handler { return auth(refresh.RequireScope(scopeProfile)(h)) }
+	sessions := func(h http.Handler) http.Handler { return auth(refresh.RequireScope(scopeSessions)(h)) }
 	mux := http.NewServeMux()
 	throttle := newLoginThrottle(ac.loginFailures, ac.loginWindow, ac.now)
 	mux.Handle("/login", loginHandler(iss, h, throttle))
@@ -97,9 +109,9 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 	if meta, err := h.MetadataHandler(ep); err == nil {
 		mux.Handle("GET "+h.MetadataPath(), meta)
 	}
-	mux.Handle("GET /me", auth(http.HandlerFunc(me)))
-	mux.Handle("GET /admin", auth(refresh.RequireRole("admin")(http.HandlerFunc(admin))))
-	mux.Handle("GET /sessions", auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /me", profile(http.HandlerFunc(me)))
+	mux.Handle("GET /admin", profile(refresh.RequireRole("admin")(http.HandlerFunc(admin))))
+	mux.Handle("GET /sessions", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := refresh.ClaimsFromContext(r.Context())
 		list, err := iss.Sessions(r.Context(), c.Subject)
 		if err != nil {
@@ -111,7 +123,7 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 	// Sign out one of the user's own devices. Another user's session, or
 	// one that has ended, is 404 either way (RevokeSessionOf): the answer
 	// tells nothing about sessions the caller does not own.
-	mux.Handle("DELETE /sessions/{id}", auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("DELETE /sessions/{id}", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := refresh.ClaimsFromContext(r.Context())
 		switch err := iss.RevokeSessionOf(r.Context(), c.Subject, r.PathValue("id")); {
 		case err == nil:
@@ -122,7 +134,7 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 		}
 	})))
-	mux.Handle("POST /logout-all", auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("POST /logout-all", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := refresh.ClaimsFromContext(r.Context())
 		if _, err := iss.RevokeSubject(r.Context(), c.Subject); err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
@@ -210,7 +222,7 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 		}
 		opts := []refresh.Option{
 			refresh.WithDPoPProof(proof),
-			refresh.WithScope("profile", "sessions"),
+			refresh.WithScope(scopeProfile, scopeSessions),
 			refresh.WithClaims(map[string]any{"roles": u.roles}),
 			refresh.WithMeta(map[string]string{"user_agent": truncate(r.UserAgent(), 200), "ip": r.RemoteAddr}),
 		}

@@ -76,7 +76,8 @@ func runResource(ctx context.Context, o options, log *slog.Logger, out io.Writer
 func newResourceMux(v *refresh.Verifier) http.Handler {
 	auth := v.Middleware(refresh.WithRealm("refresh-demo-api"))
 	mux := http.NewServeMux()
-	mux.Handle("GET /me", auth(http.HandlerFunc(me)))
-	mux.Handle("GET /admin", auth(refresh.RequireRole("admin")(http.HandlerFunc(admin))))
+	profile := func(h http.Handler) http.Handler { return auth(refresh.RequireScope(scopeProfile)(h)) }
+	mux.Handle("GET /me", profile(http.HandlerFunc(me)))
+	mux.Handle("GET /admin", profile(refresh.RequireRole("admin")(http.HandlerFunc(admin))))
 	return mux
 }

@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/refreshkit/refresh"
 )
 
 // get fetches u and returns the status, headers and body.
@@ -252,6 +254,75 @@ func TestMetadata(t *testing.T) {
 		o := options{addr: "127.0.0.1:0", store: "memory", issuer: bad}
 		if err := run(context.Background(), o, slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard); err == nil || !strings.Contains(err.Error(), "-issuer") {
 			t.Errorf("-issuer %q: %v", bad, err)
+		}
+	}
+}
+
+// TestScopesEnforced: a token narrowed at the refresh grant keeps only what
+// its scopes grant. Before, the demo granted "profile sessions" at sign-in
+// and checked neither, so a token narrowed to "profile" (one handed to a
+// less trusted part of an app) could still list the user's devices, sign
+// them out and sign out everywhere.
+func TestScopesEnforced(t *testing.T) {
+	srv := httptest.NewServer(newMux(newTestIssuer(t)))
+	defer srv.Close()
+	narrow := func(scope string) string {
+		full := loginPair(t, srv.URL, "alice", "wonderland")
+		r := post(t, srv.URL+"/token", form, url.Values{"grant_type": {"refresh_token"},
+			"refresh_token": {full["refresh_token"].(string)}, "scope": {scope}}.Encode())
+		if r.status != 200 || r.body["scope"] != scope {
+			t.Fatalf("narrowing to %q: %d %v", scope, r.status, r.body)
+		}
+		return r.body["access_token"].(string)
+	}
+	laptop := loginAt(t, srv.URL, "alice", "wonderland") // both scopes
+	laptopSid := sid(t, srv.URL, laptop)
+	profileOnly, sessionsOnly := narrow("profile"), narrow("sessions")
+
+	refused := func(method, path, token, scope string) {
+		t.Helper()
+		code, h, _ := call(t, method, srv.URL+path, token)
+		ch := h.Get("WWW-Authenticate")
+		if code != 403 || !strings.Contains(ch, `error="insufficient_scope"`) || !strings.Contains(ch, `scope="`+scope+`"`) {
+			t.Fatalf("%s %s: %d %q, want 403 insufficient_scope for %s", method, path, code, ch, scope)
+		}
+	}
+	admitted := func(method, path, token string, want int) {
+		t.Helper()
+		if code, _, b := call(t, method, srv.URL+path, token); code != want {
+			t.Fatalf("%s %s: %d %s, want %d", method, path, code, b, want)
+		}
+	}
+	refused("GET", "/sessions", profileOnly, "sessions")
+	refused("DELETE", "/sessions/"+laptopSid, profileOnly, "sessions")
+	refused("POST", "/logout-all", profileOnly, "sessions")
+	admitted("GET", "/me", laptop, 200) // nothing was signed out
+	admitted("GET", "/me", profileOnly, 200)
+	admitted("GET", "/admin", profileOnly, 200)
+
+	refused("GET", "/me", sessionsOnly, "profile")
+	refused("GET", "/admin", sessionsOnly, "profile")
+	admitted("GET", "/sessions", sessionsOnly, 200)
+
+	admitted("GET", "/sessions", laptop, 200)
+	admitted("DELETE", "/sessions/"+laptopSid, sessionsOnly, 204)
+	admitted("GET", "/me", laptop, 401)
+
+	// The resource server asks for the same scope.
+	v, err := refresh.NewVerifier(refresh.VerifierConfig{Issuer: "http://demo.test", Audience: "refresh-demo",
+		JWKSURL: srv.URL + "/.well-known/jwks.json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	rs := httptest.NewServer(newResourceMux(v))
+	defer rs.Close()
+	if code, _, b := call(t, "GET", rs.URL+"/me", profileOnly); code != 200 {
+		t.Fatalf("resource server, profile token: %d %s", code, b)
+	}
+	for _, p := range []string{"/me", "/admin"} {
+		if code, h, _ := call(t, "GET", rs.URL+p, sessionsOnly); code != 403 || !strings.Contains(h.Get("WWW-Authenticate"), `scope="profile"`) {
+			t.Fatalf("resource server %s, sessions-only token: %d %q", p, code, h.Get("WWW-Authenticate"))
 		}
 	}
 }
