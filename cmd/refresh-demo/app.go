@@ -241,33 +241,52 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 }
 
 // decodeLoginJSON reads exactly one JSON object of string members named
-// exactly username, password and client_id (each optional) and nothing
-// after it. encoding/json alone would match names case-insensitively,
-// ignore unknown members and stop reading after the object, so that
-// {"USERNAME":…}garbage would sign in.
+// exactly username, password and client_id (each optional, none twice) and
+// nothing after it. encoding/json alone would match names
+// case-insensitively, ignore unknown members, keep the last of a repeated
+// member and stop reading after the object, so that {"USERNAME":…}garbage
+// would sign in, and {"username":"bob","username":"alice",…} would show
+// bob to anything that reads the first and sign in alice.
 func decodeLoginJSON(body io.Reader, username, password, clientID *string) error {
 	dec := json.NewDecoder(body)
-	var m map[string]string
-	if err := dec.Decode(&m); err != nil {
-		return err
-	}
-	if m == nil {
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return errors.New("login: not an object")
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("login: data after the object")
-	}
-	for k, v := range m {
-		switch k {
+	seen := map[string]bool{}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		name, _ := k.(string)
+		v, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		val, ok := v.(string)
+		if !ok {
+			return errors.New("login: a member that is not a string")
+		}
+		if seen[name] {
+			return errors.New("login: a repeated member")
+		}
+		seen[name] = true
+		switch name {
 		case "username":
-			*username = v
+			*username = val
 		case "password":
-			*password = v
+			*password = val
 		case "client_id":
-			*clientID = v
+			*clientID = val
 		default:
 			return errors.New("login: unknown member")
 		}
+	}
+	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
+		return errors.New("login: unterminated object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("login: data after the object")
 	}
 	return nil
 }
