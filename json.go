@@ -338,3 +338,24 @@ func appendIntMember(b []byte, name string, v int64) []byte {
 	b = append(b, ':')
 	return strconv.AppendInt(b, v, 10)
 }
+
+// cloneJSON deep-copies a value encoding/json decoded into an any: maps and
+// slices are copied, the rest (string, float64, bool, json.Number, nil) is
+// immutable and shared.
+func cloneJSON(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[k] = cloneJSON(e)
+		}
+		return m
+	case []any:
+		s := make([]any, len(x))
+		for i, e := range x {
+			s[i] = cloneJSON(e)
+		}
+		return s
+	}
+	return v
+}

@@ -3,6 +3,7 @@ package refresh
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"testing"
 )
 
@@ -77,4 +78,40 @@ func FuzzWalkObject(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestClaimsClone: a clone shares nothing mutable with its original, keeps
+// nil as nil, and appending to its Audience cannot write into its Scope.
+func TestClaimsClone(t *testing.T) {
+	orig := &Claims{Subject: "bob", Audience: []string{"a", "b"}, Scope: []string{"read"},
+		Extra: map[string]any{"roles": []any{"user"}, "team": map[string]any{"tags": []any{"x"}}, "n": 1.0}}
+	c := orig.clone()
+	if !reflect.DeepEqual(c, orig) {
+		t.Fatalf("clone differs: %+v", c)
+	}
+	c.Audience = append(c.Audience, "c")
+	c.Scope[0] = "write"
+	c.Extra["roles"].([]any)[0] = "admin"
+	c.Extra["team"].(map[string]any)["tags"].([]any)[0] = "y"
+	c.Extra["new"] = true
+	want := &Claims{Subject: "bob", Audience: []string{"a", "b"}, Scope: []string{"read"},
+		Extra: map[string]any{"roles": []any{"user"}, "team": map[string]any{"tags": []any{"x"}}, "n": 1.0}}
+	if !reflect.DeepEqual(orig, want) {
+		t.Fatalf("the original changed: %+v", orig)
+	}
+	if c.Scope[0] != "write" {
+		t.Fatalf("appending to Audience wrote into Scope: %v", c.Scope)
+	}
+	for _, o := range []*Claims{{}, {Audience: []string{}, Scope: []string{}}, {Scope: make([]string, 0, 4)}} {
+		c := o.clone()
+		if (c.Audience == nil) != (o.Audience == nil) || (c.Scope == nil) != (o.Scope == nil) || c.Extra != nil {
+			t.Fatalf("clone of %#v: %#v", o, c)
+		}
+		if cap(o.Scope) > 0 {
+			_ = append(c.Scope, "x")
+			if o.Scope[:1][0] == "x" {
+				t.Fatalf("appending to an empty clone wrote into the original")
+			}
+		}
+	}
 }

@@ -69,7 +69,8 @@ type authInfo struct {
 }
 
 // ClaimsFromContext returns the claims of the verified access token of the
-// request, as stored by Middleware.
+// request, as stored by Middleware. They are this request's own copy: a
+// handler may change them without affecting any other request.
 func ClaimsFromContext(ctx context.Context) (*Claims, bool) {
 	a, ok := ctx.Value(ctxKey{}).(*authInfo)
 	if !ok {

@@ -88,23 +88,27 @@ func (rs *resourceServer) key(kid string, hasKid bool) *accessKey {
 }
 
 // verify runs every check on token but the session's, using the cache of
-// verified tokens. The Claims returned are the caller's to keep.
+// verified tokens. The Claims returned are the caller's to keep and to
+// change: the cache holds its own deep copy and hands out deep copies, so
+// that what one request's handler does to its claims (Scope, Audience,
+// Extra and what Extra holds) is not what the next request with the token
+// sees (TestVuln12_CachedClaimsShared).
 func (rs *resourceServer) verify(token string) (*Claims, error) {
 	if cached := rs.vcache.get(token); cached != nil {
 		// Seen and fully verified before: only time can have changed since.
 		if err := rs.checkTimes(cached); err != nil {
 			return nil, err
 		}
-		cp := *cached
-		return &cp, nil
+		return cached.clone(), nil
 	}
 	c, err := rs.verifyAccess(token)
 	if err != nil {
 		return nil, err
 	}
-	rs.vcache.put(token, c)
-	cp := *c
-	return &cp, nil
+	if rs.vcache != nil {
+		rs.vcache.put(token, c.clone())
+	}
+	return c, nil
 }
 
 // verifyAccess does every check of Verify but the session check.

@@ -646,3 +646,76 @@ func TestVuln11_LoginHandlerWithoutCheckCSRF(t *testing.T) {
 	require.Equal(t, 200, r.status)
 	assert.NotEmpty(t, r.header.Values("Set-Cookie"))
 }
+
+// TestVuln12_CachedClaimsShared: the Claims a verification returns are the
+// caller's to keep, so changing them must change nothing for the next
+// request. They were a shallow copy of the verified-token cache's entry:
+// Scope, Audience and Extra were the cache's own, so a handler that
+// adjusted the claims of one request (a role granted for one call, a scope
+// rewritten) changed them for every later request with that token, on that
+// instance, until it expired: here, bob became admin.
+func TestVuln12_CachedClaimsShared(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		verify func(e *env) (func(http.Handler) http.Handler, func(context.Context, string) (*refresh.Claims, error))
+	}{
+		{"Issuer", func(e *env) (func(http.Handler) http.Handler, func(context.Context, string) (*refresh.Claims, error)) {
+			return e.iss.Middleware(), e.iss.Verify
+		}},
+		{"Issuer with CheckSession", func(e *env) (func(http.Handler) http.Handler, func(context.Context, string) (*refresh.Claims, error)) {
+			return e.iss.Middleware(), e.iss.Verify
+		}},
+		{"Verifier", func(e *env) (func(http.Handler) http.Handler, func(context.Context, string) (*refresh.Claims, error)) {
+			v, err := refresh.NewVerifier(refresh.VerifierConfig{Issuer: e.cfg.Issuer, Audience: e.cfg.Audience,
+				Keys: e.cfg.Keys, Now: e.clock.Now})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = v.Close() })
+			return v.Middleware(), v.Verify
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(c *refresh.Config) { c.CheckSession = tc.name == "Issuer with CheckSession" })
+			auth, verify := tc.verify(e)
+			mux := http.NewServeMux()
+			// A handler that adjusts the claims of its own request.
+			mux.Handle("/preview", auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c, _ := refresh.ClaimsFromContext(r.Context())
+				c.Extra["roles"] = []any{"admin"}
+				c.Extra["team"].(map[string]any)["name"] = "admins"
+				c.Scope[0] = "write"
+				c.Audience[0] = "https://elsewhere.example"
+			})))
+			mux.Handle("/admin", auth(refresh.RequireRole("admin")(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))))
+			mux.Handle("/write", auth(refresh.RequireScope("write")(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))))
+			srv := httptest.NewServer(mux)
+			defer srv.Close()
+
+			p := e.issue(t, "bob", refresh.WithScope("read"),
+				refresh.WithClaims(map[string]any{"roles": []string{"user"}, "team": map[string]any{"name": "builders"}}))
+			get := func(path string) int {
+				resp, err := http.DefaultClient.Do(mustRequest(t, srv.URL+path, p.AccessToken))
+				require.NoError(t, err)
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			require.Equal(t, 403, get("/admin"))
+			require.Equal(t, 200, get("/preview"))
+			assert.Equal(t, 403, get("/admin"), "a role one handler granted itself outlived its request")
+			assert.Equal(t, 403, get("/write"), "a scope one handler rewrote outlived its request")
+
+			c, err := verify(context.Background(), p.AccessToken)
+			require.NoError(t, err)
+			assert.Equal(t, []any{"user"}, c.Extra["roles"])
+			assert.Equal(t, map[string]any{"name": "builders"}, c.Extra["team"])
+			assert.Equal(t, []string{"read"}, c.Scope)
+			assert.Equal(t, []string{e.cfg.Audience}, c.Audience)
+			// And what Verify returns is the caller's too.
+			c.Scope = append(c.Scope[:0], "write")
+			c.Extra["roles"].([]any)[0] = "admin"
+			again, err := verify(context.Background(), p.AccessToken)
+			require.NoError(t, err)
+			assert.Equal(t, []string{"read"}, again.Scope)
+			assert.Equal(t, []string{"user"}, again.Roles())
+		})
+	}
+}
