@@ -205,7 +205,8 @@ func (e Event) LogValue() slog.Value {
 // Pair is what a login or a refresh returns: a new access token and the
 // refresh token that must be presented next time. It is a plain value that
 // nothing modifies after it is returned, safe to read from several
-// goroutines.
+// goroutines, and the caller's own: changing it, Scope included, changes
+// nothing in the Issuer.
 type Pair struct {
 	AccessToken      string
 	TokenType        string // "Bearer", or "DPoP" for a session bound with WithDPoP

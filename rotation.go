@@ -392,7 +392,9 @@ func (iss *Issuer) limitSessions(ctx context.Context, s *Session, now time.Time)
 
 // pair mints the access token and the refresh token of s's current
 // generation; check is the session's check under the minting key, or nil
-// to compute it.
+// to compute it. The Pair's Scope is a copy of scope: the caller may change
+// it, and scope is often the slice the Issuer's cache of sessions holds
+// (TestVuln14_PairScopeShared).
 func (iss *Issuer) pair(s *Session, sid []byte, check *[checkLen]byte, scope []string, claims []byte, now time.Time) (*Pair, error) {
 	if check == nil {
 		c := iss.mintKey.check(sid)
@@ -420,7 +422,7 @@ func (iss *Issuer) pair(s *Session, sid []byte, check *[checkLen]byte, scope []s
 		RefreshExpiresAt: rtExp,
 		SessionID:        s.ID,
 		Subject:          s.Subject,
-		Scope:            scope,
+		Scope:            slices.Clone(scope),
 	}, nil
 }
 
@@ -538,7 +540,6 @@ func (iss *Issuer) rotateActive(ctx context.Context, rc *refreshClaims, o *callO
 	now := iss.now()
 	s := f.Session
 	s.Generation = rc.gen
-	s.Scope = slices.Clone(f.Scope) // the Pair's, never the cache's
 	if !now.Before(s.ExpiresAt) {
 		return nil, nil, false // the slow path reports it, with its event
 	}

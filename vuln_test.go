@@ -719,3 +719,50 @@ func TestVuln12_CachedClaimsShared(t *testing.T) {
 		})
 	}
 }
+
+// TestVuln14_PairScopeShared: a Pair's Scope is the caller's, so changing it
+// must not change the scope of the session's later access tokens. Issue's
+// Pair, and the Pair of a rotation that read the session from the store (a
+// cold instance, a grace retry), held the very slice the Issuer kept in its
+// cache of sessions: an application trimming or rewriting p.Scope after
+// sign-in widened every later access token of the session.
+func TestVuln14_PairScopeShared(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.Grace = time.Minute })
+	cold := func() *refresh.Issuer { // another instance on the same store: nothing cached
+		cfg := e.cfg
+		iss, err := refresh.NewIssuer(cfg)
+		require.NoError(t, err)
+		return iss
+	}
+	scopeOf := func(p *refresh.Pair) any {
+		_, c := decodeJWT(t, p.AccessToken)
+		return c["scope"]
+	}
+	rotate := func(iss *refresh.Issuer, rt string) *refresh.Pair {
+		t.Helper()
+		p, err := iss.Rotate(bg, rt)
+		require.NoError(t, err)
+		require.Equal(t, "read", scopeOf(p), "an access token carries a scope the session was never granted")
+		require.Equal(t, []string{"read"}, p.Scope)
+		return p
+	}
+	p := e.issue(t, "bob", refresh.WithScope("read"))
+	p.Scope[0] = "admin" // Issue's Pair
+	p = rotate(e.iss, p.RefreshToken)
+
+	other := cold()
+	p2 := rotate(other, p.RefreshToken) // read from the store
+	p2.Scope[0] = "admin"
+	p3 := rotate(other, p2.RefreshToken)
+
+	retry := rotate(other, p2.RefreshToken) // a grace retry: p3 again
+	require.Equal(t, p3.RefreshToken, retry.RefreshToken)
+	retry.Scope[0] = "admin"
+	p3.Scope[0] = "admin"
+	p4 := rotate(cold(), p3.RefreshToken)
+	p4.Scope[0] = "admin"
+	again := rotate(e.iss, p3.RefreshToken) // grace again, on the first instance
+	require.Equal(t, p4.RefreshToken, again.RefreshToken)
+	again.Scope[0] = "admin"
+	rotate(e.iss, p4.RefreshToken) // the one-round-trip path, from the cache
+}
