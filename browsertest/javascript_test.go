@@ -17,7 +17,7 @@ import (
 func nodeJS(t *testing.T) (node, npm string) {
 	t.Helper()
 	fail := func(msg string) {
-		msg += ": run scripts/test.sh as root (it installs Debian's nodejs and npm) or install Node.js 20+"
+		msg += ": run scripts/test.sh (as root it installs Debian's nodejs and npm; it fetches Node.js 24 from the npm registry when the one it finds is older than 20) or install Node.js 20+"
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg + " (CI=true: a missing Node.js is a failure)")
 		}

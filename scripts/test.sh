@@ -206,13 +206,36 @@ start_chromium() {
 }
 
 # Node.js 20+ and npm run standard JavaScript OAuth/JOSE clients against the
-# demo (browsertest/js, packages from the npm registry). Debian's nodejs is
-# 18, too old for them: the test then fails under CI=true with that message.
+# demo (browsertest/js, packages from the npm registry). Debian's nodejs and
+# npm are installed when missing, but bookworm's nodejs is 18, too old for
+# jose 6; then a pinned Node.js build is fetched from the npm registry
+# (package node-linux-<arch>, the binary only; npm checks its integrity),
+# kept in ~/.cache/refreshkit and put first on PATH. Neither needs root.
+NODE_VERSION=24.22.3
+node_major() { node --version 2>/dev/null | sed -n 's/^v\([0-9]*\)\..*/\1/p'; }
 start_node() {
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     apt_install nodejs npm || true
   fi
   command -v node >/dev/null && command -v npm >/dev/null || { missing "JavaScript client" "install Node.js 20+ with npm, or run this script as root"; return 0; }
+  if [ "$(node_major)" -lt 20 ] 2>/dev/null || [ -z "$(node_major)" ]; then
+    local arch dir
+    case $(uname -m) in x86_64) arch=x64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
+    dir="${XDG_CACHE_HOME:-$HOME/.cache}/refreshkit/node-$NODE_VERSION-linux-$arch"
+    if [ ! -x "$dir/bin/node" ]; then
+      say "Node.js $(node --version) is too old: fetching node-linux-$arch@$NODE_VERSION from the npm registry"
+      mkdir -p "$TMP/node" "$(dirname "$dir")"
+      if (cd "$TMP/node" && npm pack --silent "node-linux-$arch@$NODE_VERSION" >/dev/null 2>&1) &&
+         tar -xzf "$TMP/node/node-linux-$arch-$NODE_VERSION.tgz" -C "$TMP/node" &&
+         "$TMP/node/package/bin/node" --version >/dev/null 2>&1; then
+        rm -rf "$dir" && mv "$TMP/node/package" "$dir"
+      else
+        missing "JavaScript client" "Node.js $(node --version) is too old and node-linux-$arch@$NODE_VERSION could not be fetched from the npm registry: install Node.js 20+"
+        return 0
+      fi
+    fi
+    export PATH="$dir/bin:$PATH"
+  fi
   say "Node.js: $(node --version), npm $(npm --version)"
 }
 
