@@ -2,11 +2,13 @@ package refresh_test
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -70,6 +72,75 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("accepted claims %+v", c)
 		}
 	})
+}
+
+// FuzzVerifiedClaims: for any claims set signed with the key, a second
+// Verify (answered from the cache of verified tokens) returns the same
+// claims as the first, and each result is its caller's own: scrambling
+// everything in one, down to Extra's nested values, changes neither the
+// other nor a third (TestVuln12_CachedClaimsShared).
+func FuzzVerifiedClaims(f *testing.F) {
+	e := newEnv(f)
+	good := e.goodClaims()
+	f.Add(mustJSON(good))
+	good["scope"], good["roles"] = "read write", []any{"user", map[string]any{"team": []any{"a"}}}
+	f.Add(mustJSON(good))
+	good["aud"], good["nbf"] = []any{"x", e.cfg.Audience}, good["iat"]
+	f.Add(mustJSON(good))
+	hdr := b64json(goodHeader())
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		in := hdr + "." + base64.RawURLEncoding.EncodeToString(payload)
+		tok := in + "." + macB64(in, hsSecret)
+		c1, err := e.iss.Verify(bg, tok)
+		if err != nil {
+			return
+		}
+		c2, err := e.iss.Verify(bg, tok)
+		if err != nil || !reflect.DeepEqual(c1, c2) {
+			t.Fatalf("a cached Verify differs: %+v, %v; first %+v", c2, err, c1)
+		}
+		want := fmt.Sprintf("%#v", c2)
+		scramble(c1)
+		if got := fmt.Sprintf("%#v", c2); got != want {
+			t.Fatalf("changing one result changed another:\n%s\n%s", got, want)
+		}
+		scramble(c2)
+		c3, err := e.iss.Verify(bg, tok)
+		if err != nil || fmt.Sprintf("%#v", c3) != want {
+			t.Fatalf("changing results changed the cache: %#v, %v\nwant %s", c3, err, want)
+		}
+	})
+}
+
+// scramble overwrites everything c holds that a caller could change in
+// place.
+func scramble(c *refresh.Claims) {
+	for i := range c.Audience {
+		c.Audience[i] = "scrambled"
+	}
+	for i := range c.Scope {
+		c.Scope[i] = "scrambled"
+	}
+	var deep func(v any)
+	deep = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if x == nil {
+				return
+			}
+			for k, e := range x {
+				deep(e)
+				x[k] = "scrambled"
+			}
+			x["scrambled"] = true
+		case []any:
+			for i, e := range x {
+				deep(e)
+				x[i] = "scrambled"
+			}
+		}
+	}
+	deep(c.Extra)
 }
 
 // FuzzBearerHeader: any Authorization header gets 200, 400 or 401 from the
