@@ -50,11 +50,13 @@ var mutants = map[string]string{
 	"order-id-casefold": "the ID tie-break under a case-insensitive collation",
 	"order-desc":        "Sessions newest first",
 	// Aliasing.
-	"alias-create-scope": "Create keeps the caller's Scope slice",
-	"alias-create-meta":  "Create keeps the caller's Meta map",
-	"alias-intern-scope": "scopes interned, keeping the first caller's slice",
-	"alias-get-seed":     "Get returns the store's own Seed slice",
-	"alias-get-claims":   "Get returns the store's own Claims slice",
+	"alias-create-scope":    "Create keeps the caller's Scope slice",
+	"alias-create-meta":     "Create keeps the caller's Meta map",
+	"alias-intern-scope":    "scopes interned, keeping the first caller's slice",
+	"alias-get-seed":        "Get returns the store's own Seed slice",
+	"alias-get-claims":      "Get returns the store's own Claims slice",
+	"alias-sessions-scope":  "Sessions returns the store's own Scope slice",
+	"alias-sessions-claims": "Sessions returns the store's own Claims slice",
 	// Precision and range.
 	"time-micro":          "times kept at microsecond precision (timestamptz)",
 	"time-clamp-2038":     "times kept as 32-bit seconds",

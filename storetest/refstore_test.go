@@ -171,6 +171,18 @@ func (r *refStore) out(s *refresh.Session) *refresh.Session {
 	return c
 }
 
+// listed is what Sessions returns for s.
+func (r *refStore) listed(s *refresh.Session) *refresh.Session {
+	c := r.out(s)
+	switch {
+	case r.is("alias-sessions-scope"):
+		c.Scope = s.Scope
+	case r.is("alias-sessions-claims"):
+		c.Claims = s.Claims
+	}
+	return c
+}
+
 func (r *refStore) Get(ctx context.Context, id string) (*refresh.Session, error) {
 	if err := r.start(ctx, "get"); err != nil {
 		return nil, r.faultAs(err, "fault-get-notfound", refresh.ErrSessionNotFound)
@@ -474,11 +486,11 @@ func (r *refStore) Sessions(ctx context.Context, subject string) ([]*refresh.Ses
 			continue
 		}
 		if dup && owner == subject {
-			out = append(out, r.out(s)) // a stale index entry
+			out = append(out, r.listed(s)) // a stale index entry
 			continue
 		}
 		if !dup && r.subjectMatches(s.Subject, subject, false) {
-			out = append(out, r.out(s))
+			out = append(out, r.listed(s))
 		}
 	}
 	for i, c := range out {
