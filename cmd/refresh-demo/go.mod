@@ -8,6 +8,7 @@ require (
 	github.com/refreshkit/refresh v0.1.0
 	github.com/refreshkit/refresh/pgstore v0.1.0
 	github.com/refreshkit/refresh/redisstore v0.1.0
+	golang.org/x/oauth2 v0.36.0
 )
 
 require (
