@@ -38,21 +38,27 @@ func TestLoginThrottle(t *testing.T) {
 		r.RemoteAddr = ip + ":40000"
 		return r
 	}
+	// refused asks whether a sign-in from ip would be refused; one admitted
+	// is finished as a success, which counts nothing.
 	refused := func(ip string) (bool, string) {
 		rec := httptest.NewRecorder()
-		ok := l.refuse(rec, from(ip))
-		if ok && (rec.Code != 429 || !strings.Contains(rec.Body.String(), "too_many_attempts")) {
+		done := l.admit(rec, from(ip))
+		if done != nil {
+			done(false)
+			return false, ""
+		}
+		if rec.Code != 429 || !strings.Contains(rec.Body.String(), "too_many_attempts") {
 			t.Fatalf("refusal: %d %s", rec.Code, rec.Body)
 		}
-		return ok, rec.Header().Get("Retry-After")
+		return true, rec.Header().Get("Retry-After")
 	}
 
-	l.failed(from("192.0.2.1"))
+	failSignIn(t, l, from("192.0.2.1"))
 	if r, _ := refused("192.0.2.1"); r {
 		t.Fatal("refused after 1 failure of 2")
 	}
 	clock.Add(2 * time.Second)
-	l.failed(from("192.0.2.1"))
+	failSignIn(t, l, from("192.0.2.1"))
 	if r, ra := refused("192.0.2.1"); !r || ra != "58" {
 		t.Fatalf("after 2 failures: refused %v, Retry-After %q (want 58: the window counts from the first)", r, ra)
 	}
@@ -60,8 +66,8 @@ func TestLoginThrottle(t *testing.T) {
 		t.Fatal("another address refused")
 	}
 	// IPv6 counts per /64: one subscriber's addresses share a count.
-	l.failed(from("[2001:db8:1:2::1]"))
-	l.failed(from("[2001:db8:1:2:ffff::7]"))
+	failSignIn(t, l, from("[2001:db8:1:2::1]"))
+	failSignIn(t, l, from("[2001:db8:1:2:ffff::7]"))
 	if r, _ := refused("[2001:db8:1:2::99]"); !r {
 		t.Fatal("two failures from one IPv6 /64 did not count together")
 	}
@@ -79,12 +85,64 @@ func TestLoginThrottle(t *testing.T) {
 	if r, _ := refused("192.0.2.1"); r {
 		t.Fatal("refused at the end of the window")
 	}
-	l.failed(from("192.0.2.1"))
+	failSignIn(t, l, from("192.0.2.1"))
 	if r, _ := refused("192.0.2.1"); r {
 		t.Fatal("a new window does not start full")
 	}
-	if (*loginThrottle)(nil).refuse(httptest.NewRecorder(), from("192.0.2.1")) || newLoginThrottle(0, time.Minute, nil) != nil {
+	if (*loginThrottle)(nil).admit(httptest.NewRecorder(), from("192.0.2.1")) == nil || newLoginThrottle(0, time.Minute, nil) != nil {
 		t.Fatal("a zero limit must refuse nothing")
+	}
+}
+
+// failSignIn is one sign-in from r whose password check fails; the
+// throttle must admit it.
+func failSignIn(t *testing.T, l *loginThrottle, r *http.Request) {
+	t.Helper()
+	done := l.admit(httptest.NewRecorder(), r)
+	if done == nil {
+		t.Fatalf("a sign-in from %s was refused", r.RemoteAddr)
+	}
+	done(true)
+}
+
+// TestLoginThrottleRunningChecks: checks still running count against the
+// limit, so that guesses sent at once are refused before any has failed;
+// one that succeeds gives its place back, and one refused before its
+// password was checked counts nothing.
+func TestLoginThrottleRunningChecks(t *testing.T) {
+	t.Parallel()
+	clock := &testClock{t: time.Unix(1_800_000_000, 0)}
+	l := newLoginThrottle(2, time.Minute, clock.Now)
+	r := httptest.NewRequest("POST", "/login", nil)
+	r.RemoteAddr = "192.0.2.1:1"
+	a, b := l.admit(httptest.NewRecorder(), r), l.admit(httptest.NewRecorder(), r)
+	if a == nil || b == nil {
+		t.Fatal("two checks of a limit of 2 refused")
+	}
+	rec := httptest.NewRecorder()
+	if l.admit(rec, r) != nil || rec.Code != 429 || rec.Header().Get("Retry-After") != "1" {
+		t.Fatalf("a third while two run: %d Retry-After %q, want 429 and 1", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	a(false) // a success gives its place back
+	c := l.admit(httptest.NewRecorder(), r)
+	if c == nil {
+		t.Fatal("refused after a running check succeeded")
+	}
+	b(true)
+	c(true)
+	clock.Add(30 * time.Second)
+	rec = httptest.NewRecorder()
+	if l.admit(rec, r) != nil || rec.Header().Get("Retry-After") != "30" {
+		t.Fatalf("after 2 failures: Retry-After %q, want 30", rec.Header().Get("Retry-After"))
+	}
+	clock.Add(30 * time.Second)
+	d := l.admit(httptest.NewRecorder(), r)
+	if d == nil {
+		t.Fatal("refused after the window ended")
+	}
+	d(false)
+	if n := len(l.fails); n != 0 {
+		t.Fatalf("%d clients remembered with nothing to count", n)
 	}
 }
 
@@ -148,6 +206,52 @@ func TestLoginThrottleOverHTTP(t *testing.T) {
 	}
 }
 
+// TestLoginThrottleConcurrentGuesses: a guess counts from the moment its
+// password check starts, so guesses sent all at once cannot slip past the
+// throttle before the first failure is counted. Before, the throttle
+// counted only finished failures: with -login-failures 2, 24 wrong
+// passwords sent together from one address were all checked (24 answers
+// 401, and 24 bcrypt computations), and a guesser got as many guesses per
+// window as it could send at once.
+func TestLoginThrottleConcurrentGuesses(t *testing.T) {
+	t.Parallel()
+	base, stop, _ := startDemo(t, options{addr: "127.0.0.1:0", store: "memory", loginFailures: 2})
+	defer stop()
+	const n = 24
+	codes := make(chan int, n)
+	gate := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			body := url.Values{"username": {"bob"}, "password": {fmt.Sprintf("guess-%d", i)}}.Encode()
+			resp, err := http.Post(base+"/login", form, strings.NewReader(body))
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	close(gate)
+	wg.Wait()
+	close(codes)
+	count := map[int]int{}
+	for c := range codes {
+		count[c]++
+	}
+	if count[401] > 2 || count[401]+count[429] != n {
+		t.Fatalf("answers to %d guesses sent at once: %v; want at most 2 checked (401), the rest 429", n, count)
+	}
+	// The right password is refused too until the window ends.
+	if r := post(t, base+"/login", form, "username=bob&password=builder"); r.status != 429 {
+		t.Fatalf("the right password after the burst: %d", r.status)
+	}
+}
+
 // TestLoginThrottleBounded: a guesser with more addresses than the
 // throttle remembers cannot grow it without bound.
 func TestLoginThrottleBounded(t *testing.T) {
@@ -157,7 +261,7 @@ func TestLoginThrottleBounded(t *testing.T) {
 	for i := 0; i < maxTracked+500; i++ {
 		r := httptest.NewRequest("POST", "/login", nil)
 		r.RemoteAddr = fmt.Sprintf("[2001:db8:%x:%x::1]:1", i>>16, i&0xffff) // a /64 each
-		l.failed(r)
+		failSignIn(t, l, r)
 	}
 	if n := len(l.fails); n != maxTracked {
 		t.Fatalf("%d addresses remembered, want %d", n, maxTracked)
@@ -165,7 +269,7 @@ func TestLoginThrottleBounded(t *testing.T) {
 	clock.Add(time.Minute)
 	r := httptest.NewRequest("POST", "/login", nil)
 	r.RemoteAddr = "192.0.2.7:1"
-	l.failed(r)
+	failSignIn(t, l, r)
 	if n := len(l.fails); n != 1 {
 		t.Fatalf("after the windows ended: %d addresses, want 1 (expired ones swept)", n)
 	}

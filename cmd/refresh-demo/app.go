@@ -168,9 +168,12 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 			writeJSON(w, http.StatusForbidden, map[string]string{"error": "invalid_request"})
 			return
 		}
-		if throttle.refuse(w, r) {
+		done := throttle.admit(w, r) // 429 when this client has used up its guesses
+		if done == nil {
 			return
 		}
+		failed := false // only a wrong password counts against the client
+		defer func() { done(failed) }()
 		var in struct {
 			Username string `json:"username"`
 			Password string `json:"password"`
@@ -210,7 +213,7 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 			hash = dummyHash
 		}
 		if bcrypt.CompareHashAndPassword(hash, []byte(in.Password)) != nil || !ok {
-			throttle.failed(r)
+			failed = true
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_credentials"})
 			return
 		}

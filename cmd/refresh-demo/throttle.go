@@ -9,16 +9,20 @@ import (
 )
 
 // loginThrottle slows password guessing: after limit failed sign-ins from
-// one client (IPv4 address, or IPv6 /64) within window (counted from the first), that IP's sign-ins
-// are refused with 429 and Retry-After until the window ends, before the
-// password is checked (so a guesser also stops costing bcrypt time).
-// Successful sign-ins are not counted. It is per IP only: it does not lock
-// a user's account (which an attacker could do to anyone), and it does not
-// stop guessing spread over many addresses. Behind a reverse proxy every
-// client has the proxy's address; do not enable it there without taking
-// the client address from the proxy. At most maxTracked addresses are
-// remembered; past that, new addresses are not counted until old windows
-// end. It is safe for concurrent use; a nil *loginThrottle refuses nothing.
+// one client (IPv4 address, or IPv6 /64) within window (counted from the
+// first), that IP's sign-ins are refused with 429 and Retry-After until the
+// window ends, before the password is checked (so a guesser also stops
+// costing bcrypt time). A check counts from the moment it starts: the
+// failures of the window plus the checks still running never pass limit, so
+// guesses sent all at once cannot slip past before the first failure is
+// counted (TestLoginThrottleConcurrentGuesses). Successful sign-ins are not
+// counted. It is per IP only: it does not lock a user's account (which an
+// attacker could do to anyone), and it does not stop guessing spread over
+// many addresses. Behind a reverse proxy every client has the proxy's
+// address; do not enable it there without taking the client address from
+// the proxy. At most maxTracked addresses are remembered; past that, new
+// addresses are not counted until old windows end. It is safe for
+// concurrent use; a nil *loginThrottle refuses nothing.
 type loginThrottle struct {
 	limit  int
 	window time.Duration
@@ -29,9 +33,12 @@ type loginThrottle struct {
 	swept time.Time // when a full map was last swept
 }
 
+// failures is one client's count: n failures since first (zero while there
+// is none), and the checks it has running.
 type failures struct {
-	first time.Time
-	n     int
+	first   time.Time
+	n       int
+	running int
 }
 
 const maxTracked = 100_000
@@ -62,59 +69,72 @@ func clientKey(r *http.Request) string {
 	return a.String()
 }
 
-// refuse answers 429 and reports true if r's address has used up its
-// failures.
-func (l *loginThrottle) refuse(w http.ResponseWriter, r *http.Request) bool {
+// admit reserves a password check for r's client. When the client's
+// failures in the window and its running checks have reached the limit, it
+// answers 429 with Retry-After and returns nil; otherwise it returns done,
+// which the caller must call once, with whether the check failed.
+func (l *loginThrottle) admit(w http.ResponseWriter, r *http.Request) (done func(failed bool)) {
 	if l == nil {
-		return false
+		return func(bool) {}
 	}
 	ip := clientKey(r)
 	l.mu.Lock()
+	now := l.now()
 	f := l.fails[ip]
-	var wait time.Duration
-	if f != nil {
-		now := l.now()
-		if end := f.first.Add(l.window); !now.Before(end) {
+	if f != nil && f.n > 0 && !now.Before(f.first.Add(l.window)) {
+		f.first, f.n = time.Time{}, 0 // the window is over
+	}
+	if f != nil && f.n+f.running >= l.limit {
+		wait := time.Second // checks still running: their outcome decides
+		if f.n >= l.limit {
+			wait = f.first.Add(l.window).Sub(now)
+		}
+		l.mu.Unlock()
+		w.Header().Set("Retry-After", strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10))
+		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too_many_attempts"})
+		return nil
+	}
+	if f == nil {
+		if !l.room(now) {
+			l.mu.Unlock()
+			return func(bool) {} // full: not counted
+		}
+		f = &failures{}
+		l.fails[ip] = f
+	}
+	f.running++
+	l.mu.Unlock()
+	return func(failed bool) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		f.running--
+		if failed {
+			if now := l.now(); f.n == 0 || !now.Before(f.first.Add(l.window)) {
+				f.first, f.n = now, 0
+			}
+			f.n++
+		}
+		if f.n == 0 && f.running == 0 && l.fails[ip] == f {
 			delete(l.fails, ip)
-		} else if f.n >= l.limit {
-			wait = end.Sub(now)
 		}
 	}
-	l.mu.Unlock()
-	if wait <= 0 {
-		return false
-	}
-	w.Header().Set("Retry-After", strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10))
-	writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too_many_attempts"})
-	return true
 }
 
-// failed counts a failed sign-in from r's address.
-func (l *loginThrottle) failed(r *http.Request) {
-	if l == nil {
-		return
+// room reports whether another client may be remembered, sweeping clients
+// with nothing left to count when the map is full (at most once per tenth
+// of a window). l.mu must be held.
+func (l *loginThrottle) room(now time.Time) bool {
+	if len(l.fails) < maxTracked {
+		return true
 	}
-	ip := clientKey(r)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	if f := l.fails[ip]; f != nil && now.Before(f.first.Add(l.window)) {
-		f.n++
-		return
+	if now.Sub(l.swept) < l.window/10 {
+		return false // swept moments ago: do not scan the map on every sign-in
 	}
-	if len(l.fails) >= maxTracked {
-		if now.Sub(l.swept) < l.window/10 {
-			return // swept moments ago: do not scan the map on every failure
-		}
-		l.swept = now
-		for k, f := range l.fails {
-			if !now.Before(f.first.Add(l.window)) {
-				delete(l.fails, k)
-			}
-		}
-		if len(l.fails) >= maxTracked {
-			return
+	l.swept = now
+	for k, f := range l.fails {
+		if f.running == 0 && (f.n == 0 || !now.Before(f.first.Add(l.window))) {
+			delete(l.fails, k)
 		}
 	}
-	l.fails[ip] = &failures{first: now, n: 1}
+	return len(l.fails) < maxTracked
 }
