@@ -221,10 +221,11 @@ start_node() {
   if [ "$(node_major)" -lt 20 ] 2>/dev/null || [ -z "$(node_major)" ]; then
     local arch dir
     case $(uname -m) in x86_64) arch=x64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
-    dir="${XDG_CACHE_HOME:-$HOME/.cache}/refreshkit/node-$NODE_VERSION-linux-$arch"
+    dir="${XDG_CACHE_HOME:-${HOME:-$TMP}/.cache}/refreshkit/node-$NODE_VERSION-linux-$arch"
+    mkdir -p "$(dirname "$dir")" 2>/dev/null && [ -w "$(dirname "$dir")" ] || dir="$TMP/node-$NODE_VERSION-linux-$arch" # no cache: this run only
     if [ ! -x "$dir/bin/node" ]; then
       say "Node.js $(node --version) is too old: fetching node-linux-$arch@$NODE_VERSION from the npm registry"
-      mkdir -p "$TMP/node" "$(dirname "$dir")"
+      mkdir -p "$TMP/node"
       if (cd "$TMP/node" && npm pack --silent "node-linux-$arch@$NODE_VERSION" >/dev/null 2>&1) &&
          tar -xzf "$TMP/node/node-linux-$arch-$NODE_VERSION.tgz" -C "$TMP/node" &&
          "$TMP/node/package/bin/node" --version >/dev/null 2>&1; then
