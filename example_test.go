@@ -160,10 +160,11 @@ func ExampleIssuer_Middleware() {
 		fmt.Fprintln(w, "hello", claims.Subject)
 	})))
 	mux.Handle("/admin", auth(refresh.RequireRole("admin")(http.NotFoundHandler())))
+	mux.Handle("/notes", auth(refresh.RequireScope("write")(http.NotFoundHandler())))
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	pair, _ := iss.Issue(context.Background(), "alice")
+	pair, _ := iss.Issue(context.Background(), "alice", refresh.WithScope("read"))
 	get := func(path, token string) {
 		req, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
 		if token != "" {
@@ -182,11 +183,13 @@ func ExampleIssuer_Middleware() {
 	get("/me", "")
 	get("/me", "not-a-token")
 	get("/admin", pair.AccessToken)
+	get("/notes", pair.AccessToken)
 	// Output:
 	// /me 200  hello alice
 	// /me 401 Bearer realm="example"
 	// /me 401 Bearer realm="example", error="invalid_token" {"error":"invalid_token"}
 	// /admin 403 Bearer realm="example", error="insufficient_scope" {"error":"insufficient_scope"}
+	// /notes 403 Bearer realm="example", error="insufficient_scope", scope="write" {"error":"insufficient_scope"}
 }
 
 // NewHandlers serves the refresh grant; WriteTokenResponse answers logins in
