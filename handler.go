@@ -428,15 +428,15 @@ func (h *Handlers) credentials(r *http.Request, form url.Values, param string) (
 		switch cs := r.CookiesNamed(h.cfg.Cookie.name()); len(cs) {
 		case 0:
 		case 1:
+			if !h.pinned(r, cs[0].Value) {
+				return "", "", false, errRequest
+			}
 			tok, fromCookie = cs[0].Value, true
 		default:
 			// Ours is host-only, one per path; a second was set by someone
 			// else: a sibling subdomain may set a __Secure- cookie for the
 			// parent domain (cookie tossing), and taking its token would
 			// answer with that session's cookie (TestVuln10_CookieTossing).
-			return "", "", false, errRequest
-		}
-		if fromCookie && !h.pinned(r, tok) {
 			return "", "", false, errRequest
 		}
 	}

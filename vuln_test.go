@@ -656,26 +656,19 @@ func TestVuln11_LoginHandlerWithoutCheckCSRF(t *testing.T) {
 // instance, until it expired: here, bob became admin.
 func TestVuln12_CachedClaimsShared(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		verify func(e *env) (func(http.Handler) http.Handler, func(context.Context, string) (*refresh.Claims, error))
-	}{
-		{"Issuer", func(e *env) (func(http.Handler) http.Handler, func(context.Context, string) (*refresh.Claims, error)) {
-			return e.iss.Middleware(), e.iss.Verify
-		}},
-		{"Issuer with CheckSession", func(e *env) (func(http.Handler) http.Handler, func(context.Context, string) (*refresh.Claims, error)) {
-			return e.iss.Middleware(), e.iss.Verify
-		}},
-		{"Verifier", func(e *env) (func(http.Handler) http.Handler, func(context.Context, string) (*refresh.Claims, error)) {
-			v, err := refresh.NewVerifier(refresh.VerifierConfig{Issuer: e.cfg.Issuer, Audience: e.cfg.Audience,
-				Keys: e.cfg.Keys, Now: e.clock.Now})
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = v.Close() })
-			return v.Middleware(), v.Verify
-		}},
-	} {
+		name                   string
+		checkSession, verifier bool
+	}{{"Issuer", false, false}, {"Issuer with CheckSession", true, false}, {"Verifier", false, true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, func(c *refresh.Config) { c.CheckSession = tc.name == "Issuer with CheckSession" })
-			auth, verify := tc.verify(e)
+			e := newEnv(t, func(c *refresh.Config) { c.CheckSession = tc.checkSession })
+			auth, verify := e.iss.Middleware(), e.iss.Verify
+			if tc.verifier {
+				v, err := refresh.NewVerifier(refresh.VerifierConfig{Issuer: e.cfg.Issuer, Audience: e.cfg.Audience,
+					Keys: e.cfg.Keys, Now: e.clock.Now})
+				require.NoError(t, err)
+				t.Cleanup(func() { _ = v.Close() })
+				auth, verify = v.Middleware(), v.Verify
+			}
 			mux := http.NewServeMux()
 			// A handler that adjusts the claims of its own request.
 			mux.Handle("/preview", auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http/httptest"
 	"net/url"
 	"testing"
@@ -72,24 +73,16 @@ func TestOAuth2Client(t *testing.T) {
 					// The spent token again: reuse, the session is revoked.
 					_, err = conf.TokenSource(ctx, first).Token()
 					var re *oauth2.RetrieveError
-					if !asRetrieveError(err, &re) || re.ErrorCode != "invalid_grant" || re.Response.StatusCode != 400 {
+					if !errors.As(err, &re) || re.ErrorCode != "invalid_grant" || re.Response.StatusCode != 400 {
 						t.Fatalf("reuse: %v", err)
 					}
-					if _, err = conf.TokenSource(ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token(); !asRetrieveError(err, &re) || re.ErrorCode != "invalid_grant" {
+					if _, err = conf.TokenSource(ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token(); !errors.As(err, &re) || re.ErrorCode != "invalid_grant" {
 						t.Fatalf("the newest token after reuse: %v", err)
 					}
 				})
 			}
 		}
 	}
-}
-
-func asRetrieveError(err error, re **oauth2.RetrieveError) bool {
-	e, ok := err.(*oauth2.RetrieveError)
-	if ok {
-		*re = e
-	}
-	return ok
 }
 
 func styleName(s oauth2.AuthStyle) string {
