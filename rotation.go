@@ -256,7 +256,7 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	// The pair first: a session whose access token Verify would refuse
 	// for its size is never stored.
 	check := iss.mintKey.check(sid[:])
-	p, err := iss.pair(s, sid[:], &check, s.Scope, s.Claims, now)
+	p, err := iss.pair(new(Pair), s, sid[:], &check, s.Scope, s.Claims, now)
 	if err != nil {
 		return nil, err
 	}
@@ -390,12 +390,12 @@ func (iss *Issuer) limitSessions(ctx context.Context, s *Session, now time.Time)
 	return nil
 }
 
-// pair mints the access token and the refresh token of s's current
-// generation; check is the session's check under the minting key, or nil
+// pair mints into dst, and returns it, the access token and the refresh
+// token of s's current generation; check is the session's check under the minting key, or nil
 // to compute it. The Pair's Scope is a copy of scope: the caller may change
 // it, and scope is often the slice the Issuer's cache of sessions holds
 // (TestVuln14_PairScopeShared).
-func (iss *Issuer) pair(s *Session, sid []byte, check *[checkLen]byte, scope []string, claims []byte, now time.Time) (*Pair, error) {
+func (iss *Issuer) pair(dst *Pair, s *Session, sid []byte, check *[checkLen]byte, scope []string, claims []byte, now time.Time) (*Pair, error) {
 	if check == nil {
 		c := iss.mintKey.check(sid)
 		check = &c
@@ -414,7 +414,7 @@ func (iss *Issuer) pair(s *Session, sid []byte, check *[checkLen]byte, scope []s
 	if s.DPoPKey != "" {
 		typ = "DPoP"
 	}
-	return &Pair{
+	*dst = Pair{
 		AccessToken:      at,
 		TokenType:        typ,
 		AccessExpiresAt:  atExp,
@@ -423,7 +423,8 @@ func (iss *Issuer) pair(s *Session, sid []byte, check *[checkLen]byte, scope []s
 		SessionID:        s.ID,
 		Subject:          s.Subject,
 		Scope:            slices.Clone(scope),
-	}, nil
+	}
+	return dst, nil
 }
 
 // usable reports why s cannot be refreshed now by this request, if at all.
@@ -521,7 +522,7 @@ func (c *frozenCache) put(sid *[sessionIDLen]byte, s *Session, check *[checkLen]
 // session is not known locally, or the store refused the swap (an older
 // token, a revoked or idle session, a lost race, a swept session), so that
 // grace, reuse, expiry and their events stay in one place.
-func (iss *Issuer) rotateActive(ctx context.Context, rc *refreshClaims, o *callOptions) (p *Pair, err error, done bool) {
+func (iss *Issuer) rotateActive(ctx context.Context, dst *Pair, rc *refreshClaims, o *callOptions) (p *Pair, err error, done bool) {
 	f := iss.frozen.get(&rc.sid)
 	if f == nil {
 		return nil, nil, false
@@ -559,7 +560,7 @@ func (iss *Issuer) rotateActive(ctx context.Context, rc *refreshClaims, o *callO
 	case err == nil:
 		s.Generation, s.RotatedAt = rc.gen+1, now
 		iss.emit(ctx, Event{Kind: EventRotated, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
-		p, err := iss.pair(&s, rc.sid[:], &f.check, scope, claims, now)
+		p, err := iss.pair(dst, &s, rc.sid[:], &f.check, scope, claims, now)
 		return p, err, true
 	case errors.Is(err, ErrConflict), errors.Is(err, ErrSessionNotFound):
 		return nil, nil, false
@@ -589,13 +590,23 @@ func (iss *Issuer) rotateActive(ctx context.Context, rc *refreshClaims, o *callO
 // is not a subset); WithClientID names the presenting client. Config.OnRefresh
 // may refuse or reload claims. Rotate is safe for concurrent use.
 func (iss *Issuer) Rotate(ctx context.Context, refreshToken string, opts ...Option) (*Pair, error) {
+	// Small enough to be inlined: a caller that does not keep the Pair (a
+	// handler that writes it out, a client that keeps only the tokens) has
+	// it on its own stack, and a rotation allocates only what it hands out.
+	var p Pair
+	return iss.rotate(ctx, &p, refreshToken, opts)
+}
+
+// rotate is Rotate, minting into dst: it returns dst, or nil and an error.
+// It keeps no reference to dst.
+func (iss *Issuer) rotate(ctx context.Context, dst *Pair, refreshToken string, opts []Option) (*Pair, error) {
 	o := collect(opts)
 	if iss.active != nil {
 		rc, err := iss.parseRefresh(refreshToken)
 		if err != nil {
 			return nil, err
 		}
-		if p, err, done := iss.rotateActive(ctx, &rc, &o); done {
+		if p, err, done := iss.rotateActive(ctx, dst, &rc, &o); done {
 			return p, err
 		}
 	}
@@ -635,7 +646,7 @@ func (iss *Issuer) Rotate(ctx context.Context, refreshToken string, opts ...Opti
 			if err == nil {
 				s.Generation, s.RotatedAt, s.GraceUses = head+1, now, 0
 				iss.emit(ctx, Event{Kind: EventRotated, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
-				return iss.pair(s, rc.sid[:], check, scope, claims, now)
+				return iss.pair(dst, s, rc.sid[:], check, scope, claims, now)
 			}
 		} else {
 			if iss.maxGrace > 0 {
@@ -643,7 +654,7 @@ func (iss *Issuer) Rotate(ctx context.Context, refreshToken string, opts ...Opti
 			}
 			if err == nil {
 				iss.emit(ctx, Event{Kind: EventGrace, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
-				return iss.pair(s, rc.sid[:], check, scope, claims, now)
+				return iss.pair(dst, s, rc.sid[:], check, scope, claims, now)
 			}
 		}
 		if errors.Is(err, ErrSessionNotFound) { // swept meanwhile

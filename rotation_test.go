@@ -934,3 +934,25 @@ func TestRevokeEvents(t *testing.T) {
 	}
 	assert.Equal(t, "revoked-all: 0 sessions", got[2].Reason)
 }
+
+// TestRotateAllocations: a rotation allocates what it hands out and nothing
+// more: the access token, the refresh token and the Pair's own copy of the
+// scope. Rotate is small enough to be inlined, so the Pair itself lives on
+// the stack of a caller that does not keep it; if Rotate grows past the
+// inliner's budget this fails with 4.
+func TestRotateAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates; .ci/run runs this without -race")
+	}
+	e := newEnv(t)
+	tok := e.issue(t, "alice", refresh.WithScope("read")).RefreshToken
+	ctx := context.Background()
+	allocs := testing.AllocsPerRun(200, func() {
+		p, err := e.iss.Rotate(ctx, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok = p.RefreshToken
+	})
+	require.Equal(t, 3.0, allocs)
+}
