@@ -537,50 +537,56 @@ func (h *Handlers) WriteIssueError(w http.ResponseWriter, r *http.Request, err e
 //
 // Error bodies carry only the error code, never internal detail.
 func (h *Handlers) RefreshHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		form, oe := h.readForm(w, r)
-		if oe != nil {
-			h.fail(w, oe)
-			return
+	return http.HandlerFunc(h.serveRefresh)
+}
+
+// serveRefresh is RefreshHandler's. A method rather than a closure:
+// RefreshHandler is inlined into its callers, and a closure would be
+// compiled there too, where Rotate is not inlined into it, so the Pair
+// would be on the heap rather than on this function's stack.
+func (h *Handlers) serveRefresh(w http.ResponseWriter, r *http.Request) {
+	form, oe := h.readForm(w, r)
+	if oe != nil {
+		h.fail(w, oe)
+		return
+	}
+	switch gt := form.Get("grant_type"); gt {
+	case "refresh_token":
+	case "":
+		h.fail(w, errRequest)
+		return
+	default:
+		h.fail(w, &oauthError{http.StatusBadRequest, "unsupported_grant_type"})
+		return
+	}
+	tok, client, _, oe := h.credentials(r, form, "refresh_token")
+	if oe != nil {
+		h.fail(w, oe)
+		return
+	}
+	proof, err := h.DPoPProof(r)
+	if err != nil {
+		h.WriteDPoPError(w, err)
+		return
+	}
+	opts := []Option{WithClientID(client), WithDPoPProof(proof)}
+	if s, ok := form["scope"]; ok && strings.TrimSpace(s[0]) != "" {
+		opts = append(opts, WithScope(strings.Fields(s[0])...))
+	}
+	p, err := h.iss.Rotate(r.Context(), tok, opts...)
+	switch {
+	case err == nil:
+		h.writeTokenResponse(w, p) // credentials ran the CSRF checks
+	case errors.Is(err, ErrInvalidScope):
+		h.fail(w, &oauthError{http.StatusBadRequest, "invalid_scope"})
+	case IsClientError(err):
+		if h.cfg.Cookie != nil && form.Get("refresh_token") == "" {
+			h.clearCookie(w) // the cookie's token is dead: stop sending it
 		}
-		switch gt := form.Get("grant_type"); gt {
-		case "refresh_token":
-		case "":
-			h.fail(w, errRequest)
-			return
-		default:
-			h.fail(w, &oauthError{http.StatusBadRequest, "unsupported_grant_type"})
-			return
-		}
-		tok, client, _, oe := h.credentials(r, form, "refresh_token")
-		if oe != nil {
-			h.fail(w, oe)
-			return
-		}
-		proof, err := h.DPoPProof(r)
-		if err != nil {
-			h.WriteDPoPError(w, err)
-			return
-		}
-		opts := []Option{WithClientID(client), WithDPoPProof(proof)}
-		if s, ok := form["scope"]; ok && strings.TrimSpace(s[0]) != "" {
-			opts = append(opts, WithScope(strings.Fields(s[0])...))
-		}
-		p, err := h.iss.Rotate(r.Context(), tok, opts...)
-		switch {
-		case err == nil:
-			h.writeTokenResponse(w, p) // credentials ran the CSRF checks
-		case errors.Is(err, ErrInvalidScope):
-			h.fail(w, &oauthError{http.StatusBadRequest, "invalid_scope"})
-		case IsClientError(err):
-			if h.cfg.Cookie != nil && form.Get("refresh_token") == "" {
-				h.clearCookie(w) // the cookie's token is dead: stop sending it
-			}
-			h.fail(w, &oauthError{http.StatusBadRequest, "invalid_grant"})
-		default:
-			h.systemFault(w, r, err)
-		}
-	})
+		h.fail(w, &oauthError{http.StatusBadRequest, "invalid_grant"})
+	default:
+		h.systemFault(w, r, err)
+	}
 }
 
 // RevocationHandler serves token revocation (RFC 7009): a POST of token=…
