@@ -390,11 +390,11 @@ func (iss *Issuer) limitSessions(ctx context.Context, s *Session, now time.Time)
 	return nil
 }
 
-// pair mints into dst, and returns it, the access token and the refresh
-// token of s's current generation; check is the session's check under the minting key, or nil
-// to compute it. The Pair's Scope is a copy of scope: the caller may change
-// it, and scope is often the slice the Issuer's cache of sessions holds
-// (TestVuln14_PairScopeShared).
+// pair mints the access token and the refresh token of s's current
+// generation into dst and returns dst; check is the session's check under
+// the minting key, or nil to compute it. The Pair's Scope is a copy of
+// scope: the caller may change it, and scope is often the slice the
+// Issuer's cache of sessions holds (TestVuln14_PairScopeShared).
 func (iss *Issuer) pair(dst *Pair, s *Session, sid []byte, check *[checkLen]byte, scope []string, claims []byte, now time.Time) (*Pair, error) {
 	if check == nil {
 		c := iss.mintKey.check(sid)
