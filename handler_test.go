@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,6 +198,72 @@ func TestRefreshStoreDownIs503(t *testing.T) {
 	assert.Equal(t, map[string]any{"error": "temporarily_unavailable"}, r.body)
 	assert.NotContains(t, r.raw, "secret detail")
 	require.Error(t, logged)
+}
+
+// TestRefreshStoreDownWarmInstance: the store fails under an instance that
+// knows the session, so the refresh takes the one-round-trip path and its
+// single store call (AdvanceActive) is what fails. The answer is 503 with
+// nothing of the cause, and nothing changed: once the store is back, the
+// same refresh token rotates.
+func TestRefreshStoreDownWarmInstance(t *testing.T) {
+	fs := &flakyStore{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	e := newEnv(t, func(c *refresh.Config) { c.Store = fs })
+	var logged error
+	srv, _ := e.server(t, refresh.HandlerConfig{OnError: func(_ *http.Request, err error) { logged = err }})
+	p := e.issue(t, "alice")
+
+	fs.down.Store(true)
+	r := postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
+	assert.Equal(t, 503, r.status)
+	assert.Equal(t, map[string]any{"error": "temporarily_unavailable"}, r.body)
+	assert.NotContains(t, r.raw, "secret detail")
+	require.ErrorContains(t, logged, "secret detail", "the cause goes to OnError")
+	assert.Positive(t, fs.activeCalls.Load(), "the one-round-trip swap was the call that failed")
+
+	fs.down.Store(false)
+	s, err := fs.Get(context.Background(), p.SessionID)
+	require.NoError(t, err)
+	assert.Zero(t, s.Generation, "the failed swap changed nothing")
+	r = postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
+	require.Equal(t, 200, r.status, r.raw)
+	assert.NotEqual(t, p.RefreshToken, r.body["refresh_token"])
+}
+
+// flakyStore is a memory store whose calls on the refresh path fail while
+// down is set, the one-round-trip AdvanceActive included.
+type flakyStore struct {
+	*refresh.MemoryStore
+	down        atomic.Bool
+	activeCalls atomic.Int64
+}
+
+func (f *flakyStore) fault() error {
+	if f.down.Load() {
+		return errors.New("dial tcp 10.0.0.7:5432: secret detail")
+	}
+	return nil
+}
+
+func (f *flakyStore) Get(ctx context.Context, id string) (*refresh.Session, error) {
+	if err := f.fault(); err != nil {
+		return nil, err
+	}
+	return f.MemoryStore.Get(ctx, id)
+}
+
+func (f *flakyStore) Advance(ctx context.Context, id string, from uint64, at time.Time) error {
+	if err := f.fault(); err != nil {
+		return err
+	}
+	return f.MemoryStore.Advance(ctx, id, from, at)
+}
+
+func (f *flakyStore) AdvanceActive(ctx context.Context, id string, from uint64, at, activeAfter time.Time) error {
+	f.activeCalls.Add(1)
+	if err := f.fault(); err != nil {
+		return err
+	}
+	return f.MemoryStore.AdvanceActive(ctx, id, from, at, activeAfter)
 }
 
 // E1, E2: revocation answers 200 for anything well-formed and ends the
