@@ -229,12 +229,64 @@ func TestRefreshStoreDownWarmInstance(t *testing.T) {
 	assert.NotEqual(t, p.RefreshToken, r.body["refresh_token"])
 }
 
+// TestReuseWhileRevokeFails: a rotated token presented again while the
+// store cannot revoke is 503, not invalid_grant: the client is not told
+// the session ended while it lives on, and no reuse event is emitted. Once
+// the store is back, the same presentation revokes it.
+func TestReuseWhileRevokeFails(t *testing.T) {
+	fs := &flakyStore{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	var reused atomic.Int64
+	e := newEnv(t, func(c *refresh.Config) {
+		c.Store = fs
+		c.OnEvent = func(_ context.Context, ev refresh.Event) {
+			if ev.Kind == refresh.EventReused {
+				reused.Add(1)
+			}
+		}
+	})
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	p0 := e.issue(t, "alice")
+	p1, err := e.iss.Rotate(context.Background(), p0.RefreshToken)
+	require.NoError(t, err)
+	_, err = e.iss.Rotate(context.Background(), p1.RefreshToken)
+	require.NoError(t, err)
+
+	fs.revokeDown.Store(true)
+	r := postForm(t, nil, srv.URL+"/token", refreshForm(p0.RefreshToken), nil)
+	assert.Equal(t, 503, r.status)
+	assert.Equal(t, map[string]any{"error": "temporarily_unavailable"}, r.body)
+	s, err := fs.Get(context.Background(), p0.SessionID)
+	require.NoError(t, err)
+	assert.False(t, s.Revoked())
+	assert.Zero(t, reused.Load(), "no reuse event for a revocation that did not happen")
+
+	fs.revokeDown.Store(false)
+	r = postForm(t, nil, srv.URL+"/token", refreshForm(p0.RefreshToken), nil)
+	assert.Equal(t, 400, r.status)
+	assert.Equal(t, "invalid_grant", r.body["error"])
+	s, err = fs.Get(context.Background(), p0.SessionID)
+	require.NoError(t, err)
+	assert.True(t, s.Revoked())
+	assert.Equal(t, int64(1), reused.Load())
+}
+
 // flakyStore is a memory store whose calls on the refresh path fail while
-// down is set, the one-round-trip AdvanceActive included.
+// down is set, the one-round-trip AdvanceActive included, and whose Revoke
+// fails while revokeDown is set.
 type flakyStore struct {
 	*refresh.MemoryStore
-	down        atomic.Bool
-	activeCalls atomic.Int64
+	down, revokeDown atomic.Bool
+	activeCalls      atomic.Int64
+}
+
+func (f *flakyStore) Revoke(ctx context.Context, id string, at time.Time, reason string) error {
+	if f.revokeDown.Load() {
+		return errors.New("dial tcp 10.0.0.7:5432: secret detail")
+	}
+	if err := f.fault(); err != nil {
+		return err
+	}
+	return f.MemoryStore.Revoke(ctx, id, at, reason)
 }
 
 func (f *flakyStore) fault() error {
