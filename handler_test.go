@@ -270,6 +270,40 @@ func TestReuseWhileRevokeFails(t *testing.T) {
 	assert.Equal(t, int64(1), reused.Load())
 }
 
+// TestRevocationWhileRevokeFails: the revocation endpoint answers 503 when
+// the store cannot revoke, for a refresh token and for an access token, so
+// that no client believes a sign-out that did not happen; once the store
+// is back the same request revokes.
+func TestRevocationWhileRevokeFails(t *testing.T) {
+	for _, kind := range []string{"refresh_token", "access_token"} {
+		t.Run(kind, func(t *testing.T) {
+			fs := &flakyStore{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+			e := newEnv(t, func(c *refresh.Config) { c.Store = fs })
+			srv, _ := e.server(t, refresh.HandlerConfig{})
+			p := e.issue(t, "alice")
+			form := url.Values{"token": {p.RefreshToken}}
+			if kind == "access_token" {
+				form = url.Values{"token": {p.AccessToken}, "token_type_hint": {"access_token"}}
+			}
+
+			fs.revokeDown.Store(true)
+			r := postForm(t, nil, srv.URL+"/revoke", form, nil)
+			assert.Equal(t, 503, r.status, r.raw)
+			assert.NotContains(t, r.raw, "secret detail")
+			s, err := fs.Get(context.Background(), p.SessionID)
+			require.NoError(t, err)
+			assert.False(t, s.Revoked())
+
+			fs.revokeDown.Store(false)
+			r = postForm(t, nil, srv.URL+"/revoke", form, nil)
+			assert.Equal(t, 200, r.status, r.raw)
+			s, err = fs.Get(context.Background(), p.SessionID)
+			require.NoError(t, err)
+			assert.True(t, s.Revoked())
+		})
+	}
+}
+
 // flakyStore is a memory store whose calls on the refresh path fail while
 // down is set, the one-round-trip AdvanceActive included, and whose Revoke
 // fails while revokeDown is set.
