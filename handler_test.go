@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,46 +203,36 @@ func TestRefreshStoreDownIs503(t *testing.T) {
 // knows the session, so the refresh takes the one-round-trip path and its
 // single store call (AdvanceActive) is what fails. The answer is 503 with
 // nothing of the cause, and nothing changed: once the store is back, the
-// same refresh token rotates.
+// same refresh token rotates. (Only AdvanceActive fails: a fault taken for
+// a refusal would fall back to Get and Advance, which work, and answer 200.)
 func TestRefreshStoreDownWarmInstance(t *testing.T) {
-	fs := &flakyStore{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
-	e := newEnv(t, func(c *refresh.Config) { c.Store = fs })
+	e := newEnv(t)
 	var logged error
 	srv, _ := e.server(t, refresh.HandlerConfig{OnError: func(_ *http.Request, err error) { logged = err }})
 	p := e.issue(t, "alice")
 
-	fs.down.Store(true)
+	e.fx.FailStore(errSecretDetail, "AdvanceActive")
 	r := postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
 	assert.Equal(t, 503, r.status)
 	assert.Equal(t, map[string]any{"error": "temporarily_unavailable"}, r.body)
 	assert.NotContains(t, r.raw, "secret detail")
-	require.ErrorContains(t, logged, "secret detail", "the cause goes to OnError")
-	assert.Positive(t, fs.activeCalls.Load(), "the one-round-trip swap was the call that failed")
+	require.ErrorIs(t, logged, errSecretDetail, "the cause goes to OnError")
+	assert.Zero(t, e.session(t, p.SessionID).Generation, "the failed swap changed nothing")
 
-	fs.down.Store(false)
-	s, err := fs.Get(context.Background(), p.SessionID)
-	require.NoError(t, err)
-	assert.Zero(t, s.Generation, "the failed swap changed nothing")
+	e.fx.FailStore(nil)
 	r = postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
 	require.Equal(t, 200, r.status, r.raw)
 	assert.NotEqual(t, p.RefreshToken, r.body["refresh_token"])
 }
+
+var errSecretDetail = errors.New("dial tcp 10.0.0.7:5432: secret detail")
 
 // TestReuseWhileRevokeFails: a rotated token presented again while the
 // store cannot revoke is 503, not invalid_grant: the client is not told
 // the session ended while it lives on, and no reuse event is emitted. Once
 // the store is back, the same presentation revokes it.
 func TestReuseWhileRevokeFails(t *testing.T) {
-	fs := &flakyStore{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
-	var reused atomic.Int64
-	e := newEnv(t, func(c *refresh.Config) {
-		c.Store = fs
-		c.OnEvent = func(_ context.Context, ev refresh.Event) {
-			if ev.Kind == refresh.EventReused {
-				reused.Add(1)
-			}
-		}
-	})
+	e := newEnv(t)
 	srv, _ := e.server(t, refresh.HandlerConfig{})
 	p0 := e.issue(t, "alice")
 	p1, err := e.iss.Rotate(context.Background(), p0.RefreshToken)
@@ -251,23 +240,19 @@ func TestReuseWhileRevokeFails(t *testing.T) {
 	_, err = e.iss.Rotate(context.Background(), p1.RefreshToken)
 	require.NoError(t, err)
 
-	fs.revokeDown.Store(true)
+	e.fx.FailStore(errSecretDetail, "Revoke")
 	r := postForm(t, nil, srv.URL+"/token", refreshForm(p0.RefreshToken), nil)
 	assert.Equal(t, 503, r.status)
 	assert.Equal(t, map[string]any{"error": "temporarily_unavailable"}, r.body)
-	s, err := fs.Get(context.Background(), p0.SessionID)
-	require.NoError(t, err)
-	assert.False(t, s.Revoked())
-	assert.Zero(t, reused.Load(), "no reuse event for a revocation that did not happen")
+	assert.False(t, e.session(t, p0.SessionID).Revoked())
+	assert.Empty(t, e.fx.Events(refresh.EventReused), "no reuse event for a revocation that did not happen")
 
-	fs.revokeDown.Store(false)
+	e.fx.FailStore(nil)
 	r = postForm(t, nil, srv.URL+"/token", refreshForm(p0.RefreshToken), nil)
 	assert.Equal(t, 400, r.status)
 	assert.Equal(t, "invalid_grant", r.body["error"])
-	s, err = fs.Get(context.Background(), p0.SessionID)
-	require.NoError(t, err)
-	assert.True(t, s.Revoked())
-	assert.Equal(t, int64(1), reused.Load())
+	assert.True(t, e.session(t, p0.SessionID).Revoked())
+	assert.Len(t, e.fx.Events(refresh.EventReused), 1)
 }
 
 // TestRevocationWhileRevokeFails: the revocation endpoint answers 503 when
@@ -277,8 +262,7 @@ func TestReuseWhileRevokeFails(t *testing.T) {
 func TestRevocationWhileRevokeFails(t *testing.T) {
 	for _, kind := range []string{"refresh_token", "access_token"} {
 		t.Run(kind, func(t *testing.T) {
-			fs := &flakyStore{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
-			e := newEnv(t, func(c *refresh.Config) { c.Store = fs })
+			e := newEnv(t)
 			srv, _ := e.server(t, refresh.HandlerConfig{})
 			p := e.issue(t, "alice")
 			form := url.Values{"token": {p.RefreshToken}}
@@ -286,70 +270,18 @@ func TestRevocationWhileRevokeFails(t *testing.T) {
 				form = url.Values{"token": {p.AccessToken}, "token_type_hint": {"access_token"}}
 			}
 
-			fs.revokeDown.Store(true)
+			e.fx.FailStore(errSecretDetail, "Revoke")
 			r := postForm(t, nil, srv.URL+"/revoke", form, nil)
 			assert.Equal(t, 503, r.status, r.raw)
 			assert.NotContains(t, r.raw, "secret detail")
-			s, err := fs.Get(context.Background(), p.SessionID)
-			require.NoError(t, err)
-			assert.False(t, s.Revoked())
+			assert.False(t, e.session(t, p.SessionID).Revoked())
 
-			fs.revokeDown.Store(false)
+			e.fx.FailStore(nil)
 			r = postForm(t, nil, srv.URL+"/revoke", form, nil)
 			assert.Equal(t, 200, r.status, r.raw)
-			s, err = fs.Get(context.Background(), p.SessionID)
-			require.NoError(t, err)
-			assert.True(t, s.Revoked())
+			assert.True(t, e.session(t, p.SessionID).Revoked())
 		})
 	}
-}
-
-// flakyStore is a memory store whose calls on the refresh path fail while
-// down is set, the one-round-trip AdvanceActive included, and whose Revoke
-// fails while revokeDown is set.
-type flakyStore struct {
-	*refresh.MemoryStore
-	down, revokeDown atomic.Bool
-	activeCalls      atomic.Int64
-}
-
-func (f *flakyStore) Revoke(ctx context.Context, id string, at time.Time, reason string) error {
-	if f.revokeDown.Load() {
-		return errors.New("dial tcp 10.0.0.7:5432: secret detail")
-	}
-	if err := f.fault(); err != nil {
-		return err
-	}
-	return f.MemoryStore.Revoke(ctx, id, at, reason)
-}
-
-func (f *flakyStore) fault() error {
-	if f.down.Load() {
-		return errors.New("dial tcp 10.0.0.7:5432: secret detail")
-	}
-	return nil
-}
-
-func (f *flakyStore) Get(ctx context.Context, id string) (*refresh.Session, error) {
-	if err := f.fault(); err != nil {
-		return nil, err
-	}
-	return f.MemoryStore.Get(ctx, id)
-}
-
-func (f *flakyStore) Advance(ctx context.Context, id string, from uint64, at time.Time) error {
-	if err := f.fault(); err != nil {
-		return err
-	}
-	return f.MemoryStore.Advance(ctx, id, from, at)
-}
-
-func (f *flakyStore) AdvanceActive(ctx context.Context, id string, from uint64, at, activeAfter time.Time) error {
-	f.activeCalls.Add(1)
-	if err := f.fault(); err != nil {
-		return err
-	}
-	return f.MemoryStore.AdvanceActive(ctx, id, from, at, activeAfter)
 }
 
 // E1, E2: revocation answers 200 for anything well-formed and ends the

@@ -31,6 +31,7 @@ type env struct {
 	store *refresh.MemoryStore
 	clock *refreshtest.Clock
 	cfg   refresh.Config
+	fx    *refreshtest.Issuer // FailStore, for outages
 }
 
 // newEnv returns an Issuer from refreshtest with the HS256 key "hs1" (so
@@ -47,7 +48,7 @@ func newEnv(t testing.TB, mod ...func(*refresh.Config)) *env {
 			m(c)
 		}
 	}))
-	return &env{iss: f.Issuer, store: f.Store, clock: f.Clock, cfg: f.Config}
+	return &env{iss: f.Issuer, store: f.Store, clock: f.Clock, cfg: f.Config, fx: f}
 }
 
 func (e *env) issue(t testing.TB, sub string, opts ...refresh.Option) *refresh.Pair {

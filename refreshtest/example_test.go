@@ -2,6 +2,7 @@ package refreshtest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -55,4 +56,34 @@ func ExampleIssuer_Events() {
 	// Output:
 	// refresh: refresh token reused; session revoked: rotated refresh token presented again
 	// 1 1
+}
+
+// A service's own handlers must live through an outage of the session
+// store too: a devices page answers 503, not 500 with the database's error.
+// FailStore makes only the calls named fail, here the listing.
+func ExampleIssuer_FailStore() {
+	t := &testing.T{}
+	iss := refreshtest.New(t)
+	devices := iss.Middleware()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := refresh.ClaimsFromContext(r.Context())
+		list, err := iss.Sessions(r.Context(), c.Subject)
+		if err != nil {
+			http.Error(w, "try again later", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, len(list), "device(s)")
+	}))
+	r := httptest.NewRequest(http.MethodGet, "/devices", nil)
+	r.Header.Set("Authorization", iss.LoginHeader("alice"))
+	for _, down := range []bool{false, true} {
+		if down {
+			iss.FailStore(errors.New("dial tcp 10.0.0.7:5432: connection refused"), "Sessions")
+		}
+		w := httptest.NewRecorder()
+		devices.ServeHTTP(w, r)
+		fmt.Print(w.Code, " ", w.Body.String())
+	}
+	// Output:
+	// 200 1 device(s)
+	// 503 try again later
 }

@@ -99,7 +99,8 @@ type Issuer struct {
 	Config refresh.Config
 
 	t      testing.TB
-	mu     sync.Mutex // guards events
+	faults *faultyStore // the Issuer's store, unless WithConfig replaced it
+	mu     sync.Mutex   // guards events
 	events []refresh.Event
 }
 
@@ -129,18 +130,22 @@ func New(t testing.TB, opts ...Option) *Issuer {
 	clock := NewClock(o.start)
 	store := refresh.NewMemoryStore(refresh.WithSweepInterval(0), refresh.WithStoreClock(clock.Now))
 	t.Cleanup(func() { _ = store.Close() })
+	faulty := &faultyStore{MemoryStore: store}
 	f := &Issuer{Store: store, Clock: clock, t: t}
 	cfg := refresh.Config{
 		Issuer:       DefaultIssuer,
 		Audience:     DefaultAudience,
 		Keys:         []refresh.Key{{ID: "refreshtest", Algorithm: refresh.EdDSA, Key: signing}},
 		RefreshKeys:  []refresh.RefreshKey{{ID: 1, Secret: mac}},
-		Store:        store,
+		Store:        faulty,
 		CheckSession: true,
 		Now:          clock.Now,
 	}
 	for _, change := range o.config {
 		change(&cfg)
+	}
+	if cfg.Store == refresh.Store(faulty) {
+		f.faults = faulty
 	}
 	user := cfg.OnEvent
 	cfg.OnEvent = func(ctx context.Context, e refresh.Event) {
@@ -226,10 +231,14 @@ func (f *Issuer) RevokedLogin(subject string, opts ...refresh.Option) *refresh.P
 }
 
 // Session returns the stored session with the id, failing the test if there
-// is none.
+// is none. It reads the store directly, whatever FailStore made fail.
 func (f *Issuer) Session(id string) *refresh.Session {
 	f.t.Helper()
-	s, err := f.Config.Store.Get(context.Background(), id)
+	st := f.Config.Store
+	if f.faults != nil {
+		st = f.Store
+	}
+	s, err := st.Get(context.Background(), id)
 	if err != nil {
 		f.t.Fatalf("refreshtest: Session(%q): %v", id, err)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -9,11 +8,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/refreshkit/refresh"
+	"github.com/refreshkit/refresh/refreshtest"
 )
 
 // TestStoreDownEveryRoute: with the session store down, every route of the
@@ -27,9 +26,11 @@ import (
 // (TestMiddlewareStoreDown in the library). Once the store is back, the
 // pair signed in before still works: nothing was lost.
 func TestStoreDownEveryRoute(t *testing.T) {
-	ds := &downStore{Store: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
-	iss := newTestIssuerOn(t, ds, func(c *refresh.Config) { c.SessionCheckTTL = time.Hour })
-	srv := httptest.NewServer(newMux(iss))
+	fx := refreshtest.New(t, refreshtest.WithConfig(func(c *refresh.Config) {
+		c.Issuer, c.Audience = "http://demo.test", "refresh-demo"
+		c.SessionCheckTTL = time.Hour
+	}))
+	srv := httptest.NewServer(newMux(fx.Issuer))
 	t.Cleanup(srv.Close)
 	login := post(t, srv.URL+"/login", form, "username=alice&password=wonderland")
 	if login.status != 200 {
@@ -45,7 +46,7 @@ func TestStoreDownEveryRoute(t *testing.T) {
 		resp.Body.Close()
 	}
 
-	ds.down.Store(true)
+	fx.FailStore(errors.New("dial tcp 10.0.0.7:5432: connect: secret detail"))
 	for _, c := range []struct {
 		method, path, ctype, body string
 		bearer                    bool
@@ -97,7 +98,7 @@ func TestStoreDownEveryRoute(t *testing.T) {
 		}
 	}
 
-	ds.down.Store(false)
+	fx.FailStore(nil)
 	if r := post(t, srv.URL+"/token", form, "grant_type=refresh_token&refresh_token="+rt); r.status != 200 {
 		t.Fatalf("after the store is back, the refresh token signed in before: %d %v", r.status, r.body)
 	}
@@ -121,74 +122,4 @@ func sessionIDOf(t *testing.T, at string) string {
 		t.Fatalf("no sid claim: %v", err)
 	}
 	return claims.SID
-}
-
-// downStore is a session store that can go down: while down is set every
-// call fails with an error naming the database host.
-type downStore struct {
-	refresh.Store
-	down atomic.Bool
-}
-
-func (d *downStore) fault() error {
-	if d.down.Load() {
-		return errors.New("dial tcp 10.0.0.7:5432: connect: secret detail")
-	}
-	return nil
-}
-
-func (d *downStore) Create(ctx context.Context, s *refresh.Session) error {
-	if err := d.fault(); err != nil {
-		return err
-	}
-	return d.Store.Create(ctx, s)
-}
-
-func (d *downStore) Get(ctx context.Context, id string) (*refresh.Session, error) {
-	if err := d.fault(); err != nil {
-		return nil, err
-	}
-	return d.Store.Get(ctx, id)
-}
-
-func (d *downStore) Advance(ctx context.Context, id string, from uint64, at time.Time) error {
-	if err := d.fault(); err != nil {
-		return err
-	}
-	return d.Store.Advance(ctx, id, from, at)
-}
-
-func (d *downStore) UseGrace(ctx context.Context, id string, gen uint64, limit uint32) error {
-	if err := d.fault(); err != nil {
-		return err
-	}
-	return d.Store.UseGrace(ctx, id, gen, limit)
-}
-
-func (d *downStore) Revoke(ctx context.Context, id string, at time.Time, reason string) error {
-	if err := d.fault(); err != nil {
-		return err
-	}
-	return d.Store.Revoke(ctx, id, at, reason)
-}
-
-func (d *downStore) RevokeSubject(ctx context.Context, subject string, at time.Time, reason string) (int, error) {
-	if err := d.fault(); err != nil {
-		return 0, err
-	}
-	return d.Store.RevokeSubject(ctx, subject, at, reason)
-}
-
-func (d *downStore) Sessions(ctx context.Context, subject string) ([]*refresh.Session, error) {
-	if err := d.fault(); err != nil {
-		return nil, err
-	}
-	return d.Store.Sessions(ctx, subject)
-}
-
-func (d *downStore) DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error) {
-	if err := d.fault(); err != nil {
-		return 0, err
-	}
-	return d.Store.DeleteExpired(ctx, before, limit)
 }
