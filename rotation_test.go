@@ -698,6 +698,21 @@ func TestMaxSessions(t *testing.T) {
 	_, err = one.iss.Rotate(bg, a.RefreshToken)
 	require.ErrorIs(t, err, refresh.ErrRevoked, "MaxSessions 1: a new sign-in ends the previous one")
 
+	// The bound is enforced or the sign-in fails: a store that cannot list
+	// the subject's sessions, or cannot end the one beyond the bound, fails
+	// Issue as a system error, with no pair handed out, and the previous
+	// session lives on.
+	for _, method := range []string{"Sessions", "Revoke"} {
+		b := one.issue(t, "dave")
+		one.fx.FailStore(errors.New("store down"), method)
+		p, err := one.iss.Issue(bg, "dave")
+		one.fx.FailStore(nil)
+		require.Error(t, err, method)
+		assert.Nil(t, p, method)
+		assert.False(t, refresh.IsClientError(err), method)
+		assert.False(t, one.session(t, b.SessionID).Revoked(), method)
+	}
+
 	_, err = refresh.NewIssuer(refresh.Config{Issuer: "i", Audience: "a", Store: refresh.NewMemoryStore(),
 		Keys: e.cfg.Keys, RefreshKeys: e.cfg.RefreshKeys, MaxSessions: -1})
 	require.ErrorContains(t, err, "MaxSessions")
