@@ -296,6 +296,7 @@ func TestDPoPReplayAcrossInstances(t *testing.T) {
 	assert.Equal(t, "invalid_grant", r.body["error"], "a proof replayed to the other instance")
 	r = postForm(t, nil, srvB.URL+"/token", refreshForm(next), map[string]string{"DPoP": alice.proof("POST", public+"/token", "", e.clock.Now())})
 	assert.Equal(t, 200, r.status, "the replay revoked nothing: %s", r.raw)
+	latest := r.body["refresh_token"].(string)
 
 	// A store that cannot record: 503 at the resource.
 	cfgC := e.cfg
@@ -304,6 +305,15 @@ func TestDPoPReplayAcrossInstances(t *testing.T) {
 	require.NoError(t, err)
 	srvC := serve(c)
 	assert.Equal(t, 503, me(srvC, alice.proof("GET", public+"/me", p.AccessToken, e.clock.Now())))
+	// And at the token endpoint: 503, the session not advanced, the refresh
+	// token still good with a fresh proof where proofs can be recorded.
+	gen := e.session(t, p.SessionID).Generation
+	r = postForm(t, nil, srvC.URL+"/token", refreshForm(latest), map[string]string{"DPoP": alice.proof("POST", public+"/token", "", e.clock.Now())})
+	assert.Equal(t, 503, r.status, r.raw)
+	assert.Equal(t, "temporarily_unavailable", r.body["error"])
+	assert.Equal(t, gen, e.session(t, p.SessionID).Generation)
+	r = postForm(t, nil, srvA.URL+"/token", refreshForm(latest), map[string]string{"DPoP": alice.proof("POST", public+"/token", "", e.clock.Now())})
+	assert.Equal(t, 200, r.status, r.raw)
 }
 
 // failingProofs is a MemoryStore whose proof records are unreachable.

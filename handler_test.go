@@ -255,6 +255,30 @@ func TestReuseWhileRevokeFails(t *testing.T) {
 	assert.Len(t, e.fx.Events(refresh.EventReused), 1)
 }
 
+// TestGraceWhileUseGraceFails: with MaxGraceUses the grace retry's count
+// is a store write; while it fails the retry is 503, neither the successor
+// nor a refusal, and the session is not revoked. Once the store is back the
+// retry gets the same successor as the first answer.
+func TestGraceWhileUseGraceFails(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.Grace, c.MaxGraceUses = 5*time.Second, 2 })
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	p0 := e.issue(t, "alice")
+	first := postForm(t, nil, srv.URL+"/token", refreshForm(p0.RefreshToken), nil)
+	require.Equal(t, 200, first.status, first.raw)
+
+	e.fx.FailStore(errSecretDetail, "UseGrace")
+	r := postForm(t, nil, srv.URL+"/token", refreshForm(p0.RefreshToken), nil)
+	assert.Equal(t, 503, r.status, r.raw)
+	assert.Equal(t, map[string]any{"error": "temporarily_unavailable"}, r.body)
+	assert.False(t, e.session(t, p0.SessionID).Revoked())
+	assert.Zero(t, e.session(t, p0.SessionID).GraceUses)
+
+	e.fx.FailStore(nil)
+	r = postForm(t, nil, srv.URL+"/token", refreshForm(p0.RefreshToken), nil)
+	require.Equal(t, 200, r.status, r.raw)
+	assert.Equal(t, first.body["refresh_token"], r.body["refresh_token"], "the same successor")
+}
+
 // TestRevocationWhileRevokeFails: the revocation endpoint answers 503 when
 // the store cannot revoke, for a refresh token and for an access token, so
 // that no client believes a sign-out that did not happen; once the store
