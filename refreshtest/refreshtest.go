@@ -96,6 +96,8 @@ type Issuer struct {
 	// Clock is the time of the Issuer and of Store.
 	Clock *Clock
 	// Config is the configuration the Issuer was made with (keys included).
+	// Its Store is Store as the Issuer sees it, through FailStore's faults
+	// (a wrapper, not the *refresh.MemoryStore itself).
 	Config refresh.Config
 
 	t      testing.TB
