@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/refreshkit/refresh"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -259,4 +260,96 @@ func sum(m map[string]uint64) (n uint64) {
 		n += v
 	}
 	return n
+}
+
+// TestFaultsNeverEndSessions: store calls failing at random while many
+// clients rotate, each presenting only its current token, on two instances
+// (one of which must read sessions from the store first), never end a
+// session, never answer a client error and never lose or invent a
+// rotation: a failed rotation changes nothing, and the client retries the
+// same token. Afterwards each session's generation is exactly its count of
+// successful rotations and its token still rotates.
+func TestFaultsNeverEndSessions(t *testing.T) {
+	for _, grace := range []time.Duration{0, time.Second} {
+		t.Run(fmt.Sprintf("grace=%v", grace), func(t *testing.T) {
+			e := newEnv(t, func(c *refresh.Config) { c.Grace, c.MaxGraceUses = grace, 2 })
+			cold, err := refresh.NewIssuer(e.cfg) // the same store, nothing cached
+			require.NoError(t, err)
+			const clients, rounds = 16, 150
+			methods := []string{"Get", "Advance", "AdvanceActive", "UseGrace", "Revoke"}
+			errFault := errors.New("connection reset by peer")
+
+			pairs := make([]*refresh.Pair, clients)
+			for i := range pairs {
+				pairs[i] = e.issue(t, fmt.Sprintf("user%d", i))
+			}
+			// Every client sets the faults before each of its rotations, so
+			// they change with the calls, not with the scheduler's timing,
+			// and every call meets whichever setting came last.
+			setFaults := func(r *rand.Rand) {
+				var some []string
+				for _, m := range methods {
+					if r.IntN(3) == 0 {
+						some = append(some, m)
+					}
+				}
+				if len(some) == 0 {
+					e.fx.FailStore(nil)
+				} else {
+					e.fx.FailStore(errFault, some...)
+				}
+			}
+
+			ok := make([]uint64, clients)
+			faults := make([]int, clients)
+			var wg sync.WaitGroup
+			for i := range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r := rand.New(rand.NewPCG(uint64(i), 1))
+					tok := pairs[i].RefreshToken
+					for range rounds {
+						iss := e.iss
+						if r.IntN(2) == 0 {
+							iss = cold
+						}
+						setFaults(r)
+						p, err := iss.Rotate(bg, tok)
+						switch {
+						case err == nil:
+							tok = p.RefreshToken
+							ok[i]++
+						case refresh.IsClientError(err):
+							t.Errorf("client %d: a store fault answered as a client error: %v", i, err)
+							return
+						case !errors.Is(err, errFault):
+							t.Errorf("client %d: a system error that is not the store's fault: %v", i, err)
+							return
+						default:
+							faults[i]++
+						}
+					}
+					pairs[i] = &refresh.Pair{RefreshToken: tok, SessionID: pairs[i].SessionID}
+				}()
+			}
+			wg.Wait()
+			e.fx.FailStore(nil)
+
+			var totalOK, totalFaults int
+			for i, p := range pairs {
+				s := e.session(t, p.SessionID)
+				assert.False(t, s.Revoked(), "client %d: session ended by faults", i)
+				assert.Equal(t, ok[i], s.Generation, "client %d: generation is the count of successful rotations", i)
+				_, err := e.iss.Rotate(bg, p.RefreshToken)
+				assert.NoError(t, err, "client %d: the current token rotates once the store is well", i)
+				totalOK += int(ok[i])
+				totalFaults += faults[i]
+			}
+			// Both outcomes happened often enough for the test to mean something.
+			assert.Greater(t, totalOK, clients*rounds/5)
+			assert.Greater(t, totalFaults, clients*rounds/5)
+			t.Logf("%d rotations, %d refused by faults", totalOK, totalFaults)
+		})
+	}
 }
