@@ -144,11 +144,15 @@ func scramble(c *refresh.Claims) {
 }
 
 // FuzzBearerHeader: any Authorization header gets 200, 400 or 401 from the
-// middleware, never a panic or a 5xx.
+// middleware with a challenge, never a panic or a 5xx, and the same answer
+// from a middleware without the verified-token cache (whose hits skip the
+// syntax scan).
 func FuzzBearerHeader(f *testing.F) {
 	e := newEnv(f)
 	p := e.issue(f, "alice")
 	h := e.iss.Middleware()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	uncached := newEnv(f, func(c *refresh.Config) { c.VerifyCacheSize = -1 })
+	h2 := uncached.iss.Middleware()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	for _, s := range []string{"Bearer " + p.AccessToken, "bearer x", "Bearer", "Basic Zm9vOmJhcg==", "Bearer a b", "Bearer ===", ""} {
 		f.Add(s)
 	}
@@ -164,6 +168,12 @@ func FuzzBearerHeader(f *testing.F) {
 		}
 		if c := w.Header().Get("WWW-Authenticate"); w.Code != 200 && !strings.HasPrefix(c, "Bearer realm=") && !strings.HasPrefix(c, "DPoP realm=") {
 			t.Fatalf("header %q: no challenge", header)
+		}
+		w2 := httptest.NewRecorder()
+		h2.ServeHTTP(w2, r)
+		if w2.Code != w.Code || w2.Header().Get("WWW-Authenticate") != w.Header().Get("WWW-Authenticate") {
+			t.Fatalf("header %q: %d %q with the cache, %d %q without", header,
+				w.Code, w.Header().Get("WWW-Authenticate"), w2.Code, w2.Header().Get("WWW-Authenticate"))
 		}
 	})
 }
