@@ -9,9 +9,11 @@ import (
 	"github.com/refreshkit/refresh"
 )
 
-// StoreMethods are the names FailStore takes: every method by which an
+// StoreMethods returns the names FailStore takes: every method by which an
 // Issuer reaches its store, the optional capabilities' included.
-var StoreMethods = []string{
+func StoreMethods() []string { return slices.Clone(storeMethods) }
+
+var storeMethods = []string{
 	"Create", "Get", "Advance", "AdvanceActive", "UseGrace", "Revoke", "RevokeSubject",
 	"Sessions", "DeleteExpired", "DeleteStale", "RecordProof", "DeleteExpiredProofs",
 }
@@ -32,8 +34,8 @@ func (f *Issuer) FailStore(err error, methods ...string) {
 		f.t.Fatalf("refreshtest: FailStore: WithConfig replaced the Store; faults apply only to New's MemoryStore")
 	}
 	for _, m := range methods {
-		if !slices.Contains(StoreMethods, m) {
-			f.t.Fatalf("refreshtest: FailStore: no store method %q (want one of %v)", m, StoreMethods)
+		if !slices.Contains(storeMethods, m) {
+			f.t.Fatalf("refreshtest: FailStore: no store method %q (want one of %v)", m, storeMethods)
 		}
 	}
 	if err == nil {

@@ -68,13 +68,13 @@ func TestFailStoreCoversEveryStoreCall(t *testing.T) {
 	for i := 0; i < ms.NumMethod(); i++ {
 		m := ms.Method(i)
 		if m.Type.NumIn() > 1 && m.Type.In(1) == ctxType {
-			assert.True(t, slices.Contains(refreshtest.StoreMethods, m.Name), "MemoryStore.%s is not in StoreMethods", m.Name)
+			assert.True(t, slices.Contains(refreshtest.StoreMethods(), m.Name), "MemoryStore.%s is not in StoreMethods", m.Name)
 		}
 	}
 	rt := refreshtest.New(t)
 	ctx := context.Background()
 	now := rt.Clock.Now()
-	for _, name := range refreshtest.StoreMethods {
+	for _, name := range refreshtest.StoreMethods() {
 		rt.FailStore(errDown, name)
 		st := rt.Config.Store
 		var err error
