@@ -559,14 +559,8 @@ func (h *Handlers) serveRefresh(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, &oauthError{http.StatusBadRequest, "unsupported_grant_type"})
 		return
 	}
-	tok, client, _, oe := h.credentials(r, form, "refresh_token")
-	if oe != nil {
-		h.fail(w, oe)
-		return
-	}
-	proof, err := h.DPoPProof(r)
-	if err != nil {
-		h.WriteDPoPError(w, err)
+	tok, client, _, proof, ok := h.tokenRequest(w, r, form, "refresh_token")
+	if !ok {
 		return
 	}
 	opts := []Option{WithClientID(client), WithDPoPProof(proof)}
@@ -589,6 +583,24 @@ func (h *Handlers) serveRefresh(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// tokenRequest reads what both token endpoints need after the form: the
+// token (the param, or the cookie in cookie mode), the authenticated
+// client and the request's DPoP proof. When one of them is refused it
+// answers the request itself and reports ok=false.
+func (h *Handlers) tokenRequest(w http.ResponseWriter, r *http.Request, form url.Values, param string) (tok, client string, fromCookie bool, proof *DPoPProof, ok bool) {
+	tok, client, fromCookie, oe := h.credentials(r, form, param)
+	if oe != nil {
+		h.fail(w, oe)
+		return "", "", false, nil, false
+	}
+	proof, err := h.DPoPProof(r)
+	if err != nil {
+		h.WriteDPoPError(w, err)
+		return "", "", false, nil, false
+	}
+	return tok, client, fromCookie, proof, true
+}
+
 // RevocationHandler serves token revocation (RFC 7009): a POST of token=…
 // with an optional token_type_hint. A refresh token ends its session; a
 // valid access token ends its session too. Revocation honours the same
@@ -609,17 +621,12 @@ func (h *Handlers) RevocationHandler() http.Handler {
 			h.fail(w, oe)
 			return
 		}
-		tok, client, fromCookie, oe := h.credentials(r, form, "token")
-		if oe != nil {
-			h.fail(w, oe)
-			return
-		}
-		proof, err := h.DPoPProof(r)
-		if err != nil {
-			h.WriteDPoPError(w, err)
+		tok, client, fromCookie, proof, ok := h.tokenRequest(w, r, form, "token")
+		if !ok {
 			return
 		}
 		o := collect([]Option{WithClientID(client), WithDPoPProof(proof)})
+		var err error
 		if strings.HasPrefix(tok, refreshPrefix) {
 			_, s, verr := h.iss.verifyRefresh(r.Context(), tok)
 			if err = verr; err == nil {
