@@ -123,3 +123,32 @@ func sessionIDOf(t *testing.T, at string) string {
 	}
 	return claims.SID
 }
+
+// TestSignInFailsClosedWithoutTheSessionBound: with a bound on sessions
+// (the demo's -max-sessions), a sign-in whose bound cannot be checked or
+// enforced, because the store cannot list the user's sessions or end the
+// oldest, is 503 with no token, and the user's earlier session lives on.
+func TestSignInFailsClosedWithoutTheSessionBound(t *testing.T) {
+	fx := refreshtest.New(t, refreshtest.WithConfig(func(c *refresh.Config) {
+		c.Issuer, c.Audience = "http://demo.test", "refresh-demo"
+		c.MaxSessions = 1
+	}))
+	srv := httptest.NewServer(newMux(fx.Issuer))
+	t.Cleanup(srv.Close)
+	first := post(t, srv.URL+"/login", form, "username=bob&password=builder")
+	if first.status != 200 {
+		t.Fatalf("sign-in: %d %v", first.status, first.body)
+	}
+	sid := sessionIDOf(t, first.body["access_token"].(string))
+	for _, method := range []string{"Sessions", "Revoke"} {
+		fx.FailStore(errors.New("dial tcp 10.0.0.7:5432: connect: secret detail"), method)
+		r := post(t, srv.URL+"/login", form, "username=bob&password=builder")
+		fx.FailStore(nil)
+		if r.status != 503 || r.body["access_token"] != nil || r.body["refresh_token"] != nil {
+			t.Errorf("%s failing: %d %v, want 503 and no token", method, r.status, r.body)
+		}
+		if fx.Session(sid).Revoked() {
+			t.Errorf("%s failing: the earlier session ended", method)
+		}
+	}
+}
