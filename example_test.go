@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -227,7 +228,13 @@ func ExampleHandlers_WriteIssueError() {
 	h := refresh.NewHandlers(iss, refresh.HandlerConfig{})
 	login := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// ... check the user's password here ...
-		pair, err := iss.Issue(r.Context(), "alice", refresh.WithClientID(r.FormValue("client_id")))
+		_ = r.ParseForm()
+		client, err := h.AuthenticateClient(r, r.PostForm)
+		if err != nil {
+			h.WriteIssueError(w, r, err)
+			return
+		}
+		pair, err := iss.Issue(r.Context(), "alice", refresh.WithClientID(client))
 		if err != nil {
 			h.WriteIssueError(w, r, err) // 400 for a refused value or DPoP proof, else 503
 			return
@@ -249,6 +256,63 @@ func ExampleHandlers_WriteIssueError() {
 	// Output:
 	// "web": 200 <nil>
 	// "web\x00": 400 invalid_request
+}
+
+// A login handler binds the session only to a client that authenticated
+// as the token endpoint would have it: here "web" is public (its bare id
+// is enough) and "backend" must show its secret, so a user's password alone
+// cannot buy a session in backend's name.
+func ExampleHandlers_AuthenticateClient() {
+	iss := newExampleIssuer(0)
+	h := refresh.NewHandlers(iss, refresh.HandlerConfig{
+		ClientAuth: func(_ context.Context, c refresh.ClientCredentials) error {
+			switch {
+			case c.ID == "web" && c.Method == refresh.ClientAuthNone:
+				return nil
+			case c.ID == "backend" && c.Method != refresh.ClientAuthNone &&
+				subtle.ConstantTimeCompare([]byte(c.Secret), []byte("backend-secret")) == 1:
+				return nil
+			}
+			return refresh.ErrInvalidClient
+		},
+	})
+	login := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ... check the user's password here ...
+		_ = r.ParseForm()
+		client, err := h.AuthenticateClient(r, r.PostForm)
+		if err != nil {
+			h.WriteIssueError(w, r, err) // 401 invalid_client, 400, or 503
+			return
+		}
+		pair, err := iss.Issue(r.Context(), "alice", refresh.WithClientID(client))
+		if err != nil {
+			h.WriteIssueError(w, r, err)
+			return
+		}
+		h.WriteTokenResponse(w, r, pair)
+	})
+	srv := httptest.NewServer(login)
+	defer srv.Close()
+	for _, form := range []url.Values{
+		{"client_id": {"web"}},
+		{"client_id": {"backend"}},
+		{"client_id": {"backend"}, "client_secret": {"guess"}},
+		{"client_id": {"backend"}, "client_secret": {"backend-secret"}},
+	} {
+		resp, err := http.PostForm(srv.URL, form)
+		if err != nil {
+			log.Fatal(err)
+		}
+		var body map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		fmt.Println(form.Encode(), resp.StatusCode, body["error"])
+	}
+	// Output:
+	// client_id=web 200 <nil>
+	// client_id=backend 401 invalid_client
+	// client_id=backend&client_secret=guess 401 invalid_client
+	// client_id=backend&client_secret=backend-secret 200 <nil>
 }
 
 // A resource server in another service verifies the auth service's tokens

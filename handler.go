@@ -365,50 +365,95 @@ var (
 	errClientFault   = &oauthError{http.StatusServiceUnavailable, "temporarily_unavailable"}
 )
 
-// client authenticates the client of a token or revocation request and
-// returns its id. Exactly one authentication method may be used (RFC 6749
-// §2.3): HTTP Basic, or client_secret in the body; a client_id in the body
-// beside Basic must name the same client.
+// client authenticates the client of a token, revocation or introspection
+// request and returns its id, answering a refusal as the endpoints do; a
+// fault of ClientAuth goes to OnError.
 func (h *Handlers) client(r *http.Request, form url.Values) (string, *oauthError) {
-	cc := ClientCredentials{ID: form.Get("client_id"), Method: ClientAuthNone}
-	_, hasSecret := form["client_secret"]
+	id, oe, fault := h.authClient(r, form)
+	if fault != nil && h.cfg.OnError != nil {
+		h.cfg.OnError(r, fault)
+	}
+	return id, oe
+}
+
+// authClient authenticates the client named by r's Authorization header and
+// the client_id and client_secret of params. Exactly one authentication
+// method may be used (RFC 6749 §2.3): HTTP Basic, or client_secret in the
+// parameters; a client_id beside Basic must name the same client. fault is
+// ClientAuth's own error (oe is then errClientFault), for OnError.
+func (h *Handlers) authClient(r *http.Request, params url.Values) (id string, oe *oauthError, fault error) {
+	if len(params["client_id"]) > 1 || len(params["client_secret"]) > 1 {
+		return "", errRequest, nil // which one would be meant? (RFC 6749 §3.2)
+	}
+	cc := ClientCredentials{ID: params.Get("client_id"), Method: ClientAuthNone}
+	_, hasSecret := params["client_secret"]
 	if hasSecret {
-		cc.Secret, cc.Method = form.Get("client_secret"), ClientSecretPost
+		cc.Secret, cc.Method = params.Get("client_secret"), ClientSecretPost
 	}
 	authz := r.Header.Values("Authorization")
 	if len(authz) > 1 {
-		return "", errRequest
+		return "", errRequest, nil
 	}
 	if user, pass, basic := r.BasicAuth(); basic {
 		// RFC 6749 §2.3.1: the credentials are form-encoded before Basic.
 		u, err1 := url.QueryUnescape(user)
 		p, err2 := url.QueryUnescape(pass)
 		if err1 != nil || err2 != nil || hasSecret || cc.ID != "" && cc.ID != u {
-			return "", errRequest // malformed, or two methods at once
+			return "", errRequest, nil // malformed, or two methods at once
 		}
 		cc = ClientCredentials{ID: u, Secret: p, Method: ClientSecretBasic}
 	} else if len(authz) == 1 && h.cfg.ClientAuth != nil {
 		// Another scheme, or a malformed Basic header, authenticates no
 		// client. (Without ClientAuth it is ignored: a browser app may send
 		// its bearer header everywhere, and nobody checks clients anyway.)
-		return "", errInvalidClient
+		return "", errInvalidClient, nil
 	}
 	if h.cfg.ClientAuth == nil {
 		if cc.Secret != "" {
-			return "", errInvalidClient // a secret nobody checks
+			return "", errInvalidClient, nil // a secret nobody checks
 		}
-		return cc.ID, nil
+		return cc.ID, nil, nil
 	}
 	if err := h.cfg.ClientAuth(r.Context(), cc); err != nil {
 		if errors.Is(err, ErrInvalidClient) {
-			return "", errInvalidClient
+			return "", errInvalidClient, nil
 		}
-		if h.cfg.OnError != nil {
-			h.cfg.OnError(r, fmt.Errorf("refresh: client authentication: %w", err))
-		}
-		return "", errClientFault
+		return "", errClientFault, fmt.Errorf("refresh: client authentication: %w", err)
 	}
-	return cc.ID, nil
+	return cc.ID, nil, nil
+}
+
+// AuthenticateClient authenticates the client of a sign-in request the way
+// the token, revocation and introspection endpoints authenticate theirs,
+// and returns its id, to bind the session with WithClientID: HTTP Basic
+// from r's Authorization header, client_secret_post from params, or a bare
+// client_id (none), each decided by HandlerConfig.ClientAuth. params holds
+// the request's own parameters: r.PostForm for a form body, the client_id
+// and client_secret members of a JSON body (a member present, even empty,
+// is a parameter present), or nil. A login handler that binds sessions to
+// the client_id a request names, without this, lets anyone with a user's
+// password sign in as any client, a confidential one included, and hold a
+// session and access tokens in its name.
+//
+// The error wraps ErrInvalidRequest for two methods at once, a malformed
+// or repeated credential (answer 400 invalid_request), is ErrInvalidClient
+// for a client ClientAuth refuses (401 invalid_client with
+// WWW-Authenticate: Basic), and wraps ClientAuth's own error otherwise
+// (503); WriteIssueError answers each. Without ClientAuth no client is
+// authenticated: the id named is returned as given, and a request that
+// carries a secret is refused (ErrInvalidClient), as the endpoints refuse
+// it. Safe for concurrent use.
+func (h *Handlers) AuthenticateClient(r *http.Request, params url.Values) (string, error) {
+	id, oe, fault := h.authClient(r, params)
+	switch {
+	case fault != nil:
+		return "", fault
+	case oe == errRequest:
+		return "", requestErr("client credentials repeated, malformed, or sent by two methods at once")
+	case oe != nil:
+		return "", ErrInvalidClient
+	}
+	return id, nil
 }
 
 // credentials finds the token of a request, in the form parameter param or,
@@ -497,15 +542,20 @@ func (h *Handlers) WriteDPoPError(w http.ResponseWriter, err error) {
 	h.fail(w, errDPoPProof)
 }
 
-// WriteIssueError answers a sign-in whose Issue failed the way the token
-// endpoint answers its own failures, with only an error code in the body:
-// 400 invalid_request when Issue refused a value (ErrInvalidRequest: a
-// client_id from the request that is not valid UTF-8 or holds NUL, say);
-// 400 invalid_dpop_proof, or use_dpop_nonce with a fresh DPoP-Nonce, when
-// it refused the DPoP proof (a replayed one); 503 temporarily_unavailable
-// for anything else (a store fault), which HandlerConfig.OnError sees.
+// WriteIssueError answers a sign-in whose Issue or AuthenticateClient
+// failed the way the token endpoint answers its own failures, with only an
+// error code in the body: 400 invalid_request when a value was refused
+// (ErrInvalidRequest: a client_id from the request that is not valid UTF-8
+// or holds NUL, say, or client credentials sent twice); 401
+// invalid_client with WWW-Authenticate: Basic for a client that did not
+// authenticate (ErrInvalidClient); 400 invalid_dpop_proof, or
+// use_dpop_nonce with a fresh DPoP-Nonce, when Issue refused the DPoP
+// proof (a replayed one); 503 temporarily_unavailable for anything else (a
+// store fault, ClientAuth's own failure), which HandlerConfig.OnError sees.
 func (h *Handlers) WriteIssueError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
+	case errors.Is(err, ErrInvalidClient):
+		h.fail(w, errInvalidClient)
 	case errors.Is(err, ErrInvalidRequest):
 		h.fail(w, errRequest)
 	case errors.Is(err, ErrInvalidToken): // the only token Issue checks is the DPoP proof

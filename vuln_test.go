@@ -759,3 +759,117 @@ func TestVuln14_PairScopeShared(t *testing.T) {
 	again.Scope[0] = "admin"
 	rotate(e.iss, p4.RefreshToken) // the one-round-trip path, from the cache
 }
+
+// 16 (our own review, later): with client authentication on, the demo's
+// sign-in bound the session to whatever client_id the request named, and
+// the library offered a login handler no way to authenticate its client as
+// the endpoints do: anyone with a user's password could sign in as the
+// confidential client "conf" without its secret and hold a session, and
+// access tokens whose client_id is "conf". AuthenticateClient applies the
+// token endpoint's rules to a sign-in; this login handler uses it the way
+// the README's does.
+func TestVuln16_SignInAsAnyClient(t *testing.T) {
+	e := newEnv(t)
+	var faults []error
+	var mu sync.Mutex
+	h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{ClientAuth: clientAuth, OnError: func(_ *http.Request, err error) {
+		mu.Lock()
+		faults = append(faults, err)
+		mu.Unlock()
+	}})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil {
+			http.Error(w, "bad form", http.StatusBadRequest)
+			return
+		}
+		// (the user's password is checked here)
+		client, err := h.AuthenticateClient(r, r.PostForm)
+		if err != nil {
+			h.WriteIssueError(w, r, err)
+			return
+		}
+		p, err := e.iss.Issue(r.Context(), "alice", refresh.WithClientID(client))
+		if err != nil {
+			h.WriteIssueError(w, r, err)
+			return
+		}
+		h.WriteTokenResponse(w, r, p)
+	}))
+	t.Cleanup(srv.Close)
+
+	refused := func(name string, status int, code string, form url.Values, hdr map[string]string) {
+		t.Helper()
+		r := postForm(t, nil, srv.URL, form, hdr)
+		assert.Equal(t, status, r.status, name)
+		assert.Equal(t, map[string]any{"error": code}, r.body, name)
+		if status == 401 {
+			assert.Equal(t, `Basic realm="token"`, r.header.Get("WWW-Authenticate"), name)
+		}
+		assert.Zero(t, e.store.Len(), "%s: a refused sign-in created a session", name)
+	}
+	refused("bare client_id of a confidential client", 401, "invalid_client", url.Values{"client_id": {"conf"}}, nil)
+	refused("wrong client_secret_post", 401, "invalid_client", url.Values{"client_id": {"conf"}, "client_secret": {"guess"}}, nil)
+	refused("empty client_secret_post", 401, "invalid_client", url.Values{"client_id": {"conf"}, "client_secret": {""}}, nil)
+	refused("wrong Basic secret", 401, "invalid_client", nil, basic("conf", "guess"))
+	refused("Basic for the public client", 401, "invalid_client", nil, basic("pub", ""))
+	refused("another scheme", 401, "invalid_client", url.Values{"client_id": {"conf"}}, map[string]string{"Authorization": "Bearer x"})
+	refused("no client, which clientAuth does not accept", 401, "invalid_client", nil, nil)
+	refused("two methods at once", 400, "invalid_request", url.Values{"client_secret": {"s3cret"}}, basic("conf", "s3cret"))
+	refused("Basic and another client_id", 400, "invalid_request", url.Values{"client_id": {"pub"}}, basic("conf", "s3cret"))
+	refused("client_id twice", 400, "invalid_request", url.Values{"client_id": {"pub", "conf"}}, nil)
+	refused("client_secret twice", 400, "invalid_request", url.Values{"client_id": {"conf"}, "client_secret": {"guess", "s3cret"}}, nil)
+	refused("the client database fails", 503, "temporarily_unavailable", url.Values{"client_id": {"broken"}}, nil)
+	mu.Lock()
+	require.Len(t, faults, 1, "ClientAuth's failure reaches OnError")
+	assert.ErrorContains(t, faults[0], "client database unreachable")
+	mu.Unlock()
+
+	// The clients themselves sign in, each session bound to its client.
+	for _, c := range []struct {
+		name, client string
+		form         url.Values
+		hdr          map[string]string
+	}{
+		{"client_secret_post", "conf", url.Values{"client_id": {"conf"}, "client_secret": {"s3cret"}}, nil},
+		{"client_secret_basic", "conf", nil, basic("conf", "s3cret")},
+		{"Basic beside the same client_id", "conf", url.Values{"client_id": {"conf"}}, basic("conf", "s3cret")},
+		{"public client", "pub", url.Values{"client_id": {"pub"}}, nil},
+	} {
+		r := postForm(t, nil, srv.URL, c.form, c.hdr)
+		require.Equal(t, 200, r.status, "%s: %s", c.name, r.raw)
+		claims, err := e.iss.Verify(bg, r.body["access_token"].(string))
+		require.NoError(t, err)
+		assert.Equal(t, c.client, claims.ClientID, c.name)
+		assert.Equal(t, c.client, e.session(t, claims.SessionID).ClientID, c.name)
+	}
+}
+
+// TestAuthenticateClientWithoutClientAuth: without ClientAuth no client is
+// authenticated, as at the endpoints: the id named comes back as given,
+// and a secret nobody would check is refused rather than taken as proof.
+func TestAuthenticateClientWithoutClientAuth(t *testing.T) {
+	e := newEnv(t)
+	h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{})
+	req := func(params url.Values, authz string) (string, error) {
+		r := httptest.NewRequest(http.MethodPost, "/login", nil)
+		if authz != "" {
+			r.Header.Set("Authorization", authz)
+		}
+		return h.AuthenticateClient(r, params)
+	}
+	id, err := req(url.Values{"client_id": {"web"}}, "")
+	require.NoError(t, err)
+	assert.Equal(t, "web", id)
+	id, err = req(nil, "")
+	require.NoError(t, err)
+	assert.Empty(t, id)
+	id, err = req(nil, "Bearer x") // a browser app's bearer header: ignored
+	require.NoError(t, err)
+	assert.Empty(t, id)
+	_, err = req(url.Values{"client_id": {"web"}, "client_secret": {"s"}}, "")
+	assert.ErrorIs(t, err, refresh.ErrInvalidClient)
+	_, err = req(nil, basic("web", "s")["Authorization"])
+	assert.ErrorIs(t, err, refresh.ErrInvalidClient)
+	_, err = req(url.Values{"client_id": {"a", "b"}}, "")
+	assert.ErrorIs(t, err, refresh.ErrInvalidRequest)
+}
