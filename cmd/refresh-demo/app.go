@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -174,16 +175,13 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 		}
 		failed := false // only a wrong password counts against the client
 		defer func() { done(failed) }()
-		var in struct {
-			Username string `json:"username"`
-			Password string `json:"password"`
-			ClientID string `json:"client_id"`
-		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxLoginBody)
+		var in url.Values // username, password, client_id, client_secret
 		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 		switch mt {
 		case "application/json":
-			if err := decodeLoginJSON(r.Body, &in.Username, &in.Password, &in.ClientID); err != nil {
+			var err error
+			if in, err = decodeLoginJSON(r.Body); err != nil {
 				badBody(w, err)
 				return
 			}
@@ -192,27 +190,38 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 				badBody(w, err)
 				return
 			}
-			for _, k := range []string{"username", "password", "client_id"} {
+			for _, k := range []string{"username", "password"} {
 				if len(r.PostForm[k]) > 1 { // which one would be meant? (RFC 6749 §3.2 asks the same)
 					writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
 					return
 				}
 			}
-			in.Username, in.Password, in.ClientID = r.PostForm.Get("username"), r.PostForm.Get("password"), r.PostForm.Get("client_id")
+			in = r.PostForm
 		default:
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
 			return
 		}
-		if in.Username == "" || in.Password == "" {
+		username, password := in.Get("username"), in.Get("password")
+		if username == "" || password == "" {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
 			return
 		}
-		u, ok := users[in.Username]
+		// The client the session will be bound to proves it is that client
+		// (HTTP Basic, client_secret, or a bare client_id ClientAuth accepts
+		// as public), as at the token endpoint: otherwise anyone with a
+		// user's password could hold a session in a confidential client's
+		// name.
+		clientID, err := h.AuthenticateClient(r, in)
+		if err != nil {
+			h.WriteIssueError(w, r, err) // 400, 401 invalid_client, or 503
+			return
+		}
+		u, ok := users[username]
 		hash := u.hash
 		if !ok {
 			hash = dummyHash
 		}
-		if bcrypt.CompareHashAndPassword(hash, []byte(in.Password)) != nil || !ok {
+		if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || !ok {
 			failed = true
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_credentials"})
 			return
@@ -229,10 +238,10 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 			refresh.WithClaims(map[string]any{"roles": u.roles}),
 			refresh.WithMeta(map[string]string{"user_agent": truncate(r.UserAgent(), 200), "ip": r.RemoteAddr}),
 		}
-		if in.ClientID != "" {
-			opts = append(opts, refresh.WithClientID(in.ClientID))
+		if clientID != "" {
+			opts = append(opts, refresh.WithClientID(clientID))
 		}
-		p, err := iss.Issue(r.Context(), in.Username, opts...)
+		p, err := iss.Issue(r.Context(), username, opts...)
 		if err != nil {
 			// 400 for a client_id no store keeps or a replayed DPoP proof,
 			// 503 for a store fault.
@@ -244,54 +253,50 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 }
 
 // decodeLoginJSON reads exactly one JSON object of string members named
-// exactly username, password and client_id (each optional, none twice) and
-// nothing after it. encoding/json alone would match names
-// case-insensitively, ignore unknown members, keep the last of a repeated
-// member and stop reading after the object, so that {"USERNAME":…}garbage
-// would sign in, and {"username":"bob","username":"alice",…} would show
-// bob to anything that reads the first and sign in alice.
-func decodeLoginJSON(body io.Reader, username, password, clientID *string) error {
+// exactly username, password, client_id and client_secret (each optional,
+// none twice) and nothing after it, and returns them as parameters.
+// encoding/json alone would match names case-insensitively, ignore unknown
+// members, keep the last of a repeated member and stop reading after the
+// object, so that {"USERNAME":…}garbage would sign in, and
+// {"username":"bob","username":"alice",…} would show bob to anything that
+// reads the first and sign in alice.
+func decodeLoginJSON(body io.Reader) (url.Values, error) {
 	dec := json.NewDecoder(body)
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return errors.New("login: not an object")
+		return nil, errors.New("login: not an object")
 	}
-	seen := map[string]bool{}
+	in := url.Values{}
 	for dec.More() {
 		k, err := dec.Token()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		name, _ := k.(string)
 		v, err := dec.Token()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		val, ok := v.(string)
 		if !ok {
-			return errors.New("login: a member that is not a string")
+			return nil, errors.New("login: a member that is not a string")
 		}
-		if seen[name] {
-			return errors.New("login: a repeated member")
-		}
-		seen[name] = true
 		switch name {
-		case "username":
-			*username = val
-		case "password":
-			*password = val
-		case "client_id":
-			*clientID = val
+		case "username", "password", "client_id", "client_secret":
 		default:
-			return errors.New("login: unknown member")
+			return nil, errors.New("login: unknown member")
 		}
+		if _, seen := in[name]; seen {
+			return nil, errors.New("login: a repeated member")
+		}
+		in.Set(name, val)
 	}
 	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
-		return errors.New("login: unterminated object")
+		return nil, errors.New("login: unterminated object")
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("login: data after the object")
+		return nil, errors.New("login: data after the object")
 	}
-	return nil
+	return in, nil
 }
 
 // badBody answers a login body that could not be read: 413 when too large,

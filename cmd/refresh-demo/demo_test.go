@@ -114,6 +114,12 @@ func post(t *testing.T, u, ctype, body string, hdr ...string) reply {
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
+	return doJSON(t, req)
+}
+
+// doJSON sends req and decodes the JSON answer.
+func doJSON(t *testing.T, req *http.Request) reply {
+	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -47,6 +47,8 @@ func FuzzDemo(f *testing.F) {
 		{"POST", "/login", "", "application/json", `{"username":"alice","password":"wonderland"}`},
 		{"POST", "/login", "", "application/x-www-form-urlencoded", "username=bob&password=x&client_id=c"},
 		{"POST", "/login", "", "application/json", `{"username":"bob","username":"alice","password":"wonderland"}`},
+		{"POST", "/login", "", "application/json", `{"username":"bob","password":"builder","client_id":"resource-server","client_secret":"{RS}"}`},
+		{"POST", "/login", "Authorization: Basic cmVzb3VyY2Utc2VydmVyOg==", "application/x-www-form-urlencoded", "username=bob&password=builder&client_secret="},
 		{"POST", "/token", "", "application/x-www-form-urlencoded", "grant_type=refresh_token&refresh_token={RT}"},
 		{"POST", "/token", "Authorization: Basic cmVzb3VyY2Utc2VydmVyOg==", "application/x-www-form-urlencoded", "grant_type=refresh_token&refresh_token={RT}&scope=profile"},
 		{"POST", "/revoke", "", "application/x-www-form-urlencoded", "token={AT}&token_type_hint=access_token"},

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"testing"
@@ -87,4 +89,90 @@ func TestOAuth2Client(t *testing.T) {
 
 func styleName(s oauth2.AuthStyle) string {
 	return map[oauth2.AuthStyle]string{oauth2.AuthStyleAutoDetect: "auto", oauth2.AuthStyleInParams: "params", oauth2.AuthStyleInHeader: "header"}[s]
+}
+
+// TestSignInCannotNameAConfidentialClient: with client authentication on,
+// the demo's sign-in authenticates the client it binds the session to, as
+// the token endpoint does. Before, anyone with a user's password could sign
+// in naming the confidential client "resource-server" without its secret
+// and hold a session, and access tokens (client_id), in its name.
+func TestSignInCannotNameAConfidentialClient(t *testing.T) {
+	iss := newTestIssuer(t)
+	srv := httptest.NewServer(newAuthMux(iss, authConfig{introspectionSecret: "rs-secret"}))
+	t.Cleanup(srv.Close)
+	basicAuth := func(id, secret string) string {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(id)+":"+url.QueryEscape(secret)))
+	}
+	bobs := func() int {
+		l, err := iss.Sessions(context.Background(), "bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(l)
+	}
+	for _, c := range []struct {
+		name, ctype, body string
+		hdr               []string
+		status            int
+		code              string
+	}{
+		{"bare client_id, form", form, "username=bob&password=builder&client_id=resource-server", nil, 401, "invalid_client"},
+		{"bare client_id, JSON", "application/json", `{"username":"bob","password":"builder","client_id":"resource-server"}`, nil, 401, "invalid_client"},
+		{"wrong secret in the body", form, "username=bob&password=builder&client_id=resource-server&client_secret=guess", nil, 401, "invalid_client"},
+		{"empty secret in the body", form, "username=bob&password=builder&client_id=resource-server&client_secret=", nil, 401, "invalid_client"},
+		{"wrong Basic secret", form, "username=bob&password=builder", []string{"Authorization", basicAuth("resource-server", "guess")}, 401, "invalid_client"},
+		{"two methods at once", form, "username=bob&password=builder&client_secret=rs-secret", []string{"Authorization", basicAuth("resource-server", "rs-secret")}, 400, "invalid_request"},
+		{"Basic naming another client_id", form, "username=bob&password=builder&client_id=mobile", []string{"Authorization", basicAuth("resource-server", "rs-secret")}, 400, "invalid_request"},
+		{"a secret for a public client", form, "username=bob&password=builder&client_id=mobile&client_secret=x", nil, 401, "invalid_client"},
+	} {
+		before := bobs()
+		r := post(t, srv.URL+"/login", c.ctype, c.body, c.hdr...)
+		if r.status != c.status || r.body["error"] != c.code || r.body["access_token"] != nil {
+			t.Errorf("%s: %d %v, want %d %s and no token", c.name, r.status, r.body, c.status, c.code)
+		}
+		if n := bobs(); n != before {
+			t.Errorf("%s: bob has %d sessions, had %d: a refused sign-in created one", c.name, n, before)
+		}
+	}
+
+	// The client itself, with its secret either way, and a public client
+	// by name, still sign in; the confidential client's session refreshes
+	// only with the secret.
+	for _, c := range []struct {
+		name, body, client string
+		hdr                []string
+	}{
+		{"client_secret_post", "username=bob&password=builder&client_id=resource-server&client_secret=rs-secret", "resource-server", nil},
+		{"client_secret_basic", "username=bob&password=builder", "resource-server", []string{"Authorization", basicAuth("resource-server", "rs-secret")}},
+		{"public client", "username=bob&password=builder&client_id=mobile", "mobile", nil},
+	} {
+		r := post(t, srv.URL+"/login", form, c.body, c.hdr...)
+		if r.status != 200 {
+			t.Fatalf("%s: %d %v", c.name, r.status, r.body)
+		}
+		me := getBearer(t, srv.URL+"/me", r.body["access_token"].(string))
+		if me.status != 200 || me.body["client_id"] != c.client {
+			t.Errorf("%s: /me %d %v, want client_id %s", c.name, me.status, me.body, c.client)
+		}
+		if c.client != "resource-server" {
+			continue
+		}
+		rt := r.body["refresh_token"].(string)
+		bare := post(t, srv.URL+"/token", form, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {"resource-server"}}.Encode())
+		if bare.status != 401 || bare.body["error"] != "invalid_client" {
+			t.Errorf("%s: refresh without the secret: %d %v", c.name, bare.status, bare.body)
+		}
+		ok := post(t, srv.URL+"/token", form, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}.Encode(), "Authorization", basicAuth("resource-server", "rs-secret"))
+		if ok.status != 200 {
+			t.Errorf("%s: refresh with the secret: %d %v", c.name, ok.status, ok.body)
+		}
+	}
+}
+
+// getBearer GETs u with the access token and decodes the JSON answer.
+func getBearer(t *testing.T, u, accessToken string) reply {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.Header.Set("Authorization", "Bearer "+accessToken)
+	return doJSON(t, req)
 }
