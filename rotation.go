@@ -911,6 +911,10 @@ func (iss *Issuer) Sessions(ctx context.Context, subject string) ([]SessionInfo,
 // RevokedRetention ago. With a Store that is a ProofRecorder it also
 // removes expired DPoP proof records (not counted). Run it periodically
 // (every few minutes) so tables stay bounded by the sessions actually in use.
+// One call makes at most MaxSweepBatches calls of each kind and stops early
+// when ctx ends, so that a store that keeps reporting full batches (a bug
+// that reports rows it did not delete) cannot keep it looping; the next call
+// goes on where it stopped.
 func (iss *Issuer) Sweep(ctx context.Context, batch int) (int, error) {
 	if batch <= 0 {
 		batch = 1000
@@ -926,7 +930,10 @@ func (iss *Issuer) Sweep(ctx context.Context, batch int) (int, error) {
 		del = func() (int, error) { return sd.DeleteStale(ctx, now, idleBy, revokedBy, batch) }
 	}
 	total := 0
-	for {
+	for i := 0; i < MaxSweepBatches; i++ {
+		if err := ctx.Err(); err != nil {
+			return total, storeErr("delete expired", err)
+		}
 		n, err := del()
 		total += n
 		if err != nil {
@@ -938,7 +945,10 @@ func (iss *Issuer) Sweep(ctx context.Context, batch int) (int, error) {
 	}
 	// Expired DPoP proof records too, not counted: they are not sessions.
 	if pr := iss.rs.proofs; pr != nil {
-		for {
+		for i := 0; i < MaxSweepBatches; i++ {
+			if err := ctx.Err(); err != nil {
+				return total, storeErr("delete expired proofs", err)
+			}
 			n, err := pr.DeleteExpiredProofs(ctx, now, batch)
 			if err != nil {
 				return total, storeErr("delete expired proofs", err)
@@ -950,3 +960,7 @@ func (iss *Issuer) Sweep(ctx context.Context, batch int) (int, error) {
 	}
 	return total, nil
 }
+
+// MaxSweepBatches bounds the store calls of one Issuer.Sweep: at the default
+// batch of 1,000, a million sessions a call.
+const MaxSweepBatches = 1000

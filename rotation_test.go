@@ -874,6 +874,41 @@ func TestSweep(t *testing.T) {
 	assert.Equal(t, 0, n)
 }
 
+// lyingSweeper reports every batch full and deletes nothing: a store bug
+// that once kept Sweep looping for ever.
+type lyingSweeper struct {
+	*refresh.MemoryStore
+	calls  int
+	cancel func() // called at the fifth call, if set
+}
+
+func (l *lyingSweeper) DeleteStale(_ context.Context, _, _, _ time.Time, limit int) (int, error) {
+	if l.calls++; l.calls == 5 && l.cancel != nil {
+		l.cancel()
+	}
+	return limit, nil
+}
+
+// TestSweepBounded: a store that keeps reporting full batches without
+// deleting anything costs one Sweep call at most MaxSweepBatches store
+// calls, and a cancelled context stops it at once.
+func TestSweepBounded(t *testing.T) {
+	st := &lyingSweeper{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	e := newEnv(t, func(c *refresh.Config) { c.Store = st })
+	n, err := e.iss.Sweep(bg, 10)
+	require.NoError(t, err)
+	assert.Equal(t, refresh.MaxSweepBatches, st.calls)
+	assert.Equal(t, 10*refresh.MaxSweepBatches, n)
+
+	cctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	st.calls, st.cancel = 0, cancel
+	_, err = e.iss.Sweep(cctx, 10)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.False(t, refresh.IsClientError(err))
+	assert.Equal(t, 5, st.calls, "no store call after the context ended")
+}
+
 // A store failure is a system fault: wrapped, not a client error.
 func TestStoreFailureIsSystemFault(t *testing.T) {
 	boom := errors.New("connection refused")
