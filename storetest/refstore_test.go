@@ -145,6 +145,10 @@ func (r *refStore) Create(ctx context.Context, s *refresh.Session) error {
 		c.Subject = c.Subject[:255]
 	case r.is("scope-sorted"):
 		slices.Sort(c.Scope)
+	case r.is("create-seed-16") && len(c.Seed) > 16:
+		c.Seed = c.Seed[:16] // bytea column sized for a UUID
+	case r.is("create-expires-default"):
+		c.ExpiresAt = c.CreatedAt.Add(90 * 24 * time.Hour) // DEFAULT created_at + 90 days
 	}
 	c.CreatedAt, c.RotatedAt, c.ExpiresAt, c.RevokedAt = r.store(c.CreatedAt), r.store(c.RotatedAt), r.store(c.ExpiresAt), r.store(c.RevokedAt)
 	if r.is("create-server-clock") { // DEFAULT now() instead of the given times
@@ -190,13 +194,17 @@ func (r *refStore) Get(ctx context.Context, id string) (*refresh.Session, error)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.get(id)
-	if s == nil {
+	if s == nil || r.is("get-revoked-notfound") && s.Revoked() {
 		return nil, refresh.ErrSessionNotFound
 	}
 	if c := r.cache[id]; c != nil {
 		return r.out(c), nil
 	}
-	return r.out(s), nil
+	c := r.out(s)
+	if r.is("get-zero-graceuses") {
+		c.GraceUses = 0 // the column not selected
+	}
+	return c, nil
 }
 
 func (r *refStore) Advance(ctx context.Context, id string, from uint64, at time.Time) error {
@@ -233,6 +241,9 @@ func (r *refStore) Advance(ctx context.Context, id string, from uint64, at time.
 	}
 	if !r.is("advance-keeps-grace") {
 		s.GraceUses = 0
+	}
+	if r.is("advance-sets-createdat") {
+		s.CreatedAt = s.RotatedAt
 	}
 	return nil
 }
@@ -456,6 +467,9 @@ func (r *refStore) RevokeSubject(ctx context.Context, subject string, at time.Ti
 		if seen++; seen > 100 && r.is("revsubj-one-batch") {
 			break // one page of a paginated update
 		}
+		if seen == 1 && r.is("revsubj-skips-first") {
+			continue // an off-by-one in the page loop
+		}
 		switch {
 		case !s.Revoked():
 			s.RevokedAt, s.RevokeReason = r.store(at), reason
@@ -489,8 +503,14 @@ func (r *refStore) Sessions(ctx context.Context, subject string) ([]*refresh.Ses
 			out = append(out, r.listed(s)) // a stale index entry
 			continue
 		}
+		if r.is("sessions-live-only") && s.Revoked() {
+			continue // WHERE revoked_at IS NULL
+		}
 		if !dup && r.subjectMatches(s.Subject, subject, false) {
 			out = append(out, r.listed(s))
+			if r.is("sessions-dup") && len(s.Meta) > 1 {
+				out = append(out, r.listed(s)) // a join on a metadata table
+			}
 		}
 	}
 	for i, c := range out {
@@ -596,8 +616,12 @@ func (r *refStore) deleteWhere(ctx context.Context, method string, limit int, st
 		id, _, _ := strings.Cut(key, "\x00")
 		s := r.m[id]
 		if s != nil && stale(s) && n < limit {
-			delete(r.m, id)
 			n++
+			if r.is("del-reports-only") && method == "deleteexpired" || r.is("stale-reports-only") && method == "deletestale" {
+				keep = append(keep, key) // the DELETE in a transaction never committed
+				continue
+			}
+			delete(r.m, id)
 			continue
 		}
 		keep = append(keep, key)
@@ -635,6 +659,9 @@ func (r *refStore) RecordProof(ctx context.Context, id string, now, expires time
 	defer r.mu.Unlock()
 	if r.is("proof-casefold") { // a _ci collation on the id column
 		id = strings.ToLower(id)
+	}
+	if r.is("proof-prefix32") && len(id) > 32 { // a char(32) column
+		id = id[:32]
 	}
 	e, seen := r.proof[id]
 	switch {
