@@ -52,6 +52,8 @@ var mutants = map[string]string{
 	// Aliasing.
 	"alias-create-scope":    "Create keeps the caller's Scope slice",
 	"alias-create-meta":     "Create keeps the caller's Meta map",
+	"alias-create-seed":     "Create keeps the caller's Seed slice",
+	"alias-create-claims":   "Create keeps the caller's Claims slice",
 	"alias-intern-scope":    "scopes interned, keeping the first caller's slice",
 	"alias-get-seed":        "Get returns the store's own Seed slice",
 	"alias-get-claims":      "Get returns the store's own Claims slice",

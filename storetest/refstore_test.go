@@ -121,6 +121,10 @@ func (r *refStore) Create(ctx context.Context, s *refresh.Session) error {
 		c.Scope = s.Scope
 	case r.is("alias-create-meta"):
 		c.Meta = s.Meta
+	case r.is("alias-create-seed"):
+		c.Seed = s.Seed
+	case r.is("alias-create-claims"):
+		c.Claims = s.Claims
 	case r.is("alias-intern-scope"):
 		key := strings.Join(s.Scope, " ")
 		if in, ok := r.scope[key]; ok {
