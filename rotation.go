@@ -929,33 +929,32 @@ func (iss *Issuer) Sweep(ctx context.Context, batch int) (int, error) {
 		}
 		del = func() (int, error) { return sd.DeleteStale(ctx, now, idleBy, revokedBy, batch) }
 	}
+	total, err := drain(ctx, batch, "delete expired", del)
+	if err != nil {
+		return total, err
+	}
+	// Expired DPoP proof records too, not counted: they are not sessions.
+	if pr := iss.rs.proofs; pr != nil {
+		_, err = drain(ctx, batch, "delete expired proofs", func() (int, error) { return pr.DeleteExpiredProofs(ctx, now, batch) })
+	}
+	return total, err
+}
+
+// drain calls del until it reports fewer than batch deletions, at most
+// MaxSweepBatches times and not after ctx ends, and returns the total.
+func drain(ctx context.Context, batch int, what string, del func() (int, error)) (int, error) {
 	total := 0
 	for i := 0; i < MaxSweepBatches; i++ {
 		if err := ctx.Err(); err != nil {
-			return total, storeErr("delete expired", err)
+			return total, storeErr(what, err)
 		}
 		n, err := del()
 		total += n
 		if err != nil {
-			return total, storeErr("delete expired", err)
+			return total, storeErr(what, err)
 		}
 		if n < batch {
 			break
-		}
-	}
-	// Expired DPoP proof records too, not counted: they are not sessions.
-	if pr := iss.rs.proofs; pr != nil {
-		for i := 0; i < MaxSweepBatches; i++ {
-			if err := ctx.Err(); err != nil {
-				return total, storeErr("delete expired proofs", err)
-			}
-			n, err := pr.DeleteExpiredProofs(ctx, now, batch)
-			if err != nil {
-				return total, storeErr("delete expired proofs", err)
-			}
-			if n < batch {
-				break
-			}
 		}
 	}
 	return total, nil
