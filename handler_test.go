@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,6 +227,109 @@ func TestRefreshStoreDownWarmInstance(t *testing.T) {
 }
 
 var errSecretDetail = errors.New("dial tcp 10.0.0.7:5432: secret detail")
+
+// swapThiefStore lets another rotation of the token win while the
+// caller's own swap fails without taking effect: armed, its next swap
+// advances the session as that other rotation (a nanosecond later) and
+// returns a fault.
+type swapThiefStore struct {
+	*refresh.MemoryStore
+	armed atomic.Bool
+}
+
+func (s *swapThiefStore) Advance(ctx context.Context, id string, from uint64, at time.Time) error {
+	if s.armed.CompareAndSwap(true, false) {
+		_ = s.MemoryStore.Advance(ctx, id, from, at.Add(time.Nanosecond))
+		return errSecretDetail
+	}
+	return s.MemoryStore.Advance(ctx, id, from, at)
+}
+
+func (s *swapThiefStore) AdvanceActive(ctx context.Context, id string, from uint64, at, activeAfter time.Time) error {
+	if s.armed.CompareAndSwap(true, false) {
+		_ = s.MemoryStore.Advance(ctx, id, from, at.Add(time.Nanosecond))
+		return errSecretDetail
+	}
+	return s.MemoryStore.AdvanceActive(ctx, id, from, at, activeAfter)
+}
+
+// TestLostStoreReplyNotOurs: a swap that failed is taken for a lost reply
+// only when the session shows this very swap (its RotatedAt to the
+// nanosecond). When another rotation of the token won meanwhile, the
+// failed one answers 503 and gets no successor, so that a thief's and a
+// victim's presentations of one token still meet as reuse.
+func TestLostStoreReplyNotOurs(t *testing.T) {
+	for _, cold := range []bool{false, true} {
+		st := &swapThiefStore{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+		e := newEnv(t, func(c *refresh.Config) { c.Store = st })
+		iss := e.iss
+		if cold {
+			var err error
+			iss, err = refresh.NewIssuer(e.cfg)
+			require.NoError(t, err)
+		}
+		p := e.issue(t, "alice")
+		st.armed.Store(true)
+		_, err := iss.Rotate(context.Background(), p.RefreshToken)
+		require.ErrorIs(t, err, errSecretDetail, "cold %v", cold)
+		assert.False(t, refresh.IsClientError(err))
+		s, err := st.Get(context.Background(), p.SessionID)
+		require.NoError(t, err)
+		assert.Equal(t, uint64(1), s.Generation, "the other rotation won")
+		_, err = iss.Rotate(context.Background(), p.RefreshToken)
+		require.ErrorIs(t, err, refresh.ErrReused, "cold %v: presented again, the token is reuse", cold)
+	}
+}
+
+// TestLostStoreReply: the store commits a rotation's swap and its reply is
+// lost (a connection reset after the commit). The Issuer looks, sees its
+// own swap (the next generation, its own RotatedAt to the nanosecond) and
+// answers 200, on the one-round-trip path and the two-round-trip one, with
+// grace 0: before, it answered 503, and the client's retry of its token,
+// rotated by then, was reuse and ended the session. When it cannot look
+// (the store fails that too) it answers 503; the retry is then reuse with
+// grace 0, and within grace receives the same successor.
+func TestLostStoreReply(t *testing.T) {
+	for _, cold := range []bool{false, true} {
+		e := newEnv(t)
+		iss := e.iss
+		if cold { // an instance that has not seen the session: Get, then Advance
+			var err error
+			iss, err = refresh.NewIssuer(e.cfg)
+			require.NoError(t, err)
+		}
+		srv := httptest.NewServer(refresh.NewHandlers(iss, refresh.HandlerConfig{}).RefreshHandler())
+		t.Cleanup(srv.Close)
+		p := e.issue(t, "alice")
+		e.fx.LoseStoreReplies(errSecretDetail, "Advance", "AdvanceActive")
+		r := postForm(t, nil, srv.URL, refreshForm(p.RefreshToken), nil)
+		require.Equal(t, 200, r.status, "cold %v: %s", cold, r.raw)
+		assert.Equal(t, uint64(1), e.session(t, p.SessionID).Generation)
+		e.fx.FailStore(nil)
+		next := postForm(t, nil, srv.URL, refreshForm(r.body["refresh_token"].(string)), nil)
+		require.Equal(t, 200, next.status, "cold %v: the successor rotates: %s", cold, next.raw)
+		assert.False(t, e.session(t, p.SessionID).Revoked())
+	}
+
+	for _, grace := range []time.Duration{0, time.Second} {
+		e := newEnv(t, func(c *refresh.Config) { c.Grace = grace })
+		srv, _ := e.server(t, refresh.HandlerConfig{})
+		p := e.issue(t, "alice")
+		e.fx.LoseStoreReplies(errSecretDetail, "AdvanceActive", "Get") // and the look fails too
+		r := postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
+		assert.Equal(t, 503, r.status, "grace %v", grace)
+		assert.Equal(t, uint64(1), e.session(t, p.SessionID).Generation, "the swap was committed")
+		e.fx.FailStore(nil)
+		retry := postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
+		if grace == 0 {
+			assert.Equal(t, 400, retry.status, "strict rotation: the retry is reuse")
+			assert.True(t, e.session(t, p.SessionID).Revoked())
+			continue
+		}
+		require.Equal(t, 200, retry.status, retry.raw)
+		assert.False(t, e.session(t, p.SessionID).Revoked())
+	}
+}
 
 // TestReuseWhileRevokeFails: a rotated token presented again while the
 // store cannot revoke is 503, not invalid_grant: the client is not told

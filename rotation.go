@@ -555,7 +555,7 @@ func (iss *Issuer) rotateActive(ctx context.Context, dst *Pair, rc *refreshClaim
 	if err != nil {
 		return nil, err, true
 	}
-	err = iss.active.AdvanceActive(ctx, s.ID, rc.gen, now, now.Add(-iss.cfg.IdleTTL))
+	err = iss.settle(ctx, iss.active.AdvanceActive(ctx, s.ID, rc.gen, now, now.Add(-iss.cfg.IdleTTL)), s.ID, rc.gen, now)
 	switch {
 	case err == nil:
 		s.Generation, s.RotatedAt = rc.gen+1, now
@@ -567,6 +567,27 @@ func (iss *Issuer) rotateActive(ctx context.Context, dst *Pair, rc *refreshClaim
 	default:
 		return nil, storeErr("update", err), true
 	}
+}
+
+// settle returns err, the answer of a swap of session id from generation
+// from made at at, or nil when err is a fault and the swap took effect all
+// the same: a database that committed the update and lost its reply (a
+// connection reset after the commit). The session is then live at from+1
+// with RotatedAt exactly at. Without this look the rotation would answer
+// 503 although it happened, and the client's retry with its token, now
+// rotated, would be reuse and end the session. It costs one Get, on a fault
+// only, and none once ctx has ended. The one way it could take another's
+// swap for its own is a concurrent rotation of the same token that
+// succeeded at the very same nanosecond, and that one hands out the same
+// successor.
+func (iss *Issuer) settle(ctx context.Context, err error, id string, from uint64, at time.Time) error {
+	if err == nil || errors.Is(err, ErrConflict) || errors.Is(err, ErrSessionNotFound) || ctx.Err() != nil {
+		return err
+	}
+	if s, gerr := iss.store.Get(ctx, id); gerr == nil && s.Generation == from+1 && s.RotatedAt.Equal(at) && !s.Revoked() {
+		return nil
+	}
+	return err
 }
 
 // Rotate exchanges a refresh token for a new pair. The rules (DESIGN.md,
@@ -642,7 +663,7 @@ func (iss *Issuer) rotate(ctx context.Context, dst *Pair, refreshToken string, o
 			return nil, err
 		}
 		if rc.gen == head {
-			err = iss.store.Advance(ctx, s.ID, head, now)
+			err = iss.settle(ctx, iss.store.Advance(ctx, s.ID, head, now), s.ID, head, now)
 			if err == nil {
 				s.Generation, s.RotatedAt, s.GraceUses = head+1, now, 0
 				iss.emit(ctx, Event{Kind: EventRotated, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})

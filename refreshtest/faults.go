@@ -45,9 +45,27 @@ func (f *Issuer) FailStore(err error, methods ...string) {
 	f.faults.set.Store(&faultSet{err: err, only: slices.Clone(methods)})
 }
 
+// LoseStoreReplies is FailStore for replies lost after the fact: the named
+// calls (all, with none) reach the store and take effect, then return err,
+// as when a database commits an update and the connection drops before its
+// reply arrives. The Issuer then cannot tell from the error whether a
+// rotation happened; a rotation whose swap took effect is still answered
+// as a success (the Issuer looks), and what a service of its own does with
+// such faults can be tested the same way. LoseStoreReplies(nil) and
+// FailStore(nil) end either mode. It is safe to call while requests are
+// being served.
+func (f *Issuer) LoseStoreReplies(err error, methods ...string) {
+	f.t.Helper()
+	f.FailStore(err, methods...)
+	if fs := f.faults.set.Load(); fs != nil {
+		f.faults.set.Store(&faultSet{err: fs.err, only: fs.only, after: true})
+	}
+}
+
 type faultSet struct {
-	err  error
-	only []string // empty: every method
+	err   error
+	only  []string // empty: every method
+	after bool     // the call takes effect before it fails (LoseStoreReplies)
 }
 
 // faultyStore is New's MemoryStore as the Issuer sees it: each call first
@@ -57,94 +75,144 @@ type faultyStore struct {
 	set atomic.Pointer[faultSet]
 }
 
-func (s *faultyStore) fault(method string) error {
+// fault returns the error a call fails with before it reaches the store
+// (early, FailStore), or after it took effect (late, LoseStoreReplies), or
+// neither.
+func (s *faultyStore) fault(method string) (early, late error) {
 	fs := s.set.Load()
 	if fs == nil || len(fs.only) > 0 && !slices.Contains(fs.only, method) {
-		return nil
+		return nil, nil
 	}
-	return fs.err
+	if fs.after {
+		return nil, fs.err
+	}
+	return fs.err, nil
+}
+
+// lost is err, or late when the call's reply is lost.
+func lost(err, late error) error {
+	if late != nil {
+		return late
+	}
+	return err
 }
 
 func (s *faultyStore) Create(ctx context.Context, sess *refresh.Session) error {
-	if err := s.fault("Create"); err != nil {
-		return err
+	early, late := s.fault("Create")
+	if early != nil {
+		return early
 	}
-	return s.MemoryStore.Create(ctx, sess)
+	return lost(s.MemoryStore.Create(ctx, sess), late)
 }
 
 func (s *faultyStore) Get(ctx context.Context, id string) (*refresh.Session, error) {
-	if err := s.fault("Get"); err != nil {
-		return nil, err
+	early, late := s.fault("Get")
+	if early != nil {
+		return nil, early
 	}
-	return s.MemoryStore.Get(ctx, id)
+	v, err := s.MemoryStore.Get(ctx, id)
+	if late != nil {
+		return nil, late
+	}
+	return v, err
 }
 
 func (s *faultyStore) Advance(ctx context.Context, id string, from uint64, at time.Time) error {
-	if err := s.fault("Advance"); err != nil {
-		return err
+	early, late := s.fault("Advance")
+	if early != nil {
+		return early
 	}
-	return s.MemoryStore.Advance(ctx, id, from, at)
+	return lost(s.MemoryStore.Advance(ctx, id, from, at), late)
 }
 
 func (s *faultyStore) AdvanceActive(ctx context.Context, id string, from uint64, at, activeAfter time.Time) error {
-	if err := s.fault("AdvanceActive"); err != nil {
-		return err
+	early, late := s.fault("AdvanceActive")
+	if early != nil {
+		return early
 	}
-	return s.MemoryStore.AdvanceActive(ctx, id, from, at, activeAfter)
+	return lost(s.MemoryStore.AdvanceActive(ctx, id, from, at, activeAfter), late)
 }
 
 func (s *faultyStore) UseGrace(ctx context.Context, id string, generation uint64, limit uint32) error {
-	if err := s.fault("UseGrace"); err != nil {
-		return err
+	early, late := s.fault("UseGrace")
+	if early != nil {
+		return early
 	}
-	return s.MemoryStore.UseGrace(ctx, id, generation, limit)
+	return lost(s.MemoryStore.UseGrace(ctx, id, generation, limit), late)
 }
 
 func (s *faultyStore) Revoke(ctx context.Context, id string, at time.Time, reason string) error {
-	if err := s.fault("Revoke"); err != nil {
-		return err
+	early, late := s.fault("Revoke")
+	if early != nil {
+		return early
 	}
-	return s.MemoryStore.Revoke(ctx, id, at, reason)
+	return lost(s.MemoryStore.Revoke(ctx, id, at, reason), late)
 }
 
 func (s *faultyStore) RevokeSubject(ctx context.Context, subject string, at time.Time, reason string) (int, error) {
-	if err := s.fault("RevokeSubject"); err != nil {
-		return 0, err
+	early, late := s.fault("RevokeSubject")
+	if early != nil {
+		return 0, early
 	}
-	return s.MemoryStore.RevokeSubject(ctx, subject, at, reason)
+	v, err := s.MemoryStore.RevokeSubject(ctx, subject, at, reason)
+	if late != nil {
+		return 0, late
+	}
+	return v, err
 }
 
 func (s *faultyStore) Sessions(ctx context.Context, subject string) ([]*refresh.Session, error) {
-	if err := s.fault("Sessions"); err != nil {
-		return nil, err
+	early, late := s.fault("Sessions")
+	if early != nil {
+		return nil, early
 	}
-	return s.MemoryStore.Sessions(ctx, subject)
+	v, err := s.MemoryStore.Sessions(ctx, subject)
+	if late != nil {
+		return nil, late
+	}
+	return v, err
 }
 
 func (s *faultyStore) DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error) {
-	if err := s.fault("DeleteExpired"); err != nil {
-		return 0, err
+	early, late := s.fault("DeleteExpired")
+	if early != nil {
+		return 0, early
 	}
-	return s.MemoryStore.DeleteExpired(ctx, before, limit)
+	v, err := s.MemoryStore.DeleteExpired(ctx, before, limit)
+	if late != nil {
+		return 0, late
+	}
+	return v, err
 }
 
 func (s *faultyStore) DeleteStale(ctx context.Context, expiredBy, idleBy, revokedBy time.Time, limit int) (int, error) {
-	if err := s.fault("DeleteStale"); err != nil {
-		return 0, err
+	early, late := s.fault("DeleteStale")
+	if early != nil {
+		return 0, early
 	}
-	return s.MemoryStore.DeleteStale(ctx, expiredBy, idleBy, revokedBy, limit)
+	v, err := s.MemoryStore.DeleteStale(ctx, expiredBy, idleBy, revokedBy, limit)
+	if late != nil {
+		return 0, late
+	}
+	return v, err
 }
 
 func (s *faultyStore) RecordProof(ctx context.Context, id string, now, expires time.Time) error {
-	if err := s.fault("RecordProof"); err != nil {
-		return err
+	early, late := s.fault("RecordProof")
+	if early != nil {
+		return early
 	}
-	return s.MemoryStore.RecordProof(ctx, id, now, expires)
+	return lost(s.MemoryStore.RecordProof(ctx, id, now, expires), late)
 }
 
 func (s *faultyStore) DeleteExpiredProofs(ctx context.Context, before time.Time, limit int) (int, error) {
-	if err := s.fault("DeleteExpiredProofs"); err != nil {
-		return 0, err
+	early, late := s.fault("DeleteExpiredProofs")
+	if early != nil {
+		return 0, early
 	}
-	return s.MemoryStore.DeleteExpiredProofs(ctx, before, limit)
+	v, err := s.MemoryStore.DeleteExpiredProofs(ctx, before, limit)
+	if late != nil {
+		return 0, late
+	}
+	return v, err
 }

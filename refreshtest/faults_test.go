@@ -74,8 +74,14 @@ func TestFailStoreCoversEveryStoreCall(t *testing.T) {
 	rt := refreshtest.New(t)
 	ctx := context.Background()
 	now := rt.Clock.Now()
-	for _, name := range refreshtest.StoreMethods() {
-		rt.FailStore(errDown, name)
+	seen := map[string]bool{} // each name twice: FailStore, then LoseStoreReplies
+	for _, name := range append(refreshtest.StoreMethods(), refreshtest.StoreMethods()...) {
+		fail := rt.FailStore
+		if _, second := seen[name]; second {
+			fail = rt.LoseStoreReplies
+		}
+		seen[name] = true
+		fail(errDown, name)
 		st := rt.Config.Store
 		var err error
 		switch name {
@@ -128,4 +134,25 @@ func TestFailStoreRefusesUnknownNames(t *testing.T) {
 		rt.FailStore(errDown)
 	}()
 	assert.Contains(t, rec.failed, "replaced the Store")
+}
+
+// LoseStoreReplies: the call takes effect and then fails, as a commit whose
+// reply was lost; a rotation caught so is still answered as the success it
+// was, since the Issuer looks.
+func TestLoseStoreReplies(t *testing.T) {
+	rt := refreshtest.New(t)
+	ctx := context.Background()
+	p := rt.Login("alice")
+	rt.LoseStoreReplies(errDown, "Revoke")
+	require.ErrorIs(t, rt.RevokeSession(ctx, p.SessionID), errDown)
+	assert.True(t, rt.Session(p.SessionID).Revoked(), "the revocation took effect")
+
+	q := rt.Login("bob")
+	rt.LoseStoreReplies(errDown, "AdvanceActive")
+	next, err := rt.Rotate(ctx, q.RefreshToken)
+	require.NoError(t, err, "the swap took effect; the Issuer saw it")
+	assert.Equal(t, uint64(1), rt.Session(q.SessionID).Generation)
+	rt.LoseStoreReplies(nil)
+	_, err = rt.Rotate(ctx, next.RefreshToken)
+	require.NoError(t, err)
 }
