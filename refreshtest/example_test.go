@@ -87,3 +87,27 @@ func ExampleIssuer_FailStore() {
 	// 200 1 device(s)
 	// 503 try again later
 }
+
+// A database that commits and then loses its reply: the sign-out below
+// reports an error, yet the session has ended, so a "try again" answer
+// must not pretend otherwise; and a rotation caught so still succeeds,
+// because the Issuer looks before it answers.
+func ExampleIssuer_LoseStoreReplies() {
+	t := &testing.T{}
+	iss := refreshtest.New(t)
+	ctx := context.Background()
+	reset := errors.New("read tcp 10.0.0.7:5432: connection reset by peer")
+
+	p := iss.Login("alice")
+	iss.LoseStoreReplies(reset, "Revoke")
+	err := iss.RevokeSession(ctx, p.SessionID)
+	fmt.Println("sign-out error:", err != nil, "- session ended:", iss.Session(p.SessionID).Revoked())
+
+	q := iss.Login("bob")
+	iss.LoseStoreReplies(reset, "AdvanceActive")
+	_, err = iss.Rotate(ctx, q.RefreshToken)
+	fmt.Println("rotation error:", err, "- generation:", iss.Session(q.SessionID).Generation)
+	// Output:
+	// sign-out error: true - session ended: true
+	// rotation error: <nil> - generation: 1
+}
