@@ -253,7 +253,7 @@ func (s *swapThiefStore) AdvanceActive(ctx context.Context, id string, from uint
 	return s.MemoryStore.AdvanceActive(ctx, id, from, at, activeAfter)
 }
 
-// TestLostStoreReplyNotOurs: a swap that failed is taken for a lost reply
+// TestLostStoreReplyNotOurs, over HTTP: a swap that failed is taken for a lost reply
 // only when the session shows this very swap (its RotatedAt to the
 // nanosecond). When another rotation of the token won meanwhile, the
 // failed one answers 503 and gets no successor, so that a thief's and a
@@ -268,16 +268,22 @@ func TestLostStoreReplyNotOurs(t *testing.T) {
 			iss, err = refresh.NewIssuer(e.cfg)
 			require.NoError(t, err)
 		}
+		srv := httptest.NewServer(refresh.NewHandlers(iss, refresh.HandlerConfig{}).RefreshHandler())
+		t.Cleanup(srv.Close)
 		p := e.issue(t, "alice")
 		st.armed.Store(true)
-		_, err := iss.Rotate(context.Background(), p.RefreshToken)
-		require.ErrorIs(t, err, errSecretDetail, "cold %v", cold)
-		assert.False(t, refresh.IsClientError(err))
+		r := postForm(t, nil, srv.URL, refreshForm(p.RefreshToken), nil)
+		assert.Equal(t, 503, r.status, "cold %v: %s", cold, r.raw)
+		assert.Nil(t, r.body["refresh_token"])
 		s, err := st.Get(context.Background(), p.SessionID)
 		require.NoError(t, err)
 		assert.Equal(t, uint64(1), s.Generation, "the other rotation won")
-		_, err = iss.Rotate(context.Background(), p.RefreshToken)
-		require.ErrorIs(t, err, refresh.ErrReused, "cold %v: presented again, the token is reuse", cold)
+		r = postForm(t, nil, srv.URL, refreshForm(p.RefreshToken), nil)
+		assert.Equal(t, 400, r.status, "cold %v: presented again, the token is reuse", cold)
+		assert.Equal(t, "invalid_grant", r.body["error"])
+		s, err = st.Get(context.Background(), p.SessionID)
+		require.NoError(t, err)
+		assert.True(t, s.Revoked(), "cold %v: reuse ended the session", cold)
 	}
 }
 
