@@ -253,9 +253,9 @@ func (s *swapThiefStore) AdvanceActive(ctx context.Context, id string, from uint
 	return s.MemoryStore.AdvanceActive(ctx, id, from, at, activeAfter)
 }
 
-// TestLostStoreReplyNotOurs, over HTTP: a swap that failed is taken for a lost reply
-// only when the session shows this very swap (its RotatedAt to the
-// nanosecond). When another rotation of the token won meanwhile, the
+// TestLostStoreReplyNotOurs, over HTTP: a swap that failed is taken for a
+// lost reply only when the session shows this very swap (its RotatedAt to
+// the nanosecond). When another rotation of the token won meanwhile, the
 // failed one answers 503 and gets no successor, so that a thief's and a
 // victim's presentations of one token still meet as reuse.
 func TestLostStoreReplyNotOurs(t *testing.T) {
