@@ -228,6 +228,22 @@ func TestRefreshStoreDownWarmInstance(t *testing.T) {
 
 var errSecretDetail = errors.New("dial tcp 10.0.0.7:5432: secret detail")
 
+// refreshServer serves the refresh grant of e's Issuer or, cold, of a
+// second Issuer on the same store that has seen no session (so a rotation
+// takes the two-round-trip path: Get, then Advance).
+func (e *env) refreshServer(t *testing.T, cold bool) *httptest.Server {
+	t.Helper()
+	iss := e.iss
+	if cold {
+		var err error
+		iss, err = refresh.NewIssuer(e.cfg)
+		require.NoError(t, err)
+	}
+	srv := httptest.NewServer(refresh.NewHandlers(iss, refresh.HandlerConfig{}).RefreshHandler())
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 // swapThiefStore lets another rotation of the token win while the
 // caller's own swap fails without taking effect: armed, its next swap
 // advances the session as that other rotation (a nanosecond later) and
@@ -262,14 +278,7 @@ func TestLostStoreReplyNotOurs(t *testing.T) {
 	for _, cold := range []bool{false, true} {
 		st := &swapThiefStore{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
 		e := newEnv(t, func(c *refresh.Config) { c.Store = st })
-		iss := e.iss
-		if cold {
-			var err error
-			iss, err = refresh.NewIssuer(e.cfg)
-			require.NoError(t, err)
-		}
-		srv := httptest.NewServer(refresh.NewHandlers(iss, refresh.HandlerConfig{}).RefreshHandler())
-		t.Cleanup(srv.Close)
+		srv := e.refreshServer(t, cold)
 		p := e.issue(t, "alice")
 		st.armed.Store(true)
 		r := postForm(t, nil, srv.URL, refreshForm(p.RefreshToken), nil)
@@ -298,14 +307,7 @@ func TestLostStoreReplyNotOurs(t *testing.T) {
 func TestLostStoreReply(t *testing.T) {
 	for _, cold := range []bool{false, true} {
 		e := newEnv(t)
-		iss := e.iss
-		if cold { // an instance that has not seen the session: Get, then Advance
-			var err error
-			iss, err = refresh.NewIssuer(e.cfg)
-			require.NoError(t, err)
-		}
-		srv := httptest.NewServer(refresh.NewHandlers(iss, refresh.HandlerConfig{}).RefreshHandler())
-		t.Cleanup(srv.Close)
+		srv := e.refreshServer(t, cold)
 		p := e.issue(t, "alice")
 		e.fx.LoseStoreReplies(errSecretDetail, "Advance", "AdvanceActive")
 		r := postForm(t, nil, srv.URL, refreshForm(p.RefreshToken), nil)
