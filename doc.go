@@ -13,7 +13,10 @@
 //
 // [Issuer.Verify] checks access tokens, refusing every known JWT attack;
 // [Issuer.Middleware] wraps it as RFC 6750 bearer middleware with
-// [ClaimsFromContext], [RequireScope] and [RequireRole]. [NewHandlers]
+// [ClaimsFromContext], [RequireScope] and [RequireRole], and
+// [RequireRecentAuth] and [RequireACR] for what a refresh token alone must
+// not reach: every access token carries the sign-in time of its session
+// ([Claims].AuthTime), which refreshes keep. [NewHandlers]
 // serves the refresh grant (RFC 6749 §6), token revocation (RFC 7009), the
 // JWKS document and RFC 8414 metadata, with an optional cookie mode for
 // browser apps. Sessions can

@@ -17,22 +17,28 @@ import (
 	"time"
 
 	"github.com/refreshkit/refresh"
+	"github.com/refreshkit/refresh/refreshtest"
 )
 
 // newExampleIssuer builds an Issuer the way a service would: an Ed25519
 // signing key, a refresh MAC key, and a store.
-func newExampleIssuer(grace time.Duration) *refresh.Issuer {
+// mod may change the configuration first (a clock, say).
+func newExampleIssuer(grace time.Duration, mod ...func(*refresh.Config)) *refresh.Issuer {
 	_, signing, _ := ed25519.GenerateKey(rand.Reader)
 	mac := make([]byte, 32)
 	_, _ = rand.Read(mac)
-	iss, err := refresh.NewIssuer(refresh.Config{
+	cfg := refresh.Config{
 		Issuer:      "https://auth.example.com",
 		Audience:    "https://api.example.com",
 		Keys:        []refresh.Key{{ID: "2026-11", Algorithm: refresh.EdDSA, Key: signing}},
 		RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: mac}},
 		Store:       refresh.NewMemoryStore(),
 		Grace:       grace,
-	})
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	iss, err := refresh.NewIssuer(cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -191,6 +197,46 @@ func ExampleIssuer_Middleware() {
 	// /me 401 Bearer realm="example", error="invalid_token" {"error":"invalid_token"}
 	// /admin 403 Bearer realm="example", error="insufficient_scope" {"error":"insufficient_scope"}
 	// /notes 403 Bearer realm="example", error="insufficient_scope", scope="write" {"error":"insufficient_scope"}
+}
+
+// RequireRecentAuth keeps what a refresh token alone must not do (here a
+// password change) behind a recent sign-in: a refresh mints a new access
+// token, fresh by iat, but keeps the session's auth_time.
+func ExampleRequireRecentAuth() {
+	ctx := context.Background()
+	clock := refreshtest.NewClock(time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC))
+	iss := newExampleIssuer(0, func(c *refresh.Config) { c.Now = clock.Now })
+	changePassword := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "password changed") })
+	srv := httptest.NewServer(iss.Middleware()(refresh.RequireRecentAuth(10 * time.Minute)(changePassword)))
+	defer srv.Close()
+	try := func(token string) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		fmt.Println(resp.StatusCode, resp.Header.Get("WWW-Authenticate"), strings.TrimSpace(string(body)))
+	}
+
+	pair, _ := iss.Issue(ctx, "alice") // alice signs in at 9:00
+	try(pair.AccessToken)
+
+	clock.Advance(time.Hour) // a refresh at 10:00, by alice or by a thief
+	pair, _ = iss.Rotate(ctx, pair.RefreshToken)
+	claims, _ := iss.Verify(ctx, pair.AccessToken)
+	fmt.Println("minted", claims.IssuedAt.UTC().Format(time.Kitchen), "signed in", claims.AuthTime.UTC().Format(time.Kitchen))
+	try(pair.AccessToken)
+
+	pair, _ = iss.Issue(ctx, "alice") // alice signs in again
+	try(pair.AccessToken)
+	// Output:
+	// 200  password changed
+	// minted 10:00AM signed in 9:00AM
+	// 401 Bearer realm="api", error="insufficient_user_authentication", max_age="600" {"error":"insufficient_user_authentication"}
+	// 200  password changed
 }
 
 // NewHandlers serves the refresh grant; WriteTokenResponse answers logins in

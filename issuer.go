@@ -422,7 +422,10 @@ func WithScope(scope ...string) Option {
 
 // WithClaims (Issue only) adds application claims, such as roles, to every
 // access token of the session. Registered claim names (iss, sub, aud, exp,
-// nbf, iat, jti, client_id, sid, scope, cnf) are refused.
+// nbf, iat, auth_time, jti, client_id, sid, scope, cnf) are refused: the
+// Issuer writes them. Authentication claims the Issuer cannot know, such as
+// acr and amr (RFC 9068 §2.2.1), are the login handler's to set here;
+// RequireACR reads acr.
 func WithClaims(claims map[string]any) Option { return func(o *callOptions) { o.claims = claims } }
 
 // WithMeta (Issue only) records metadata of the session, such as device,

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // BearerError is what the bearer middleware and its guards refuse a request
@@ -14,10 +17,16 @@ import (
 type BearerError struct {
 	Scheme string // "Bearer", or "DPoP" for DPoP-bound tokens (RFC 9449 §7.1)
 	Status int    // 400, 401, 403, or 503 when the session store failed
-	Code   string // "invalid_request", "invalid_token", "insufficient_scope", or "" when no credentials were sent
+	Code   string // "invalid_request", "invalid_token", "insufficient_scope", "insufficient_user_authentication", or "" when no credentials were sent
 	Scope  string // the scope a 403 requires, space-separated
-	Nonce  string // with Code "use_dpop_nonce": the DPoP-Nonce header to send
-	Err    error  // the cause
+	// MaxAge and ACRValues, with Code "insufficient_user_authentication",
+	// are what the route requires (RFC 9470 §3): a sign-in at most MaxAge
+	// ago (RequireRecentAuth), one of the space-separated ACRValues
+	// (RequireACR).
+	MaxAge    time.Duration
+	ACRValues string
+	Nonce     string // with Code "use_dpop_nonce": the DPoP-Nonce header to send
+	Err       error  // the cause
 }
 
 // Error describes the refusal and its cause, for logs.
@@ -48,7 +57,7 @@ func WithRealm(realm string) MiddlewareOption {
 
 // WithErrorHandler replaces the RFC 6750 answer to refused requests, for
 // applications that answer differently or want to log. The guards
-// RequireScope and RequireRole use it too.
+// RequireScope, RequireRole, RequireRecentAuth and RequireACR use it too.
 func WithErrorHandler(h ErrorHandler) MiddlewareOption {
 	return func(m *middleware) { m.onError = h }
 }
@@ -258,6 +267,12 @@ func (m *middleware) writeError(w http.ResponseWriter, r *http.Request, e *Beare
 	if e.Scope != "" {
 		challenge += `, scope="` + quoteEscape(e.Scope) + `"`
 	}
+	if e.MaxAge > 0 {
+		challenge += `, max_age="` + strconv.FormatInt(int64(e.MaxAge/time.Second), 10) + `"`
+	}
+	if e.ACRValues != "" {
+		challenge += `, acr_values="` + quoteEscape(e.ACRValues) + `"`
+	}
 	if scheme == "DPoP" {
 		challenge += `, algs="` + dpopAlgs + `"`
 	}
@@ -277,8 +292,10 @@ func quoteEscape(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\r", "", "\n", "").Replace(s)
 }
 
-// guard builds middleware that checks the claims stored by Middleware.
-func guard(required string, ok func(*Claims) bool) func(http.Handler) http.Handler {
+// guard builds middleware that checks the claims stored by Middleware:
+// refuse returns nil to admit the request, or the refusal, which goes to the
+// middleware's error handler with the request's scheme.
+func guard(refuse func(c *Claims, now time.Time) *BearerError) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			a, found := r.Context().Value(ctxKey{}).(*authInfo)
@@ -288,9 +305,9 @@ func guard(required string, ok func(*Claims) bool) func(http.Handler) http.Handl
 				def.writeError(w, r, &BearerError{Scheme: "Bearer", Status: http.StatusUnauthorized, Err: errNoCredentials})
 				return
 			}
-			if !ok(a.claims) {
-				a.mw.onError(w, r, &BearerError{Scheme: a.scheme, Status: http.StatusForbidden, Code: "insufficient_scope", Scope: required,
-					Err: errors.New("insufficient scope or role")})
+			if e := refuse(a.claims, a.mw.rs.now()); e != nil {
+				e.Scheme = a.scheme
+				a.mw.onError(w, r, e)
 				return
 			}
 			next.ServeHTTP(w, r)
@@ -298,17 +315,22 @@ func guard(required string, ok func(*Claims) bool) func(http.Handler) http.Handl
 	}
 }
 
+func insufficientScope(required string) *BearerError {
+	return &BearerError{Status: http.StatusForbidden, Code: "insufficient_scope", Scope: required, Err: errors.New("insufficient scope or role")}
+}
+
 // RequireScope returns middleware, to be mounted after Middleware, that
 // admits only tokens granted every one of the scopes; others get 403 with
 // error="insufficient_scope" (RFC 6750 §3.1).
 func RequireScope(scopes ...string) func(http.Handler) http.Handler {
-	return guard(strings.Join(scopes, " "), func(c *Claims) bool {
+	required := strings.Join(scopes, " ")
+	return guard(func(c *Claims, _ time.Time) *BearerError {
 		for _, s := range scopes {
 			if !c.HasScope(s) {
-				return false
+				return insufficientScope(required)
 			}
 		}
-		return true
+		return nil
 	})
 }
 
@@ -316,12 +338,63 @@ func RequireScope(scopes ...string) func(http.Handler) http.Handler {
 // admits only tokens whose roles claim (Claims.Roles) holds at least one of
 // roles; others get 403 with error="insufficient_scope".
 func RequireRole(roles ...string) func(http.Handler) http.Handler {
-	return guard("", func(c *Claims) bool {
+	return guard(func(c *Claims, _ time.Time) *BearerError {
 		for _, role := range roles {
 			if c.HasRole(role) {
-				return true
+				return nil
 			}
 		}
-		return false
+		return insufficientScope("")
+	})
+}
+
+// RequireRecentAuth returns middleware, to be mounted after Middleware,
+// that admits only tokens whose user signed in at most maxAge ago
+// (Claims.AuthTime: when Issue started the session). It is the step-up
+// check for what a stolen refresh token alone must not do, such as
+// changing a password or an e-mail address, adding a device or a key, or a
+// large payment: a refresh mints a new access token but keeps AuthTime, so
+// the holder of a refresh token must know the user's password (or whatever
+// the login checks) again to pass. Other tokens, and tokens without
+// auth_time, get 401 with error="insufficient_user_authentication" and
+// max_age="<seconds>" (RFC 9470 §3): the client signs the user in again and
+// retries with the new session's token. A token is admitted while its age,
+// the middleware's clock minus AuthTime, is at most maxAge. It panics if
+// maxAge is less than a second, the precision of auth_time.
+//
+// The handler it returns is safe for concurrent use.
+func RequireRecentAuth(maxAge time.Duration) func(http.Handler) http.Handler {
+	if maxAge < time.Second {
+		panic("refresh: RequireRecentAuth: maxAge under a second")
+	}
+	return guard(func(c *Claims, now time.Time) *BearerError {
+		if c.AuthTime.IsZero() || now.Sub(c.AuthTime) > maxAge {
+			return &BearerError{Status: http.StatusUnauthorized, Code: "insufficient_user_authentication", MaxAge: maxAge,
+				Err: errors.New("authentication older than max_age, or its time unknown")}
+		}
+		return nil
+	})
+}
+
+// RequireACR returns middleware, to be mounted after Middleware, that admits
+// only tokens whose "acr" claim (Authentication Context Class Reference,
+// RFC 9068 §2.2.1: a string the login handler sets with WithClaims, such as
+// "mfa" after a second factor) is one of values. Others get 401 with
+// error="insufficient_user_authentication" and acr_values (RFC 9470 §3).
+// Like every claim set at Issue it stays the same for the whole session.
+// It panics without values.
+//
+// The handler it returns is safe for concurrent use.
+func RequireACR(values ...string) func(http.Handler) http.Handler {
+	if len(values) == 0 {
+		panic("refresh: RequireACR: no values")
+	}
+	wanted := strings.Join(values, " ")
+	return guard(func(c *Claims, _ time.Time) *BearerError {
+		if acr, ok := c.Extra["acr"].(string); ok && slices.Contains(values, acr) {
+			return nil
+		}
+		return &BearerError{Status: http.StatusUnauthorized, Code: "insufficient_user_authentication", ACRValues: wanted,
+			Err: errors.New("acr not among the values required")}
 	})
 }

@@ -402,6 +402,7 @@ func (iss *Issuer) pair(dst *Pair, s *Session, sid []byte, check *[checkLen]byte
 	}
 	at, atExp, err := iss.signAccess(&accessInput{
 		subject: s.Subject, clientID: s.ClientID, sessionID: s.ID, scope: scope, claims: claims, jkt: s.DPoPKey,
+		authTime: s.CreatedAt,
 	}, now)
 	if err != nil {
 		return nil, err

@@ -29,7 +29,13 @@ type Claims struct {
 	Subject   string    // sub
 	Audience  []string  // aud
 	ExpiresAt time.Time // exp
-	IssuedAt  time.Time // iat
+	IssuedAt  time.Time // iat: when this token was minted (every refresh mints one)
+	// AuthTime is auth_time (RFC 9068 §2.2.1): when the user signed in,
+	// that is when Issue started the session, to the second. Refreshes keep
+	// it: a token minted from a refresh token a day later still says when
+	// the user last proved who they are, which IssuedAt does not. Zero when
+	// absent. RequireRecentAuth guards routes with it (RFC 9470).
+	AuthTime  time.Time
 	NotBefore time.Time // nbf; zero when absent
 	ID        string    // jti, unique per token
 	ClientID  string    // client_id
@@ -98,6 +104,7 @@ func (c *Claims) HasRole(role string) bool { return slices.Contains(c.Roles(), r
 var reservedClaims = map[string]bool{
 	"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true,
 	"jti": true, "client_id": true, "sid": true, "scope": true, "cnf": true,
+	"auth_time": true,
 }
 
 // encodeClaims validates application claims and returns them as a JSON
@@ -174,8 +181,9 @@ func decodeB64Exact(dst []byte, s string) bool {
 type accessInput struct {
 	subject, clientID, sessionID string
 	scope                        []string
-	claims                       []byte // JSON object or nil
-	jkt                          string // DPoP key thumbprint, or ""
+	claims                       []byte    // JSON object or nil
+	jkt                          string    // DPoP key thumbprint, or ""
+	authTime                     time.Time // the session's start (auth_time), or zero
 }
 
 // signAccess mints an access token. The claims JSON is appended directly,
@@ -195,6 +203,9 @@ func (iss *Issuer) signAccess(in *accessInput, now time.Time) (string, time.Time
 	p = appendMember(p, "aud", iss.cfg.Audience)
 	p = appendIntMember(p, "exp", exp)
 	p = appendIntMember(p, "iat", now.Unix())
+	if at := in.authTime.Unix(); !in.authTime.IsZero() && at >= 0 {
+		p = appendIntMember(p, "auth_time", at)
+	}
 	p = append(p, `,"jti":"`...)
 	p = b64.AppendEncode(p, jti[:])
 	p = append(p, '"')

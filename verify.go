@@ -209,6 +209,8 @@ func (rs *resourceServer) parseClaims(payload []byte) (*Claims, error) {
 			hasIat = true
 		case "nbf":
 			c.NotBefore, err = numericDate(v)
+		case "auth_time":
+			c.AuthTime, err = numericDate(v)
 		case "cnf":
 			err = walkObject(v, func(name []byte, v json.RawMessage) (err error) {
 				if string(name) == "jkt" {

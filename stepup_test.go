@@ -1,0 +1,179 @@
+package refresh_test
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/refreshkit/refresh"
+	"github.com/refreshkit/refresh/refreshtest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// stepUpAPI mounts /me behind the middleware alone and /password behind
+// RequireRecentAuth(10m), /mfa behind RequireACR("mfa", "hwk"): routes a
+// refresh token alone must not reach.
+func stepUpAPI(t *testing.T, mw func(http.Handler) http.Handler) *httptest.Server {
+	me := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := refresh.ClaimsFromContext(r.Context())
+		_, _ = w.Write([]byte(c.Subject))
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/me", mw(me))
+	mux.Handle("/password", mw(refresh.RequireRecentAuth(10*time.Minute)(me)))
+	mux.Handle("/mfa", mw(refresh.RequireACR("mfa", "hwk")(me)))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// refreshOverHTTP presents rt at the refresh endpoint and returns the new
+// pair's tokens.
+func refreshOverHTTP(t *testing.T, endpoint, rt string) (access, refreshToken string) {
+	t.Helper()
+	r := postForm(t, nil, endpoint, refreshForm(rt), nil)
+	require.Equal(t, 200, r.status, r.raw)
+	access, _ = r.body["access_token"].(string)
+	refreshToken, _ = r.body["refresh_token"].(string)
+	return access, refreshToken
+}
+
+// insufficientAuth asserts the RFC 9470 §3 answer.
+func insufficientAuth(t *testing.T, resp *http.Response, challenge string) {
+	t.Helper()
+	assert.Equal(t, 401, resp.StatusCode)
+	assert.Equal(t, challenge, resp.Header.Get("WWW-Authenticate"))
+	var body map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	assert.Equal(t, map[string]any{"error": "insufficient_user_authentication"}, body, "no detail on the wire")
+}
+
+const recentAuthChallenge = `Bearer realm="api", error="insufficient_user_authentication", max_age="600"`
+
+// The attacker's test: a thief holding a user's refresh token (and so
+// fresh access tokens for as long as the session lives: every refresh
+// mints one with a new iat) cannot pass a route that wants a recent
+// sign-in, because auth_time is the session's start and a refresh keeps
+// it; nor can the thief move it, since it is signed. The user, signing in
+// again, passes. Boundaries at ±1 ns on the injected clock, through real
+// HTTP: the refresh endpoint, then the API.
+func TestStolenRefreshTokenCannotStepUp(t *testing.T) {
+	e := newEnv(t)
+	t0 := e.clock.Now()
+	api := stepUpAPI(t, e.iss.Middleware())
+	token := e.refreshServer(t, false).URL
+
+	victim := e.issue(t, "alice")
+	_, claims := decodeJWT(t, victim.AccessToken)
+	require.EqualValues(t, t0.Unix(), claims["auth_time"], "auth_time is the sign-in (RFC 9068 §2.2.1)")
+	c, err := e.iss.Verify(bg, victim.AccessToken)
+	require.NoError(t, err)
+	require.True(t, c.AuthTime.Equal(t0), "Claims.AuthTime: %v, want %v", c.AuthTime, t0)
+	assert.Equal(t, 200, get(t, api.URL+"/password", bearer(victim.AccessToken)).StatusCode)
+
+	// Ten minutes on, the thief refreshes with the stolen token: a new
+	// access token, fresh iat, the old auth_time. At exactly max_age it
+	// still passes; one nanosecond later it does not, however fresh.
+	e.clock.Set(t0.Add(10 * time.Minute))
+	at, rt := refreshOverHTTP(t, token, victim.RefreshToken)
+	_, claims = decodeJWT(t, at)
+	require.EqualValues(t, t0.Add(10*time.Minute).Unix(), claims["iat"])
+	require.EqualValues(t, t0.Unix(), claims["auth_time"], "a refresh keeps auth_time")
+	assert.Equal(t, 200, get(t, api.URL+"/password", bearer(at)).StatusCode, "age == max_age")
+	e.clock.Set(t0.Add(10*time.Minute + time.Nanosecond))
+	insufficientAuth(t, get(t, api.URL+"/password", bearer(at)), recentAuthChallenge)
+	assert.Equal(t, 200, get(t, api.URL+"/me", bearer(at)).StatusCode, "the token itself is good")
+
+	// An hour on: refresh again, still refused.
+	e.clock.Set(t0.Add(time.Hour))
+	at, _ = refreshOverHTTP(t, token, rt)
+	insufficientAuth(t, get(t, api.URL+"/password", bearer(at)), recentAuthChallenge)
+
+	// Moving auth_time forward breaks the signature.
+	parts := strings.Split(at, ".")
+	_, claims = decodeJWT(t, at)
+	claims["auth_time"] = e.clock.Now().Unix()
+	forged := parts[0] + "." + b64json(claims) + "." + parts[2]
+	resp := get(t, api.URL+"/password", bearer(forged))
+	assert.Equal(t, 401, resp.StatusCode)
+	assert.Equal(t, `Bearer realm="api", error="invalid_token"`, resp.Header.Get("WWW-Authenticate"))
+
+	// Nor can a login handler's claims set it: the Issuer writes it.
+	_, err = e.iss.Issue(bg, "alice", refresh.WithClaims(map[string]any{"auth_time": e.clock.Now().Unix()}))
+	require.ErrorIs(t, err, refresh.ErrInvalidRequest)
+
+	// A token without auth_time (minted elsewhere with the key, or before
+	// the claim existed) is refused: the guard fails closed.
+	noAuthTime := forgeHS(goodHeader(), e.goodClaims(), hsSecret)
+	require.Equal(t, 200, get(t, api.URL+"/me", bearer(noAuthTime)).StatusCode)
+	insufficientAuth(t, get(t, api.URL+"/password", bearer(noAuthTime)), recentAuthChallenge)
+
+	// The user signs in again: a new session, a new auth_time.
+	again := e.issue(t, "alice")
+	assert.Equal(t, 200, get(t, api.URL+"/password", bearer(again.AccessToken)).StatusCode)
+}
+
+// RequireACR: the acr claim a login handler sets at Issue, for the whole
+// session.
+func TestRequireACR(t *testing.T) {
+	e := newEnv(t)
+	api := stepUpAPI(t, e.iss.Middleware())
+	const challenge = `Bearer realm="api", error="insufficient_user_authentication", acr_values="mfa hwk"`
+	for name, acr := range map[string]any{"none": nil, "password only": "pwd", "a number": 2, "a list": []string{"mfa"}, "case": "MFA"} {
+		var opts []refresh.Option
+		if acr != nil {
+			opts = append(opts, refresh.WithClaims(map[string]any{"acr": acr}))
+		}
+		p := e.issue(t, "alice", opts...)
+		t.Run(name, func(t *testing.T) { insufficientAuth(t, get(t, api.URL+"/mfa", bearer(p.AccessToken)), challenge) })
+	}
+	for _, acr := range []string{"mfa", "hwk"} {
+		p := e.issue(t, "alice", refresh.WithClaims(map[string]any{"acr": acr}))
+		assert.Equal(t, 200, get(t, api.URL+"/mfa", bearer(p.AccessToken)).StatusCode, acr)
+		// A refresh keeps it.
+		q, err := e.iss.Rotate(bg, p.RefreshToken)
+		require.NoError(t, err)
+		assert.Equal(t, 200, get(t, api.URL+"/mfa", bearer(q.AccessToken)).StatusCode, acr)
+	}
+}
+
+// The guards on a resource server: a Verifier's clock and its tokens'
+// auth_time; the error handler hook sees the refusal with what it asks.
+func TestRecentAuthOnVerifier(t *testing.T) {
+	clock := refreshtest.NewClock(time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC))
+	store := refresh.NewMemoryStore(refresh.WithStoreClock(clock.Now))
+	defer store.Close()
+	auth := authIssuer(t, clock, store, edKeyPair(t, "k1"))
+	v := newVerifier(t, clock, func(c *refresh.VerifierConfig) { c.JWKSURL = newJWKSServer(t, auth).URL })
+	var seen *refresh.BearerError
+	api := stepUpAPI(t, v.Middleware(refresh.WithErrorHandler(func(w http.ResponseWriter, r *http.Request, err *refresh.BearerError) {
+		seen = err
+		w.WriteHeader(err.Status)
+	})))
+	p, err := auth.Issue(bg, "alice")
+	require.NoError(t, err)
+	c, err := v.Verify(bg, p.AccessToken)
+	require.NoError(t, err)
+	require.True(t, c.AuthTime.Equal(clock.Now()))
+
+	clock.Advance(10 * time.Minute)
+	assert.Equal(t, 200, get(t, api.URL+"/password", bearer(p.AccessToken)).StatusCode)
+	clock.Advance(time.Nanosecond)
+	assert.Equal(t, 401, get(t, api.URL+"/password", bearer(p.AccessToken)).StatusCode)
+	require.NotNil(t, seen)
+	assert.Equal(t, "insufficient_user_authentication", seen.Code)
+	assert.Equal(t, 10*time.Minute, seen.MaxAge)
+	assert.Equal(t, "Bearer", seen.Scheme)
+	assert.False(t, errors.Is(seen, refresh.ErrInvalidToken), "the token is good; the sign-in is old")
+}
+
+func TestStepUpGuardsRefuseNonsense(t *testing.T) {
+	assert.Panics(t, func() { refresh.RequireRecentAuth(time.Second - 1) })
+	assert.NotPanics(t, func() { refresh.RequireRecentAuth(time.Second) })
+	assert.Panics(t, func() { refresh.RequireACR() })
+}
