@@ -111,7 +111,7 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 		mux.Handle("GET "+h.MetadataPath(), meta)
 	}
 	mux.Handle("GET /me", profile(http.HandlerFunc(me)))
-	mux.Handle("GET /admin", profile(refresh.RequireRole("admin")(http.HandlerFunc(admin))))
+	mux.Handle("GET /admin", profile(refresh.RequireRole("admin")(refresh.RequireRecentAuth(adminMaxAge)(http.HandlerFunc(admin)))))
 	mux.Handle("GET /sessions", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := refresh.ClaimsFromContext(r.Context())
 		list, err := iss.Sessions(r.Context(), c.Subject)
@@ -321,9 +321,15 @@ func me(w http.ResponseWriter, r *http.Request) {
 	c, _ := refresh.ClaimsFromContext(r.Context())
 	writeJSON(w, http.StatusOK, map[string]any{
 		"sub": c.Subject, "sid": c.SessionID, "scope": strings.Join(c.Scope, " "),
-		"roles": c.Roles(), "client_id": c.ClientID, "expires_at": c.ExpiresAt,
+		"roles": c.Roles(), "client_id": c.ClientID, "expires_at": c.ExpiresAt, "auth_time": c.AuthTime,
 	})
 }
+
+// adminMaxAge is how recent a sign-in /admin wants ("sudo mode", RFC 9470):
+// a refreshed token keeps its session's auth_time, so after this long the
+// holder of a refresh token must sign in again to get in, and a stolen
+// refresh token alone never does.
+const adminMaxAge = 15 * time.Minute
 
 func admin(w http.ResponseWriter, r *http.Request) {
 	c, _ := refresh.ClaimsFromContext(r.Context())

@@ -34,8 +34,9 @@ func newTestIssuer(t testing.TB) *refresh.Issuer {
 	return newTestIssuerOn(t, st)
 }
 
-// newTestIssuerOn is newTestIssuer on another store.
-func newTestIssuerOn(t testing.TB, st refresh.Store) *refresh.Issuer {
+// newTestIssuerOn is newTestIssuer on another store; mod may change the
+// configuration first (a clock, say).
+func newTestIssuerOn(t testing.TB, st refresh.Store, mod ...func(*refresh.Config)) *refresh.Issuer {
 	t.Helper()
 	key, _, err := signingKey("")
 	if err != nil {
@@ -43,11 +44,15 @@ func newTestIssuerOn(t testing.TB, st refresh.Store) *refresh.Issuer {
 	}
 	mac := make([]byte, 32)
 	_, _ = rand.Read(mac)
-	iss, err := refresh.NewIssuer(refresh.Config{
+	cfg := refresh.Config{
 		Issuer: "http://demo.test", Audience: "refresh-demo",
 		Keys: []refresh.Key{key}, RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: mac}},
 		Store: st, CheckSession: true,
-	})
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	iss, err := refresh.NewIssuer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

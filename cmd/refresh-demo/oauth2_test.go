@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/refreshkit/refresh"
 	"golang.org/x/oauth2"
 )
 
@@ -175,4 +176,59 @@ func getBearer(t *testing.T, u, accessToken string) reply {
 	req, _ := http.NewRequest(http.MethodGet, u, nil)
 	req.Header.Set("Authorization", "Bearer "+accessToken)
 	return doJSON(t, req)
+}
+
+// TestAdminWantsARecentSignIn is the attacker's test of the demo's "sudo
+// mode": a thief holding alice's refresh token gets fresh access tokens
+// for as long as the session lives, yet /admin wants a sign-in at most 15
+// minutes old and a refresh keeps the session's auth_time. At exactly 15
+// minutes the refreshed token passes, one nanosecond later it is 401
+// insufficient_user_authentication (RFC 9470) while /me still answers;
+// signing in again gets back in.
+func TestAdminWantsARecentSignIn(t *testing.T) {
+	clock := &testClock{t: time.Unix(1_800_000_000, 0)}
+	st := refresh.NewMemoryStore(refresh.WithStoreClock(clock.Now))
+	t.Cleanup(func() { _ = st.Close() })
+	iss := newTestIssuerOn(t, st, func(c *refresh.Config) { c.Now = clock.Now })
+	srv := httptest.NewServer(newAuthMux(iss, authConfig{}))
+	t.Cleanup(srv.Close)
+	signIn := func() reply {
+		r := post(t, srv.URL+"/login", form, "username=alice&password=wonderland")
+		if r.status != 200 {
+			t.Fatalf("sign-in: %d %v", r.status, r.body)
+		}
+		return r
+	}
+	first := signIn()
+	if r := getBearer(t, srv.URL+"/admin", first.body["access_token"].(string)); r.status != 200 {
+		t.Fatalf("/admin right after sign-in: %d %v", r.status, r.body)
+	}
+	clock.Add(adminMaxAge)
+	r := post(t, srv.URL+"/token", form, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {first.body["refresh_token"].(string)}}.Encode())
+	if r.status != 200 {
+		t.Fatalf("refresh: %d %v", r.status, r.body)
+	}
+	at := r.body["access_token"].(string)
+	if r := getBearer(t, srv.URL+"/admin", at); r.status != 200 {
+		t.Fatalf("/admin at exactly 15 min: %d %v", r.status, r.body)
+	}
+	clock.Add(time.Nanosecond)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/admin", nil)
+	req.Header.Set("Authorization", "Bearer "+at)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	const want = `Bearer realm="refresh-demo", error="insufficient_user_authentication", max_age="900"`
+	if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != want {
+		t.Fatalf("/admin 15 min + 1 ns after sign-in: %d %q, want 401 %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), want)
+	}
+	me := getBearer(t, srv.URL+"/me", at)
+	if me.status != 200 || me.body["auth_time"] != time.Unix(1_800_000_000, 0).UTC().Format(time.RFC3339) {
+		t.Fatalf("/me: %d %v, want 200 with the sign-in's auth_time", me.status, me.body)
+	}
+	if r := getBearer(t, srv.URL+"/admin", signIn().body["access_token"].(string)); r.status != 200 {
+		t.Fatalf("/admin after signing in again: %d %v", r.status, r.body)
+	}
 }

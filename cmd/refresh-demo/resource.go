@@ -78,6 +78,6 @@ func newResourceMux(v *refresh.Verifier) http.Handler {
 	mux := http.NewServeMux()
 	profile := func(h http.Handler) http.Handler { return auth(refresh.RequireScope(scopeProfile)(h)) }
 	mux.Handle("GET /me", profile(http.HandlerFunc(me)))
-	mux.Handle("GET /admin", profile(refresh.RequireRole("admin")(http.HandlerFunc(admin))))
+	mux.Handle("GET /admin", profile(refresh.RequireRole("admin")(refresh.RequireRecentAuth(adminMaxAge)(http.HandlerFunc(admin)))))
 	return mux
 }
