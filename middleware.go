@@ -323,6 +323,7 @@ func insufficientScope(required string) *BearerError {
 // admits only tokens granted every one of the scopes; others get 403 with
 // error="insufficient_scope" (RFC 6750 §3.1).
 func RequireScope(scopes ...string) func(http.Handler) http.Handler {
+	scopes = slices.Clone(scopes) // the caller's slice may change later
 	required := strings.Join(scopes, " ")
 	return guard(func(c *Claims, _ time.Time) *BearerError {
 		for _, s := range scopes {
@@ -338,6 +339,7 @@ func RequireScope(scopes ...string) func(http.Handler) http.Handler {
 // admits only tokens whose roles claim (Claims.Roles) holds at least one of
 // roles; others get 403 with error="insufficient_scope".
 func RequireRole(roles ...string) func(http.Handler) http.Handler {
+	roles = slices.Clone(roles) // the caller's slice may change later
 	return guard(func(c *Claims, _ time.Time) *BearerError {
 		for _, role := range roles {
 			if c.HasRole(role) {
@@ -392,6 +394,7 @@ func RequireACR(values ...string) func(http.Handler) http.Handler {
 	if len(values) == 0 {
 		panic("refresh: RequireACR: no values")
 	}
+	values = slices.Clone(values) // the caller's slice may change later
 	wanted := strings.Join(values, " ")
 	return guard(func(c *Claims, _ time.Time) *BearerError {
 		if acr, ok := c.Extra["acr"].(string); ok && slices.Contains(values, acr) {

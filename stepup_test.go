@@ -177,3 +177,23 @@ func TestStepUpGuardsRefuseNonsense(t *testing.T) {
 	assert.NotPanics(t, func() { refresh.RequireRecentAuth(time.Second) })
 	assert.Panics(t, func() { refresh.RequireACR() })
 }
+
+// A guard keeps what it was built with: the caller's slice changing later
+// (a config reloaded into the same backing array) changes no rule.
+func TestGuardsCopyTheirArguments(t *testing.T) {
+	e := newEnv(t)
+	mw := e.iss.Middleware()
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	scopes, roles, acrs := []string{"write"}, []string{"admin"}, []string{"mfa"}
+	mux := http.NewServeMux()
+	mux.Handle("/scope", mw(refresh.RequireScope(scopes...)(ok)))
+	mux.Handle("/role", mw(refresh.RequireRole(roles...)(ok)))
+	mux.Handle("/acr", mw(refresh.RequireACR(acrs...)(ok)))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	scopes[0], roles[0], acrs[0] = "read", "user", "pwd"
+	p := e.issue(t, "bob", refresh.WithScope("read"), refresh.WithClaims(map[string]any{"roles": []string{"user"}, "acr": "pwd"}))
+	assert.Equal(t, 403, get(t, srv.URL+"/scope", bearer(p.AccessToken)).StatusCode)
+	assert.Equal(t, 403, get(t, srv.URL+"/role", bearer(p.AccessToken)).StatusCode)
+	assert.Equal(t, 401, get(t, srv.URL+"/acr", bearer(p.AccessToken)).StatusCode)
+}
