@@ -197,3 +197,28 @@ func TestGuardsCopyTheirArguments(t *testing.T) {
 	assert.Equal(t, 403, get(t, srv.URL+"/role", bearer(p.AccessToken)).StatusCode)
 	assert.Equal(t, 401, get(t, srv.URL+"/acr", bearer(p.AccessToken)).StatusCode)
 }
+
+// A DPoP-bound token whose sign-in is too old gets the step-up challenge in
+// the DPoP scheme (RFC 9449 §7.1 with RFC 9470's parameters), after its
+// proof was checked: the refusal is about the sign-in, not the key.
+func TestStepUpChallengeForDPoPTokens(t *testing.T) {
+	e := newEnv(t)
+	api := stepUpAPI(t, e.iss.Middleware())
+	alice := newDPoPClient(t)
+	p := e.issue(t, "alice", refresh.WithDPoP(alice.thumbprint))
+	call := func(path string) *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, api.URL+path, nil)
+		req.Header.Set("Authorization", "DPoP "+p.AccessToken)
+		req.Header.Set("DPoP", alice.proof("GET", api.URL+path, p.AccessToken, e.clock.Now()))
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	require.Equal(t, 200, call("/password").StatusCode)
+	e.clock.Advance(10*time.Minute + time.Nanosecond)
+	require.Equal(t, 200, call("/me").StatusCode)
+	resp := call("/password")
+	assert.Equal(t, 401, resp.StatusCode)
+	assert.Regexp(t, `^DPoP realm="api", error="insufficient_user_authentication", max_age="600", algs="[^"]+"$`, resp.Header.Get("WWW-Authenticate"))
+}
