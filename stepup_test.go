@@ -89,9 +89,12 @@ func TestStolenRefreshTokenCannotStepUp(t *testing.T) {
 	insufficientAuth(t, get(t, api.URL+"/password", bearer(at)), recentAuthChallenge)
 	assert.Equal(t, 200, get(t, api.URL+"/me", bearer(at)).StatusCode, "the token itself is good")
 
-	// An hour on: refresh again, still refused.
+	// An hour on, refreshed again on another instance (which reads the
+	// session from the store, not from its own copy): still refused.
 	e.clock.Set(t0.Add(time.Hour))
-	at, _ = refreshOverHTTP(t, token, rt)
+	at, _ = refreshOverHTTP(t, e.refreshServer(t, true).URL, rt)
+	_, claims = decodeJWT(t, at)
+	require.EqualValues(t, t0.Unix(), claims["auth_time"], "the store's CreatedAt")
 	insufficientAuth(t, get(t, api.URL+"/password", bearer(at)), recentAuthChallenge)
 
 	// Moving auth_time forward breaks the signature.
