@@ -87,6 +87,8 @@ func FuzzVerifiedClaims(f *testing.F) {
 	f.Add(mustJSON(good))
 	good["aud"], good["nbf"] = []any{"x", e.cfg.Audience}, good["iat"]
 	f.Add(mustJSON(good))
+	good["auth_time"], good["acr"] = good["iat"], "mfa"
+	f.Add(mustJSON(good))
 	hdr := b64json(goodHeader())
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		in := hdr + "." + base64.RawURLEncoding.EncodeToString(payload)

@@ -225,3 +225,20 @@ func TestStepUpChallengeForDPoPTokens(t *testing.T) {
 	assert.Equal(t, 401, resp.StatusCode)
 	assert.Regexp(t, `^DPoP realm="api", error="insufficient_user_authentication", max_age="600", algs="[^"]+"$`, resp.Header.Get("WWW-Authenticate"))
 }
+
+// auth_time is a NumericDate like exp and iat: anything else in a signed
+// token makes the token invalid, rather than an unknown sign-in time.
+func TestAuthTimeMustBeANumericDate(t *testing.T) {
+	e := newEnv(t)
+	for _, v := range []any{"2026-12-02T09:00:00Z", -1, 1e20, nil, true, map[string]any{}} {
+		claims := e.goodClaims()
+		claims["auth_time"] = v
+		_, err := e.iss.Verify(bg, forgeHS(goodHeader(), claims, hsSecret))
+		assert.ErrorIs(t, err, refresh.ErrInvalidToken, "auth_time %v", v)
+	}
+	claims := e.goodClaims()
+	claims["auth_time"] = 1796200000.5
+	c, err := e.iss.Verify(bg, forgeHS(goodHeader(), claims, hsSecret))
+	require.NoError(t, err)
+	assert.True(t, c.AuthTime.Equal(time.Unix(1796200000, 5e8)))
+}
