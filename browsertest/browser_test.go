@@ -114,6 +114,8 @@ func TestBrowserApp(t *testing.T) {
 		gen0 := generation(t, a, sid)
 		rot0 := d.events("rotated", sid)
 		before := refreshCookie(t, a, d.base).Value
+		signedIn := eval[string](t, a, `document.getElementById('me-auth').textContent`)
+		require.NotEmpty(t, signedIn, "the sign-in time (auth_time) is shown")
 		time.Sleep(accessTTL + 200*time.Millisecond) // real time: the demo is a real process
 		do(t, a, "reload", chromedp.Click(chromedp.ID("reload")))
 		waitText(t, a, "refreshes", "1")
@@ -121,6 +123,8 @@ func TestBrowserApp(t *testing.T) {
 		assert.Equal(t, gen0+1, generation(t, a, sid), "the session's generation advanced by one")
 		assert.Equal(t, rot0+1, d.events("rotated", sid))
 		assert.NotEqual(t, before, refreshCookie(t, a, d.base).Value, "the cookie rotated")
+		assert.Equal(t, signedIn, eval[string](t, a, `document.getElementById('me-auth').textContent`),
+			"the refreshed access token keeps the sign-in time (auth_time)")
 	})
 
 	// Tab B opens the app in the same browser: it borrows tab A's access

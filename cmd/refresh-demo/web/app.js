@@ -230,10 +230,17 @@ async function api(path, init = {}) {
       ...init,
       headers: { ...(init.headers || {}), Authorization: 'DPoP ' + used.token, DPoP: await proof(method, path, used.token) },
     }));
-    if (r.status !== 401) return r;
+    // A step-up challenge (RFC 9470) is about the sign-in, not the token:
+    // a refresh keeps the sign-in time, so only signing in again helps.
+    if (r.status !== 401 || stepUp(r)) return r;
     if (access === used) access = null;
     if (attempt > 0 || !(await refresh(used))) throw new SignedOut();
   }
+}
+
+// stepUp reports a refusal that wants a more recent sign-in (RFC 9470).
+function stepUp(r) {
+  return (r.headers.get('WWW-Authenticate') || '').includes('error="insufficient_user_authentication"');
 }
 
 function signedOut(note) {
@@ -251,6 +258,7 @@ async function load() {
     $('me-sub').textContent = me.sub;
     $('me-roles').textContent = (me.roles || []).join(', ') || '—';
     $('me-sid').textContent = me.sid;
+    $('me-auth').textContent = new Date(me.auth_time).toLocaleString(); // auth_time: refreshes keep it
     $('me-exp').textContent = 'expires ' + new Date(me.expires_at).toLocaleTimeString();
     const list = await (await api('/sessions')).json();
     renderDevices(list.sessions || []);
