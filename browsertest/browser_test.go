@@ -33,7 +33,7 @@ const cookieName = "__Host-refresh_token"
 // TestBrowserApp signs in to the demo's browser app and checks, in a real
 // Chromium, what the README promises about cookie mode.
 func TestBrowserApp(t *testing.T) {
-	d := startDemo(t, "-access-ttl", accessTTL.String(), "-grace", "5s", "-log-requests")
+	d := startDemo(t, "-access-ttl", accessTTL.String(), "-grace", "5s", "-log-requests", "-admin-max-age", "1s")
 	root := browser(t)
 
 	// Tab A signs in as alice.
@@ -125,6 +125,19 @@ func TestBrowserApp(t *testing.T) {
 		assert.NotEqual(t, before, refreshCookie(t, a, d.base).Value, "the cookie rotated")
 		assert.Equal(t, signedIn, eval[string](t, a, `document.getElementById('me-auth').textContent`),
 			"the refreshed access token keeps the sign-in time (auth_time)")
+	})
+
+	t.Run("2b a step-up challenge is not answered with a refresh", func(t *testing.T) {
+		// alice signed in more than accessTTL ago, and /admin (run with
+		// -admin-max-age 1s) wants a sign-in at most a second old: a
+		// refreshed token keeps the sign-in time, so the app must hand the
+		// challenge back rather than refresh, retry, and report the
+		// session ended.
+		rot0 := d.events("rotated", sid)
+		got := eval[string](t, a, `api('/admin').then(r => r.status + ' ' + r.headers.get('WWW-Authenticate'))`)
+		assert.True(t, strings.HasPrefix(got, `401 DPoP realm="refresh-demo", error="insufficient_user_authentication", max_age="1"`), got)
+		assert.Equal(t, rot0, d.events("rotated", sid), "no rotation spent on it")
+		waitView(t, a, "app")
 	})
 
 	// Tab B opens the app in the same browser: it borrows tab A's access

@@ -50,6 +50,8 @@ type authConfig struct {
 	loginFailures int
 	loginWindow   time.Duration
 	now           func() time.Time
+	// adminMaxAge is how recent a sign-in /admin wants (0: 15 minutes).
+	adminMaxAge time.Duration
 }
 
 // The scopes a sign-in grants; a client may narrow them at the refresh
@@ -111,7 +113,7 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 		mux.Handle("GET "+h.MetadataPath(), meta)
 	}
 	mux.Handle("GET /me", profile(http.HandlerFunc(me)))
-	mux.Handle("GET /admin", profile(refresh.RequireRole("admin")(refresh.RequireRecentAuth(adminMaxAge)(http.HandlerFunc(admin)))))
+	mux.Handle("GET /admin", profile(adminOnly(ac.adminMaxAge)))
 	mux.Handle("GET /sessions", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := refresh.ClaimsFromContext(r.Context())
 		list, err := iss.Sessions(r.Context(), c.Subject)
@@ -325,11 +327,21 @@ func me(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// adminMaxAge is how recent a sign-in /admin wants ("sudo mode", RFC 9470):
-// a refreshed token keeps its session's auth_time, so after this long the
-// holder of a refresh token must sign in again to get in, and a stolen
-// refresh token alone never does.
-const adminMaxAge = 15 * time.Minute
+// defaultAdminMaxAge is how recent a sign-in /admin wants ("sudo mode",
+// RFC 9470) unless -admin-max-age says otherwise: a refreshed token keeps
+// its session's auth_time, so after this long the holder of a refresh
+// token must sign in again to get in, and a stolen refresh token alone
+// never does.
+const defaultAdminMaxAge = 15 * time.Minute
+
+// adminOnly is /admin behind its guards: the admin role, and a sign-in at
+// most maxAge ago (0: defaultAdminMaxAge).
+func adminOnly(maxAge time.Duration) http.Handler {
+	if maxAge == 0 {
+		maxAge = defaultAdminMaxAge
+	}
+	return refresh.RequireRole("admin")(refresh.RequireRecentAuth(maxAge)(http.HandlerFunc(admin)))
+}
 
 func admin(w http.ResponseWriter, r *http.Request) {
 	c, _ := refresh.ClaimsFromContext(r.Context())

@@ -5,9 +5,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -203,7 +206,7 @@ func TestAdminWantsARecentSignIn(t *testing.T) {
 	if r := getBearer(t, srv.URL+"/admin", first.body["access_token"].(string)); r.status != 200 {
 		t.Fatalf("/admin right after sign-in: %d %v", r.status, r.body)
 	}
-	clock.Add(adminMaxAge)
+	clock.Add(defaultAdminMaxAge)
 	r := post(t, srv.URL+"/token", form, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {first.body["refresh_token"].(string)}}.Encode())
 	if r.status != 200 {
 		t.Fatalf("refresh: %d %v", r.status, r.body)
@@ -230,5 +233,17 @@ func TestAdminWantsARecentSignIn(t *testing.T) {
 	}
 	if r := getBearer(t, srv.URL+"/admin", signIn().body["access_token"].(string)); r.status != 200 {
 		t.Fatalf("/admin after signing in again: %d %v", r.status, r.body)
+	}
+}
+
+// -admin-max-age under a second is refused at start-up, with a message,
+// by both the auth service and the resource server (RequireRecentAuth
+// would panic on it).
+func TestAdminMaxAgeFlag(t *testing.T) {
+	for _, runner := range []func(context.Context, options, *slog.Logger, io.Writer) error{run, runResource} {
+		err := runner(context.Background(), options{store: "memory", adminMaxAge: 999 * time.Millisecond}, slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "-admin-max-age") {
+			t.Errorf("-admin-max-age 999ms: %v, want a refusal naming the flag", err)
+		}
 	}
 }

@@ -315,7 +315,7 @@ func TestScopesEnforced(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer v.Close()
-	rs := httptest.NewServer(newResourceMux(v))
+	rs := httptest.NewServer(newResourceMux(v, 0))
 	defer rs.Close()
 	if code, _, b := call(t, "GET", rs.URL+"/me", profileOnly); code != 200 {
 		t.Fatalf("resource server, profile token: %d %s", code, b)
