@@ -33,7 +33,7 @@ const cookieName = "__Host-refresh_token"
 // TestBrowserApp signs in to the demo's browser app and checks, in a real
 // Chromium, what the README promises about cookie mode.
 func TestBrowserApp(t *testing.T) {
-	d := startDemo(t, "-access-ttl", accessTTL.String(), "-grace", "5s", "-log-requests", "-admin-max-age", "1s")
+	d := startDemo(t, "-access-ttl", accessTTL.String(), "-grace", "5s", "-log-requests", "-recent-auth", "1s")
 	root := browser(t)
 
 	// Tab A signs in as alice.
@@ -129,7 +129,7 @@ func TestBrowserApp(t *testing.T) {
 
 	t.Run("2b a step-up challenge is not answered with a refresh", func(t *testing.T) {
 		// alice signed in more than accessTTL ago, and /admin (run with
-		// -admin-max-age 1s) wants a sign-in at most a second old: a
+		// -recent-auth 1s) wants a sign-in at most a second old: a
 		// refreshed token keeps the sign-in time, so the app must hand the
 		// challenge back rather than refresh, retry, and report the
 		// session ended.
@@ -321,7 +321,22 @@ func TestBrowserApp(t *testing.T) {
 		// The row of the curl session: its button sends DELETE
 		// /sessions/{id} with the tab's DPoP-bound token and a proof for
 		// that path.
-		curlSid := pollValue[string](t, a, `[...document.querySelectorAll('#device-rows tr')].filter(r => r.innerText.includes('curl/8')).map(r => r.dataset.sid)[0] || null`)
+		curlSidJS := `[...document.querySelectorAll('#device-rows tr')].filter(r => r.innerText.includes('curl/8')).map(r => r.dataset.sid)[0] || null`
+		curlSid := pollValue[string](t, a, curlSidJS)
+		// This browser signed in more than a second ago, and the demo runs
+		// with -recent-auth 1s: signing another device out wants a fresh
+		// sign-in (a stolen refresh token must not do it). The app ends
+		// this session and asks for one; nothing is signed out meanwhile.
+		oldSid := eval[string](t, a, `document.getElementById('me-sid').textContent`)
+		time.Sleep(1100 * time.Millisecond) // real time (the demo is a process): the sign-in is now over a second old
+		eval[bool](t, a, `document.querySelector('tr[data-sid="`+curlSid+`"] button').click(), true`)
+		waitView(t, a, "login")
+		assert.Contains(t, eval[string](t, a, `document.getElementById('login-note').textContent`), "sign in again")
+		assert.Equal(t, 1, d.requests("DELETE", "/sessions/"+curlSid, 401), "refused: the sign-in was too old")
+		assert.Equal(t, 200, code(), "the other device is still signed in")
+		assert.Equal(t, 1, d.events("revoked", oldSid), "this browser's old session ended")
+		signIn(t, a, "alice", "wonderland")
+		pollValue[string](t, a, curlSidJS)
 		rows := eval[int](t, a, `document.querySelectorAll('#device-rows tr').length`)
 		eval[bool](t, a, `document.querySelector('tr[data-sid="`+curlSid+`"] button').click(), true`)
 		pollValue[bool](t, a, fmt.Sprintf(`document.querySelectorAll('#device-rows tr').length === %d || null`, rows-1))

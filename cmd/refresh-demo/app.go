@@ -50,8 +50,9 @@ type authConfig struct {
 	loginFailures int
 	loginWindow   time.Duration
 	now           func() time.Time
-	// adminMaxAge is how recent a sign-in /admin wants (0: 15 minutes).
-	adminMaxAge time.Duration
+	// recentAuth is how recent a sign-in /admin and signing out another
+	// device want (0: 15 minutes).
+	recentAuth time.Duration
 }
 
 // The scopes a sign-in grants; a client may narrow them at the refresh
@@ -113,7 +114,8 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 		mux.Handle("GET "+h.MetadataPath(), meta)
 	}
 	mux.Handle("GET /me", profile(http.HandlerFunc(me)))
-	mux.Handle("GET /admin", profile(adminOnly(ac.adminMaxAge)))
+	recent := recentSignIn(ac.recentAuth)
+	mux.Handle("GET /admin", profile(adminOnly(recent)))
 	mux.Handle("GET /sessions", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := refresh.ClaimsFromContext(r.Context())
 		list, err := iss.Sessions(r.Context(), c.Subject)
@@ -125,8 +127,11 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 	})))
 	// Sign out one of the user's own devices. Another user's session, or
 	// one that has ended, is 404 either way (RevokeSessionOf): the answer
-	// tells nothing about sessions the caller does not own.
-	mux.Handle("DELETE /sessions/{id}", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// tells nothing about sessions the caller does not own. It wants a
+	// recent sign-in: otherwise a thief holding a stolen refresh token could
+	// sign the user's other devices out, while the user, signing in again,
+	// can always sign the thief's session out.
+	mux.Handle("DELETE /sessions/{id}", sessions(recent(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := refresh.ClaimsFromContext(r.Context())
 		switch err := iss.RevokeSessionOf(r.Context(), c.Subject, r.PathValue("id")); {
 		case err == nil:
@@ -136,7 +141,7 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 		default:
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 		}
-	})))
+	}))))
 	mux.Handle("POST /logout-all", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := refresh.ClaimsFromContext(r.Context())
 		if _, err := iss.RevokeSubject(r.Context(), c.Subject); err != nil {
@@ -327,20 +332,24 @@ func me(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// defaultAdminMaxAge is how recent a sign-in /admin wants ("sudo mode",
-// RFC 9470) unless -admin-max-age says otherwise: a refreshed token keeps
-// its session's auth_time, so after this long the holder of a refresh
-// token must sign in again to get in, and a stolen refresh token alone
-// never does.
-const defaultAdminMaxAge = 15 * time.Minute
+// defaultRecentAuth is how recent a sign-in /admin and signing out another
+// device want ("sudo mode", RFC 9470) unless -recent-auth says otherwise: a
+// refreshed token keeps its session's auth_time, so after this long the
+// holder of a refresh token must sign in again to get in, and a stolen
+// refresh token alone never does.
+const defaultRecentAuth = 15 * time.Minute
 
-// adminOnly is /admin behind its guards: the admin role, and a sign-in at
-// most maxAge ago (0: defaultAdminMaxAge).
-func adminOnly(maxAge time.Duration) http.Handler {
+// recentSignIn is RequireRecentAuth(maxAge) (0: defaultRecentAuth).
+func recentSignIn(maxAge time.Duration) func(http.Handler) http.Handler {
 	if maxAge == 0 {
-		maxAge = defaultAdminMaxAge
+		maxAge = defaultRecentAuth
 	}
-	return refresh.RequireRole("admin")(refresh.RequireRecentAuth(maxAge)(http.HandlerFunc(admin)))
+	return refresh.RequireRecentAuth(maxAge)
+}
+
+// adminOnly is /admin behind its guards: the admin role, and recent.
+func adminOnly(recent func(http.Handler) http.Handler) http.Handler {
+	return refresh.RequireRole("admin")(recent(http.HandlerFunc(admin)))
 }
 
 func admin(w http.ResponseWriter, r *http.Request) {

@@ -70,8 +70,9 @@ type options struct {
 	maxSessions int
 	// dpopNonce: Config.DPoPNonceLifetime (0: no nonces).
 	dpopNonce time.Duration
-	// adminMaxAge: how recent a sign-in /admin wants (RequireRecentAuth).
-	adminMaxAge time.Duration
+	// recentAuth: how recent a sign-in /admin and signing out another
+	// device want (RequireRecentAuth).
+	recentAuth time.Duration
 }
 
 func main() {
@@ -89,7 +90,7 @@ func main() {
 	fs.DurationVar(&o.introspectTTL, "introspect-ttl", 5*time.Second, "with -resource-server: how long an introspection answer is reused")
 	fs.DurationVar(&o.jwksRefetch, "jwks-refetch", time.Minute, "with -resource-server: at most one JWKS fetch per this interval for unknown key ids")
 	fs.DurationVar(&o.dpopNonce, "dpop-nonce", 0, "require server nonces in DPoP proofs, each good for this long (RFC 9449 §8, §9; 0: none); with -resource-server, under DPOP_NONCE_SECRET")
-	fs.DurationVar(&o.adminMaxAge, "admin-max-age", defaultAdminMaxAge, "how recent a sign-in /admin wants (RFC 9470 step-up: older ones get 401 insufficient_user_authentication, refreshes keep the sign-in time)")
+	fs.DurationVar(&o.recentAuth, "recent-auth", defaultRecentAuth, "how recent a sign-in /admin and signing out another device want (RFC 9470 step-up: older ones get 401 insufficient_user_authentication; refreshes keep the sign-in time)")
 	fs.IntVar(&o.maxSessions, "max-sessions", 10, "live sessions per user; a new sign-in ends the least recently used beyond it (0: no limit)")
 	fs.IntVar(&o.loginFailures, "login-failures", 10, "failed sign-ins one client IP may make per minute before it gets 429 (0: no limit)")
 	fs.BoolVar(&o.logRequests, "log-requests", false, "log every request (method, path, status, Origin, Sec-Fetch-Site)")
@@ -115,7 +116,7 @@ func main() {
 
 // run serves until ctx is done, then shuts down gracefully.
 func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error {
-	if err := checkAdminMaxAge(o.adminMaxAge); err != nil {
+	if err := checkRecentAuth(o.recentAuth); err != nil {
 		return err
 	}
 	persist := o.store != "memory"
@@ -197,7 +198,7 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	if err != nil {
 		return err
 	}
-	var handler http.Handler = newAuthMux(iss, authConfig{introspectionSecret: o.introspectionSecret, log: log, adminMaxAge: o.adminMaxAge,
+	var handler http.Handler = newAuthMux(iss, authConfig{introspectionSecret: o.introspectionSecret, log: log, recentAuth: o.recentAuth,
 		loginFailures: o.loginFailures, loginWindow: time.Minute})
 	if o.logRequests {
 		handler = requestLog(handler, log)
@@ -383,11 +384,11 @@ func sweep(ctx context.Context, iss *refresh.Issuer, every time.Duration, log *s
 	}
 }
 
-// checkAdminMaxAge refuses an -admin-max-age under a second (0 is the
-// default): auth_time has whole seconds, and RequireRecentAuth would panic.
-func checkAdminMaxAge(d time.Duration) error {
+// checkRecentAuth refuses a -recent-auth under a second (0 is the default):
+// auth_time has whole seconds, and RequireRecentAuth would panic.
+func checkRecentAuth(d time.Duration) error {
 	if d != 0 && d < time.Second {
-		return fmt.Errorf("-admin-max-age %v: want at least 1s (a sign-in time has whole seconds)", d)
+		return fmt.Errorf("-recent-auth %v: want at least 1s (a sign-in time has whole seconds)", d)
 	}
 	return nil
 }

@@ -181,69 +181,87 @@ func getBearer(t *testing.T, u, accessToken string) reply {
 	return doJSON(t, req)
 }
 
-// TestAdminWantsARecentSignIn is the attacker's test of the demo's "sudo
-// mode": a thief holding alice's refresh token gets fresh access tokens
-// for as long as the session lives, yet /admin wants a sign-in at most 15
-// minutes old and a refresh keeps the session's auth_time. At exactly 15
-// minutes the refreshed token passes, one nanosecond later it is 401
-// insufficient_user_authentication (RFC 9470) while /me still answers;
-// signing in again gets back in.
-func TestAdminWantsARecentSignIn(t *testing.T) {
+// TestRecentSignInRoutes is the attacker's test of the demo's "sudo mode":
+// a thief holding alice's refresh token gets fresh access tokens for as
+// long as the session lives, yet /admin and signing out another device
+// want a sign-in at most 15 minutes old, and a refresh keeps the session's
+// auth_time. At exactly 15 minutes the refreshed token passes, one
+// nanosecond later it is 401 insufficient_user_authentication (RFC 9470)
+// while /me still answers, and the thief cannot sign alice's phone out;
+// alice, signing in again, gets back in and signs the thief's session out.
+func TestRecentSignInRoutes(t *testing.T) {
 	clock := &testClock{t: time.Unix(1_800_000_000, 0)}
 	st := refresh.NewMemoryStore(refresh.WithStoreClock(clock.Now))
 	t.Cleanup(func() { _ = st.Close() })
 	iss := newTestIssuerOn(t, st, func(c *refresh.Config) { c.Now = clock.Now })
 	srv := httptest.NewServer(newAuthMux(iss, authConfig{}))
 	t.Cleanup(srv.Close)
-	signIn := func() reply {
+	signIn := func() (access, refreshToken, sid string) {
 		r := post(t, srv.URL+"/login", form, "username=alice&password=wonderland")
 		if r.status != 200 {
 			t.Fatalf("sign-in: %d %v", r.status, r.body)
 		}
-		return r
+		access = r.body["access_token"].(string)
+		return access, r.body["refresh_token"].(string), getBearer(t, srv.URL+"/me", access).body["sid"].(string)
 	}
-	first := signIn()
-	if r := getBearer(t, srv.URL+"/admin", first.body["access_token"].(string)); r.status != 200 {
-		t.Fatalf("/admin right after sign-in: %d %v", r.status, r.body)
+	call := func(method, path, access string) *http.Response {
+		req, _ := http.NewRequest(method, srv.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer "+access)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
 	}
-	clock.Add(defaultAdminMaxAge)
-	r := post(t, srv.URL+"/token", form, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {first.body["refresh_token"].(string)}}.Encode())
+	laptopAT, stolen, laptop := signIn()
+	_, phoneRT, phone := signIn()
+	if code := call("GET", "/admin", laptopAT).StatusCode; code != 200 {
+		t.Fatalf("/admin right after sign-in: %d", code)
+	}
+	clock.Add(defaultRecentAuth)
+	r := post(t, srv.URL+"/token", form, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {stolen}}.Encode())
 	if r.status != 200 {
 		t.Fatalf("refresh: %d %v", r.status, r.body)
 	}
 	at := r.body["access_token"].(string)
-	if r := getBearer(t, srv.URL+"/admin", at); r.status != 200 {
-		t.Fatalf("/admin at exactly 15 min: %d %v", r.status, r.body)
+	if code := call("GET", "/admin", at).StatusCode; code != 200 {
+		t.Fatalf("/admin at exactly 15 min: %d", code)
 	}
 	clock.Add(time.Nanosecond)
-	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/admin", nil)
-	req.Header.Set("Authorization", "Bearer "+at)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
 	const want = `Bearer realm="refresh-demo", error="insufficient_user_authentication", max_age="900"`
-	if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != want {
-		t.Fatalf("/admin 15 min + 1 ns after sign-in: %d %q, want 401 %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), want)
+	for _, c := range []struct{ method, path string }{{"GET", "/admin"}, {"DELETE", "/sessions/" + phone}} {
+		if resp := call(c.method, c.path, at); resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != want {
+			t.Fatalf("%s %s 15 min + 1 ns after sign-in: %d %q, want 401 %q", c.method, c.path, resp.StatusCode, resp.Header.Get("WWW-Authenticate"), want)
+		}
 	}
 	me := getBearer(t, srv.URL+"/me", at)
 	if me.status != 200 || me.body["auth_time"] != time.Unix(1_800_000_000, 0).UTC().Format(time.RFC3339) {
 		t.Fatalf("/me: %d %v, want 200 with the sign-in's auth_time", me.status, me.body)
 	}
-	if r := getBearer(t, srv.URL+"/admin", signIn().body["access_token"].(string)); r.status != 200 {
-		t.Fatalf("/admin after signing in again: %d %v", r.status, r.body)
+	if r := post(t, srv.URL+"/token", form, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {phoneRT}}.Encode()); r.status != 200 {
+		t.Fatalf("the phone was signed out by a refreshed token: refresh %d %v", r.status, r.body)
+	}
+	fresh, _, _ := signIn()
+	if code := call("GET", "/admin", fresh).StatusCode; code != 200 {
+		t.Fatalf("/admin after signing in again: %d", code)
+	}
+	if code := call("DELETE", "/sessions/"+laptop, fresh).StatusCode; code != 204 {
+		t.Fatalf("signing the stolen session out after signing in again: %d", code)
+	}
+	if code := call("GET", "/me", at).StatusCode; code != 401 {
+		t.Fatalf("the thief's token after its session was signed out: /me %d", code)
 	}
 }
 
-// -admin-max-age under a second is refused at start-up, with a message,
+// -recent-auth under a second is refused at start-up, with a message,
 // by both the auth service and the resource server (RequireRecentAuth
 // would panic on it).
-func TestAdminMaxAgeFlag(t *testing.T) {
+func TestRecentAuthFlag(t *testing.T) {
 	for _, runner := range []func(context.Context, options, *slog.Logger, io.Writer) error{run, runResource} {
-		err := runner(context.Background(), options{store: "memory", adminMaxAge: 999 * time.Millisecond}, slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard)
-		if err == nil || !strings.Contains(err.Error(), "-admin-max-age") {
-			t.Errorf("-admin-max-age 999ms: %v, want a refusal naming the flag", err)
+		err := runner(context.Background(), options{store: "memory", recentAuth: 999 * time.Millisecond}, slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "-recent-auth") {
+			t.Errorf("-recent-auth 999ms: %v, want a refusal naming the flag", err)
 		}
 	}
 }

@@ -20,7 +20,7 @@ import (
 // INTROSPECTION_SECRET, checked for revocation through its /introspect;
 // with -dpop-nonce, DPoP proofs need this server's own nonces.
 func runResource(ctx context.Context, o options, log *slog.Logger, out io.Writer) error {
-	if err := checkAdminMaxAge(o.adminMaxAge); err != nil {
+	if err := checkRecentAuth(o.recentAuth); err != nil {
 		return err
 	}
 	auth := strings.TrimRight(o.authURL, "/")
@@ -71,17 +71,17 @@ func runResource(ctx context.Context, o options, log *slog.Logger, out io.Writer
 	}
 	fmt.Fprintf(out, "refresh-demo resource server on %s, for tokens of %s. Keys %s. Introspection %s. DPoP nonces %s.\n", base, auth, keys, intro, nonces)
 	fmt.Fprintf(out, "Try: curl -s %s/me -H \"Authorization: Bearer $AT\"\n", base)
-	srv := &http.Server{Handler: newResourceMux(v, o.adminMaxAge), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: newResourceMux(v, o.recentAuth), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
 	return serveUntil(ctx, srv, ln, out)
 }
 
 // newResourceMux serves the auth service's /me and /admin from tokens alone;
-// /admin wants a sign-in at most adminMaxAge ago (0: defaultAdminMaxAge).
-func newResourceMux(v *refresh.Verifier, adminMaxAge time.Duration) http.Handler {
+// /admin wants a sign-in at most recentAuth ago (0: defaultRecentAuth).
+func newResourceMux(v *refresh.Verifier, recentAuth time.Duration) http.Handler {
 	auth := v.Middleware(refresh.WithRealm("refresh-demo-api"))
 	mux := http.NewServeMux()
 	profile := func(h http.Handler) http.Handler { return auth(refresh.RequireScope(scopeProfile)(h)) }
 	mux.Handle("GET /me", profile(http.HandlerFunc(me)))
-	mux.Handle("GET /admin", profile(adminOnly(adminMaxAge)))
+	mux.Handle("GET /admin", profile(adminOnly(recentSignIn(recentAuth))))
 	return mux
 }

@@ -240,7 +240,7 @@ async function api(path, init = {}) {
 
 // stepUp reports a refusal that wants a more recent sign-in (RFC 9470).
 function stepUp(r) {
-  return (r.headers.get('WWW-Authenticate') || '').includes('error="insufficient_user_authentication"');
+  return r.status === 401 && (r.headers.get('WWW-Authenticate') || '').includes('error="insufficient_user_authentication"');
 }
 
 function signedOut(note) {
@@ -313,6 +313,12 @@ function renderDevices(sessions) {
 async function signOutDevice(id) {
   try {
     const r = await api('/sessions/' + encodeURIComponent(id), { method: 'DELETE' });
+    if (stepUp(r)) {
+      // Signing other devices out wants a recent sign-in (so that a stolen
+      // refresh token cannot do it): end this one and sign in afresh.
+      await signOut('To sign out another device, sign in again first.');
+      return;
+    }
     if (!r.ok && r.status !== 404) throw new Error('HTTP ' + r.status);
     await load();
   } catch (e) {
