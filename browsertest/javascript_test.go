@@ -70,7 +70,7 @@ func TestJavaScriptClients(t *testing.T) {
 		t.Fatalf("npm ci (needs the npm registry): %v\n%s", err, out)
 	}
 
-	d := startDemo(t)
+	d := startDemo(t, "-recent-auth", "1s") // the step-up test waits a second, not 15 minutes
 	dn := startDemo(t, "-dpop-nonce", "2m")
 	rs := startDemo(t, "-resource-server", "-auth", dn.base, "-dpop-nonce", "2m")
 	ctx, cancel = context.WithTimeout(context.Background(), 60*time.Second)
@@ -84,11 +84,11 @@ func TestJavaScriptClients(t *testing.T) {
 		t.Fatalf("the JavaScript clients failed: %v", err)
 	}
 
-	// Three sign-ins; rotations: one (bearer) and two (DPoP). One reuse,
+	// Four sign-ins; rotations: two (bearer, step-up) and two (DPoP). One reuse,
 	// which revokes its session; two revocations that carried what they
 	// needed. The refusals (spent tokens after the reuse, the thief's
 	// refreshes, the proof-less revocation) rotated and revoked nothing.
-	for kind, want := range map[string]int{"issued": 3, "rotated": 3, "reused": 1, "revoked": 2, "grace": 0} {
+	for kind, want := range map[string]int{"issued": 4, "rotated": 4, "reused": 1, "revoked": 2, "grace": 0} {
 		if got := d.events(kind, ""); got != want {
 			t.Errorf("demo logged %d %q events, want %d", got, kind, want)
 		}

@@ -136,6 +136,29 @@ test('bearer: jose verifies, oauth4webapi rotates, reuse revokes', async () => {
   denied(await me(second.access_token), 'bearer', 'the session check stops the access token')
 })
 
+test('step-up (RFC 9470, demo -recent-auth 1s): a refresh keeps auth_time, and oauth4webapi parses the insufficient_user_authentication challenge', async () => {
+  const first = await login('alice', 'wonderland')
+  const signedIn = (await verify(first.access_token)).auth_time
+  assert.ok(Number.isInteger(signedIn), 'auth_time is a NumericDate (RFC 9068 §2.2.1)')
+  await new Promise((resolve) => setTimeout(resolve, 1100)) // real time: the demo is a process
+  const next = await refresh(first.refresh_token)
+  const claims = await verify(next.access_token)
+  assert.equal(claims.auth_time, signedIn, 'the refresh keeps the sign-in time')
+  assert.ok(claims.iat > signedIn, 'while iat moves')
+  await assert.rejects(
+    oauth.protectedResourceRequest(next.access_token, 'GET', new URL(`${base}/admin`), undefined, undefined, insecure),
+    (err) => {
+      assert.ok(err instanceof oauth.WWWAuthenticateChallengeError, `want a challenge, got ${err}`)
+      assert.equal(err.status, 401)
+      const [c] = err.cause
+      assert.equal(c.scheme, 'bearer')
+      assert.equal(c.parameters.error, 'insufficient_user_authentication')
+      assert.equal(c.parameters.max_age, '1')
+      return true
+    })
+  assert.equal((await me(next.access_token)).status, 200, 'the token itself is good')
+})
+
 test('bearer: oauth4webapi revokes, the refresh token is dead', async () => {
   const p = await login('bob', 'builder')
   const res = await oauth.revocationRequest(as, client, none, p.refresh_token, insecure)
