@@ -97,6 +97,16 @@ func lost(err, late error) error {
 	return err
 }
 
+// lostValue is lost for calls that also return a value: the zero value
+// goes with late.
+func lostValue[T any](v T, err, late error) (T, error) {
+	if late != nil {
+		var zero T
+		return zero, late
+	}
+	return v, err
+}
+
 func (s *faultyStore) Create(ctx context.Context, sess *refresh.Session) error {
 	early, late := s.fault("Create")
 	if early != nil {
@@ -111,10 +121,7 @@ func (s *faultyStore) Get(ctx context.Context, id string) (*refresh.Session, err
 		return nil, early
 	}
 	v, err := s.MemoryStore.Get(ctx, id)
-	if late != nil {
-		return nil, late
-	}
-	return v, err
+	return lostValue(v, err, late)
 }
 
 func (s *faultyStore) Advance(ctx context.Context, id string, from uint64, at time.Time) error {
@@ -155,10 +162,7 @@ func (s *faultyStore) RevokeSubject(ctx context.Context, subject string, at time
 		return 0, early
 	}
 	v, err := s.MemoryStore.RevokeSubject(ctx, subject, at, reason)
-	if late != nil {
-		return 0, late
-	}
-	return v, err
+	return lostValue(v, err, late)
 }
 
 func (s *faultyStore) Sessions(ctx context.Context, subject string) ([]*refresh.Session, error) {
@@ -167,10 +171,7 @@ func (s *faultyStore) Sessions(ctx context.Context, subject string) ([]*refresh.
 		return nil, early
 	}
 	v, err := s.MemoryStore.Sessions(ctx, subject)
-	if late != nil {
-		return nil, late
-	}
-	return v, err
+	return lostValue(v, err, late)
 }
 
 func (s *faultyStore) DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error) {
@@ -179,10 +180,7 @@ func (s *faultyStore) DeleteExpired(ctx context.Context, before time.Time, limit
 		return 0, early
 	}
 	v, err := s.MemoryStore.DeleteExpired(ctx, before, limit)
-	if late != nil {
-		return 0, late
-	}
-	return v, err
+	return lostValue(v, err, late)
 }
 
 func (s *faultyStore) DeleteStale(ctx context.Context, expiredBy, idleBy, revokedBy time.Time, limit int) (int, error) {
@@ -191,10 +189,7 @@ func (s *faultyStore) DeleteStale(ctx context.Context, expiredBy, idleBy, revoke
 		return 0, early
 	}
 	v, err := s.MemoryStore.DeleteStale(ctx, expiredBy, idleBy, revokedBy, limit)
-	if late != nil {
-		return 0, late
-	}
-	return v, err
+	return lostValue(v, err, late)
 }
 
 func (s *faultyStore) RecordProof(ctx context.Context, id string, now, expires time.Time) error {
@@ -211,8 +206,5 @@ func (s *faultyStore) DeleteExpiredProofs(ctx context.Context, before time.Time,
 		return 0, early
 	}
 	v, err := s.MemoryStore.DeleteExpiredProofs(ctx, before, limit)
-	if late != nil {
-		return 0, late
-	}
-	return v, err
+	return lostValue(v, err, late)
 }
