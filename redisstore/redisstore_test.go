@@ -242,3 +242,32 @@ func TestFaultSoak(t *testing.T) {
 	t.Logf("fault soak: %v", rep)
 	fmt.Fprintf(os.Stderr, "redisstore fault soak: %v\n", rep)
 }
+
+// The README's promise for sweeping on Redis: Redis drops an expired
+// session's hash by itself, and Issuer.Sweep trims the id it leaves in the
+// expiry index, which nothing else removes; live sessions stay listed.
+func TestSweepTrimsTheExpiryIndex(t *testing.T) {
+	c := testClient(t)
+	st, prefix := newStoreWithPrefix(t, c)
+	ctx := context.Background()
+	now := time.Now()
+	for id, exp := range map[string]time.Time{"gone": now.Add(-2 * time.Second), "live": now.Add(time.Hour)} {
+		s := &refresh.Session{ID: id, Subject: "alice", Seed: make([]byte, 32), CreatedAt: now.Add(-time.Hour), RotatedAt: now.Add(-time.Hour), ExpiresAt: exp}
+		if err := st.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := c.Exists(ctx, prefix+"s:{gone}").Result(); n != 0 {
+		t.Fatalf("Redis kept the expired session's hash")
+	}
+	if n, _ := c.ZCard(ctx, prefix+"exp").Result(); n != 2 {
+		t.Fatalf("expiry index holds %d ids before the sweep, want 2", n)
+	}
+	if _, err := storetest.NewIssuer(t, st, 0).Sweep(ctx, 100); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := c.ZRange(ctx, prefix+"exp", 0, -1).Result()
+	if err != nil || len(ids) != 1 || ids[0] != "live" {
+		t.Fatalf("expiry index after the sweep: %v %v, want [live]", ids, err)
+	}
+}
