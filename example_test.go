@@ -239,6 +239,31 @@ func ExampleRequireRecentAuth() {
 	// 200  password changed
 }
 
+// A login that signs the user in on an identity provider's word (OpenID
+// Connect) passes the provider's auth_time: the session is new, the
+// authentication is not, and the step-up guards measure from it.
+func ExampleWithAuthTime() {
+	ctx := context.Background()
+	clock := refreshtest.NewClock(time.Date(2026, 12, 2, 9, 0, 0, 0, time.UTC))
+	iss := newExampleIssuer(0, func(c *refresh.Config) { c.Now = clock.Now })
+
+	// From the provider's verified ID token: alice signed in there at 8:00.
+	idpAuthTime := time.Unix(1796198400, 0)
+	pair, err := iss.Issue(ctx, "alice", refresh.WithAuthTime(idpAuthTime))
+	if err != nil {
+		log.Fatal(err)
+	}
+	claims, _ := iss.Verify(ctx, pair.AccessToken)
+	fmt.Println("minted", claims.IssuedAt.UTC().Format(time.Kitchen), "signed in", claims.AuthTime.UTC().Format(time.Kitchen))
+
+	// A time no authentication can have is refused before anything is stored.
+	_, err = iss.Issue(ctx, "alice", refresh.WithAuthTime(time.Time{}))
+	fmt.Println(errors.Is(err, refresh.ErrInvalidRequest))
+	// Output:
+	// minted 9:00AM signed in 8:00AM
+	// true
+}
+
 // NewHandlers serves the refresh grant; WriteTokenResponse answers logins in
 // the same RFC 6749 format.
 func ExampleNewHandlers() {

@@ -372,13 +372,15 @@ func (iss *Issuer) Now() time.Time { return iss.now() }
 type Option func(*callOptions)
 
 type callOptions struct {
-	dpop     string
-	proof    *DPoPProof
-	clientID string
-	scope    []string
-	scopeSet bool
-	claims   map[string]any
-	meta     map[string]string
+	dpop        string
+	proof       *DPoPProof
+	clientID    string
+	scope       []string
+	scopeSet    bool
+	claims      map[string]any
+	meta        map[string]string
+	authTime    time.Time // WithAuthTime's, when authTimeSet
+	authTimeSet bool
 }
 
 // WithClientID: for Issue, binds the session to a client, so that only that
@@ -427,6 +429,29 @@ func WithScope(scope ...string) Option {
 // acr and amr (RFC 9068 §2.2.1), are the login handler's to set here;
 // RequireACR reads acr.
 func WithClaims(claims map[string]any) Option { return func(o *callOptions) { o.claims = claims } }
+
+// WithAuthTime (Issue only) says when the user authenticated, for a login
+// that accepts an earlier authentication instead of checking credentials
+// now: an identity provider's auth_time (OpenID Connect ID token), a single
+// sign-on session, a "remember me" cookie. The session's access tokens then
+// carry t as auth_time, and the session's CreatedAt is t, so that
+// RequireRecentAuth measures from the authentication that really happened,
+// not from the Issue that relayed it. Without it, auth_time is when Issue
+// runs, which is right only for a login that has just checked the user's
+// credentials itself.
+//
+// Issue refuses with ErrInvalidRequest, before anything is stored or a
+// DPoP proof consumed, a zero t (an identity provider that did not say
+// when: ask it for auth_time, with OIDC max_age, rather than claim now), a
+// t before 1970, and a t after its clock plus Config.Leeway; a t within
+// the leeway ahead of its clock (an identity provider's clock a little
+// fast) is taken as now. auth_time has a precision of one second: tokens
+// carry t's whole seconds, which make the authentication look older by
+// less than a second, never fresher. Rotate ignores it: a refresh never
+// changes auth_time.
+func WithAuthTime(t time.Time) Option {
+	return func(o *callOptions) { o.authTime, o.authTimeSet = t, true }
+}
 
 // WithMeta (Issue only) records metadata of the session, such as device,
 // user agent or IP address, shown by Sessions. It never enters a token.

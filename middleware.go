@@ -360,10 +360,9 @@ func RequireRole(roles ...string) func(http.Handler) http.Handler {
 // the login checks) again to pass. Other tokens, and tokens without
 // auth_time, get 401 with error="insufficient_user_authentication" and
 // max_age="<seconds>" (RFC 9470 §3): the client signs the user in again and
-// retries with the new session's token. AuthTime is when Issue ran, so a
-// login that accepts an earlier authentication (an identity provider's
-// session, a "remember me" cookie) must ask for a fresh one before the
-// Issue that answers this challenge. A token is admitted while its age,
+// retries with the new session's token. AuthTime is when Issue ran, or the
+// earlier authentication a login relaying one (an identity provider's
+// session, a "remember me" cookie) passed with WithAuthTime. A token is admitted while its age,
 // the middleware's clock minus AuthTime, is at most maxAge. It panics if
 // maxAge is less than a second, the precision of auth_time.
 //

@@ -210,8 +210,9 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 
 // Issue starts a session for subject and returns its first token pair. Call
 // it after your own login check has authenticated the user. Options:
-// WithClientID, WithScope, WithClaims, WithMeta, WithDPoPProof. Before the
-// store is asked anything it refuses, with ErrInvalidRequest, an empty
+// WithClientID, WithScope, WithClaims, WithMeta, WithDPoPProof,
+// WithAuthTime. Before the store is asked anything it refuses, with
+// ErrInvalidRequest, a WithAuthTime that no authentication can have, an empty
 // subject, a subject or client ID that is not valid UTF-8, holds NUL or is
 // longer than 1024 bytes, a scope token outside RFC 6749 §3.3, a WithDPoP
 // value that is not a SHA-256 JWK thumbprint, and claims with a registered
@@ -228,6 +229,11 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	if err != nil {
 		return nil, err
 	}
+	if o.authTimeSet {
+		if err := iss.checkAuthTime(o.authTime); err != nil {
+			return nil, err
+		}
+	}
 	if o.proof != nil {
 		// The application has authenticated the user before calling Issue.
 		if err := iss.rs.consumeDPoP(ctx, o.proof); err != nil {
@@ -235,6 +241,10 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 		}
 	}
 	now := iss.now()
+	authTime := now
+	if o.authTimeSet && o.authTime.Before(now) {
+		authTime = o.authTime // one ahead of now, within the leeway, is now
+	}
 	var sid [sessionIDLen]byte
 	seed := make([]byte, seedLen)
 	_, _ = rand.Read(sid[:])
@@ -249,7 +259,7 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 		Scope:      slices.Clone(o.scope),
 		Claims:     claims,
 		Meta:       textMap(o.meta),
-		CreatedAt:  now,
+		CreatedAt:  authTime,
 		RotatedAt:  now,
 		ExpiresAt:  now.Add(iss.cfg.SessionTTL),
 	}
@@ -274,6 +284,21 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 		}
 	}
 	return p, nil
+}
+
+// checkAuthTime refuses a WithAuthTime value that no authentication can
+// have: zero, before 1970 (auth_time is a NumericDate, RFC 7519 §2), or
+// later than now plus the leeway.
+func (iss *Issuer) checkAuthTime(t time.Time) error {
+	switch {
+	case t.IsZero():
+		return requestErr("WithAuthTime: zero time (when did the user authenticate?)")
+	case t.Before(time.Unix(0, 0)):
+		return requestErr("WithAuthTime: a time before 1970")
+	case t.After(iss.now().Add(iss.cfg.Leeway)):
+		return requestErr("WithAuthTime: a time in the future, past Config.Leeway")
+	}
+	return nil
 }
 
 // maxNameLen bounds subjects and client IDs: far above any real one (an
@@ -891,7 +916,7 @@ type SessionInfo struct {
 	ClientID   string            `json:"client_id,omitempty"`
 	Scope      []string          `json:"scope,omitempty"`
 	Meta       map[string]string `json:"meta,omitempty"`
-	CreatedAt  time.Time         `json:"created_at"`
+	CreatedAt  time.Time         `json:"created_at"`   // the sign-in (Session.CreatedAt, auth_time)
 	LastUsedAt time.Time         `json:"last_used_at"` // last rotation
 	ExpiresAt  time.Time         `json:"expires_at"`   // the earlier of idle and absolute expiry
 	// Generation counts the session's rotations: 0 until its first

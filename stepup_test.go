@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -241,4 +243,131 @@ func TestAuthTimeMustBeANumericDate(t *testing.T) {
 	c, err := e.iss.Verify(bg, forgeHS(goodHeader(), claims, hsSecret))
 	require.NoError(t, err)
 	assert.True(t, c.AuthTime.Equal(time.Unix(1796200000, 5e8)))
+}
+
+// WithAuthTime, the attacker's way round: a login that signs users in on
+// an identity provider's word (single sign-on) runs Issue now, but the
+// user authenticated when the provider says. Were auth_time the Issue's
+// time, anyone holding a day-old provider session (a shared computer's
+// browser, a stolen provider cookie) would get a brand-new auth_time from
+// a relay and pass every step-up guard. With WithAuthTime the tokens carry
+// the provider's time: refused by RequireRecentAuth at max_age + 1 ns,
+// across refreshes on a warm and a cold instance, whatever Rotate is told.
+// Through real HTTP: the relay login, the refresh endpoint, the API.
+func TestWithAuthTimeRelaysTheRealSignIn(t *testing.T) {
+	e := newEnv(t)
+	t0 := e.clock.Now()
+	api := stepUpAPI(t, e.iss.Middleware())
+	h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{})
+	sso := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// What an OIDC relying party takes from the provider's verified
+		// ID token.
+		sec, err := strconv.ParseInt(r.FormValue("auth_time"), 10, 64)
+		if err != nil {
+			http.Error(w, "bad auth_time", 400)
+			return
+		}
+		p, err := e.iss.Issue(r.Context(), r.FormValue("sub"), refresh.WithAuthTime(time.Unix(sec, 0)))
+		if err != nil {
+			h.WriteIssueError(w, r, err)
+			return
+		}
+		h.WriteTokenResponse(w, r, p)
+	}))
+	t.Cleanup(sso.Close)
+	signIn := func(sub string, authTime time.Time) reply {
+		t.Helper()
+		return postForm(t, nil, sso.URL, url.Values{"sub": {sub}, "auth_time": {strconv.FormatInt(authTime.Unix(), 10)}}, nil)
+	}
+
+	// A provider session an hour old: the session just started, the
+	// authentication did not.
+	r := signIn("alice", t0.Add(-time.Hour))
+	require.Equal(t, 200, r.status, r.raw)
+	at := r.body["access_token"].(string)
+	_, claims := decodeJWT(t, at)
+	assert.EqualValues(t, t0.Add(-time.Hour).Unix(), claims["auth_time"])
+	assert.EqualValues(t, t0.Unix(), claims["iat"])
+	insufficientAuth(t, get(t, api.URL+"/password", bearer(at)), recentAuthChallenge)
+	assert.Equal(t, 200, get(t, api.URL+"/me", bearer(at)).StatusCode)
+	infos, err := e.iss.Sessions(bg, "alice")
+	require.NoError(t, err)
+	require.Len(t, infos, 1)
+	assert.True(t, infos[0].CreatedAt.Equal(t0.Add(-time.Hour)), "the session's CreatedAt is the authentication: %v", infos[0].CreatedAt)
+
+	// Ten minutes old: admitted at exactly max_age, refused 1 ns later.
+	r = signIn("bob", t0.Add(-10*time.Minute))
+	require.Equal(t, 200, r.status, r.raw)
+	at, rt := r.body["access_token"].(string), r.body["refresh_token"].(string)
+	assert.Equal(t, 200, get(t, api.URL+"/password", bearer(at)).StatusCode, "age == max_age")
+	e.clock.Set(t0.Add(time.Nanosecond))
+	insufficientAuth(t, get(t, api.URL+"/password", bearer(at)), recentAuthChallenge)
+
+	// Refreshes keep it, on this instance and on a cold one reading the
+	// store, and Rotate ignores a WithAuthTime of its own.
+	at, rt = refreshOverHTTP(t, e.refreshServer(t, false).URL, rt)
+	_, claims = decodeJWT(t, at)
+	assert.EqualValues(t, t0.Add(-10*time.Minute).Unix(), claims["auth_time"])
+	at, rt = refreshOverHTTP(t, e.refreshServer(t, true).URL, rt)
+	_, claims = decodeJWT(t, at)
+	assert.EqualValues(t, t0.Add(-10*time.Minute).Unix(), claims["auth_time"], "cold instance")
+	p, err := e.iss.Rotate(bg, rt, refresh.WithAuthTime(e.clock.Now()))
+	require.NoError(t, err)
+	_, claims = decodeJWT(t, p.AccessToken)
+	assert.EqualValues(t, t0.Add(-10*time.Minute).Unix(), claims["auth_time"], "Rotate ignores WithAuthTime")
+	insufficientAuth(t, get(t, api.URL+"/password", bearer(p.AccessToken)), recentAuthChallenge)
+
+	// A fresh authentication at the provider passes.
+	r = signIn("alice", e.clock.Now())
+	require.Equal(t, 200, r.status, r.raw)
+	assert.Equal(t, 200, get(t, api.URL+"/password", bearer(r.body["access_token"].(string))).StatusCode)
+
+	// A time no authentication can have is refused, 400 invalid_request,
+	// and nothing is stored.
+	r = signIn("carol", e.clock.Now().Add(time.Second))
+	assert.Equal(t, 400, r.status, r.raw)
+	assert.Equal(t, map[string]any{"error": "invalid_request"}, r.body)
+	infos, err = e.iss.Sessions(bg, "carol")
+	require.NoError(t, err)
+	assert.Empty(t, infos)
+}
+
+// WithAuthTime's bounds, each at ±1 ns: not before 1970, not after the
+// Issuer's clock plus Leeway; a time within the leeway ahead is now.
+func TestWithAuthTimeBounds(t *testing.T) {
+	const leeway = 30 * time.Second
+	e := newEnv(t, func(c *refresh.Config) { c.Leeway = leeway })
+	now := e.clock.Now()
+	issue := func(at time.Time) (*refresh.Pair, error) {
+		return e.iss.Issue(bg, "dave", refresh.WithAuthTime(at))
+	}
+	for name, at := range map[string]time.Time{
+		"zero":                  {},
+		"before 1970":           time.Unix(0, -1),
+		"past the leeway ahead": now.Add(leeway + time.Nanosecond),
+		"far future":            now.AddDate(1000, 0, 0),
+	} {
+		_, err := issue(at)
+		assert.ErrorIs(t, err, refresh.ErrInvalidRequest, name)
+	}
+	infos, err := e.iss.Sessions(bg, "dave")
+	require.NoError(t, err)
+	require.Empty(t, infos, "a refused Issue stores nothing")
+
+	authTime := func(p *refresh.Pair) time.Time {
+		c, err := e.iss.Verify(bg, p.AccessToken)
+		require.NoError(t, err)
+		return c.AuthTime
+	}
+	p, err := issue(now.Add(leeway))
+	require.NoError(t, err, "at the leeway")
+	assert.True(t, authTime(p).Equal(now), "a time ahead of the clock is now, never later: %v", authTime(p))
+	p, err = issue(time.Unix(0, 0))
+	require.NoError(t, err, "1970")
+	assert.True(t, authTime(p).Equal(time.Unix(0, 0)))
+	// Whole seconds: the fraction is dropped, so the authentication looks
+	// older, never fresher.
+	p, err = issue(now.Add(-time.Minute + 999*time.Millisecond))
+	require.NoError(t, err)
+	assert.True(t, authTime(p).Equal(now.Add(-time.Minute)), "%v", authTime(p))
 }

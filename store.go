@@ -28,7 +28,7 @@ type Session struct {
 	Claims []byte            // application claims as a JSON object, or nil
 	Meta   map[string]string // device, user agent, IP ... for the sessions list
 
-	CreatedAt time.Time // start of the session: the sign-in, which access tokens carry as auth_time; never changes
+	CreatedAt time.Time // the sign-in: when Issue ran, or the earlier authentication WithAuthTime named; access tokens carry it as auth_time; never changes
 	RotatedAt time.Time // last time Generation advanced (CreatedAt at first)
 	ExpiresAt time.Time // absolute end; rotation never extends it
 
