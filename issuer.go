@@ -438,7 +438,9 @@ func WithClaims(claims map[string]any) Option { return func(o *callOptions) { o.
 // RequireRecentAuth measures from the authentication that really happened,
 // not from the Issue that relayed it. Without it, auth_time is when Issue
 // runs, which is right only for a login that has just checked the user's
-// credentials itself.
+// credentials itself. Take t only from what authenticated the user (the
+// provider's signed ID token, your own record of the remembered sign-in),
+// never from the request: whoever controls t passes every step-up guard.
 //
 // Issue refuses with ErrInvalidRequest, before anything is stored or a
 // DPoP proof consumed, a zero t (an identity provider that did not say
