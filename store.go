@@ -159,7 +159,11 @@ type Store interface {
 	// removed. It removes no other session: not one expiring a nanosecond
 	// later, and not a revoked one that has not expired. Callers loop until
 	// it returns fewer than limit; each call must be short so it never holds
-	// long locks. limit <= 0 removes nothing and returns 0.
+	// long locks. A store that drops sessions by itself (see Expiry) and
+	// keeps an index of expiry times to find the rest may count, and must
+	// bound by limit, the index entries of dropped sessions it removes, so
+	// that a call's work stays bounded and callers loop until the index is
+	// clean (redisstore does). limit <= 0 removes nothing and returns 0.
 	DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error)
 }
 

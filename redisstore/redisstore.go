@@ -134,8 +134,6 @@ if not v[1] then return -1 end
 if v[2] or (ARGV[3] and v[3] ~= ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[1], 'revoked', ARGV[1], 'reason', ARGV[2])
 return 1`)
-	// Deletes the session if its expiry (20-digit nanoseconds, so string
-	// order is numeric order) is at or before ARGV[1].
 	// A DPoP proof record: refused (0) while its stored expiry (20-digit
 	// nanoseconds) is after ARGV[1]; else set to expire at ARGV[2], with
 	// the key's TTL at ARGV[3] milliseconds so that Redis drops it.
@@ -144,12 +142,15 @@ local e = redis.call('GET', KEYS[1])
 if e and e > ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 return 1`)
+	// Deletes the session if its expiry (20-digit nanoseconds, so string
+	// order is numeric order) is at or before ARGV[1], and then returns its
+	// subject, whose set (in another hash slot) the caller updates.
 	deleteScript = redis.NewScript(`
-local e = redis.call('HGET', KEYS[1], 'expires')
-if not e then return -1 end
-if e > ARGV[1] then return 0 end
+local v = redis.call('HMGET', KEYS[1], 'expires', 'sub')
+if not v[1] then return -1 end
+if v[1] > ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-return 1`)
+return v[2] or ''`)
 )
 
 // Create implements refresh.Store.
@@ -387,7 +388,14 @@ func (s *Store) Sessions(ctx context.Context, subject string) ([]*refresh.Sessio
 
 // DeleteExpired implements refresh.Store. Candidates come from the expiry
 // index by whole seconds; each is deleted by a script that compares its
-// exact expiry, so the boundary is exact to the nanosecond.
+// exact expiry, so the boundary is exact to the nanosecond. Redis has
+// usually deleted an expired session itself (its key's TTL is ExpiresAt),
+// leaving only its id in the index: trimming that id counts as deleting
+// the session, so that Sweep goes on while there are such ids, and no call
+// takes more than limit ids from the index, whatever they are. Each page
+// of candidates costs three round trips, not three per session: the
+// index, the deletions (pipelined; each script returns the subject it
+// deleted, whose set lives in another hash slot), and the index clean-up.
 func (s *Store) DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, wrap("delete expired", err)
@@ -409,24 +417,42 @@ func (s *Store) DeleteExpired(ctx context.Context, before time.Time, limit int) 
 		if len(ids) == 0 {
 			break
 		}
-		for _, id := range ids {
-			key := s.sessionKey(id)
-			sub, _ := s.rdb.HGet(ctx, key, "sub").Result()
-			n, err := deleteScript.Run(ctx, s.rdb, []string{key}, cut).Int()
-			if err != nil {
-				return deleted, wrap("delete expired", err)
+		cmds := make([]*redis.Cmd, len(ids))
+		if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, id := range ids {
+				cmds[i] = deleteScript.Eval(ctx, p, []string{s.sessionKey(id)}, cut)
 			}
-			switch n {
-			case 1:
-				deleted++
-				s.rdb.SRem(ctx, s.subjectKey(sub), id)
-				s.rdb.ZRem(ctx, s.expiryKey(), id)
-			case -1: // expired by Redis already: clean the index
-				s.rdb.ZRem(ctx, s.expiryKey(), id)
-			default: // same second, later nanosecond: keep, look past it
-				offset++
+			return nil
+		}); err != nil {
+			return deleted, wrap("delete expired", err)
+		}
+		var done []any
+		subjects := map[string][]any{}
+		for i, id := range ids {
+			switch v := cmds[i].Val().(type) {
+			case string: // deleted; v is its subject
+				subjects[v] = append(subjects[v], id)
+				done = append(done, id)
+			case int64:
+				if v == -1 { // expired by Redis already: only the index is left
+					done = append(done, id)
+				} else { // same second, later nanosecond: keep, look past it
+					offset++
+				}
 			}
 		}
+		if len(done) > 0 {
+			if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for sub, ids := range subjects {
+					p.SRem(ctx, s.subjectKey(sub), ids...)
+				}
+				p.ZRem(ctx, s.expiryKey(), done...)
+				return nil
+			}); err != nil {
+				return deleted, wrap("delete expired", err)
+			}
+		}
+		deleted += len(done)
 	}
 	return deleted, nil
 }

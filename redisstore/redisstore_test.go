@@ -271,3 +271,87 @@ func TestSweepTrimsTheExpiryIndex(t *testing.T) {
 		t.Fatalf("expiry index after the sweep: %v %v, want [live]", ids, err)
 	}
 }
+
+// roundTrips counts what a client sends: one per command, one per
+// pipeline; a new connection's handshake (HELLO, CLIENT SETINFO) aside.
+type roundTrips struct{ n atomic.Int64 }
+
+func handshake(cmd redis.Cmder) bool { return cmd.Name() == "hello" || cmd.Name() == "client" }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !handshake(cmd) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && !handshake(cmds[0]) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// DeleteExpired's work is bounded by its limit whatever the index holds:
+// ids Redis already expired (the usual case: every hash has its expiry as
+// TTL) count against the limit and in the answer, so that one call never
+// walks a day's worth of them and Sweep goes on until the index is clean.
+// A page costs three round trips, whatever its size; deleted sessions
+// leave their subject's set too.
+func TestDeleteExpiredIsBatched(t *testing.T) {
+	c := testClient(t)
+	st, prefix := newStoreWithPrefix(t, c)
+	ctx := context.Background()
+	now := time.Now()
+	create := func(id, sub string, exp time.Time) {
+		s := &refresh.Session{ID: id, Subject: sub, Seed: make([]byte, 32), CreatedAt: now.Add(-time.Hour), RotatedAt: now.Add(-time.Hour), ExpiresAt: exp}
+		if err := st.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 1000 { // dropped by Redis at once: only their ids remain
+		create(fmt.Sprintf("gone-%d", i), "alice", now.Add(-2*time.Second))
+	}
+	for i := range 50 { // hashes present, expiring within the hour
+		create(fmt.Sprintf("due-%d", i), "bob", now.Add(time.Hour))
+	}
+	create("live", "bob", now.Add(3*time.Hour))
+	before := now.Add(2 * time.Hour)
+
+	rt := &roundTrips{}
+	c.AddHook(rt)
+	n, err := st.DeleteExpired(ctx, before, 100)
+	if err != nil || n != 100 {
+		t.Fatalf("DeleteExpired(limit 100) = %d, %v; want 100: one call takes at most limit ids, and trimmed ones count", n, err)
+	}
+	if got := rt.n.Load(); got != 3 {
+		t.Errorf("one page of 100 cost %d round trips, want 3", got)
+	}
+	if left, _ := c.ZCard(ctx, prefix+"exp").Result(); left != 951 {
+		t.Fatalf("expiry index holds %d ids after one call, want 951", left)
+	}
+	total := n
+	for n == 100 {
+		if n, err = st.DeleteExpired(ctx, before, 100); err != nil {
+			t.Fatal(err)
+		}
+		total += n
+	}
+	if total != 1050 {
+		t.Errorf("deleted %d in all, want 1050", total)
+	}
+	ids, _ := c.ZRange(ctx, prefix+"exp", 0, -1).Result()
+	if len(ids) != 1 || ids[0] != "live" {
+		t.Errorf("expiry index after draining: %v, want [live]", ids)
+	}
+	if members, _ := c.SMembers(ctx, prefix+"u:{bob}").Result(); len(members) != 1 || members[0] != "live" {
+		t.Errorf("bob's set after draining: %v, want [live]", members)
+	}
+	if _, err := st.Get(ctx, "live"); err != nil {
+		t.Errorf("the live session: %v", err)
+	}
+}
