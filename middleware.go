@@ -362,9 +362,10 @@ func RequireRole(roles ...string) func(http.Handler) http.Handler {
 // max_age="<seconds>" (RFC 9470 §3): the client signs the user in again and
 // retries with the new session's token. AuthTime is when Issue ran, or the
 // earlier authentication a login relaying one (an identity provider's
-// session, a "remember me" cookie) passed with WithAuthTime. A token is admitted while its age,
-// the middleware's clock minus AuthTime, is at most maxAge. It panics if
-// maxAge is less than a second, the precision of auth_time.
+// session, a "remember me" cookie) passed with WithAuthTime. A token is
+// admitted while its age, the middleware's clock minus AuthTime, is at
+// most maxAge. It panics if maxAge is less than a second, the precision of
+// auth_time.
 //
 // The handler it returns is safe for concurrent use.
 func RequireRecentAuth(maxAge time.Duration) func(http.Handler) http.Handler {

@@ -241,9 +241,11 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 		}
 	}
 	now := iss.now()
+	// WithAuthTime's time, or now for one ahead of now (within the leeway:
+	// checkAuthTime refused the rest).
 	authTime := now
 	if o.authTimeSet && o.authTime.Before(now) {
-		authTime = o.authTime // one ahead of now, within the leeway, is now
+		authTime = o.authTime
 	}
 	var sid [sessionIDLen]byte
 	seed := make([]byte, seedLen)

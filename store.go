@@ -29,7 +29,7 @@ type Session struct {
 	Meta   map[string]string // device, user agent, IP ... for the sessions list
 
 	CreatedAt time.Time // the sign-in: when Issue ran, or the earlier authentication WithAuthTime named; access tokens carry it as auth_time; never changes
-	RotatedAt time.Time // last time Generation advanced (CreatedAt at first)
+	RotatedAt time.Time // last time Generation advanced (when Issue ran, at first)
 	ExpiresAt time.Time // absolute end; rotation never extends it
 
 	RevokedAt    time.Time // zero while the session is live; set once

@@ -429,16 +429,14 @@ func (s *Store) DeleteExpired(ctx context.Context, before time.Time, limit int) 
 		var done []any
 		subjects := map[string][]any{}
 		for i, id := range ids {
-			switch v := cmds[i].Val().(type) {
-			case string: // deleted; v is its subject
-				subjects[v] = append(subjects[v], id)
+			v := cmds[i].Val()
+			if sub, ok := v.(string); ok { // deleted; the script returned its subject
+				subjects[sub] = append(subjects[sub], id)
 				done = append(done, id)
-			case int64:
-				if v == -1 { // expired by Redis already: only the index is left
-					done = append(done, id)
-				} else { // same second, later nanosecond: keep, look past it
-					offset++
-				}
+			} else if n, ok := v.(int64); ok && n == -1 { // expired by Redis already: only the index is left
+				done = append(done, id)
+			} else { // same second, later nanosecond: keep, look past it
+				offset++
 			}
 		}
 		if len(done) > 0 {
