@@ -152,6 +152,8 @@ var mutants = map[string]string{
 	"del-reports-only":       "DeleteExpired reports what it removed but removes nothing",
 	"stale-reports-only":     "DeleteStale reports what it removed but removes nothing",
 	"proof-prefix32":         "RecordProof keeps only the first 32 bytes of a proof id",
+	// Found with WithAuthTime (2026-12-02): CreatedAt is no longer RotatedAt at Create.
+	"created-from-rotated": "Create keeps RotatedAt as CreatedAt too (one column for both)",
 	// Context.
 	"ctx-ignored":        "every method ignores a cancelled context",
 	"ctx-ignored-create": "Create ignores a cancelled context",

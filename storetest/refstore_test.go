@@ -153,6 +153,8 @@ func (r *refStore) Create(ctx context.Context, s *refresh.Session) error {
 		c.Seed = c.Seed[:16] // bytea column sized for a UUID
 	case r.is("create-expires-default"):
 		c.ExpiresAt = c.CreatedAt.Add(90 * 24 * time.Hour) // DEFAULT created_at + 90 days
+	case r.is("created-from-rotated"):
+		c.CreatedAt = c.RotatedAt // one "issued at" column for both
 	}
 	c.CreatedAt, c.RotatedAt, c.ExpiresAt, c.RevokedAt = r.store(c.CreatedAt), r.store(c.RotatedAt), r.store(c.ExpiresAt), r.store(c.RevokedAt)
 	if r.is("create-server-clock") { // DEFAULT now() instead of the given times
