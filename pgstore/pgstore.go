@@ -191,8 +191,10 @@ func (s *Store) Create(ctx context.Context, se *refresh.Session) error {
 	if scope == nil {
 		scope = []string{}
 	}
+	// meta goes as text: in the exec and simple_protocol query modes (for
+	// poolers, README) pgx sends []byte as bytea, which jsonb refuses.
 	tag, err := s.pool.Exec(ctx, s.q.create, se.ID, se.Subject, se.ClientID, se.DPoPKey, int64(se.Generation), int64(se.GraceUses),
-		se.Seed, scope, se.Claims, meta, nanos(se.CreatedAt), nanos(se.RotatedAt), nanos(se.ExpiresAt),
+		se.Seed, scope, se.Claims, string(meta), nanos(se.CreatedAt), nanos(se.RotatedAt), nanos(se.ExpiresAt),
 		revoked, se.RevokeReason)
 	if err != nil {
 		return wrap("create", err)

@@ -11,7 +11,9 @@
 # afterwards. Without root and without the servers the adapter tests are
 # skipped with a message; with CI=true a missing server fails the run.
 # A three-node Redis Cluster is started too (REDIS_CLUSTER_ADDRS=host:port,…
-# names an existing one), so that redisstore is tested on Cluster as well.
+# names an existing one), so that redisstore is tested on Cluster as well,
+# and a PgBouncer in transaction pooling mode in front of the Postgres
+# (PGBOUNCER_DSN names an existing one), for pgstore behind a pooler.
 # Chromium: Debian's chromium is installed the same way when missing
 # (CHROMIUM=/path/to/chrome names another); without it the browser tests
 # are skipped with a message, and with CI=true they fail. Node.js and npm
@@ -121,7 +123,50 @@ start_postgres() {
   export PG_START_CMD="${pfx}$bin/pg_ctl -D $dir/data -o '$opts' -l $dir/server.log -w -t 60 start"
   STOPS+=("$PG_STOP_CMD")
   export PG_DSN="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+  PG_PORT=$port PG_USER=$user
   say "Postgres $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+}
+
+# PgBouncer in transaction pooling mode in front of the Postgres started
+# above, as production deployments often run one: pgstore's conformance
+# suite runs through it too (PGBOUNCER_DSN names an existing one).
+start_pgbouncer() {
+  if [ -n "${PGBOUNCER_DSN:-}" ]; then say "PgBouncer: using PGBOUNCER_DSN"; return 0; fi
+  if [ -z "${PG_PORT:-}" ]; then
+    [ -n "${PG_DSN:-}" ] && say "SKIPPING the PgBouncer tests: PG_DSN names your Postgres; set PGBOUNCER_DSN=postgres://… to run them through your PgBouncer"
+    return 0
+  fi
+  if ! command -v pgbouncer >/dev/null; then
+    apt_install pgbouncer || true
+    command -v pgbouncer >/dev/null || { missing PgBouncer "install pgbouncer, run this script as root, or set PGBOUNCER_DSN=postgres://…"; return 0; }
+  fi
+  local port dir=$TMP/pgbouncer
+  port=$(free_port)
+  mkdir -p "$dir"
+  printf '"postgres" ""\n' >"$dir/users.txt"
+  cat >"$dir/pgbouncer.ini" <<EOF
+[databases]
+postgres = host=127.0.0.1 port=$PG_PORT dbname=postgres user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/users.txt
+pool_mode = transaction
+max_client_conn = 1000
+default_pool_size = 20
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+EOF
+  # pgbouncer refuses to run as root: as the user Postgres runs as.
+  local pfx=""
+  if [ -n "${PG_USER:-}" ]; then chown -R "$PG_USER" "$dir"; pfx="runuser -u $PG_USER --"; fi
+  $pfx pgbouncer -d -q "$dir/pgbouncer.ini" || { cat "$dir/pgbouncer.log" >&2 2>/dev/null; die "pgbouncer did not start"; }
+  for _ in $(seq 1 100); do [ -s "$dir/pgbouncer.pid" ] && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
+  STOPS+=("kill \$(cat $dir/pgbouncer.pid)")
+  export PGBOUNCER_DSN="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+  say "PgBouncer $(pgbouncer --version | awk 'NR==1{print $2}') (transaction pooling) on 127.0.0.1:$port"
 }
 
 start_redis() {
@@ -241,6 +286,7 @@ start_node() {
 }
 
 start_postgres
+start_pgbouncer
 start_redis
 start_chromium
 start_node
