@@ -20,6 +20,10 @@ func Example() {
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 	defer client.Close()
 	store := redisstore.New(client) // or redisstore.New(client, redisstore.WithPrefix("myapp:rt:"))
+	// Refuse to start on a Redis that may evict keys before they expire.
+	if err := store.Check(ctx); err != nil {
+		log.Fatal(err)
+	}
 	iss, err := refresh.NewIssuer(refresh.Config{
 		Issuer:      "https://auth.example.com",
 		Audience:    "https://api.example.com",

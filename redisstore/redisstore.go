@@ -39,6 +39,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -73,6 +74,47 @@ func New(rdb redis.UniversalClient, opts ...Option) *Store {
 		o(s)
 	}
 	return s
+}
+
+// ErrEviction is returned by Check for a server that may evict keys.
+var ErrEviction = errors.New("redisstore: maxmemory-policy is not noeviction: a full Redis would evict sessions, the subject sets RevokeSubject reads and DPoP replay records before they expire")
+
+// Check verifies, at start-up, that the server keeps what the store writes
+// until it expires: its maxmemory-policy must be noeviction, on every
+// master of a Cluster. Under any other policy a Redis that reaches
+// maxmemory evicts keys early (every key of this store but the expiry
+// index has a TTL, so the volatile-* policies take them too): sessions
+// (users signed out), the subject sets that RevokeSubject reads (a "log
+// out everywhere" that misses sessions, which stay live) and DPoP replay
+// records (a replayed proof accepted). That breaks the refresh.Store
+// contract; with noeviction a full Redis refuses writes instead, and
+// sign-ins and refreshes fail closed (503). The error wraps ErrEviction
+// and names the policy, or is the server's error. It reads INFO memory,
+// which managed services allow where CONFIG is not. Safe for concurrent
+// use.
+func (s *Store) Check(ctx context.Context) error {
+	check := func(ctx context.Context, c *redis.Client) error {
+		info, err := c.Info(ctx, "memory").Result()
+		if err != nil {
+			return wrap("check", err)
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "maxmemory_policy:"); ok {
+				if v != "noeviction" {
+					return fmt.Errorf("%w (%s on %s)", ErrEviction, v, c.Options().Addr)
+				}
+				return nil
+			}
+		}
+		return wrap("check", fmt.Errorf("INFO memory from %s has no maxmemory_policy", c.Options().Addr))
+	}
+	switch c := s.rdb.(type) {
+	case *redis.ClusterClient:
+		return c.ForEachMaster(ctx, check)
+	case *redis.Client:
+		return check(ctx, c)
+	}
+	return wrap("check", fmt.Errorf("cannot check a %T: check maxmemory-policy yourself", s.rdb))
 }
 
 func (s *Store) sessionKey(id string) string  { return s.prefix + "s:{" + id + "}" }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -353,5 +354,67 @@ func TestDeleteExpiredIsBatched(t *testing.T) {
 	}
 	if _, err := st.Get(ctx, "live"); err != nil {
 		t.Errorf("the live session: %v", err)
+	}
+}
+
+// Check refuses a server that may evict keys before they expire, which
+// would let a full Redis drop the subject set that "log out everywhere"
+// reads (leaving sessions live) or a DPoP replay record (accepting a
+// replay); on a Cluster it asks every master.
+func TestCheckRefusesEviction(t *testing.T) {
+	c := testClient(t)
+	st := redisstore.New(c)
+	ctx := context.Background()
+	policy, err := c.ConfigGet(ctx, "maxmemory-policy").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.ConfigSet(context.Background(), "maxmemory-policy", policy["maxmemory-policy"]) })
+	if err := c.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Check(ctx); err != nil {
+		t.Fatalf("Check with noeviction: %v", err)
+	}
+	// maxmemory stays 0 (no limit): nothing is evicted while the other
+	// tests run.
+	for _, p := range []string{"allkeys-lru", "volatile-lru", "volatile-ttl", "allkeys-random"} {
+		if err := c.ConfigSet(ctx, "maxmemory-policy", p).Err(); err != nil {
+			t.Fatal(err)
+		}
+		err := st.Check(ctx)
+		if !errors.Is(err, redisstore.ErrEviction) || !strings.Contains(err.Error(), p) {
+			t.Errorf("Check with %s: %v, want ErrEviction naming the policy", p, err)
+		}
+	}
+	if err := c.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A server that does not answer is an error, not a pass.
+	down := redisstore.New(redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1}))
+	if err := down.Check(ctx); err == nil || errors.Is(err, redisstore.ErrEviction) {
+		t.Errorf("Check of an unreachable server: %v", err)
+	}
+
+	addrs := os.Getenv("REDIS_CLUSTER_ADDRS")
+	if addrs == "" {
+		return
+	}
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ",")})
+	defer cc.Close()
+	if err := redisstore.New(cc).Check(ctx); err != nil {
+		t.Fatalf("Check on the cluster: %v", err)
+	}
+	// One master of three evicting is enough to refuse.
+	last := strings.Split(addrs, ",")[2]
+	node := redis.NewClient(&redis.Options{Addr: last})
+	defer node.Close()
+	if err := node.ConfigSet(ctx, "maxmemory-policy", "allkeys-lfu").Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer node.ConfigSet(context.Background(), "maxmemory-policy", "noeviction")
+	if err := redisstore.New(cc).Check(ctx); !errors.Is(err, redisstore.ErrEviction) || !strings.Contains(err.Error(), last) {
+		t.Errorf("Check on the cluster with %s evicting: %v", last, err)
 	}
 }
