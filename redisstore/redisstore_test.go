@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -417,4 +418,98 @@ func TestCheckRefusesEviction(t *testing.T) {
 	if err := redisstore.New(cc).Check(ctx); !errors.Is(err, redisstore.ErrEviction) || !strings.Contains(err.Error(), last) {
 		t.Errorf("Check on the cluster with %s evicting: %v", last, err)
 	}
+}
+
+// What Check is for, as an attacker would see it: on a Redis that evicts
+// (here allkeys-lru with a 4 MB maxmemory, a server of its own), an
+// attacker's session that is in use keeps its hash, while the subject's
+// set, written at sign-in an hour ago and not read since, is evicted once
+// the server fills up with other data. The user's "log out everywhere"
+// then finds no session, and the attacker's refresh token keeps working.
+// Check refuses that server before any of it can happen.
+func TestEvictionBreaksLogOutEverywhere(t *testing.T) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("redis-server is not on PATH and CI=true")
+		}
+		t.Skip("redis-server is not on PATH: scripts/test.sh installs it")
+	}
+	var port int
+	for port = 22000; port < 22100; port++ { // above the script's servers, below the ephemeral range
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			continue
+		}
+		break
+	}
+	srv := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", t.TempDir(), "--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru", "--maxmemory-samples", "64")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
+	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port)})
+	defer c.Close()
+	ctx := context.Background()
+	for i := 0; c.Ping(ctx).Err() != nil; i++ {
+		if i == 100 {
+			t.Fatal("redis-server did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	st := redisstore.New(c)
+	if err := st.Check(ctx); !errors.Is(err, redisstore.ErrEviction) {
+		t.Fatalf("Check on an allkeys-lru server: %v, want ErrEviction", err)
+	}
+
+	iss := storetest.NewIssuer(t, st, 0)
+	attacker, err := iss.Issue(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := attacker.RefreshToken
+	// The sign-in was an hour ago: the set has not been read since (Redis
+	// keeps a key's idle time; RESTORE … IDLETIME sets it).
+	set := "refresh:u:{alice}"
+	dump, err := c.Dump(ctx, set).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ttl, err := c.PTTL(ctx, set).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Do(ctx, "RESTORE", set, ttl.Milliseconds(), dump, "REPLACE", "IDLETIME", 3600).Err(); err != nil {
+		t.Fatal(err)
+	}
+	junk := strings.Repeat("x", 16<<10)
+	for i := 0; ; i++ {
+		if n, _ := c.Exists(ctx, "refresh:u:{alice}").Result(); n == 0 {
+			break // the subject's set is gone
+		}
+		if i == 2000 {
+			t.Skip("the subject set survived 32 MB of other data: eviction sampling kept it this time")
+		}
+		if err := c.Set(ctx, fmt.Sprintf("cache:%d", i), junk, 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		p, err := iss.Rotate(ctx, tok) // the attacker's session stays warm
+		if err != nil {
+			t.Skipf("the attacker's own session was evicted first (%v): eviction sampling; nothing to show this time", err)
+		}
+		tok = p.RefreshToken
+	}
+	// The pressure ends (no more evictions); the user logs out everywhere.
+	if err := c.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := iss.RevokeSubject(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := iss.Rotate(ctx, tok); err != nil || n != 0 {
+		t.Fatalf("log out everywhere revoked %d and the attacker's refresh got %v: eviction did not break it this time", n, err)
+	}
+	t.Logf("on an evicting Redis, log out everywhere revoked %d sessions and the attacker's refresh token still rotates: what Check refuses", n)
 }
