@@ -20,7 +20,8 @@ func Example() {
 	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 	defer client.Close()
 	store := redisstore.New(client) // or redisstore.New(client, redisstore.WithPrefix("myapp:rt:"))
-	// Refuse to start on a Redis that may evict keys before they expire.
+	// Refuse to start on a Redis that may evict keys before they expire
+	// (the store would refuse its first write there anyway).
 	if err := store.Check(ctx); err != nil {
 		log.Fatal(err)
 	}

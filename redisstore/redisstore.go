@@ -40,6 +40,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -50,8 +51,10 @@ import (
 // multiple goroutines and processes. It owns no goroutines; the client is
 // the caller's to close.
 type Store struct {
-	rdb    redis.UniversalClient
-	prefix string
+	rdb     redis.UniversalClient
+	prefix  string
+	noCheck bool        // WithoutEvictionCheck
+	checked atomic.Bool // Check has passed
 }
 
 var (
@@ -65,6 +68,11 @@ type Option func(*Store)
 
 // WithPrefix sets the prefix of every key (default "refresh:").
 func WithPrefix(p string) Option { return func(s *Store) { s.prefix = p } }
+
+// WithoutEvictionCheck turns off the Check that Create, RevokeSubject and
+// RecordProof make before they first write. Use it only for a server
+// whose ACL denies INFO, after checking its maxmemory-policy yourself.
+func WithoutEvictionCheck() Option { return func(s *Store) { s.noCheck = true } }
 
 // New returns a Store on rdb: a *redis.Client, *redis.ClusterClient or any
 // redis.UniversalClient.
@@ -92,6 +100,13 @@ var ErrEviction = errors.New("redisstore: maxmemory-policy is not noeviction: a 
 // and names the policy, or is the server's error. It reads INFO memory,
 // which managed services allow where CONFIG is not. Safe for concurrent
 // use.
+//
+// Create, RevokeSubject and RecordProof run it themselves until it has
+// passed once for this Store, and fail with its error until then: on a
+// server that may evict, sign-ins, "log out everywhere" and DPoP-bound
+// requests fail closed (503) rather than write what the server may lose,
+// and the error says why. Calling it at start-up reports the problem
+// before the first user meets it.
 func (s *Store) Check(ctx context.Context) error {
 	check := func(ctx context.Context, c *redis.Client) error {
 		info, err := c.Info(ctx, "memory").Result()
@@ -115,6 +130,19 @@ func (s *Store) Check(ctx context.Context) error {
 		return check(ctx, c)
 	}
 	return wrap("check", fmt.Errorf("cannot check a %T: check maxmemory-policy yourself", s.rdb))
+}
+
+// checkOnce runs Check until it passes once (a failure is not kept: a
+// server whose policy is fixed is accepted at the next call).
+func (s *Store) checkOnce(ctx context.Context) error {
+	if s.noCheck || s.checked.Load() {
+		return nil
+	}
+	if err := s.Check(ctx); err != nil {
+		return err
+	}
+	s.checked.Store(true)
+	return nil
 }
 
 func (s *Store) sessionKey(id string) string  { return s.prefix + "s:{" + id + "}" }
@@ -199,6 +227,9 @@ return v[2] or ''`)
 func (s *Store) Create(ctx context.Context, se *refresh.Session) error {
 	if err := ctx.Err(); err != nil {
 		return wrap("create", err)
+	}
+	if err := s.checkOnce(ctx); err != nil {
+		return err
 	}
 	scope, err := json.Marshal(se.Scope)
 	if err != nil {
@@ -355,6 +386,9 @@ func (s *Store) Revoke(ctx context.Context, id string, at time.Time, reason stri
 // RevokeSubject implements refresh.Store: each session of the subject is
 // revoked by its own atomic script, in one pipelined round trip.
 func (s *Store) RevokeSubject(ctx context.Context, subject string, at time.Time, reason string) (int, error) {
+	if err := s.checkOnce(ctx); err != nil {
+		return 0, err
+	}
 	ids, err := s.rdb.SMembers(ctx, s.subjectKey(subject)).Result()
 	if err != nil {
 		return 0, wrap("revoke subject", err)
@@ -503,6 +537,9 @@ func (s *Store) DeleteExpired(ctx context.Context, before time.Time, limit int) 
 func (s *Store) RecordProof(ctx context.Context, id string, now, expires time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return wrap("record proof", err)
+	}
+	if err := s.checkOnce(ctx); err != nil {
+		return err
 	}
 	// The TTL rounds up to the next millisecond: never before the expiry.
 	ms := expires.Add(time.Millisecond - 1).UnixMilli()

@@ -371,8 +371,36 @@ func TestCheckRefusesEviction(t *testing.T) {
 			t.Errorf("Check with %s: %v, want ErrEviction naming the policy", p, err)
 		}
 	}
+
+	// A store that has not passed the check yet refuses to write: no
+	// session, no revocation that could miss sessions, no proof record;
+	// and nothing is written.
+	fresh, prefix := newStoreWithPrefix(t, c)
+	s := &refresh.Session{ID: "s1", Subject: "alice", Seed: make([]byte, 32), CreatedAt: time.Now(), RotatedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}
+	if err := fresh.Create(ctx, s); !errors.Is(err, redisstore.ErrEviction) {
+		t.Errorf("Create on an evicting server: %v, want ErrEviction", err)
+	}
+	if _, err := fresh.RevokeSubject(ctx, "alice", time.Now(), "logout"); !errors.Is(err, redisstore.ErrEviction) {
+		t.Errorf("RevokeSubject on an evicting server: %v, want ErrEviction", err)
+	}
+	if err := fresh.RecordProof(ctx, "p1", time.Now(), time.Now().Add(time.Minute)); !errors.Is(err, redisstore.ErrEviction) {
+		t.Errorf("RecordProof on an evicting server: %v, want ErrEviction", err)
+	}
+	if keys, _ := c.Keys(ctx, prefix+"*").Result(); len(keys) != 0 {
+		t.Errorf("refused writes left keys: %v", keys)
+	}
+	// WithoutEvictionCheck is the way out for a server whose ACL denies INFO.
+	unchecked := redisstore.New(c, redisstore.WithPrefix(prefix), redisstore.WithoutEvictionCheck())
+	if err := unchecked.Create(ctx, s); err != nil {
+		t.Errorf("Create WithoutEvictionCheck: %v", err)
+	}
+	// The policy fixed, the same store writes: a refusal is not kept.
 	if err := c.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
 		t.Fatal(err)
+	}
+	s.ID = "s2"
+	if err := fresh.Create(ctx, s); err != nil {
+		t.Errorf("Create once the policy is noeviction: %v", err)
 	}
 
 	// A server that does not answer is an error, not a pass.
@@ -409,7 +437,8 @@ func TestCheckRefusesEviction(t *testing.T) {
 // set, written at sign-in an hour ago and not read since, is evicted once
 // the server fills up with other data. The user's "log out everywhere"
 // then finds no session, and the attacker's refresh token keeps working.
-// Check refuses that server before any of it can happen.
+// The store refuses that server (Check, which Create runs) before any of
+// it can happen; the attack is shown WithoutEvictionCheck.
 func TestEvictionBreaksLogOutEverywhere(t *testing.T) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -441,11 +470,17 @@ func TestEvictionBreaksLogOutEverywhere(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	st := redisstore.New(c)
-	if err := st.Check(ctx); !errors.Is(err, redisstore.ErrEviction) {
+	if err := redisstore.New(c).Check(ctx); !errors.Is(err, redisstore.ErrEviction) {
 		t.Fatalf("Check on an allkeys-lru server: %v, want ErrEviction", err)
 	}
+	// The store refuses to sign anyone in there: the attack below cannot
+	// start.
+	if _, err := storetest.NewIssuer(t, redisstore.New(c), 0).Issue(ctx, "alice"); !errors.Is(err, redisstore.ErrEviction) {
+		t.Fatalf("Issue on an allkeys-lru server: %v, want ErrEviction", err)
+	}
 
+	// What happens without the check.
+	st := redisstore.New(c, redisstore.WithoutEvictionCheck())
 	iss := storetest.NewIssuer(t, st, 0)
 	attacker, err := iss.Issue(ctx, "alice")
 	if err != nil {
