@@ -87,10 +87,10 @@ func New(rdb redis.UniversalClient, opts ...Option) *Store {
 // ErrEviction is returned by Check for a server that may evict keys.
 var ErrEviction = errors.New("redisstore: maxmemory-policy is not noeviction: a full Redis would evict sessions, the subject sets RevokeSubject reads and DPoP replay records before they expire")
 
-// Check verifies, at start-up, that the server keeps what the store writes
-// until it expires: its maxmemory-policy must be noeviction, on every
-// master of a Cluster. Under any other policy a Redis that reaches
-// maxmemory evicts keys early (every key of this store but the expiry
+// Check verifies that the server keeps what the store writes until it
+// expires: its maxmemory-policy must be noeviction, on every master of a
+// Cluster. Under any other policy a Redis that reaches maxmemory evicts
+// keys early (every key of this store but the expiry
 // index has a TTL, so the volatile-* policies take them too): sessions
 // (users signed out), the subject sets that RevokeSubject reads (a "log
 // out everywhere" that misses sessions, which stay live) and DPoP replay
