@@ -708,8 +708,9 @@ func (h *Handlers) RevocationHandler() http.Handler {
 // malformed, forged, unknown, expired and revoked tokens, spent refresh
 // tokens, and refresh tokens of other clients' sessions; for an active
 // access token it carries scope, client_id, sub, aud, iss, token_type
-// (Bearer or DPoP), exp, iat, nbf and jti (§2.2); for an active refresh
-// token (only to its own client) scope, client_id, sub, iss, exp, iat and
+// (Bearer or DPoP), exp, iat, nbf and jti (§2.2), and auth_time and acr
+// for step-up rules (RFC 9470); for an active refresh token (only to its
+// own client) scope, client_id, sub, iss, exp, iat, auth_time and
 // token_type refresh_token. Revocation shows at once: the session is read
 // from the store, not from a cache. A failing store is 503.
 func (h *Handlers) IntrospectionHandler() http.Handler {

@@ -23,10 +23,15 @@ type introspection struct {
 	IssuedAt  int64    `json:"iat,omitempty"`
 	NotBefore int64    `json:"nbf,omitempty"`
 	ID        string   `json:"jti,omitempty"`
+	// The authentication the token stems from, for resource servers that
+	// apply step-up rules (RFC 9470) to introspected tokens.
+	AuthTime int64  `json:"auth_time,omitempty"`
+	ACR      string `json:"acr,omitempty"`
 }
 
 // introspect answers for token on behalf of the authenticated client
-// caller. An access token is active when it verifies and its session is
+// caller. Both kinds carry auth_time (the session's sign-in) and an access
+// token its acr claim, so that step-up rules work on introspected tokens. An access token is active when it verifies and its session is
 // live in the store now (not from the session cache). A refresh token is
 // active only to the client its session is bound to, and only while it is
 // the session's current token and the session is usable: a client learns
@@ -51,7 +56,8 @@ func (iss *Issuer) introspect(ctx context.Context, token, caller string) (intros
 			exp = s.ExpiresAt
 		}
 		return introspection{Active: true, Scope: strings.Join(s.Scope, " "), ClientID: s.ClientID, Subject: s.Subject,
-			Issuer: iss.cfg.Issuer, TokenType: "refresh_token", ExpiresAt: exp.Unix(), IssuedAt: s.RotatedAt.Unix()}, nil
+			Issuer: iss.cfg.Issuer, TokenType: "refresh_token", ExpiresAt: exp.Unix(), IssuedAt: s.RotatedAt.Unix(),
+			AuthTime: s.CreatedAt.Unix()}, nil
 	}
 	c, err := iss.rs.verify(token)
 	if err != nil {
@@ -75,5 +81,9 @@ func (iss *Issuer) introspect(ctx context.Context, token, caller string) (intros
 	if !c.NotBefore.IsZero() {
 		out.NotBefore = c.NotBefore.Unix()
 	}
+	if !c.AuthTime.IsZero() {
+		out.AuthTime = c.AuthTime.Unix()
+	}
+	out.ACR, _ = c.Extra["acr"].(string)
 	return out, nil
 }

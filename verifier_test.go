@@ -366,7 +366,9 @@ func introspectionEnv(t *testing.T) (*env, *httptest.Server) {
 // token, HTTP Basic, a JSON answer with "active".
 func TestIntrospectionHandler(t *testing.T) {
 	e, srv := introspectionEnv(t)
-	p := e.issue(t, "alice", refresh.WithScope("read", "write"), refresh.WithClientID("web"))
+	signedIn := e.clock.Now().Add(-time.Hour)
+	p := e.issue(t, "alice", refresh.WithScope("read", "write"), refresh.WithClientID("web"),
+		refresh.WithAuthTime(signedIn), refresh.WithClaims(map[string]any{"acr": "mfa"}))
 	ask := func(tok string, header map[string]string, extra url.Values) reply {
 		form := url.Values{"token": {tok}}
 		for k, v := range extra {
@@ -413,6 +415,8 @@ func TestIntrospectionHandler(t *testing.T) {
 	assert.Equal(t, e.cfg.Issuer, r.body["iss"])
 	assert.EqualValues(t, p.AccessExpiresAt.Unix(), r.body["exp"])
 	assert.NotEmpty(t, r.body["jti"])
+	assert.EqualValues(t, signedIn.Unix(), r.body["auth_time"], "step-up rules need it (RFC 9470)")
+	assert.Equal(t, "mfa", r.body["acr"])
 
 	inactive := func(name, tok string, header map[string]string) {
 		t.Helper()
@@ -432,6 +436,8 @@ func TestIntrospectionHandler(t *testing.T) {
 	assert.Equal(t, true, r.body["active"], r.raw)
 	assert.Equal(t, "refresh_token", r.body["token_type"])
 	assert.Equal(t, "bob", r.body["sub"])
+	assert.EqualValues(t, e.clock.Now().Unix(), r.body["auth_time"])
+	assert.NotContains(t, r.body, "acr", "none was set")
 	next, err := e.iss.Rotate(bg, m.RefreshToken, refresh.WithClientID("mobile"))
 	require.NoError(t, err)
 	inactive("a spent refresh token", m.RefreshToken, mob)
