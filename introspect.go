@@ -31,12 +31,12 @@ type introspection struct {
 
 // introspect answers for token on behalf of the authenticated client
 // caller. Both kinds carry auth_time (the session's sign-in) and an access
-// token its acr claim, so that step-up rules work on introspected tokens. An access token is active when it verifies and its session is
-// live in the store now (not from the session cache). A refresh token is
-// active only to the client its session is bound to, and only while it is
-// the session's current token and the session is usable: a client learns
-// nothing about refresh tokens that are not its own. Only store failures
-// are errors.
+// token its acr claim, so that step-up rules work on introspected tokens.
+// An access token is active when it verifies and its session is live in the
+// store now (not from the session cache). A refresh token is active only to
+// the client its session is bound to, and only while it is the session's
+// current token and the session is usable: a client learns nothing about
+// refresh tokens that are not its own. Only store failures are errors.
 func (iss *Issuer) introspect(ctx context.Context, token, caller string) (introspection, error) {
 	var none introspection
 	if strings.HasPrefix(token, refreshPrefix) {

@@ -90,16 +90,15 @@ var ErrEviction = errors.New("redisstore: maxmemory-policy is not noeviction: a 
 // Check verifies that the server keeps what the store writes until it
 // expires: its maxmemory-policy must be noeviction, on every master of a
 // Cluster. Under any other policy a Redis that reaches maxmemory evicts
-// keys early (every key of this store but the expiry
-// index has a TTL, so the volatile-* policies take them too): sessions
-// (users signed out), the subject sets that RevokeSubject reads (a "log
-// out everywhere" that misses sessions, which stay live) and DPoP replay
-// records (a replayed proof accepted). That breaks the refresh.Store
-// contract; with noeviction a full Redis refuses writes instead, and
-// sign-ins and refreshes fail closed (503). The error wraps ErrEviction
-// and names the policy, or is the server's error. It reads INFO memory,
-// which managed services allow where CONFIG is not. Safe for concurrent
-// use.
+// keys early (every key of this store but the expiry index has a TTL, so
+// the volatile-* policies take them too): sessions (users signed out), the
+// subject sets that RevokeSubject reads (a "log out everywhere" that misses
+// sessions, which stay live) and DPoP replay records (a replayed proof
+// accepted). That breaks the refresh.Store contract; with noeviction a full
+// Redis refuses writes instead, and sign-ins and refreshes fail closed
+// (503). The error wraps ErrEviction and names the policy, or is the
+// server's error. It reads INFO memory, which managed services allow where
+// CONFIG is not. Safe for concurrent use.
 //
 // Create, RevokeSubject and RecordProof run it themselves until it has
 // passed once for this Store, and fail with its error until then: on a
