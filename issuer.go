@@ -372,15 +372,16 @@ func (iss *Issuer) Now() time.Time { return iss.now() }
 type Option func(*callOptions)
 
 type callOptions struct {
-	dpop        string
-	proof       *DPoPProof
-	clientID    string
-	scope       []string
-	scopeSet    bool
-	claims      map[string]any
-	meta        map[string]string
-	authTime    time.Time // WithAuthTime's, when authTimeSet
-	authTimeSet bool
+	dpop     string
+	proof    *DPoPProof
+	clientID string
+	scope    []string
+	scopeSet bool
+	claims   map[string]any
+	meta     map[string]string
+	// WithAuthTime's, or nil: a pointer, so that the options every
+	// refresh request allocates stay in their size class.
+	authTime *time.Time
 }
 
 // WithClientID: for Issue, binds the session to a client, so that only that
@@ -452,7 +453,7 @@ func WithClaims(claims map[string]any) Option { return func(o *callOptions) { o.
 // less than a second, never fresher. Rotate ignores it: a refresh never
 // changes auth_time.
 func WithAuthTime(t time.Time) Option {
-	return func(o *callOptions) { o.authTime, o.authTimeSet = t, true }
+	return func(o *callOptions) { o.authTime = &t }
 }
 
 // WithMeta (Issue only) records metadata of the session, such as device,

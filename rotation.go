@@ -229,8 +229,8 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	if err != nil {
 		return nil, err
 	}
-	if o.authTimeSet {
-		if err := iss.checkAuthTime(o.authTime); err != nil {
+	if o.authTime != nil {
+		if err := iss.checkAuthTime(*o.authTime); err != nil {
 			return nil, err
 		}
 	}
@@ -244,8 +244,8 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	// WithAuthTime's time, or now for one ahead of now (within the leeway:
 	// checkAuthTime refused the rest).
 	authTime := now
-	if o.authTimeSet && o.authTime.Before(now) {
-		authTime = o.authTime
+	if o.authTime != nil && o.authTime.Before(now) {
+		authTime = *o.authTime
 	}
 	var sid [sessionIDLen]byte
 	seed := make([]byte, seedLen)
