@@ -6,7 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strings"
@@ -474,9 +477,31 @@ func TestEvictionBreaksLogOutEverywhere(t *testing.T) {
 		t.Fatalf("Check on an allkeys-lru server: %v, want ErrEviction", err)
 	}
 	// The store refuses to sign anyone in there: the attack below cannot
-	// start.
-	if _, err := storetest.NewIssuer(t, redisstore.New(c), 0).Issue(ctx, "alice"); !errors.Is(err, redisstore.ErrEviction) {
-		t.Fatalf("Issue on an allkeys-lru server: %v, want ErrEviction", err)
+	// start. Over HTTP, a login handler answers as the library's handlers
+	// do: 503, no detail on the wire, the reason for the operator.
+	guarded := storetest.NewIssuer(t, redisstore.New(c), 0)
+	var reason error
+	h := refresh.NewHandlers(guarded, refresh.HandlerConfig{OnError: func(_ *http.Request, err error) { reason = err }})
+	login := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := guarded.Issue(r.Context(), "alice") // after the app's own password check
+		if err != nil {
+			h.WriteIssueError(w, r, err)
+			return
+		}
+		h.WriteTokenResponse(w, r, p)
+	}))
+	defer login.Close()
+	resp, err := http.Post(login.URL, "application/x-www-form-urlencoded", strings.NewReader("username=alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || strings.TrimSpace(string(body)) != `{"error":"temporarily_unavailable"}` {
+		t.Fatalf("sign-in on an allkeys-lru server: %d %s, want 503 temporarily_unavailable", resp.StatusCode, body)
+	}
+	if !errors.Is(reason, redisstore.ErrEviction) {
+		t.Fatalf("OnError saw %v, want ErrEviction", reason)
 	}
 
 	// What happens without the check.
