@@ -12,12 +12,15 @@
 //	refresh:s:{<id>}       hash: one session
 //	refresh:u:{<subject>}  set: the ids of a subject's sessions
 //	refresh:exp            sorted set: ids scored by expiry (Unix seconds)
+//	refresh:idle           sorted set: ids scored by a time at or before their last rotation
+//	refresh:rev            sorted set: ids of revoked sessions scored by revocation time
 //
 // Every change to a session (Create, Advance, UseGrace, Revoke) is one Lua
 // script on its own hash, loaded once and run by its SHA, so it is atomic
 // and one round trip. Each session hash expires with the session's absolute
 // lifetime (PEXPIREAT), so Redis forgets dead sessions by itself;
-// DeleteExpired also removes them on demand.
+// DeleteExpired also removes them on demand, and DeleteStale removes idle
+// and long-revoked ones (Issuer.Sweep calls it).
 //
 // # Redis Cluster
 //
@@ -28,7 +31,7 @@
 // between the two leaves only a dangling id, which readers skip and remove;
 // RevokeSubject revokes each listed session atomically, one by one (a
 // session created during the call may or may not be included, as with any
-// store); DeleteExpired re-checks each candidate's exact expiry inside the
+// store); DeleteExpired and DeleteStale re-check each candidate inside the
 // session's own script before deleting it.
 package redisstore
 
@@ -61,6 +64,7 @@ var (
 	_ refresh.Store          = (*Store)(nil)
 	_ refresh.ActiveAdvancer = (*Store)(nil)
 	_ refresh.ProofRecorder  = (*Store)(nil)
+	_ refresh.StaleDeleter   = (*Store)(nil)
 )
 
 // Option configures a Store.
@@ -147,6 +151,8 @@ func (s *Store) checkOnce(ctx context.Context) error {
 func (s *Store) sessionKey(id string) string  { return s.prefix + "s:{" + id + "}" }
 func (s *Store) subjectKey(sub string) string { return s.prefix + "u:{" + sub + "}" }
 func (s *Store) expiryKey() string            { return s.prefix + "exp" }
+func (s *Store) idleKey() string              { return s.prefix + "idle" }
+func (s *Store) revokedKey() string           { return s.prefix + "rev" }
 func (s *Store) proofKey(id string) string    { return s.prefix + "p:{" + id + "}" }
 func wrap(op string, err error) error         { return fmt.Errorf("redisstore: %s: %w", op, err) }
 func ns(t time.Time) string {
@@ -196,11 +202,13 @@ if not v[1] then return -1 end
 if v[1] ~= ARGV[1] or v[2] or tonumber(v[3]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('HINCRBY', KEYS[1], 'grace', 1)
 return 1`)
-	// ARGV[3], if given, is the subject the session must belong to.
+	// ARGV[3], if given, is the subject the session must belong to: 2 if
+	// it does not.
 	revokeScript = redis.NewScript(`
 local v = redis.call('HMGET', KEYS[1], 'gen', 'revoked', 'sub')
 if not v[1] then return -1 end
-if v[2] or (ARGV[3] and v[3] ~= ARGV[3]) then return 0 end
+if v[2] then return 0 end
+if ARGV[3] and v[3] ~= ARGV[3] then return 2 end
 redis.call('HSET', KEYS[1], 'revoked', ARGV[1], 'reason', ARGV[2])
 return 1`)
 	// A DPoP proof record: refused (0) while its stored expiry (20-digit
@@ -211,15 +219,6 @@ local e = redis.call('GET', KEYS[1])
 if e and e > ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
 return 1`)
-	// Deletes the session if its expiry (20-digit nanoseconds, so string
-	// order is numeric order) is at or before ARGV[1], and then returns its
-	// subject, whose set (in another hash slot) the caller updates.
-	deleteScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'expires', 'sub')
-if not v[1] then return -1 end
-if v[1] > ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-return v[2] or ''`)
 )
 
 // Create implements refresh.Store.
@@ -268,9 +267,16 @@ func (s *Store) Create(ctx context.Context, se *refresh.Session) error {
 		}
 		return refresh.ErrSessionExists
 	}
-	// The expiry index last: a session missing from it still expires by
-	// its key's TTL.
-	if err := s.rdb.ZAdd(ctx, s.expiryKey(), redis.Z{Score: float64(se.ExpiresAt.Unix()), Member: se.ID}).Err(); err != nil {
+	// The sweep's indexes last, in one round trip: a session missing from
+	// them still expires by its key's TTL.
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, s.expiryKey(), redis.Z{Score: float64(se.ExpiresAt.Unix()), Member: se.ID})
+		p.ZAdd(ctx, s.idleKey(), redis.Z{Score: float64(se.RotatedAt.Unix()), Member: se.ID})
+		if se.Revoked() {
+			p.ZAdd(ctx, s.revokedKey(), redis.Z{Score: float64(se.RevokedAt.Unix()), Member: se.ID})
+		}
+		return nil
+	}); err != nil {
 		return wrap("create", err)
 	}
 	return nil
@@ -373,13 +379,29 @@ func (s *Store) UseGrace(ctx context.Context, id string, generation uint64, limi
 	return s.run(ctx, "use grace", graceScript, id, strconv.FormatUint(generation, 10), limit)
 }
 
-// Revoke implements refresh.Store.
+// Revoke implements refresh.Store: the script and the revocation index's
+// entry in one round trip (reuse detection revokes on the refresh path).
+// The entry is written whatever the script finds (ZADD LT keeps an
+// earlier revocation's time), and taken out again, a second round trip,
+// when there was no session to revoke.
 func (s *Store) Revoke(ctx context.Context, id string, at time.Time, reason string) error {
-	err := s.run(ctx, "revoke", revokeScript, id, ns(at), reason)
-	if errors.Is(err, refresh.ErrConflict) { // already revoked
+	var cmd *redis.Cmd
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cmd = revokeScript.Eval(ctx, p, []string{s.sessionKey(id)}, ns(at), reason)
+		p.ZAddLT(ctx, s.revokedKey(), redis.Z{Score: float64(at.Unix()), Member: id})
 		return nil
+	}); err != nil {
+		return wrap("revoke", err)
 	}
-	return err
+	n, err := cmd.Int()
+	if err != nil {
+		return wrap("revoke", err)
+	}
+	if n < 0 {
+		s.rdb.ZRem(ctx, s.revokedKey(), id)
+		return refresh.ErrSessionNotFound
+	}
+	return nil // revoked, or revoked already
 }
 
 // RevokeSubject implements refresh.Store: each session of the subject is
@@ -402,17 +424,37 @@ func (s *Store) RevokeSubject(ctx context.Context, subject string, at time.Time,
 	}
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.Cmd, len(ids))
+	score := float64(at.Unix())
 	for i, id := range ids {
 		cmds[i] = revokeScript.EvalSha(ctx, pipe, []string{s.sessionKey(id)}, ns(at), reason, subject)
+		pipe.ZAddLT(ctx, s.revokedKey(), redis.Z{Score: score, Member: id})
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return 0, wrap("revoke subject", err)
 	}
 	n := 0
-	for _, c := range cmds {
-		if v, err := c.Int(); err == nil && v == 1 {
+	var gone, foreign []any
+	for i, c := range cmds {
+		switch v, err := c.Int(); {
+		case err != nil:
+		case v == 1:
 			n++
+		case v == -1: // dropped by Redis at its TTL: a dangling id
+			gone = append(gone, ids[i])
+		case v == 2:
+			foreign = append(foreign, ids[i])
 		}
+	}
+	// Entries of the revocation index for sessions not revoked go again,
+	// and so do the ids of sessions that are gone from the subject's set.
+	if len(gone)+len(foreign) > 0 {
+		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.ZRem(ctx, s.revokedKey(), append(gone, foreign...)...)
+			if len(gone) > 0 {
+				p.SRem(ctx, s.subjectKey(subject), gone...)
+			}
+			return nil
+		})
 	}
 	return n, nil
 }
@@ -459,75 +501,6 @@ func (s *Store) Sessions(ctx context.Context, subject string) ([]*refresh.Sessio
 	}
 	refresh.SortSessions(out)
 	return out, nil
-}
-
-// DeleteExpired implements refresh.Store. Candidates come from the expiry
-// index by whole seconds; each is deleted by a script that compares its
-// exact expiry, so the boundary is exact to the nanosecond. Redis has
-// usually deleted an expired session itself (its key's TTL is ExpiresAt),
-// leaving only its id in the index: trimming that id counts as deleting
-// the session, so that Sweep goes on while there are such ids, and no call
-// takes more than limit ids from the index, whatever they are. Each page
-// of candidates costs three round trips, not three per session: the
-// index, the deletions (pipelined; each script returns the subject it
-// deleted, whose set lives in another hash slot), and the index clean-up.
-func (s *Store) DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error) {
-	if err := ctx.Err(); err != nil {
-		return 0, wrap("delete expired", err)
-	}
-	if limit <= 0 {
-		return 0, nil
-	}
-	max := strconv.FormatInt(before.Unix(), 10)
-	cut := ns(before)
-	deleted := 0
-	var offset int64
-	for deleted < limit {
-		ids, err := s.rdb.ZRangeByScore(ctx, s.expiryKey(), &redis.ZRangeBy{
-			Min: "-inf", Max: max, Offset: offset, Count: int64(limit - deleted),
-		}).Result()
-		if err != nil {
-			return deleted, wrap("delete expired", err)
-		}
-		if len(ids) == 0 {
-			break
-		}
-		cmds := make([]*redis.Cmd, len(ids))
-		if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, id := range ids {
-				cmds[i] = deleteScript.Eval(ctx, p, []string{s.sessionKey(id)}, cut)
-			}
-			return nil
-		}); err != nil {
-			return deleted, wrap("delete expired", err)
-		}
-		var done []any
-		subjects := map[string][]any{}
-		for i, id := range ids {
-			v := cmds[i].Val()
-			if sub, ok := v.(string); ok { // deleted; the script returned its subject
-				subjects[sub] = append(subjects[sub], id)
-				done = append(done, id)
-			} else if n, ok := v.(int64); ok && n == -1 { // expired by Redis already: only the index is left
-				done = append(done, id)
-			} else { // same second, later nanosecond: keep, look past it
-				offset++
-			}
-		}
-		if len(done) > 0 {
-			if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-				for sub, ids := range subjects {
-					p.SRem(ctx, s.subjectKey(sub), ids...)
-				}
-				p.ZRem(ctx, s.expiryKey(), done...)
-				return nil
-			}); err != nil {
-				return deleted, wrap("delete expired", err)
-			}
-		}
-		deleted += len(done)
-	}
-	return deleted, nil
 }
 
 // RecordProof implements refresh.ProofRecorder: one script on one key
