@@ -955,9 +955,8 @@ func (iss *Issuer) Sessions(ctx context.Context, subject string) ([]SessionInfo,
 // Sweep deletes from the store, in batches of batch (default 1000), the
 // sessions that can never be used again, and returns how many it deleted:
 // those past their absolute lifetime and, with a Store that is a
-// StaleDeleter (all shipped stores but redisstore, whose keys expire by
-// themselves), also those idle past IdleTTL and those revoked longer than
-// RevokedRetention ago. With a Store that is a ProofRecorder it also
+// StaleDeleter (every shipped store), also those idle past IdleTTL and
+// those revoked longer than RevokedRetention ago. With a Store that is a ProofRecorder it also
 // removes expired DPoP proof records (not counted). Run it periodically
 // (every few minutes) so tables stay bounded by the sessions actually in use.
 // One call makes at most MaxSweepBatches calls of each kind and stops early
