@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -277,4 +279,54 @@ func BenchmarkSweepIdle(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*2*each), "ns/session")
+}
+
+// BenchmarkMemoryPerSession reports what a session costs Redis (its hash,
+// its TTL, its entries in the subject's set and the sweep's indexes) from
+// used_memory, for 5,000 sessions of 1,250 subjects: with metadata short
+// enough for the hash's compact encoding (every field at most
+// hash-max-listpack-value, 64 bytes by default) and with a browser's user
+// agent, which is longer.
+func BenchmarkMemoryPerSession(b *testing.B) {
+	c := testClient(b)
+	ctx := context.Background()
+	used := func() int64 {
+		info, err := c.Info(ctx, "memory").Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, l := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "used_memory:"); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				return n
+			}
+		}
+		b.Fatal("no used_memory in INFO memory")
+		return 0
+	}
+	for _, bc := range []struct{ name, ua string }{
+		{"short-meta", "curl/8.5"},
+		{"browser-user-agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			const n = 5_000
+			var per int64
+			for b.Loop() {
+				st, _ := newStoreWithPrefix(b, c)
+				now := time.Now()
+				before := used()
+				for i := range n {
+					s := &refresh.Session{ID: fmt.Sprintf("%022d", i), Subject: fmt.Sprintf("user-%d", i%1250), ClientID: "web",
+						Seed: make([]byte, 32), Scope: []string{"profile", "sessions"},
+						Meta:      map[string]string{"ip": "203.0.113.7", "user_agent": bc.ua},
+						CreatedAt: now, RotatedAt: now, ExpiresAt: now.Add(24 * time.Hour)}
+					if err := st.Create(ctx, s); err != nil {
+						b.Fatal(err)
+					}
+				}
+				per = (used() - before) / n
+			}
+			b.ReportMetric(float64(per), "B/session")
+		})
+	}
 }
