@@ -80,9 +80,11 @@ func cutoff(t time.Time) string {
 // revocation. A session counts when this call took its entry out of the
 // expiry index, which exactly one sweeper does, whether the session was
 // deleted by its script or already dropped by Redis at its TTL (its id
-// left in the index): concurrent sweeps count each session once, and a
-// call's work is bounded by limit also when Redis dropped most expired
-// sessions itself.
+// left in the index): concurrent sweeps count each session once, and the
+// ids Redis left count against limit, so a call's deletions and trims are
+// bounded by it. What a call moves (sessions rotated since their entry was
+// written) is not, and need not be: each session is moved at most once per
+// IdleTTL, in pages of at most sweepPage.
 func (s *Store) sweep(ctx context.Context, op string, expiredBy, idleBy, revokedBy time.Time, limit int) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, wrap(op, err)
