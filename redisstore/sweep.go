@@ -367,3 +367,62 @@ func (w *sweeper) putBack(ctx context.Context) error {
 	})
 	return err
 }
+
+// IndexSessions adds to the sweep's indexes the sessions missing from them:
+// those created by a version of this package before DeleteStale existed
+// (or left out by a crash between a session's script and its index
+// entries), which would otherwise stay until their absolute expiry. It
+// walks the expiry index, a page of 1,000 ids at a time, reads each
+// session's rotation and revocation times and adds what is missing (ZADD
+// NX: an entry that is there stays). Run it once after upgrading; it is
+// safe to run again and beside instances in service. It returns how many
+// entries it added. Safe for concurrent use.
+func (s *Store) IndexSessions(ctx context.Context) (int, error) {
+	added := 0
+	var cursor uint64
+	for {
+		page, next, err := s.rdb.ZScan(ctx, s.expiryKey(), cursor, "*", sweepPage).Result()
+		if err != nil {
+			return added, wrap("index sessions", err)
+		}
+		ids := make([]string, 0, len(page)/2)
+		for i := 0; i < len(page); i += 2 { // member, score
+			ids = append(ids, page[i])
+		}
+		reads := make([]*redis.SliceCmd, len(ids))
+		if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, id := range ids {
+				reads[i] = p.HMGet(ctx, s.sessionKey(id), "rotated", "revoked")
+			}
+			return nil
+		}); err != nil && !errors.Is(err, redis.Nil) {
+			return added, wrap("index sessions", err)
+		}
+		var adds []*redis.IntCmd
+		if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, id := range ids {
+				v := reads[i].Val()
+				for j, key := range []string{s.idleKey(), s.revokedKey()} {
+					if j >= len(v) {
+						break
+					}
+					t, _ := v[j].(string)
+					n, err := strconv.ParseInt(t, 10, 64)
+					if t == "" || err != nil {
+						continue // gone, never revoked, or not ours to fix
+					}
+					adds = append(adds, p.ZAddNX(ctx, key, redis.Z{Score: float64(time.Unix(0, n).Unix()), Member: id}))
+				}
+			}
+			return nil
+		}); err != nil {
+			return added, wrap("index sessions", err)
+		}
+		for _, a := range adds {
+			added += int(a.Val())
+		}
+		if cursor = next; cursor == 0 {
+			return added, nil
+		}
+	}
+}

@@ -330,3 +330,65 @@ func BenchmarkMemoryPerSession(b *testing.B) {
 		})
 	}
 }
+
+// Sessions written before the sweep's indexes existed are in none of
+// them: IndexSessions adds them, at their real times, and then the sweep
+// removes the idle and long-revoked ones. Running it again adds nothing.
+func TestIndexSessionsAfterUpgrade(t *testing.T) {
+	c := testClient(t)
+	st, prefix := newStoreWithPrefix(t, c)
+	ctx := context.Background()
+	now := time.Now().Truncate(time.Second).Add(time.Millisecond)
+	const n = 2500 // more than one page
+	for i := range n {
+		s := &refresh.Session{ID: fmt.Sprintf("s%04d", i), Subject: "alice", Seed: make([]byte, 32), CreatedAt: now.Add(-3 * time.Hour), RotatedAt: now.Add(-3 * time.Hour), ExpiresAt: now.Add(24 * time.Hour)}
+		if err := st.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		switch i % 5 {
+		case 0: // in use
+			if err := st.Advance(ctx, s.ID, 0, now.Add(-time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		case 1: // in use, then revoked an hour ago
+			if err := st.Advance(ctx, s.ID, 0, now.Add(-time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Revoke(ctx, s.ID, now.Add(-time.Hour), "logout"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The keys an earlier version wrote: no rotation or revocation index.
+	c.Del(ctx, prefix+"idle", prefix+"rev")
+	if got, err := st.DeleteStale(ctx, now, now.Add(-2*time.Hour), now.Add(-30*time.Minute), 10_000); err != nil || got != 0 {
+		t.Fatalf("before IndexSessions the sweep found %d, %v: it has no index to find them by", got, err)
+	}
+	added, err := st.IndexSessions(ctx)
+	if err != nil || added != n+n/5 {
+		t.Fatalf("IndexSessions = %d, %v; want %d (every session, and the revoked ones again)", added, err, n+n/5)
+	}
+	if s, _ := c.ZScore(ctx, prefix+"idle", "s0000").Result(); s != float64(now.Add(-time.Minute).Unix()) {
+		t.Errorf("a session in use indexed at %v, want its last rotation", s)
+	}
+	if again, err := st.IndexSessions(ctx); err != nil || again != 0 {
+		t.Fatalf("IndexSessions again = %d, %v; want 0", again, err)
+	}
+	// Idle (3 of 5) and revoked past the retention (1 of 5) go.
+	total := 0
+	for {
+		got, err := st.DeleteStale(ctx, now, now.Add(-2*time.Hour), now.Add(-30*time.Minute), 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if total += got; got < 1000 {
+			break
+		}
+	}
+	if total != n*4/5 {
+		t.Fatalf("the sweep removed %d, want %d", total, n*4/5)
+	}
+	if left, _ := c.ZCard(ctx, prefix+"exp").Result(); left != n/5 {
+		t.Fatalf("%d sessions left, want the %d in use", left, n/5)
+	}
+}
