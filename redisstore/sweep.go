@@ -300,6 +300,9 @@ func (w *sweeper) page(ctx context.Context, index string, maxSec float64, field 
 		}
 		return nil
 	}); err != nil {
+		// The sessions moved past the cut go back with the others at the
+		// end of the call; what was deleted is gone either way.
+		w.hold[index] = append(w.hold[index], now...)
 		return err
 	}
 	if field == fieldExpires {

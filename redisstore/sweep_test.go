@@ -2,10 +2,12 @@ package redisstore_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -390,5 +392,53 @@ func TestIndexSessionsAfterUpgrade(t *testing.T) {
 	}
 	if left, _ := c.ZCard(ctx, prefix+"exp").Result(); left != n/5 {
 		t.Fatalf("%d sessions left, want the %d in use", left, n/5)
+	}
+}
+
+// failFirstZAdd fails the first pipeline that writes to a sorted set: a
+// sweep's clean-up, lost on the way.
+type failFirstZAdd struct{ done atomic.Bool }
+
+func (h *failFirstZAdd) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *failFirstZAdd) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return next
+}
+func (h *failFirstZAdd) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, c := range cmds {
+			if c.Name() == "zadd" && h.done.CompareAndSwap(false, true) {
+				return errors.New("connection lost")
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// A sweep whose clean-up fails reports the error and still leaves every
+// session it did not delete in the index, at its real time: the entries it
+// had claimed go back at the end of the call.
+func TestSweepFailureLosesNoIndexEntry(t *testing.T) {
+	c := testClient(t)
+	st, prefix := newStoreWithPrefix(t, c)
+	ctx := context.Background()
+	now := time.Now().Truncate(time.Second)
+	for _, id := range []string{"a", "b"} {
+		s := &refresh.Session{ID: id, Subject: "alice", Seed: make([]byte, 32), CreatedAt: now.Add(-3 * time.Hour), RotatedAt: now.Add(-3 * time.Hour), ExpiresAt: now.Add(24 * time.Hour)}
+		if err := st.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Advance(ctx, id, 0, now.Add(-time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.AddHook(&failFirstZAdd{})
+	if _, err := st.DeleteStale(ctx, now, now.Add(-time.Hour), time.Time{}, 100); err == nil {
+		t.Fatal("DeleteStale reported no error for a failed clean-up")
+	}
+	for _, id := range []string{"a", "b"} {
+		s, err := c.ZScore(ctx, prefix+"idle", id).Result()
+		if err != nil || s != float64(now.Add(-time.Minute).Unix()) {
+			t.Errorf("%s in the rotation index after a failed sweep: %v, %v; want its last rotation", id, s, err)
+		}
 	}
 }
