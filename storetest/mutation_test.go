@@ -81,6 +81,7 @@ var mutants = map[string]string{
 	"create-overwrite":     "Create of a taken id overwrites it",
 	"create-dup-indexes":   "a refused Create still indexes the session under its subject",
 	// The one-round-trip swap (refresh.ActiveAdvancer).
+	"active-server-clock":     "AdvanceActive sets RotatedAt from the database's clock",
 	"active-ignored":          "AdvanceActive ignores activeAfter (an idle session rotates)",
 	"active-inclusive":        "AdvanceActive admits RotatedAt equal to activeAfter",
 	"active-revoked-ok":       "AdvanceActive of a revoked session succeeds",
@@ -101,6 +102,7 @@ var mutants = map[string]string{
 	"sessions-partial":  "Sessions returns only the columns a listing seems to need",
 	"sessions-stale":    "Sessions returns copies made at Create (generation, RotatedAt, grace)",
 	// The sweep of what can never be used again (refresh.StaleDeleter).
+	"stale-revoked-any":     "DeleteStale deletes every revoked session, whatever revokedBy says",
 	"stale-ignores-expired": "DeleteStale ignores expiredBy",
 	"stale-idle-strict":     "DeleteStale compares RotatedAt < idleBy instead of <=",
 	"stale-idle-created":    "DeleteStale reads idleness from CreatedAt",
@@ -113,6 +115,7 @@ var mutants = map[string]string{
 	"stale-count-batches":   "DeleteStale reports limit instead of what it removed",
 	"fault-stale-zero":      "a driver error in DeleteStale reported as 0 deleted",
 	// Shared DPoP replay detection (refresh.ProofRecorder).
+	"proof-server-clock":     "RecordProof compares expiry with the database's clock, not the time given",
 	"proof-always-new":       "RecordProof never reports a replay",
 	"proof-race":             "RecordProof checks and records in two steps",
 	"proof-expiry-inclusive": "RecordProof still counts a record at its expiry",
@@ -123,12 +126,13 @@ var mutants = map[string]string{
 	"proofdel-all":           "DeleteExpiredProofs removes unexpired records too",
 	"fault-proof-replayed":   "a driver error in RecordProof reported as ErrProofReplayed",
 	// Revocation.
-	"revoke-overwrite":    "a second Revoke overwrites RevokedAt and the reason",
-	"revoke-server-clock": "Revoke sets RevokedAt from the database's clock",
-	"revoke-drops-reason": "Revoke does not keep the reason",
-	"revoke-missing-nil":  "Revoke of a missing session returns nil",
-	"revsubj-counts-all":  "RevokeSubject counts sessions that were already revoked",
-	"revsubj-overwrite":   "RevokeSubject overwrites the first revocation",
+	"revoke-overwrite":     "a second Revoke overwrites RevokedAt and the reason",
+	"revoke-server-clock":  "Revoke sets RevokedAt from the database's clock",
+	"revoke-drops-reason":  "Revoke does not keep the reason",
+	"revoke-missing-nil":   "Revoke of a missing session returns nil",
+	"revsubj-server-clock": "RevokeSubject sets RevokedAt from the database's clock",
+	"revsubj-counts-all":   "RevokeSubject counts sessions that were already revoked",
+	"revsubj-overwrite":    "RevokeSubject overwrites the first revocation",
 	// Grace counters.
 	"grace-no-limit":        "UseGrace ignores the limit",
 	"grace-off-by-one":      "UseGrace allows limit+1 uses",

@@ -283,6 +283,9 @@ func (r *refStore) AdvanceActive(ctx context.Context, id string, from uint64, at
 	r.mu.Lock()
 	s := r.get(id)
 	idle := s != nil && !s.RotatedAt.After(activeAfter)
+	if r.is("active-server-clock") { // SET rotated_at = now()
+		at = time.Now()
+	}
 	switch {
 	case r.is("active-ignored"):
 		idle = false
@@ -479,6 +482,9 @@ func (r *refStore) RevokeSubject(ctx context.Context, subject string, at time.Ti
 		switch {
 		case !s.Revoked():
 			s.RevokedAt, s.RevokeReason = r.store(at), reason
+			if r.is("revsubj-server-clock") {
+				s.RevokedAt = time.Now()
+			}
 			n++
 		case r.is("revsubj-counts-all"):
 			n++
@@ -590,6 +596,8 @@ func (r *refStore) DeleteStale(ctx context.Context, expiredBy, idleBy, revokedBy
 			revoked = s.Revoked() && (revokedBy.IsZero() || !s.RevokedAt.After(revokedBy))
 		case r.is("stale-and"):
 			return expired && idle
+		case r.is("stale-revoked-any"): // WHERE revoked_at IS NOT NULL, the cut forgotten
+			revoked = s.Revoked() && !revokedBy.IsZero()
 		case r.is("stale-micro"):
 			idle = !s.RotatedAt.Truncate(time.Microsecond).After(idleBy.Truncate(time.Microsecond))
 		}
@@ -660,6 +668,9 @@ func (r *refStore) RecordProof(ctx context.Context, id string, now, expires time
 		r.proof[id] = expires
 		r.mu.Unlock()
 		return nil
+	}
+	if r.is("proof-server-clock") { // WHERE expires_at > now()
+		now = time.Now()
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
