@@ -343,11 +343,26 @@ func (s *Store) Sessions(ctx context.Context, subject string) ([]*refresh.Sessio
 	return out, nil
 }
 
+// The sweeps' statements, each a bounded DELETE through indexes, never a
+// scan of the table (TestSweepsUseIndexes reads their plans). The stale
+// one is a union of three searches, each limited: with the three rules in
+// one WHERE joined by OR, SQLite scanned the whole table.
+const (
+	deleteExpiredSQL = `DELETE FROM refresh_sessions WHERE id IN (
+		SELECT id FROM refresh_sessions WHERE expires_at <= ?1 LIMIT ?2)`
+	deleteStaleSQL = `DELETE FROM refresh_sessions WHERE id IN (
+		SELECT id FROM (SELECT id FROM refresh_sessions WHERE expires_at <= ?1 LIMIT ?4)
+		UNION SELECT id FROM (SELECT id FROM refresh_sessions WHERE rotated_at <= ?2 LIMIT ?4)
+		UNION SELECT id FROM (SELECT id FROM refresh_sessions WHERE revoked_at <= ?3 LIMIT ?4)
+		LIMIT ?4)`
+	deleteExpiredProofsSQL = `DELETE FROM refresh_proofs WHERE id IN (
+		SELECT id FROM refresh_proofs WHERE expires_at <= ?1 LIMIT ?2)`
+)
+
 // DeleteExpired implements refresh.Store: one bounded DELETE through the
 // index on expires_at.
 func (s *Store) DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error) {
-	return s.delete(ctx, "delete expired", `DELETE FROM refresh_sessions WHERE id IN (
-		SELECT id FROM refresh_sessions WHERE expires_at <= ?1 LIMIT ?2)`, limit, nanos(before))
+	return s.delete(ctx, "delete expired", deleteExpiredSQL, limit, nanos(before))
 }
 
 // DeleteStale implements refresh.StaleDeleter: one bounded DELETE through
@@ -358,9 +373,7 @@ func (s *Store) DeleteStale(ctx context.Context, expiredBy, idleBy, revokedBy ti
 	if !revokedBy.IsZero() {
 		revoked = nanos(revokedBy)
 	}
-	return s.delete(ctx, "delete stale", `DELETE FROM refresh_sessions WHERE id IN (
-		SELECT id FROM refresh_sessions WHERE expires_at <= ?1 OR rotated_at <= ?2 OR revoked_at <= ?3 LIMIT ?4)`,
-		limit, nanos(expiredBy), nanos(idleBy), revoked)
+	return s.delete(ctx, "delete stale", deleteStaleSQL, limit, nanos(expiredBy), nanos(idleBy), revoked)
 }
 
 func (s *Store) delete(ctx context.Context, op, q string, limit int, args ...any) (int, error) {
@@ -401,6 +414,5 @@ func (s *Store) RecordProof(ctx context.Context, id string, now, expires time.Ti
 
 // DeleteExpiredProofs implements refresh.ProofRecorder.
 func (s *Store) DeleteExpiredProofs(ctx context.Context, before time.Time, limit int) (int, error) {
-	return s.delete(ctx, "delete expired proofs", `DELETE FROM refresh_proofs WHERE id IN (
-		SELECT id FROM refresh_proofs WHERE expires_at <= ?1 LIMIT ?2)`, limit, nanos(before))
+	return s.delete(ctx, "delete expired proofs", deleteExpiredProofsSQL, limit, nanos(before))
 }
