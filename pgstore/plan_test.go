@@ -15,7 +15,8 @@ import (
 // TestSweepUsesIndexes: on a populated, analysed table where stale sessions
 // are few (as when Sweep runs periodically), the sweep's DELETE finds them
 // through the indexes (BitmapOr of the three), never a sequential scan of
-// the table. The plan is logged; README.md shows one.
+// the table; nor do "log out everywhere" and the sessions page, which read
+// one subject's rows. The plan is logged; README.md shows one.
 func TestSweepUsesIndexes(t *testing.T) {
 	dsn := os.Getenv("PG_DSN")
 	if dsn == "" {
@@ -67,6 +68,9 @@ func TestSweepUsesIndexes(t *testing.T) {
 	}{
 		{"DeleteStale", st.q.deleteStale, []any{now, now - 336*hour, now - 168*hour, 1000}, []string{"expires_idx", "rotated_idx", "revoked_idx", "pkey"}},
 		{"DeleteExpired", st.q.deleteExpired, []any{now, 1000}, []string{"expires_idx", "pkey"}},
+		// "Log out everywhere" and the sessions page: one subject's rows.
+		{"RevokeSubject", st.q.revokeSubject, []any{"user-42", now, "logout"}, []string{"subject_idx"}},
+		{"Sessions", st.q.sessions, []any{"user-42"}, []string{"subject_idx"}},
 	} {
 		explain(t, pool, table, q.name, q.sql, q.args, q.indexes)
 	}
