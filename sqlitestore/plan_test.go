@@ -8,10 +8,11 @@ import (
 	"time"
 )
 
-// The sweeps' statements search indexes and never scan a table: a sweep
-// runs every few minutes against a table of every session in use, and
-// usually finds little to delete, so a scan would read every row each
-// time. (The stale sweep's first form, one WHERE with three rules joined
+// The statements that read more than one row search indexes and never
+// scan a table: a sweep runs every few minutes against a table of every
+// session in use, and usually finds little to delete, so a scan would read
+// every row each time; "log out everywhere" and the sessions page read one
+// subject's rows. (The stale sweep's first form, one WHERE with three rules joined
 // by OR, was planned as SCAN refresh_sessions.)
 func TestSweepsUseIndexes(t *testing.T) {
 	st, err := Open(t.TempDir() + "/plan.db")
@@ -20,6 +21,8 @@ func TestSweepsUseIndexes(t *testing.T) {
 	}
 	defer st.Close()
 	for name, q := range map[string]string{
+		"RevokeSubject":       revokeSubjectSQL,
+		"Sessions":            sessionsSQL,
 		"DeleteExpired":       deleteExpiredSQL,
 		"DeleteStale":         deleteStaleSQL,
 		"DeleteExpiredProofs": deleteExpiredProofsSQL,
@@ -39,7 +42,7 @@ func TestSweepsUseIndexes(t *testing.T) {
 		}
 		rows.Close()
 		text := strings.Join(plan, "\n")
-		if strings.Contains(text, "SCAN refresh_") || !strings.Contains(text, "USING COVERING INDEX") {
+		if strings.Contains(text, "SCAN refresh_") || !strings.Contains(text, "USING ") {
 			t.Errorf("%s scans a table:\n%s", name, text)
 		}
 	}

@@ -309,8 +309,7 @@ func (s *Store) Revoke(ctx context.Context, id string, at time.Time, reason stri
 
 // RevokeSubject implements refresh.Store.
 func (s *Store) RevokeSubject(ctx context.Context, subject string, at time.Time, reason string) (int, error) {
-	res, err := s.w.ExecContext(ctx, `UPDATE refresh_sessions SET revoked_at = ?2, revoke_reason = ?3
-		WHERE subject = ?1 AND revoked_at IS NULL`, subject, nanos(at), reason)
+	res, err := s.w.ExecContext(ctx, revokeSubjectSQL, subject, nanos(at), reason)
 	if err != nil {
 		return 0, wrap("revoke subject", err)
 	}
@@ -324,7 +323,7 @@ func (s *Store) RevokeSubject(ctx context.Context, subject string, at time.Time,
 // Sessions implements refresh.Store. SQLite compares TEXT with the BINARY
 // collation: subjects match as exact bytes, and ids order bytewise.
 func (s *Store) Sessions(ctx context.Context, subject string) ([]*refresh.Session, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+columns+` FROM refresh_sessions WHERE subject = ? ORDER BY created_at, id`, subject)
+	rows, err := s.r.QueryContext(ctx, sessionsSQL, subject)
 	if err != nil {
 		return nil, wrap("sessions", err)
 	}
@@ -343,11 +342,15 @@ func (s *Store) Sessions(ctx context.Context, subject string) ([]*refresh.Sessio
 	return out, nil
 }
 
-// The sweeps' statements, each a bounded DELETE through indexes, never a
-// scan of the table (TestSweepsUseIndexes reads their plans). The stale
+// The statements that touch more than one row search indexes, never scan
+// the table (TestSweepsUseIndexes reads their plans): one subject's
+// sessions, and the sweeps, each a bounded DELETE. The stale
 // one is a union of three searches, each limited: with the three rules in
 // one WHERE joined by OR, SQLite scanned the whole table.
 const (
+	revokeSubjectSQL = `UPDATE refresh_sessions SET revoked_at = ?2, revoke_reason = ?3
+		WHERE subject = ?1 AND revoked_at IS NULL`
+	sessionsSQL      = `SELECT ` + columns + ` FROM refresh_sessions WHERE subject = ?1 ORDER BY created_at, id`
 	deleteExpiredSQL = `DELETE FROM refresh_sessions WHERE id IN (
 		SELECT id FROM refresh_sessions WHERE expires_at <= ?1 LIMIT ?2)`
 	deleteStaleSQL = `DELETE FROM refresh_sessions WHERE id IN (
