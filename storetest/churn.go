@@ -3,6 +3,7 @@ package storetest
 import (
 	"crypto/rand"
 	"errors"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -52,6 +53,11 @@ func testChurn(t *testing.T, st refresh.Store) {
 	bound := (int(idle/step)+2)*perStep + (int(retention/step)+1)*revoked
 	held := map[string]bool{} // our sessions the store may still hold
 	var last []*refresh.Pair
+	// Tokens of the first step's sessions, which the sweep removes: those
+	// logged out at once (revoked, then kept for the retention), and those
+	// used once and abandoned (idle), with the token each had before.
+	type token struct{ session, value string }
+	var swept []token
 	counts := make([]int, 0, steps)
 	for i := 0; i < steps; i++ {
 		var fresh []*refresh.Pair
@@ -65,13 +71,20 @@ func testChurn(t *testing.T, st refresh.Store) {
 				if err := iss.RevokeSession(ctx(t), p.SessionID); err != nil {
 					t.Fatal(err)
 				}
+				if i == 0 {
+					swept = append(swept, token{p.SessionID, p.RefreshToken})
+				}
 				continue
 			}
 			fresh = append(fresh, p)
 		}
 		for _, p := range last { // used once more, then abandoned
-			if _, err := iss.Rotate(ctx(t), p.RefreshToken); err != nil {
+			q, err := iss.Rotate(ctx(t), p.RefreshToken)
+			if err != nil {
 				t.Fatalf("step %d: rotating a session issued one step ago: %v", i, err)
+			}
+			if i == 1 {
+				swept = append(swept, token{p.SessionID, p.RefreshToken}, token{p.SessionID, q.RefreshToken})
 			}
 		}
 		last = fresh
@@ -102,4 +115,22 @@ func testChurn(t *testing.T, st refresh.Store) {
 		}
 	}
 	t.Logf("sessions held per step (bound %d, %d created in all): %v", bound, steps*perStep, counts)
+
+	// What the sweep deleted stays dead: each of those tokens, presented
+	// to the refresh endpoint over HTTP as a thief holding it would, is
+	// 400 invalid_grant (never revived, never a 5xx), and nothing is
+	// created in its place.
+	srv := httptest.NewServer(refresh.NewHandlers(iss, refresh.HandlerConfig{}).RefreshHandler())
+	defer srv.Close()
+	for _, tok := range swept {
+		if _, err := st.Get(ctx(t), tok.session); !errors.Is(err, refresh.ErrSessionNotFound) {
+			t.Fatalf("rule \"Sweep removes idle and long-revoked sessions\": session %s of the first step is still stored: %v", tok.session, err)
+		}
+		if _, err := refreshOverHTTP(srv.Client(), srv.URL, tok.value); err == nil || err.Error() != "status 400: invalid_grant" {
+			t.Fatalf("rule \"a swept session's tokens stay invalid\": a token of a session the sweep removed, over HTTP: %v, want status 400: invalid_grant", err)
+		}
+		if _, err := st.Get(ctx(t), tok.session); !errors.Is(err, refresh.ErrSessionNotFound) {
+			t.Fatalf("rule \"a swept session's tokens stay invalid\": presenting a swept token brought session %s back: %v", tok.session, err)
+		}
+	}
 }
