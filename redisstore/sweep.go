@@ -196,11 +196,8 @@ func (w *sweeper) page(ctx context.Context, index string, maxSec float64, field 
 		if t[field] == "" {
 			return
 		}
-		n, err := strconv.ParseInt(t[field], 10, 64)
-		if err != nil {
-			n = 0 // corrupt: a candidate again at the next sweep
-		}
-		keep(id, float64(time.Unix(0, n).Unix()))
+		at, _ := parseNs(t[field]) // corrupt: 1970, a candidate again at the next sweep
+		keep(id, float64(at.Unix()))
 	}
 
 	// Every candidate the expiry index gives is expired, but for the cut's
@@ -224,12 +221,7 @@ func (w *sweeper) page(ctx context.Context, index string, maxSec float64, field 
 		todo = nil
 		budget := w.limit - w.removed
 		for i, c := range cands {
-			var t [3]string
-			for j, v := range reads[i].Val() {
-				if j < 3 {
-					t[j], _ = v.(string)
-				}
-			}
+			t := strings3(reads[i].Val())
 			switch {
 			case t[fieldExpires] != "" && !w.matches(t):
 				move(c.id, t)
@@ -259,13 +251,12 @@ func (w *sweeper) page(ctx context.Context, index string, maxSec float64, field 
 				gone = append(gone, c.id)
 				continue
 			}
-			var t [3]string
-			for j := range t {
-				if j+1 < len(v) {
-					t[j], _ = v[j+1].(string)
-				}
+			if len(v) != 4 {
+				keep(c.id, c.score)
+				continue
 			}
-			if len(v) != 4 || t[field] == "" && field != fieldRevoked {
+			t := strings3(v[1:])
+			if t[field] == "" && field != fieldRevoked {
 				keep(c.id, c.score)
 				continue
 			}
@@ -313,6 +304,15 @@ func (w *sweeper) page(ctx context.Context, index string, maxSec float64, field 
 		}
 	}
 	return firstErr
+}
+
+// strings3 reads the three times of a session (expires, rotated,
+// revoked) from a reply; a missing or nil one is "".
+func strings3(v []any) (t [3]string) {
+	for j := range min(len(v), 3) {
+		t[j], _ = v[j].(string)
+	}
+	return t
 }
 
 // deleteAll runs deleteScript on each candidate, pipelined, by its SHA: a
@@ -410,11 +410,11 @@ func (s *Store) IndexSessions(ctx context.Context) (int, error) {
 						break
 					}
 					t, _ := v[j].(string)
-					n, err := strconv.ParseInt(t, 10, 64)
+					at, err := parseNs(t)
 					if t == "" || err != nil {
 						continue // gone, never revoked, or not ours to fix
 					}
-					adds = append(adds, p.ZAddNX(ctx, key, redis.Z{Score: float64(time.Unix(0, n).Unix()), Member: id}))
+					adds = append(adds, p.ZAddNX(ctx, key, redis.Z{Score: float64(at.Unix()), Member: id}))
 				}
 			}
 			return nil
