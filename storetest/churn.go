@@ -30,7 +30,7 @@ func testChurn(t *testing.T, st refresh.Store) {
 	)
 	var (
 		mu  sync.Mutex
-		now = time.Now().UTC().Truncate(time.Second).Add(3 * time.Nanosecond)
+		now = time.Now().UTC().Truncate(time.Second).Add(3 * time.Nanosecond).In(westZone)
 	)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	secret := make([]byte, 32)

@@ -34,6 +34,7 @@ var mutants = map[string]string{
 	"del-over-limit":           "DeleteExpired removes limit+1",
 	"del-count-wrong":          "DeleteExpired reports limit instead of what it removed",
 	"del-by-rotated":           "DeleteExpired compares RotatedAt instead of ExpiresAt",
+	"del-text-compare":         "DeleteExpired compares times as RFC 3339 text, each with its own zone offset (a TEXT column)",
 	"ttl-ms-as-s":              "the backend drops sessions long before ExpiresAt (TTL units mixed up)",
 	// Faults disguised as answers.
 	"fault-get-notfound":       "a driver error in Get reported as ErrSessionNotFound",
@@ -63,6 +64,7 @@ var mutants = map[string]string{
 	"time-micro":          "times kept at microsecond precision (timestamptz)",
 	"time-clamp-2038":     "times kept as 32-bit seconds",
 	"time-zero-as-epoch":  "the zero time kept as 1970-01-01",
+	"time-wallclock":      "times kept as their wall clock without the zone (Postgres timestamp without time zone), read back as UTC",
 	"create-drops-dpop":   "Create does not keep DPoPKey",
 	"create-drops-client": "Create does not keep ClientID (a bound family comes back unbound)",
 	"create-drops-claims": "Create does not keep Claims",

@@ -67,6 +67,10 @@ func (r *refStore) store(t time.Time) time.Time {
 		return time.Unix(1<<31-1, 0)
 	case r.is("time-zero-as-epoch") && t.IsZero():
 		return time.Unix(0, 0)
+	case r.is("time-wallclock"):
+		// Postgres timestamp (without time zone) through pgx: the wall
+		// clock is kept and the zone dropped; it reads back as UTC.
+		return time.Date(t.Year(), t.Month(), t.Day(), t.Hour(), t.Minute(), t.Second(), t.Nanosecond(), time.UTC)
 	}
 	return t
 }
@@ -568,6 +572,8 @@ func (r *refStore) DeleteExpired(ctx context.Context, before time.Time, limit in
 			expired = !s.ExpiresAt.Truncate(time.Second).After(before.Truncate(time.Second))
 		case r.is("del-by-rotated"): // the wrong column
 			expired = !s.RotatedAt.After(before)
+		case r.is("del-text-compare"): // RFC 3339 text, each in its own zone, compared as strings
+			expired = s.ExpiresAt.Format(time.RFC3339Nano) <= before.Format(time.RFC3339Nano)
 		default:
 			expired = !s.ExpiresAt.After(before)
 		}

@@ -121,8 +121,16 @@ func Run(t *testing.T, newStore func(t *testing.T) refresh.Store, opts ...Option
 // base is the start of the test binary, with a nanosecond part to catch
 // stores that round times. Every session the suite keeps expires after it,
 // so the suite is no time bomb for stores whose backend drops sessions at
-// ExpiresAt.
-var base = time.Now().UTC().Truncate(time.Second).Add(123456789)
+// ExpiresAt. It is read in a zone west of UTC, and sessions' own times in
+// one east of it (mustCreate), so that a store keeping wall clocks without
+// their zone, or comparing times as text, keeps wrong instants or compares
+// them wrongly: times are instants, whatever their Location.
+var base = time.Now().UTC().Truncate(time.Second).Add(123456789).In(westZone)
+
+var (
+	westZone = time.FixedZone("storetest-west", -(7*3600 + 30*60))
+	eastZone = time.FixedZone("storetest-east", 5*3600+45*60)
+)
 
 func randID() string {
 	var b [16]byte
@@ -154,8 +162,14 @@ func subject(t *testing.T) string { return "user-" + randID() }
 
 func ctx(t *testing.T) context.Context { return t.Context() }
 
+// mustCreate creates s, its times read in eastZone (the same instants):
+// the suite's calls then compare them with times in westZone.
 func mustCreate(t *testing.T, st refresh.Store, s *refresh.Session) {
 	t.Helper()
+	s.CreatedAt, s.RotatedAt, s.ExpiresAt = s.CreatedAt.In(eastZone), s.RotatedAt.In(eastZone), s.ExpiresAt.In(eastZone)
+	if !s.RevokedAt.IsZero() {
+		s.RevokedAt = s.RevokedAt.In(eastZone)
+	}
 	if err := st.Create(ctx(t), s); err != nil {
 		t.Fatalf("Create: %v", err)
 	}
