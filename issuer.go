@@ -71,7 +71,11 @@ type Config struct {
 	// previous token never revokes the session, however many requests
 	// present it. A thief holding the previous token can ride along within
 	// the window too (SECURITY.md): bind sessions to a client or a DPoP key
-	// when you turn grace on.
+	// when you turn grace on. The window is counted on either side of the
+	// rotation's time, for instances whose clocks differ: keep them within
+	// Grace of each other (NTP does). A rotation that looks later than now
+	// by more than Grace is outside the window, and its previous token is
+	// reuse.
 	Grace time.Duration
 	// RevokedRetention is how long Sweep keeps a revoked session before
 	// deleting it, with a Store that is a StaleDeleter. Default 7 days;
@@ -148,7 +152,11 @@ type Config struct {
 	// and should be quick.
 	OnEvent func(ctx context.Context, e Event)
 
-	// Now is the clock. Default time.Now. Tests inject their own.
+	// Now is the clock. Default time.Now. Tests inject their own. The
+	// Issuer reads it in UTC: every time it hands a Store is UTC, so that
+	// a store keeping wall clocks without their zone (a Postgres
+	// timestamp without time zone) still keeps the right instants on a
+	// host whose local zone is not UTC.
 	Now func() time.Time
 }
 
@@ -263,9 +271,7 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 	if cfg.MaxTokenSize == 0 {
 		cfg.MaxTokenSize = DefaultMaxTokenSize
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Now = utcClock(cfg.Now)
 	switch {
 	case cfg.AccessTTL < 0 || cfg.IdleTTL < 0 || cfg.SessionTTL < 0 || cfg.Grace < 0 || cfg.Leeway < 0 || cfg.SessionCheckTTL < 0:
 		return nil, errors.New("refresh: durations must not be negative")
@@ -365,7 +371,15 @@ func (iss *Issuer) Grace() time.Duration { return iss.cfg.Grace }
 // AccessTTL returns the configured access-token lifetime.
 func (iss *Issuer) AccessTTL() time.Duration { return iss.cfg.AccessTTL }
 
-// Now returns the Issuer's clock reading.
+// utcClock returns now (time.Now if nil) read in UTC.
+func utcClock(now func() time.Time) func() time.Time {
+	if now == nil {
+		now = time.Now
+	}
+	return func() time.Time { return now().UTC() }
+}
+
+// Now returns the Issuer's clock reading, in UTC.
 func (iss *Issuer) Now() time.Time { return iss.now() }
 
 // Option varies one call of Issue or Rotate.

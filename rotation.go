@@ -245,7 +245,7 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	// checkAuthTime refused the rest).
 	authTime := now
 	if o.authTime != nil && o.authTime.Before(now) {
-		authTime = *o.authTime
+		authTime = o.authTime.UTC() // as every time the store is given
 	}
 	var sid [sessionIDLen]byte
 	seed := make([]byte, seedLen)
@@ -627,8 +627,8 @@ func (iss *Issuer) settle(ctx context.Context, err error, id string, from uint64
 //     ErrExpired;
 //   - the current token advances the session by one generation (an atomic
 //     compare-and-swap in the store) and returns its successor;
-//   - the previous token, presented within Config.Grace of the rotation,
-//     returns the same successor: racing tabs and clients that lost a
+//   - the previous token, presented within Config.Grace of the rotation
+//     (on either side of its time: clocks differ), returns the same successor: racing tabs and clients that lost a
 //     response are not logged out, however many there are. With
 //     Config.MaxGraceUses set, retries past it are ErrInvalidToken and
 //     revoke nothing;
@@ -682,7 +682,7 @@ func (iss *Issuer) rotate(ctx context.Context, dst *Pair, refreshToken string, o
 			return nil, fmt.Errorf("refresh: rotate: gave up after %d concurrent modifications", race)
 		}
 		head := s.Generation
-		grace := rc.gen+1 == head && iss.cfg.Grace > 0 && now.Sub(s.RotatedAt) <= iss.cfg.Grace
+		grace := rc.gen+1 == head && iss.cfg.Grace > 0 && withinGrace(now.Sub(s.RotatedAt), iss.cfg.Grace)
 		if rc.gen != head && !grace {
 			return nil, iss.reuse(ctx, s, rc.gen, now)
 		}
@@ -727,6 +727,15 @@ func (iss *Issuer) rotate(ctx context.Context, dst *Pair, refreshToken string, o
 		}
 		s = fresh
 	}
+}
+
+// withinGrace reports whether a rotation since bounded by window. A
+// rotation later than now is within it by as much: instances' clocks may
+// differ, by less than the window. One later by more is not: a clock or a
+// store that moves times (a zone dropped on the way in) must not make the
+// previous token a successor's key for hours, the thief's ride-along.
+func withinGrace(since, window time.Duration) bool {
+	return since <= window && since >= -window
 }
 
 // prepare computes the scope and claims of the access token a refresh will

@@ -171,9 +171,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	if cfg.VerifyCacheSize == 0 {
 		cfg.VerifyCacheSize = DefaultVerifyCacheSize
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Now = utcClock(cfg.Now) // UTC, as the Issuer's, for the ProofRecorder
 	setDefault(&cfg.JWKSMinRefresh, 5*time.Minute)
 	setDefault(&cfg.JWKSMaxRefresh, time.Hour)
 	setDefault(&cfg.JWKSRefetchInterval, time.Minute)
