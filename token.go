@@ -20,10 +20,11 @@ import (
 	"github.com/lestrrat-go/jwx/v3/jws/jwsbb"
 )
 
-// Claims are the claims of a verified access token (RFC 9068 §2.2).
-// Treat a returned Claims as read-only: the slices and the map in it may be
-// shared with other calls of Verify for the same token (see
-// Config.VerifyCacheSize).
+// Claims are the claims of a verified access token (RFC 9068 §2.2). Each
+// one Verify, a Verifier or the middleware returns is the caller's own deep
+// copy, even when it comes from the cache of verified tokens
+// (Config.VerifyCacheSize): changing it changes no other request's. Its
+// times are in UTC.
 type Claims struct {
 	Issuer    string    // iss
 	Subject   string    // sub
@@ -317,7 +318,7 @@ func numericDate(v json.RawMessage) (time.Time, error) {
 		return time.Time{}, errors.New("bad NumericDate")
 	}
 	sec, frac := math.Modf(f)
-	return time.Unix(int64(sec), int64(frac*1e9)), nil
+	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
 }
 
 // Verify checks an access token and returns its claims. It refuses, with an
