@@ -135,3 +135,17 @@ func TestGraceWindowBothWays(t *testing.T) {
 		})
 	}
 }
+
+// TestClaimsTimesAreUTC: Verify's times, and so the middleware's and a
+// Verifier's, are in UTC, so that what an application prints or compares
+// does not depend on the host's zone (the demo's /me printed auth_time in
+// it).
+func TestClaimsTimesAreUTC(t *testing.T) {
+	e := newEnv(t)
+	p := e.issue(t, "alice")
+	c, err := e.iss.Verify(context.Background(), p.AccessToken)
+	require.NoError(t, err)
+	for name, tm := range map[string]time.Time{"ExpiresAt": c.ExpiresAt, "IssuedAt": c.IssuedAt, "AuthTime": c.AuthTime, "Pair.AccessExpiresAt": p.AccessExpiresAt, "Pair.RefreshExpiresAt": p.RefreshExpiresAt, "Issuer.Now": e.iss.Now()} {
+		assert.Same(t, time.UTC, tm.Location(), name)
+	}
+}

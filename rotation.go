@@ -628,8 +628,9 @@ func (iss *Issuer) settle(ctx context.Context, err error, id string, from uint64
 //   - the current token advances the session by one generation (an atomic
 //     compare-and-swap in the store) and returns its successor;
 //   - the previous token, presented within Config.Grace of the rotation
-//     (on either side of its time: clocks differ), returns the same successor: racing tabs and clients that lost a
-//     response are not logged out, however many there are. With
+//     (on either side of its time: clocks differ), returns the same
+//     successor: racing tabs and clients that lost a response are not
+//     logged out, however many there are. With
 //     Config.MaxGraceUses set, retries past it are ErrInvalidToken and
 //     revoke nothing;
 //   - any other earlier token is reuse: the session (only this one) is
@@ -729,11 +730,12 @@ func (iss *Issuer) rotate(ctx context.Context, dst *Pair, refreshToken string, o
 	}
 }
 
-// withinGrace reports whether a rotation since bounded by window. A
-// rotation later than now is within it by as much: instances' clocks may
-// differ, by less than the window. One later by more is not: a clock or a
-// store that moves times (a zone dropped on the way in) must not make the
-// previous token a successor's key for hours, the thief's ride-along.
+// withinGrace reports whether a rotation made since ago (negative: later
+// than now) is within a grace window of that length. Its time may be later
+// than now because instances' clocks differ, by less than the window; by
+// more, it is outside: a clock set wrong or a store that moves times (a
+// zone dropped on the way in) must not keep the previous token good for
+// hours, which is what a thief riding along needs.
 func withinGrace(since, window time.Duration) bool {
 	return since <= window && since >= -window
 }

@@ -85,17 +85,16 @@ func (s *Session) Clone() *Session {
 // whole: no column that cuts a subject (up to 1024 bytes, the longest
 // Issue accepts; storetest checks it).
 //
-// Times are instants: kept with nanosecond precision and returned so that
-// Equal reports true (locations need not be preserved, but a time given in
-// any Location is that instant: a column that keeps the wall clock and
-// drops the zone, or compares times as text with their offsets, is wrong),
-// for the zero Time
-// (RevokedAt of a live session) and every instant from 1970-01-01 to
-// 2262-04-11 (Unix nanoseconds in an int64); the Issuer stores no other.
-// The Issuer hands a store times in UTC, and storetest hands them in other
-// zones, as any other caller may. A
-// cut-off outside that range given to DeleteExpired compares as earlier or
-// later than every stored time.
+// Times are instants, kept with nanosecond precision and returned so that
+// Equal reports true, for the zero Time (RevokedAt of a live session) and
+// every instant from 1970-01-01 to 2262-04-11 (Unix nanoseconds in an
+// int64); the Issuer stores no other. Locations need not be preserved, but
+// a time in any Location is that instant: a column that keeps the wall
+// clock and drops the zone, or that compares times as text with their
+// offsets, is wrong. The Issuer hands a store times in UTC; storetest hands
+// them in other zones, as any other caller may. A cut-off outside that
+// range given to DeleteExpired compares as earlier or later than every
+// stored time.
 //
 // Expiry. A store may drop a session by itself once its ExpiresAt has passed
 // (a key TTL in Redis, a database's row expiry); Get then reports
