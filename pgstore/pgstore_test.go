@@ -43,6 +43,13 @@ func testPool(t testing.TB) *pgxpool.Pool {
 // the test.
 func newStore(t testing.TB, pool *pgxpool.Pool) *pgstore.Store {
 	t.Helper()
+	st, _ := newStoreTable(t, pool)
+	return st
+}
+
+// newStoreTable is newStore, also returning its table.
+func newStoreTable(t testing.TB, pool *pgxpool.Pool) (*pgstore.Store, string) {
+	t.Helper()
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	table := "rt_" + hex.EncodeToString(b[:])
@@ -57,13 +64,21 @@ func newStore(t testing.TB, pool *pgxpool.Pool) *pgstore.Store {
 		t.Fatalf("Migrate is not idempotent: %v", err)
 	}
 	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), "DROP TABLE IF EXISTS "+table) })
-	return st
+	return st, table
 }
 
 func TestConformance(t *testing.T) {
 	pool := testPool(t)
-	st := newStore(t, pool)
-	storetest.Run(t, func(*testing.T) refresh.Store { return st }, storetest.WithBrokenStore(brokenStore))
+	st, table := newStoreTable(t, pool)
+	storetest.Run(t, func(*testing.T) refresh.Store { return st }, storetest.WithBrokenStore(brokenStore),
+		storetest.WithSecondInstance(func(t *testing.T, _ refresh.Store) refresh.Store {
+			// A second process: a pool of its own on the same table.
+			st2, err := pgstore.New(testPool(t), pgstore.WithTable(table))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return st2
+		}))
 }
 
 // brokenStore is a store whose pool points at a closed port: every call

@@ -71,8 +71,12 @@ func newStoreWithPrefix(t testing.TB, c *redis.Client) (*redisstore.Store, strin
 
 func TestConformance(t *testing.T) {
 	c := testClient(t)
-	st := newStore(t, c)
-	storetest.Run(t, func(*testing.T) refresh.Store { return st }, storetest.WithBrokenStore(brokenStore))
+	st, prefix := newStoreWithPrefix(t, c)
+	storetest.Run(t, func(*testing.T) refresh.Store { return st }, storetest.WithBrokenStore(brokenStore),
+		storetest.WithSecondInstance(func(t *testing.T, _ refresh.Store) refresh.Store {
+			// A second process: a client of its own, the same keys.
+			return redisstore.New(testClient(t), redisstore.WithPrefix(prefix))
+		}))
 }
 
 // brokenStore is a store whose client points at a closed port: every call
@@ -194,7 +198,11 @@ func TestClusterConformance(t *testing.T) {
 		})
 	})
 	st := redisstore.New(c, redisstore.WithPrefix(prefix))
-	storetest.Run(t, func(*testing.T) refresh.Store { return st })
+	storetest.Run(t, func(*testing.T) refresh.Store { return st }, storetest.WithSecondInstance(func(t *testing.T, _ refresh.Store) refresh.Store {
+		c2 := redis.NewClusterClient(&redis.ClusterOptions{Addrs: strings.Split(addrs, ","), PoolSize: 80})
+		t.Cleanup(func() { _ = c2.Close() })
+		return redisstore.New(c2, redisstore.WithPrefix(prefix))
+	}))
 
 	// The keys really are spread over several nodes.
 	var nodes atomic.Int32 // ForEachMaster calls in parallel

@@ -24,8 +24,11 @@ func open(t testing.TB, path string) *sqlitestore.Store {
 }
 
 func TestConformance(t *testing.T) {
-	st := open(t, filepath.Join(t.TempDir(), "sessions.db"))
-	storetest.Run(t, func(*testing.T) refresh.Store { return st }, storetest.WithBrokenStore(func(t *testing.T) refresh.Store {
+	path := filepath.Join(t.TempDir(), "sessions.db")
+	st := open(t, path)
+	storetest.Run(t, func(*testing.T) refresh.Store { return st }, storetest.WithSecondInstance(func(t *testing.T, _ refresh.Store) refresh.Store {
+		return open(t, path) // a second process: its own connections to the file
+	}), storetest.WithBrokenStore(func(t *testing.T) refresh.Store {
 		// A closed store: every call fails as a driver does.
 		b, err := sqlitestore.Open(filepath.Join(t.TempDir(), "broken.db"))
 		if err != nil {

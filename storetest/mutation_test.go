@@ -61,10 +61,13 @@ var mutants = map[string]string{
 	"alias-sessions-scope":  "Sessions returns the store's own Scope slice",
 	"alias-sessions-claims": "Sessions returns the store's own Claims slice",
 	// Precision and range.
-	"time-micro":          "times kept at microsecond precision (timestamptz)",
-	"time-clamp-2038":     "times kept as 32-bit seconds",
-	"time-zero-as-epoch":  "the zero time kept as 1970-01-01",
-	"time-wallclock":      "times kept as their wall clock without the zone (Postgres timestamp without time zone), read back as UTC",
+	"time-micro":         "times kept at microsecond precision (timestamptz)",
+	"time-clamp-2038":    "times kept as 32-bit seconds",
+	"time-zero-as-epoch": "the zero time kept as 1970-01-01",
+	"time-wallclock":     "times kept as their wall clock without the zone (Postgres timestamp without time zone), read back as UTC",
+	// Atomic or fresh in one process only (WithSecondInstance).
+	"process-lock":        "Advance's compare-and-swap made atomic by a lock in the store's own process (a sync.Mutex around a read and a write)",
+	"cache-per-process":   "Get answered from a cache in the store's own process, which its own writes invalidate and another instance's do not",
 	"create-drops-dpop":   "Create does not keep DPoPKey",
 	"create-drops-client": "Create does not keep ClientID (a bound family comes back unbound)",
 	"create-drops-claims": "Create does not keep Claims",
@@ -184,6 +187,7 @@ func TestReferenceStore(t *testing.T) {
 	}
 	st := newRefStore(bug)
 	storetest.Run(t, func(*testing.T) refresh.Store { return st },
+		storetest.WithSecondInstance(func(_ *testing.T, first refresh.Store) refresh.Store { return first.(*refStore).second() }),
 		storetest.WithBrokenStore(func(*testing.T) refresh.Store {
 			b := newRefStore(bug)
 			b.fault = errDriver

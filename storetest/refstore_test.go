@@ -18,18 +18,31 @@ import (
 type refStore struct {
 	bug   string
 	fault error
+	*refBackend
+	plock sync.Mutex                  // this instance's own lock (bug "process-lock")
+	cache map[string]*refresh.Session // this instance's cache of sessions (bugs "get-cached", "cache-per-process"); guarded by mu
+}
 
+// refBackend is what instances of refStore share, as processes share a
+// database: every instance made by second sees the same sessions.
+type refBackend struct {
 	mu    sync.Mutex
 	amu   sync.Mutex // AdvanceActive's own lock (bug "active-own-lock")
 	m     map[string]*refresh.Session
-	order []string                    // ids in insertion order
-	scope map[string][]string         // interned scopes (bug "alias-intern-scope")
-	proof map[string]time.Time        // DPoP proof records: id to expiry
-	cache map[string]*refresh.Session // Get's answers, never invalidated (bug "get-cached")
+	order []string             // ids in insertion order
+	scope map[string][]string  // interned scopes (bug "alias-intern-scope")
+	proof map[string]time.Time // DPoP proof records: id to expiry
 }
 
 func newRefStore(bug string) *refStore {
-	return &refStore{bug: bug, m: map[string]*refresh.Session{}, scope: map[string][]string{}, proof: map[string]time.Time{}, cache: map[string]*refresh.Session{}}
+	return &refStore{bug: bug, cache: map[string]*refresh.Session{},
+		refBackend: &refBackend{m: map[string]*refresh.Session{}, scope: map[string][]string{}, proof: map[string]time.Time{}}}
+}
+
+// second returns another instance of the store on r's backend, as a
+// second process of a service would open: its own lock and cache.
+func (r *refStore) second() *refStore {
+	return &refStore{bug: r.bug, fault: r.fault, refBackend: r.refBackend, cache: map[string]*refresh.Session{}}
 }
 
 var _ refresh.Store = (*refStore)(nil)
@@ -45,6 +58,12 @@ func (r *refStore) start(ctx context.Context, method string) error {
 	}
 	if r.fault != nil {
 		return r.fault
+	}
+	if r.is("cache-per-process") && method != "get" && method != "sessions" {
+		// Its own writes invalidate its cache; other instances' do not.
+		r.mu.Lock()
+		clear(r.cache)
+		r.mu.Unlock()
 	}
 	return nil
 }
@@ -210,6 +229,9 @@ func (r *refStore) Get(ctx context.Context, id string) (*refresh.Session, error)
 	if c := r.cache[id]; c != nil {
 		return r.out(c), nil
 	}
+	if r.is("cache-per-process") {
+		r.cache[id] = s.Clone()
+	}
 	c := r.out(s)
 	if r.is("get-zero-graceuses") {
 		c.GraceUses = 0 // the column not selected
@@ -222,6 +244,13 @@ func (r *refStore) Advance(ctx context.Context, id string, from uint64, at time.
 		return r.faultAs(err, "fault-advance-conflict", refresh.ErrConflict)
 	}
 	if r.is("advance-race") {
+		return r.racyAdvance(id, from, at)
+	}
+	if r.is("process-lock") {
+		// Atomic within this instance only: a sync.Mutex around a read
+		// and a write, where the swap belongs in the database.
+		r.plock.Lock()
+		defer r.plock.Unlock()
 		return r.racyAdvance(id, from, at)
 	}
 	r.mu.Lock()

@@ -4,7 +4,8 @@
 //
 //	func TestConformance(t *testing.T) {
 //		storetest.Run(t, func(t *testing.T) refresh.Store { return newTestStore(t) },
-//			storetest.WithBrokenStore(func(t *testing.T) refresh.Store { return newStoreOnDeadBackend(t) }))
+//			storetest.WithBrokenStore(func(t *testing.T) refresh.Store { return newStoreOnDeadBackend(t) }),
+//			storetest.WithSecondInstance(func(t *testing.T, first refresh.Store) refresh.Store { return openLike(t, first) }))
 //	}
 //
 // WARNING: Run creates, revokes and deletes sessions, and its expiry checks
@@ -24,7 +25,9 @@
 // faults that must not look like sentinels (WithBrokenStore); and, through an
 // Issuer on the store, 64 goroutines rotating one refresh token with grace 0
 // (exactly one wins) and 32 and 64 concurrent refreshes over HTTP with a
-// grace window (all receive the same successor, nobody is logged out).
+// grace window (all receive the same successor, nobody is logged out); with
+// WithSecondInstance, the same races across two instances on one backend,
+// and that each instance sees the other's writes at once.
 //
 // Every date is relative to the start of the test binary and every session
 // it keeps expires in the future, so a store whose backend drops sessions at
@@ -52,6 +55,7 @@ type Option func(*options)
 
 type options struct {
 	broken func(t *testing.T) refresh.Store
+	second func(t *testing.T, first refresh.Store) refresh.Store
 }
 
 // WithBrokenStore gives Run a way to make a store of the adapter whose
@@ -110,6 +114,13 @@ func Run(t *testing.T, newStore func(t *testing.T) refresh.Store, opts ...Option
 			tc.f(t, newStore(t))
 		})
 	}
+	t.Run("TwoInstances", func(t *testing.T) {
+		if o.second == nil {
+			t.Skip("no WithSecondInstance given: cannot race two instances of the store on one backend (a swap atomic only within one process, or a cache in it, goes unseen)")
+		}
+		first := newStore(t)
+		testTwoInstances(t, first, o.second(t, first))
+	})
 	t.Run("FaultsAreNotSentinels", func(t *testing.T) {
 		if o.broken == nil {
 			t.Skip("no WithBrokenStore given: cannot check that backend faults are reported as system faults")
