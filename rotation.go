@@ -938,7 +938,10 @@ type SessionInfo struct {
 }
 
 // Sessions lists the subject's live sessions (not revoked, not expired),
-// oldest first.
+// oldest first. Only sessions whose subject is exactly subject are listed,
+// whatever the store returns: a store that matched subjects loosely (a
+// prefix, a case-insensitive collation) would otherwise show one user
+// another's devices, their IP addresses and user agents.
 func (iss *Issuer) Sessions(ctx context.Context, subject string) ([]SessionInfo, error) {
 	all, err := iss.store.Sessions(ctx, subject)
 	if err != nil {
@@ -947,7 +950,7 @@ func (iss *Issuer) Sessions(ctx context.Context, subject string) ([]SessionInfo,
 	now := iss.now()
 	out := []SessionInfo{}
 	for _, s := range all {
-		if !iss.live(s, now) {
+		if s.Subject != subject || !iss.live(s, now) {
 			continue
 		}
 		exp := s.RotatedAt.Add(iss.cfg.IdleTTL)
