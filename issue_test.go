@@ -44,6 +44,10 @@ func TestIssueRefusesUnstorableValues(t *testing.T) {
 		"client id NUL with good scope": {"alice", []refresh.Option{refresh.WithScope("read"), refresh.WithClientID("a\x00")}},
 		"DPoP thumbprint not one":       {"alice", []refresh.Option{refresh.WithDPoP("jkt\x00")}},
 		"DPoP thumbprint too short":     {"alice", []refresh.Option{refresh.WithDPoP(strings.Repeat("A", 42))}},
+		"metadata of MaxMetaBytes + 1":  {"alice", []refresh.Option{refresh.WithMeta(map[string]string{"ua": strings.Repeat("u", refresh.MaxMetaBytes-3), "i": "p"})}},
+		"a megabyte user agent":         {"alice", []refresh.Option{refresh.WithMeta(map[string]string{"ua": strings.Repeat("u", 1<<20)})}},
+		// Counted once made text: 1365 NUL bytes become 4095 (U+FFFD each).
+		"metadata over it once text": {"alice", []refresh.Option{refresh.WithMeta(map[string]string{"ua": strings.Repeat("\x00", 1365)})}},
 	} {
 		p, err := e.iss.Issue(bg, c.sub, c.opts...)
 		require.ErrorIs(t, err, refresh.ErrInvalidRequest, name)
@@ -55,8 +59,12 @@ func TestIssueRefusesUnstorableValues(t *testing.T) {
 
 	// What is text is kept exactly: any Unicode, both normalisations,
 	// every printable ASCII scope character RFC 6749 allows, 1024 bytes.
-	long := e.issue(t, strings.Repeat("s", 1024), refresh.WithClientID(strings.Repeat("é", 512)))
+	long := e.issue(t, strings.Repeat("s", 1024), refresh.WithClientID(strings.Repeat("é", 512)),
+		refresh.WithMeta(map[string]string{"ua": strings.Repeat("u", refresh.MaxMetaBytes-5), "ip": "x"}))
 	assert.Equal(t, strings.Repeat("s", 1024), long.Subject)
+	if s, err := mem.Get(bg, long.SessionID); assert.NoError(t, err) {
+		assert.Len(t, s.Meta["ua"], refresh.MaxMetaBytes-5, "metadata of MaxMetaBytes is kept whole")
+	}
 	p := e.issue(t, "Zoë 😀 e\u0301", refresh.WithClientID("app ✓"), refresh.WithScope("!", "~", "a:b/c", "urn:x#[]"),
 		refresh.WithMeta(map[string]string{"ua": "x\xff\x00y", "\xfe": "ok"}))
 	_, claims := decodeJWT(t, p.AccessToken)
@@ -118,7 +126,8 @@ func TestWriteIssueError(t *testing.T) {
 				h.WriteDPoPError(w, err)
 				return
 			}
-			p, err := iss.Issue(r.Context(), "alice", refresh.WithClientID(r.FormValue("client_id")), refresh.WithDPoPProof(proof))
+			p, err := iss.Issue(r.Context(), "alice", refresh.WithClientID(r.FormValue("client_id")), refresh.WithDPoPProof(proof),
+				refresh.WithMeta(map[string]string{"ua": r.UserAgent()})) // as a naive login handler records it
 			if err != nil {
 				h.WriteIssueError(w, r, err)
 				return
@@ -136,11 +145,17 @@ func TestWriteIssueError(t *testing.T) {
 		assert.Equal(t, map[string]any{"error": "invalid_request"}, r.body)
 		assert.Equal(t, "no-store", r.header.Get("Cache-Control"))
 	}
+	// A sign-in with a 64 KiB User-Agent, which the handler records as it
+	// comes: refused, nothing stored (MaxMetaBytes), so that one sign-in
+	// cannot make the store keep whatever a request carries.
+	r := postForm(t, nil, u, url.Values{"client_id": {"web"}}, map[string]string{"User-Agent": strings.Repeat("M", 64<<10)})
+	assert.Equal(t, 400, r.status, r.raw)
+	assert.Equal(t, map[string]any{"error": "invalid_request"}, r.body)
 	assert.Zero(t, e.store.Len())
 
 	c := newDPoPClient(t)
 	proof := c.proof("POST", u, "", e.clock.Now())
-	r := postForm(t, nil, u, url.Values{"client_id": {"web"}}, map[string]string{"DPoP": proof})
+	r = postForm(t, nil, u, url.Values{"client_id": {"web"}}, map[string]string{"DPoP": proof})
 	require.Equal(t, 200, r.status, r.raw)
 	assert.Equal(t, "DPoP", r.body["token_type"])
 	r = postForm(t, nil, u, url.Values{"client_id": {"web"}}, map[string]string{"DPoP": proof})

@@ -472,6 +472,10 @@ func WithAuthTime(t time.Time) Option {
 
 // WithMeta (Issue only) records metadata of the session, such as device,
 // user agent or IP address, shown by Sessions. It never enters a token.
+// Keys and values together may hold at most MaxMetaBytes once made valid
+// text; Issue refuses more with ErrInvalidRequest. Values often come from
+// the request (a User-Agent header can be a megabyte): cut them to what a
+// devices page shows.
 func WithMeta(meta map[string]string) Option { return func(o *callOptions) { o.meta = meta } }
 
 func collect(opts []Option) callOptions {

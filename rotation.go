@@ -217,9 +217,9 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 // longer than 1024 bytes, a scope token outside RFC 6749 §3.3, a WithDPoP
 // value that is not a SHA-256 JWK thumbprint, and claims with a registered
 // name, that JSON cannot encode, or that would make the access token
-// longer than Config.MaxTokenSize; metadata is made valid UTF-8 without
-// NUL (U+FFFD in place of the rest). A login handler answers its
-// errors with Handlers.WriteIssueError.
+// longer than Config.MaxTokenSize, and metadata over MaxMetaBytes once
+// made valid UTF-8 without NUL (U+FFFD in place of the rest). A login
+// handler answers its errors with Handlers.WriteIssueError.
 func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*Pair, error) {
 	o := collect(opts)
 	if err := checkIssue(subject, &o); err != nil {
@@ -228,6 +228,10 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	claims, err := encodeClaims(o.claims)
 	if err != nil {
 		return nil, err
+	}
+	meta := textMap(o.meta)
+	if n := metaBytes(meta); n > MaxMetaBytes {
+		return nil, requestErr(fmt.Sprintf("metadata of %d bytes, over MaxMetaBytes (%d): cut values taken from requests, such as the user agent", n, MaxMetaBytes))
 	}
 	if o.authTime != nil {
 		if err := iss.checkAuthTime(*o.authTime); err != nil {
@@ -260,7 +264,7 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 		Seed:       seed,
 		Scope:      slices.Clone(o.scope),
 		Claims:     claims,
-		Meta:       textMap(o.meta),
+		Meta:       meta,
 		CreatedAt:  authTime,
 		RotatedAt:  now,
 		ExpiresAt:  now.Add(iss.cfg.SessionTTL),
@@ -302,6 +306,13 @@ func (iss *Issuer) checkAuthTime(t time.Time) error {
 	}
 	return nil
 }
+
+// MaxMetaBytes bounds a session's metadata (WithMeta): the bytes of its
+// keys and values together, once made valid UTF-8 without NUL. Far above
+// a devices page's needs (a user agent, an address, a device name), it
+// bounds what one sign-in can make a store keep. Every store must keep
+// metadata of this size whole (storetest checks it).
+const MaxMetaBytes = 4096
 
 // maxNameLen bounds subjects and client IDs: far above any real one (an
 // OpenID Connect sub is at most 255 ASCII characters), below what a
@@ -356,6 +367,15 @@ func isScopeToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// metaBytes is the size of metadata as MaxMetaBytes counts it.
+func metaBytes(m map[string]string) int {
+	n := 0
+	for k, v := range m {
+		n += len(k) + len(v)
+	}
+	return n
 }
 
 // textMap copies m with every key and value made text (isText): invalid

@@ -83,7 +83,8 @@ func (s *Session) Clone() *Session {
 // spaces. Never use a case-insensitive or PAD SPACE collation (MySQL's
 // defaults), LIKE, prefix or normalising comparison, and keep strings
 // whole: no column that cuts a subject (up to 1024 bytes, the longest
-// Issue accepts; storetest checks it).
+// Issue accepts) or metadata (up to MaxMetaBytes, keys and values
+// together); storetest checks both.
 //
 // Times are instants, kept with nanosecond precision and returned so that
 // Equal reports true, for the zero Time (RevokedAt of a live session) and

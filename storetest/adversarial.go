@@ -444,3 +444,22 @@ func checkedToken(t testing.TB, iss *refresh.Issuer) string {
 	raw = append(raw, make([]byte, 16)...) // a tag the store's seed would decide
 	return "rt_" + base64.RawURLEncoding.EncodeToString(raw)
 }
+
+// testMetaKeptWhole: metadata of refresh.MaxMetaBytes, the most Issue
+// accepts, round-trips whole. A column sized for a short user agent
+// (varchar(255)) cuts it, or refuses the row, and then every sign-in from
+// a browser with a long user agent fails.
+func testMetaKeptWhole(t *testing.T, st refresh.Store) {
+	const ip = "2001:db8:85a3::8a2e:370:7334"
+	unit := "Mozilla/5.0 (X11; Linux x86_64) Ünïcödé ✓ 😀 " // multi-byte runes too
+	rest := refresh.MaxMetaBytes - len("user_agent") - len("ip") - len(ip)
+	ua := strings.ToValidUTF8(strings.Repeat(unit, rest/len(unit)+1)[:rest], "") // a rune cut in two dropped
+	ua += strings.Repeat("x", rest-len(ua))
+	s := newSession(subject(t), base)
+	s.Meta = map[string]string{"user_agent": ua, "ip": ip}
+	mustCreate(t, st, s)
+	got := mustGet(t, st, s.ID)
+	if got.Meta["user_agent"] != ua || got.Meta["ip"] != ip {
+		t.Fatalf(`rule "metadata of MaxMetaBytes (%d bytes, keys and values together) is kept whole": a user agent of %d bytes came back as %d bytes`, refresh.MaxMetaBytes, len(ua), len(got.Meta["user_agent"]))
+	}
+}

@@ -172,6 +172,12 @@ func (r *refStore) Create(ctx context.Context, s *refresh.Session) error {
 		c.Subject = c.Subject[:255]
 	case r.is("scope-sorted"):
 		slices.Sort(c.Scope)
+	case r.is("meta-varchar255"):
+		for k, v := range c.Meta {
+			if len(v) > 255 {
+				c.Meta[k] = v[:255]
+			}
+		}
 	case r.is("create-seed-16") && len(c.Seed) > 16:
 		c.Seed = c.Seed[:16] // bytea column sized for a UUID
 	case r.is("create-expires-default"):
