@@ -93,8 +93,9 @@ func testTwoInstances(t *testing.T, a, b refresh.Store) {
 	if okA && okB {
 		t.Run("RecordProofRace", func(t *testing.T) {
 			id := "storetest-two-" + randID()
+			now := base.Add(24 * time.Hour) // its expiry in the future, however long the run (a backend may drop it then)
 			wins := race(t, func(i int) error {
-				return [2]refresh.ProofRecorder{pa, pb}[i%2].RecordProof(ctx(t), id, base, base.Add(time.Minute))
+				return [2]refresh.ProofRecorder{pa, pb}[i%2].RecordProof(ctx(t), id, now, now.Add(2*time.Minute))
 			}, func(err error) bool { return errors.Is(err, refresh.ErrProofReplayed) })
 			if wins != 1 {
 				t.Fatalf(`rule "RecordProof is atomic across processes": %d of %d concurrent records of one proof on two instances succeeded, want exactly 1 (a replay accepted)`, wins, racers)
