@@ -82,9 +82,9 @@ func (s *Session) Clone() *Session {
 // found only by its exact ID, not by another case of it or with trailing
 // spaces. Never use a case-insensitive or PAD SPACE collation (MySQL's
 // defaults), LIKE, prefix or normalising comparison, and keep strings
-// whole: no column that cuts a subject (up to 1024 bytes, the longest
-// Issue accepts) or metadata (up to MaxMetaBytes, keys and values
-// together); storetest checks both.
+// whole: no column that cuts a subject or a client ID (up to 1024 bytes,
+// the longest Issue accepts) or metadata (up to MaxMetaBytes, keys and
+// values together); storetest checks all three.
 //
 // Times are instants, kept with nanosecond precision and returned so that
 // Equal reports true, for the zero Time (RevokedAt of a live session) and

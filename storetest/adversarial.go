@@ -445,11 +445,12 @@ func checkedToken(t testing.TB, iss *refresh.Issuer) string {
 	return "rt_" + base64.RawURLEncoding.EncodeToString(raw)
 }
 
-// testMetaKeptWhole: metadata of refresh.MaxMetaBytes, the most Issue
-// accepts, round-trips whole. A column sized for a short user agent
-// (varchar(255)) cuts it, or refuses the row, and then every sign-in from
-// a browser with a long user agent fails.
-func testMetaKeptWhole(t *testing.T, st refresh.Store) {
+// testLongValuesKeptWhole: metadata of refresh.MaxMetaBytes and a client
+// ID of 1 KiB, the most Issue accepts, round-trip whole. A column sized for
+// a short user agent (varchar(255)) cuts it, or refuses the row, and then
+// every sign-in from a browser with a long user agent fails; a cut client
+// ID no longer matches its client, whose refreshes all fail.
+func testLongValuesKeptWhole(t *testing.T, st refresh.Store) {
 	const ip = "2001:db8:85a3::8a2e:370:7334"
 	unit := "Mozilla/5.0 (X11; Linux x86_64) Ünïcödé ✓ 😀 " // multi-byte runes too
 	rest := refresh.MaxMetaBytes - len("user_agent") - len("ip") - len(ip)
@@ -457,8 +458,13 @@ func testMetaKeptWhole(t *testing.T, st refresh.Store) {
 	ua += strings.Repeat("x", rest-len(ua))
 	s := newSession(subject(t), base)
 	s.Meta = map[string]string{"user_agent": ua, "ip": ip}
+	s.ClientID = strings.Repeat("client-✓", 1024/len("client-✓")) // 1020 bytes
+	s.ClientID += strings.Repeat("c", 1024-len(s.ClientID))
 	mustCreate(t, st, s)
 	got := mustGet(t, st, s.ID)
+	if got.ClientID != s.ClientID {
+		t.Fatalf(`rule "client IDs of 1024 bytes are kept whole": one of %d bytes came back as %d bytes`, len(s.ClientID), len(got.ClientID))
+	}
 	if got.Meta["user_agent"] != ua || got.Meta["ip"] != ip {
 		t.Fatalf(`rule "metadata of MaxMetaBytes (%d bytes, keys and values together) is kept whole": a user agent of %d bytes came back as %d bytes`, refresh.MaxMetaBytes, len(ua), len(got.Meta["user_agent"]))
 	}

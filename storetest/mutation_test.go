@@ -65,6 +65,7 @@ var mutants = map[string]string{
 	"time-clamp-2038":    "times kept as 32-bit seconds",
 	"time-zero-as-epoch": "the zero time kept as 1970-01-01",
 	"meta-varchar255":    "metadata values kept in a varchar(255) column, cut",
+	"client-varchar255":  "client IDs kept in a varchar(255) column, cut",
 	"time-wallclock":     "times kept as their wall clock without the zone (Postgres timestamp without time zone), read back as UTC",
 	// Atomic or fresh in one process only (WithSecondInstance).
 	"process-lock":        "Advance's compare-and-swap made atomic by a lock in the store's own process (a sync.Mutex around a read and a write)",

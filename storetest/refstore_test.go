@@ -172,6 +172,8 @@ func (r *refStore) Create(ctx context.Context, s *refresh.Session) error {
 		c.Subject = c.Subject[:255]
 	case r.is("scope-sorted"):
 		slices.Sort(c.Scope)
+	case r.is("client-varchar255") && len(c.ClientID) > 255:
+		c.ClientID = c.ClientID[:255]
 	case r.is("meta-varchar255"):
 		for k, v := range c.Meta {
 			if len(v) > 255 {

@@ -100,7 +100,7 @@ func Run(t *testing.T, newStore func(t *testing.T) refresh.Store, opts ...Option
 		{"IssuerConcurrentStrict", testIssuerStrict},
 		{"IssuerConcurrentGrace", testIssuerGrace},
 		{"TimeRange", testTimeRange},
-		{"MetadataKeptWhole", testMetaKeptWhole},
+		{"LongValuesKeptWhole", testLongValuesKeptWhole},
 		{"SubjectsCompareExactly", testSubjectsExact},
 		{"IDsCompareExactly", testIDsExact},
 		{"ManySessionsPerSubject", testManySessions},
