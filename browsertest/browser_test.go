@@ -335,6 +335,11 @@ func TestBrowserApp(t *testing.T) {
 		assert.Equal(t, 1, d.requests("DELETE", "/sessions/"+curlSid, 401), "refused: the sign-in was too old")
 		assert.Equal(t, 200, code(), "the other device is still signed in")
 		assert.Equal(t, 1, d.events("revoked", oldSid), "this browser's old session ended")
+		// Sign in again early in a second: auth_time has whole seconds, so
+		// a sign-in at .97 s counts from .0, and with -recent-auth 1s the
+		// click 40 ms later was already "over a second old" now and then
+		// (the test flaked). Early in the second, the click has ~0.7 s.
+		time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second + 10*time.Millisecond)))
 		signIn(t, a, "alice", "wonderland")
 		pollValue[string](t, a, curlSidJS)
 		rows := eval[int](t, a, `document.querySelectorAll('#device-rows tr').length`)
