@@ -25,10 +25,7 @@ func wallClock(t time.Time) time.Time {
 
 func (s zoneDroppingStore) Create(ctx context.Context, in *refresh.Session) error {
 	c := in.Clone()
-	c.CreatedAt, c.RotatedAt, c.ExpiresAt = wallClock(c.CreatedAt), wallClock(c.RotatedAt), wallClock(c.ExpiresAt)
-	if !c.RevokedAt.IsZero() {
-		c.RevokedAt = wallClock(c.RevokedAt)
-	}
+	c.CreatedAt, c.RotatedAt, c.ExpiresAt, c.RevokedAt = wallClock(c.CreatedAt), wallClock(c.RotatedAt), wallClock(c.ExpiresAt), wallClock(c.RevokedAt) // the zero Time stays zero
 	return s.Store.Create(ctx, c)
 }
 
