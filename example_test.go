@@ -457,3 +457,37 @@ func ExampleHandlers_MetadataHandler() {
 	// /.well-known/oauth-authorization-server
 	// https://auth.example.com/token [refresh_token]
 }
+
+// Application claims come back from Verify (and ClaimsFromContext) as
+// encoding/json decodes them, except numbers, which are json.Number: a
+// 64-bit id keeps its every digit. OnRefresh sees them the same way, so a
+// hook that reloads nothing re-signs them exactly.
+func ExampleWithClaims() {
+	ctx := context.Background()
+	iss := newExampleIssuer(0, func(c *refresh.Config) {
+		c.OnRefresh = func(_ context.Context, info *refresh.RefreshInfo) error {
+			if info.Claims["tenant"] == json.Number("9007199254740993") {
+				info.Claims["roles"] = []string{"billing"} // reloaded from your database
+			}
+			return nil
+		}
+	})
+	pair, err := iss.Issue(ctx, "alice", refresh.WithClaims(map[string]any{
+		"tenant": uint64(9007199254740993), // 2^53+1: no float64 holds it
+		"roles":  []string{"user"},
+	}))
+	if err != nil {
+		log.Fatal(err)
+	}
+	next, err := iss.Rotate(ctx, pair.RefreshToken)
+	if err != nil {
+		log.Fatal(err)
+	}
+	c, err := iss.Verify(ctx, next.AccessToken)
+	if err != nil {
+		log.Fatal(err)
+	}
+	tenant, err := c.Extra["tenant"].(json.Number).Int64()
+	fmt.Println(tenant, err, c.Roles())
+	// Output: 9007199254740993 <nil> [billing]
+}

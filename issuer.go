@@ -166,9 +166,13 @@ type RefreshInfo struct {
 	SessionID string
 	Subject   string
 	ClientID  string
-	Scope     []string          // the scope the new access token will carry
-	Claims    map[string]any    // application claims; may be replaced
-	Meta      map[string]string // metadata given at login
+	Scope     []string // the scope the new access token will carry
+	// Claims are the application claims the session was issued with, as
+	// Claims.Extra has them (numbers are json.Number, so that those the
+	// hook leaves alone are signed again exactly as given); the hook may
+	// change or replace them.
+	Claims map[string]any
+	Meta   map[string]string // metadata given at login
 }
 
 // EventKind names what happened to a session.
@@ -442,7 +446,9 @@ func WithScope(scope ...string) Option {
 // nbf, iat, auth_time, jti, client_id, sid, scope, cnf) are refused: the
 // Issuer writes them. Authentication claims the Issuer cannot know, such as
 // acr and amr (RFC 9068 §2.2.1), are the login handler's to set here;
-// RequireACR reads acr.
+// RequireACR reads acr. They are encoded with encoding/json once, at Issue,
+// and signed into every later token exactly so; Verify hands their numbers
+// back as json.Number (Claims.Extra).
 func WithClaims(claims map[string]any) Option { return func(o *callOptions) { o.claims = claims } }
 
 // WithAuthTime (Issue only) says when the user authenticated, for a login

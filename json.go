@@ -339,6 +339,131 @@ func appendIntMember(b []byte, name string, v int64) []byte {
 	return strconv.AppendInt(b, v, 10)
 }
 
+// decodeJSON decodes one JSON value into an any as encoding/json does
+// (objects as map[string]any, the last of duplicate names winning; arrays
+// as []any), except that numbers are json.Number, exactly as written. A
+// float64 holds integers exactly only up to 2^53: a 64-bit user or tenant
+// id decoded into one becomes a neighbour's id, and re-encoded it stays so.
+//
+// It is a recursive descent over the scanner's pieces rather than a
+// json.Decoder with UseNumber, which costs half as much again as Unmarshal
+// on every verification of a token with an array claim.
+func decodeJSON(raw []byte) (any, error) {
+	v, i, err := parseValue(raw, skipWS(raw, 0), 0)
+	if err == nil && skipWS(raw, i) != len(raw) {
+		err = errSyntax
+	}
+	return v, err
+}
+
+// maxJSONDepth is encoding/json's nesting limit.
+const maxJSONDepth = 10000
+
+// parseValue decodes the value at data[i] and returns the index after it.
+func parseValue(data []byte, i, depth int) (any, int, error) {
+	if i >= len(data) {
+		return nil, 0, errSyntax
+	}
+	switch c := data[i]; {
+	case c == '"':
+		end, err := skipString(data, i)
+		if err != nil {
+			return nil, 0, err
+		}
+		s, err := stringValue(data[i:end])
+		return s, end, err
+	case c == '-' || '0' <= c && c <= '9':
+		end, err := skipNumber(data, i)
+		return json.Number(data[i:end]), end, err
+	case c == 't':
+		end, err := literal(data, i, "true")
+		return true, end, err
+	case c == 'f':
+		end, err := literal(data, i, "false")
+		return false, end, err
+	case c == 'n':
+		end, err := literal(data, i, "null")
+		return nil, end, err
+	case c != '{' && c != '[':
+		return nil, 0, errSyntax
+	}
+	if depth++; depth > maxJSONDepth {
+		return nil, 0, errSyntax
+	}
+	closing := byte(']')
+	var m map[string]any
+	var a []any
+	if data[i] == '{' {
+		closing, m = '}', make(map[string]any)
+	} else {
+		a = []any{}
+	}
+	i = skipWS(data, i+1)
+	if i < len(data) && data[i] == closing {
+		if m != nil {
+			return m, i + 1, nil
+		}
+		return a, i + 1, nil
+	}
+	for {
+		var name string
+		if m != nil {
+			if i >= len(data) || data[i] != '"' {
+				return nil, 0, errSyntax
+			}
+			end, err := skipString(data, i)
+			if err != nil {
+				return nil, 0, err
+			}
+			if name, err = stringValue(data[i:end]); err != nil {
+				return nil, 0, err
+			}
+			if i = skipWS(data, end); i >= len(data) || data[i] != ':' {
+				return nil, 0, errSyntax
+			}
+			i = skipWS(data, i+1)
+		}
+		v, end, err := parseValue(data, i, depth)
+		if err != nil {
+			return nil, 0, err
+		}
+		if m != nil {
+			m[name] = v
+		} else {
+			a = append(a, v)
+		}
+		if i = skipWS(data, end); i >= len(data) {
+			return nil, 0, errSyntax
+		}
+		switch data[i] {
+		case closing:
+			if m != nil {
+				return m, i + 1, nil
+			}
+			return a, i + 1, nil
+		case ',':
+			i = skipWS(data, i+1)
+		default:
+			return nil, 0, errSyntax
+		}
+	}
+}
+
+// decodeJSONInto decodes exactly one JSON object from raw into m, numbers
+// as json.Number.
+func decodeJSONInto(raw []byte, m *map[string]any) error {
+	v, err := decodeJSON(raw)
+	if err != nil {
+		return err
+	}
+	obj, ok := v.(map[string]any)
+	if !ok && v != nil {
+		return errors.New("not a JSON object")
+	}
+	*m = obj
+	return nil
+}
+
 // cloneJSON deep-copies a value encoding/json decoded into an any: maps and
 // slices are copied, the rest (string, float64, bool, json.Number, nil) is
 // immutable and shared.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -39,7 +40,8 @@ func duplicateFree(data []byte) (isObject, ok bool) {
 // hands out values that encoding/json decodes to the same thing.
 func FuzzWalkObject(f *testing.F) {
 	for _, s := range []string{`{}`, `{"a":1}`, `{"a":1,"a":2}`, `{"a":"\u00e9\"","b":[1,{"c":null}],"d":-0.5e+3}`,
-		` {"a" : true } `, `{"a":1}x`, `[1]`, `{"a":01}`, `{"a":"\x01"}`, `{"a\u0000":1,"a\u0000":2}`, `{"a":{"b":1,"b":2}}`} {
+		` {"a" : true } `, `{"a":1}x`, `[1]`, `{"a":01}`, `{"a":"\x01"}`, `{"a\u0000":1,"a\u0000":2}`, `{"a":{"b":1,"b":2}}`,
+		`{"uid":9007199254740993,"n":[-0,1E400,{"x":18446744073709551616}],"t":true,"f":false,"z":null,"s":"x"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -62,19 +64,21 @@ func FuzzWalkObject(f *testing.F) {
 		if err != nil {
 			return
 		}
+		exactly := func(b []byte, v any) error { // encoding/json, numbers as json.Number
+			d := json.NewDecoder(bytes.NewReader(b))
+			d.UseNumber()
+			return d.Decode(v)
+		}
 		var m map[string]any
-		if err := json.Unmarshal(data, &m); err != nil || len(m) != len(names) {
+		if err := exactly(data, &m); err != nil || len(m) != len(names) {
 			t.Fatalf("%q: %d members, encoding/json %d (%v)", data, len(names), len(m), err)
 		}
 		for name, raw := range values {
-			var got any
-			if err := json.Unmarshal(raw, &got); err != nil {
-				t.Fatalf("%q: value of %q not JSON: %q", data, name, raw)
-			}
-			a, _ := json.Marshal(got)
-			b, _ := json.Marshal(m[name])
-			if !bytes.Equal(a, b) {
-				t.Fatalf("%q: member %q is %s, encoding/json says %s", data, name, a, b)
+			// decodeJSON (the claims Verify hands out) is encoding/json
+			// with UseNumber: numbers exact, everything else the same.
+			got, err := decodeJSON(raw)
+			if err != nil || !reflect.DeepEqual(got, m[name]) {
+				t.Fatalf("%q: decodeJSON of member %q (%q) = %#v, %v; encoding/json says %#v", data, name, raw, got, err, m[name])
 			}
 		}
 	})
@@ -112,6 +116,32 @@ func TestClaimsClone(t *testing.T) {
 			if o.Scope[:1][0] == "x" {
 				t.Fatalf("appending to an empty clone wrote into the original")
 			}
+		}
+	}
+}
+
+// TestDecodeJSONRefusesWhatIsNotOneValue: decodeJSON is given one scanned
+// value, but refuses anything else rather than reading part of it.
+func TestDecodeJSONRefusesWhatIsNotOneValue(t *testing.T) {
+	for _, s := range []string{``, `1x`, `1 2`, `-`, `01`, `{"a":1}x`, `[1] [2]`, `{"a":`, `"x`, `tru`, `nul`} {
+		if v, err := decodeJSON(json.RawMessage(s)); err == nil {
+			t.Errorf("decodeJSON(%q) = %#v, want an error", s, v)
+		}
+	}
+	deep := func(n int) json.RawMessage {
+		return json.RawMessage(strings.Repeat("[", n) + strings.Repeat("]", n))
+	}
+	if _, err := decodeJSON(deep(maxJSONDepth)); err != nil {
+		t.Errorf("%d nested arrays: %v", maxJSONDepth, err)
+	}
+	if _, err := decodeJSON(deep(maxJSONDepth + 1)); err == nil {
+		t.Errorf("%d nested arrays decoded; encoding/json refuses them", maxJSONDepth+1)
+	}
+	for s, want := range map[string]any{`{"a":{"b":1,"b":2}}`: map[string]any{"a": map[string]any{"b": json.Number("2")}},
+		`9007199254740993`: json.Number("9007199254740993"), `-1.50e+3`: json.Number("-1.50e+3"),
+		`"a"`: "a", `true`: true, `false`: false, `null`: nil, ` [1] `: []any{json.Number("1")}} {
+		if v, err := decodeJSON(json.RawMessage(s)); err != nil || !reflect.DeepEqual(v, want) {
+			t.Errorf("decodeJSON(%q) = %#v, %v; want %#v", s, v, err, want)
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -781,7 +780,7 @@ func (iss *Issuer) prepare(ctx context.Context, s *Session, o *callOptions, now 
 		Scope: slices.Clone(scope), Meta: maps.Clone(s.Meta),
 	}
 	if len(s.Claims) > 0 {
-		if err := json.Unmarshal(s.Claims, &info.Claims); err != nil {
+		if err := decodeJSONInto(s.Claims, &info.Claims); err != nil {
 			return nil, nil, fmt.Errorf("refresh: stored claims: %w", err)
 		}
 	}

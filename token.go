@@ -45,7 +45,11 @@ type Claims struct {
 	// DPoPKey is cnf.jkt: the thumbprint of the DPoP key the token is bound
 	// to (RFC 9449 §6.1), or "" for a bearer token.
 	DPoPKey string
-	// Extra holds the application's own claims, decoded by encoding/json.
+	// Extra holds the application's own claims, decoded as encoding/json
+	// decodes into an any, except that numbers are json.Number, exactly as
+	// signed: a float64 holds integers exactly only up to 2^53, and a
+	// 64-bit id rounded to one is another user's or tenant's id. Read them
+	// with its Int64, Float64 or String methods.
 	Extra map[string]any
 }
 

@@ -223,7 +223,7 @@ func (rs *resourceServer) parseClaims(payload []byte) (*Claims, error) {
 				c.Extra = make(map[string]any)
 			}
 			var x any
-			err = json.Unmarshal(v, &x)
+			x, err = decodeJSON(v)
 			c.Extra[string(name)] = x
 		}
 		return err

@@ -6,12 +6,16 @@ package refresh_test
 // failed before its fix.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"math/big"
 	"net/http"
 	"net/http/cookiejar"
@@ -19,6 +23,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -872,4 +877,82 @@ func TestAuthenticateClientWithoutClientAuth(t *testing.T) {
 	assert.ErrorIs(t, err, refresh.ErrInvalidClient)
 	_, err = req(url.Values{"client_id": {"a", "b"}}, "")
 	assert.ErrorIs(t, err, refresh.ErrInvalidRequest)
+}
+
+// TestVuln23_NumericClaimsRounded: an application claim that is a 64-bit
+// number (a user or tenant id) must reach the resource server exactly, on
+// every access token of the session. Two places decoded claims into
+// float64, which holds integers exactly only up to 2^53: with any
+// Config.OnRefresh hook set, even one that only checks the user is still
+// active, every refresh re-signed the session's claims from that float64,
+// so bob's tenant 2^53+1 became alice's tenant 2^53 from his first refresh
+// on; and Claims.Extra handed the resource server the float64 itself, in
+// which the two tenants are one. Both now keep numbers as json.Number.
+func TestVuln23_NumericClaimsRounded(t *testing.T) {
+	const aliceTenant, bobTenant = "9007199254740992", "9007199254740993" // 2^53, 2^53+1
+	var (
+		hookSaw sync.Map // what the hook sees, by round
+		hookRan atomic.Int32
+	)
+	e := newEnv(t, func(c *refresh.Config) {
+		c.OnRefresh = func(_ context.Context, info *refresh.RefreshInfo) error {
+			hookSaw.Store(hookRan.Add(1), info.Claims["tenant"])
+			return nil // the user is still active; the claims are left alone
+		}
+	})
+	v, err := refresh.NewVerifier(refresh.VerifierConfig{Issuer: e.cfg.Issuer, Audience: e.cfg.Audience,
+		Keys: e.cfg.Keys, Now: e.clock.Now})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = v.Close() })
+	tenant := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := refresh.ClaimsFromContext(r.Context())
+		n, ok := c.Extra["tenant"].(json.Number)
+		if !ok {
+			http.Error(w, fmt.Sprintf("tenant %#v", c.Extra["tenant"]), http.StatusForbidden)
+			return
+		}
+		_, _ = io.WriteString(w, n.String())
+	})
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	mux := http.NewServeMux()
+	mux.Handle("/issuer/tenant", e.iss.Middleware()(tenant))
+	mux.Handle("/verifier/tenant", v.Middleware()(tenant))
+	api := httptest.NewServer(mux)
+	t.Cleanup(api.Close)
+
+	p := e.issue(t, "bob", refresh.WithClaims(map[string]any{"tenant": uint64(1<<53 + 1)}))
+	at, rt := p.AccessToken, p.RefreshToken
+	for round := range 3 {
+		_, c := decodeJWTExact(t, at)
+		require.Equal(t, json.Number(bobTenant), c["tenant"], "round %d: the token's own claim", round)
+		for _, path := range []string{"/issuer/tenant", "/verifier/tenant"} {
+			r := do(t, nil, mustRequest(t, api.URL+path, at))
+			require.Equal(t, 200, r.status, "round %d %s: %s", round, path, r.raw)
+			require.Equal(t, bobTenant, r.raw, "round %d %s: bob's tenant (alice's is %s)", round, path, aliceTenant)
+		}
+		r := postForm(t, nil, srv.URL+"/token", refreshForm(rt), nil)
+		require.Equal(t, 200, r.status, r.raw)
+		at, rt = r.body["access_token"].(string), r.body["refresh_token"].(string)
+	}
+	require.Equal(t, int32(3), hookRan.Load())
+	for round := int32(1); round <= 3; round++ {
+		saw, _ := hookSaw.Load(round)
+		assert.Equal(t, json.Number(bobTenant), saw, "what OnRefresh sees, round %d", round)
+	}
+}
+
+// decodeJWTExact is decodeJWT with numbers as json.Number.
+func decodeJWTExact(t testing.TB, tok string) (map[string]any, map[string]any) {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	require.Len(t, parts, 3)
+	var out [2]map[string]any
+	for i := range out {
+		b, err := base64.RawURLEncoding.DecodeString(parts[i])
+		require.NoError(t, err)
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber()
+		require.NoError(t, d.Decode(&out[i]))
+	}
+	return out[0], out[1]
 }
