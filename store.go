@@ -71,7 +71,10 @@ func (s *Session) Clone() *Session {
 // (Session.Clone helps). Create stores a session exactly as given, every
 // field; it validates nothing but the uniqueness of the ID (the Issuer
 // checks everything else) and must not normalise, trim or re-encode
-// anything: Claims may only lose insignificant white space.
+// anything. Claims (a JSON object) must come back as the same JSON value:
+// key order, insignificant white space and string escapes may change (a
+// jsonb column changes them), numbers may not: a store that decodes claims
+// into float64s turns a 64-bit id above 2^53 into another id.
 //
 // Strings compare as exact bytes. Subjects, client IDs, scope tokens and
 // metadata are valid UTF-8 without NUL (Issue refuses or replaces anything

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -187,4 +188,34 @@ func refreshOverHTTP(client *http.Client, base, tok string) (string, error) {
 		return "", fmt.Errorf("status %d: %s", resp.StatusCode, body.Error)
 	}
 	return body.RefreshToken, nil
+}
+
+// testIssuerClaims: the application claims of a session reach every access
+// token exactly, also the tokens an instance mints from what the store
+// returns (another instance, which has not seen the session): a 64-bit id
+// the store rounded would be another user's.
+func testIssuerClaims(t *testing.T, st refresh.Store) {
+	first := NewIssuer(t, st, 0)
+	p, err := first.Issue(ctx(t), subject(t), refresh.WithClaims(map[string]any{
+		"uid": uint64(1<<53 + 1), "tenant": map[string]any{"id": uint64(math.MaxUint64), "name": "a<b>&c"},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := p.RefreshToken
+	for i := range 2 {
+		q, err := NewIssuerWithKeysOf(t, first, st).Rotate(ctx(t), tok) // reads the session from the store
+		if err != nil {
+			t.Fatalf("rotation %d on another instance: %v", i+1, err)
+		}
+		c, err := first.Verify(ctx(t), q.AccessToken)
+		if err != nil {
+			t.Fatalf("rotation %d: its access token does not verify: %v", i+1, err)
+		}
+		tenant, _ := c.Extra["tenant"].(map[string]any)
+		if c.Extra["uid"] != json.Number("9007199254740993") || tenant["id"] != json.Number("18446744073709551615") || tenant["name"] != "a<b>&c" {
+			t.Fatalf("rule \"a store keeps Claims' numbers exact\": an access token minted from the stored session carries uid %v and tenant %v; want 9007199254740993 and {id 18446744073709551615, name a<b>&c}", c.Extra["uid"], c.Extra["tenant"])
+		}
+		tok = q.RefreshToken
+	}
 }

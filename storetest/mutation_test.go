@@ -165,6 +165,8 @@ var mutants = map[string]string{
 	"proof-prefix32":         "RecordProof keeps only the first 32 bytes of a proof id",
 	// Found with WithAuthTime (2026-12-02): CreatedAt is no longer RotatedAt at Create.
 	"created-from-rotated": "Create keeps RotatedAt as CreatedAt too (one column for both)",
+	// Found by the 64-bit claims review (2026-12-02): Claims round-trip through float64.
+	"claims-float64": "Claims decoded into float64s and encoded again (a document store, a jsonb column read into a map): an id above 2^53 becomes another",
 	// Context.
 	"ctx-ignored":        "every method ignores a cancelled context",
 	"ctx-ignored-create": "Create ignores a cancelled context",
@@ -174,6 +176,7 @@ var mutants = map[string]string{
 var variants = map[string]string{
 	"":         "the reference store as written",
 	"ttl-drop": "the backend drops sessions at ExpiresAt by itself (as Redis TTLs do)",
+	"claims-jsonb": "Claims rewritten as Postgres jsonb does (members reordered, spaces added, escapes undone), every value kept",
 }
 
 const mutantEnv = "STORETEST_MUTANT"

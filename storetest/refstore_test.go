@@ -1,8 +1,12 @@
 package storetest_test
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
@@ -186,6 +190,20 @@ func (r *refStore) Create(ctx context.Context, s *refresh.Session) error {
 		c.ExpiresAt = c.CreatedAt.Add(90 * 24 * time.Hour) // DEFAULT created_at + 90 days
 	case r.is("created-from-rotated"):
 		c.CreatedAt = c.RotatedAt // one "issued at" column for both
+	case r.is("claims-float64") && c.Claims != nil:
+		var m map[string]any // a document database's driver, or a jsonb column read into a map
+		if err := json.Unmarshal(c.Claims, &m); err != nil {
+			return err
+		}
+		c.Claims, _ = json.Marshal(m)
+	case r.is("claims-jsonb") && c.Claims != nil:
+		var v any
+		d := json.NewDecoder(bytes.NewReader(c.Claims))
+		d.UseNumber()
+		if err := d.Decode(&v); err != nil {
+			return err
+		}
+		c.Claims = jsonb(nil, v)
 	}
 	c.CreatedAt, c.RotatedAt, c.ExpiresAt, c.RevokedAt = r.store(c.CreatedAt), r.store(c.RotatedAt), r.store(c.ExpiresAt), r.store(c.RevokedAt)
 	if r.is("create-server-clock") { // DEFAULT now() instead of the given times
@@ -765,3 +783,44 @@ func (r *refStore) DeleteExpiredProofs(ctx context.Context, before time.Time, li
 
 // errDriver is a driver's failure, as a broken backend returns it.
 var errDriver = errors.New("driver: connection reset by peer")
+
+// jsonb writes v as Postgres writes a jsonb value: members ordered by the
+// length of their names, then bytewise; ", " and ": " between; strings
+// unescaped where JSON allows; numbers as they came.
+func jsonb(b []byte, v any) []byte {
+	switch v := v.(type) {
+	case map[string]any:
+		keys := slices.SortedFunc(maps.Keys(v), func(a, b string) int {
+			return cmp.Or(cmp.Compare(len(a), len(b)), strings.Compare(a, b))
+		})
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ", "...)
+			}
+			b = jsonb(b, k)
+			b = append(b, ": "...)
+			b = jsonb(b, v[k])
+		}
+		return append(b, '}')
+	case []any:
+		b = append(b, '[')
+		for i, e := range v {
+			if i > 0 {
+				b = append(b, ", "...)
+			}
+			b = jsonb(b, e)
+		}
+		return append(b, ']')
+	case string:
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(v)
+		return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
+	case json.Number:
+		return append(b, v...)
+	}
+	out, _ := json.Marshal(v) // bool, nil
+	return append(b, out...)
+}

@@ -14,8 +14,9 @@
 //
 // Run checks, each failure naming the rule of the contract (the Store
 // comments in package refresh) it breaks: creation and duplicates, exact
-// round trips of every field and of times from 1970 to 2262 at nanosecond
-// precision, not-found answers, compare-and-swap advances (64 goroutines,
+// round trips of every field (claims as the same JSON value with numbers
+// exact, also in access tokens minted from the stored session) and of times
+// from 1970 to 2262 at nanosecond precision, not-found answers, compare-and-swap advances (64 goroutines,
 // exactly one winner), bounded grace counters, revocation idempotence,
 // subjects compared as exact bytes (case, wildcards, prefixes, Unicode
 // look-alikes and normalisations), subject revocation counts, listing
@@ -37,11 +38,17 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math"
+	"math/big"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -99,6 +106,7 @@ func Run(t *testing.T, newStore func(t *testing.T) refresh.Store, opts ...Option
 		{"CancelledContext", testCancelled},
 		{"IssuerConcurrentStrict", testIssuerStrict},
 		{"IssuerConcurrentGrace", testIssuerGrace},
+		{"IssuerClaimsExact", testIssuerClaims},
 		{"TimeRange", testTimeRange},
 		{"LongValuesKeptWhole", testLongValuesKeptWhole},
 		{"SubjectsCompareExactly", testSubjectsExact},
@@ -150,6 +158,20 @@ func randID() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
+// claims are application claims as Issue stores them (encoding/json's
+// output): numbers no float64 holds, markup escaped, members in byte order.
+var claims = func() []byte {
+	b, err := json.Marshal(map[string]any{
+		"roles":  []string{"admin"},
+		"uid":    uint64(1<<53 + 1),
+		"tenant": map[string]any{"id": uint64(math.MaxUint64), "name": "a<b>&c"},
+	})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}()
+
 // newSession returns a session with every field set.
 func newSession(subject string, created time.Time) *refresh.Session {
 	seed := make([]byte, 32)
@@ -162,7 +184,7 @@ func newSession(subject string, created time.Time) *refresh.Session {
 		Generation: 0,
 		Seed:       seed,
 		Scope:      []string{"write", "read", "admin:all"}, // not sorted: order is kept
-		Claims:     []byte(`{"roles":["admin"]}`),
+		Claims:     slices.Clone(claims),
 		Meta:       map[string]string{"ip": "192.0.2.1", "ua": "test/1.0"},
 		CreatedAt:  created,
 		RotatedAt:  created,
@@ -216,7 +238,7 @@ func equal(want, got *refresh.Session) string {
 	case fmt.Sprint(want.Scope) != fmt.Sprint(got.Scope):
 		return fmt.Sprintf("Scope %q, want %q", got.Scope, want.Scope)
 	case !jsonEqual(want.Claims, got.Claims):
-		return fmt.Sprintf("Claims %s, want %s", got.Claims, want.Claims)
+		return fmt.Sprintf("Claims %s, want %s (the same JSON value: members may move and white space and escapes change, numbers must stay exact; decoding into float64 rounds integers above 2^53)", got.Claims, want.Claims)
 	case fmt.Sprint(want.Meta) != fmt.Sprint(got.Meta) && !(len(want.Meta) == 0 && len(got.Meta) == 0):
 		return fmt.Sprintf("Meta %v, want %v", got.Meta, want.Meta)
 	case !want.CreatedAt.Equal(got.CreatedAt):
@@ -233,22 +255,71 @@ func equal(want, got *refresh.Session) string {
 	return ""
 }
 
-// jsonEqual compares claims byte for byte, allowing stores (jsonb) to
-// normalise only insignificant white space.
+// jsonEqual reports whether two claims sets are the same JSON value. A
+// store may reorder members and change white space and string escapes (a
+// Postgres jsonb column does all three); it may not change a number, not
+// even its last digit, which a store decoding claims into float64 does to
+// every integer above 2^53. Numbers compare by exact decimal value, so 1e2
+// and 100 (jsonb's rewriting) are equal.
 func jsonEqual(a, b []byte) bool {
 	if len(a) == 0 && len(b) == 0 {
 		return true
 	}
-	strip := func(x []byte) string {
-		out := make([]byte, 0, len(x))
-		for _, c := range x {
-			if c != ' ' && c != '\n' && c != '\t' && c != '\r' {
-				out = append(out, c)
+	var x, y any
+	if decodeExact(a, &x) != nil || decodeExact(b, &y) != nil {
+		return false
+	}
+	return sameJSON(x, y)
+}
+
+func decodeExact(b []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return errors.New("trailing data")
+	}
+	return nil
+}
+
+func sameJSON(x, y any) bool {
+	switch x := x.(type) {
+	case map[string]any:
+		y, ok := y.(map[string]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for k, v := range x {
+			w, ok := y[k]
+			if !ok || !sameJSON(v, w) {
+				return false
 			}
 		}
-		return string(out)
+		return true
+	case []any:
+		y, ok := y.([]any)
+		if !ok || len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !sameJSON(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
+	case json.Number:
+		y, ok := y.(json.Number)
+		if !ok {
+			return false
+		}
+		var p, q big.Rat
+		_, okp := p.SetString(string(x))
+		_, okq := q.SetString(string(y))
+		return okp && okq && p.Cmp(&q) == 0
 	}
-	return strip(a) == strip(b)
+	return x == y // string, bool, nil
 }
 
 func expectSame(t *testing.T, want, got *refresh.Session) {
