@@ -174,8 +174,8 @@ var mutants = map[string]string{
 
 // variants are behaviours the contract allows: Run must pass with each.
 var variants = map[string]string{
-	"":         "the reference store as written",
-	"ttl-drop": "the backend drops sessions at ExpiresAt by itself (as Redis TTLs do)",
+	"":             "the reference store as written",
+	"ttl-drop":     "the backend drops sessions at ExpiresAt by itself (as Redis TTLs do)",
 	"claims-jsonb": "Claims rewritten as Postgres jsonb does (members reordered, spaces added, escapes undone), every value kept",
 }
 
