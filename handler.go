@@ -711,7 +711,9 @@ func (h *Handlers) RevocationHandler() http.Handler {
 // (Bearer or DPoP), exp, iat, nbf and jti (§2.2), and auth_time and acr
 // for step-up rules (RFC 9470); for an active refresh token (only to its
 // own client) scope, client_id, sub, iss, exp, iat, auth_time and
-// token_type refresh_token. Revocation shows at once: the session is read
+// token_type refresh_token. Either kind, when bound to a DPoP key, carries
+// cnf.jkt, its thumbprint (RFC 9449 §6.2): a resource server that
+// introspects must then require a proof from that key. Revocation shows at once: the session is read
 // from the store, not from a cache. A failing store is 503.
 func (h *Handlers) IntrospectionHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

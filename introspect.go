@@ -27,11 +27,30 @@ type introspection struct {
 	// apply step-up rules (RFC 9470) to introspected tokens.
 	AuthTime int64  `json:"auth_time,omitempty"`
 	ACR      string `json:"acr,omitempty"`
+	// Confirmation names the DPoP key a bound token is good with only (RFC
+	// 9449 §6.2): a resource server that introspects instead of reading
+	// the JWT learns of the binding from nothing else.
+	Confirmation *confirmation `json:"cnf,omitempty"`
+}
+
+// confirmation is RFC 7800's cnf member with RFC 9449's jkt.
+type confirmation struct {
+	JKT string `json:"jkt"`
+}
+
+// confirm returns the cnf member of a token bound to the DPoP key with
+// thumbprint jkt, or nil for an unbound one.
+func confirm(jkt string) *confirmation {
+	if jkt == "" {
+		return nil
+	}
+	return &confirmation{JKT: jkt}
 }
 
 // introspect answers for token on behalf of the authenticated client
 // caller. Both kinds carry auth_time (the session's sign-in) and an access
-// token its acr claim, so that step-up rules work on introspected tokens.
+// token its acr claim, so that step-up rules work on introspected tokens,
+// and a DPoP-bound one cnf.jkt, so that the binding holds there too.
 // An access token is active when it verifies and its session is live in the
 // store now (not from the session cache). A refresh token is active only to
 // the client its session is bound to, and only while it is the session's
@@ -57,7 +76,7 @@ func (iss *Issuer) introspect(ctx context.Context, token, caller string) (intros
 		}
 		return introspection{Active: true, Scope: strings.Join(s.Scope, " "), ClientID: s.ClientID, Subject: s.Subject,
 			Issuer: iss.cfg.Issuer, TokenType: "refresh_token", ExpiresAt: exp.Unix(), IssuedAt: s.RotatedAt.Unix(),
-			AuthTime: s.CreatedAt.Unix()}, nil
+			AuthTime: s.CreatedAt.Unix(), Confirmation: confirm(s.DPoPKey)}, nil
 	}
 	c, err := iss.rs.verify(token)
 	if err != nil {
@@ -77,7 +96,8 @@ func (iss *Issuer) introspect(ctx context.Context, token, caller string) (intros
 		typ = "DPoP"
 	}
 	out := introspection{Active: true, Scope: strings.Join(c.Scope, " "), ClientID: c.ClientID, Subject: c.Subject,
-		Audience: c.Audience, Issuer: c.Issuer, TokenType: typ, ExpiresAt: c.ExpiresAt.Unix(), IssuedAt: c.IssuedAt.Unix(), ID: c.ID}
+		Audience: c.Audience, Issuer: c.Issuer, TokenType: typ, ExpiresAt: c.ExpiresAt.Unix(), IssuedAt: c.IssuedAt.Unix(), ID: c.ID,
+		Confirmation: confirm(c.DPoPKey)}
 	if !c.NotBefore.IsZero() {
 		out.NotBefore = c.NotBefore.Unix()
 	}

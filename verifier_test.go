@@ -456,6 +456,78 @@ func TestIntrospectionHandler(t *testing.T) {
 	assert.Equal(t, 405, resp.StatusCode)
 }
 
+// TestIntrospectionConveysDPoPBinding: a resource server that introspects
+// tokens instead of reading them learns that one is DPoP-bound, and to
+// which key, only from the answer's cnf.jkt (RFC 9449 §6.2). The answer
+// said token_type DPoP and nothing more, so a resource server written from
+// the RFCs saw no binding to enforce and let a thief use a stolen DPoP-bound
+// access token as a bearer token, or with a proof from his own key. The
+// resource server here is such a one: it introspects every request and,
+// where the answer names a key, requires the DPoP scheme and a proof from
+// that key.
+func TestIntrospectionConveysDPoPBinding(t *testing.T) {
+	e, as := introspectionEnv(t)
+	introspect := func(tok string) reply {
+		return postForm(t, nil, as.URL+"/introspect", url.Values{"token": {tok}}, basic("rs", "rs-secret"))
+	}
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, tok, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		ans := introspect(tok)
+		if ans.status != 200 || ans.body["active"] != true {
+			http.Error(w, "inactive", http.StatusUnauthorized)
+			return
+		}
+		if cnf, bound := ans.body["cnf"].(map[string]any); bound {
+			proof, err := e.iss.VerifyDPoPProof(r.Header.Get("DPoP"), r.Method, "http://"+r.Host+r.URL.Path, tok)
+			if !strings.EqualFold(scheme, "DPoP") || err != nil || proof.Thumbprint != cnf["jkt"] {
+				http.Error(w, "not the key the token is bound to", http.StatusUnauthorized)
+				return
+			}
+		}
+		_, _ = io.WriteString(w, "hello "+ans.body["sub"].(string))
+	}))
+	t.Cleanup(api.Close)
+	call := func(scheme, tok, proof string) int {
+		req, err := http.NewRequest("GET", api.URL+"/me", nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", scheme+" "+tok)
+		if proof != "" {
+			req.Header.Set("DPoP", proof)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	alice, mallory := newDPoPClient(t), newDPoPClient(t)
+	p := e.issue(t, "alice", refresh.WithDPoP(alice.thumbprint), refresh.WithClientID("mobile"))
+	r := introspect(p.AccessToken)
+	require.Equal(t, true, r.body["active"], r.raw)
+	assert.Equal(t, "DPoP", r.body["token_type"])
+	assert.Equal(t, map[string]any{"jkt": alice.thumbprint}, r.body["cnf"], "RFC 9449 §6.2")
+
+	now := e.clock.Now()
+	assert.Equal(t, 200, call("DPoP", p.AccessToken, alice.proof("GET", api.URL+"/me", p.AccessToken, now)), "alice, with her key")
+	assert.Equal(t, 401, call("Bearer", p.AccessToken, ""), "the thief, the stolen token as a bearer token")
+	assert.Equal(t, 401, call("DPoP", p.AccessToken, mallory.proof("GET", api.URL+"/me", p.AccessToken, now)), "the thief, with his own key")
+
+	// The refresh token's answer, to its own client, names the key too.
+	r = postForm(t, nil, as.URL+"/introspect", url.Values{"token": {p.RefreshToken}}, basic("mobile", "mobile-secret"))
+	require.Equal(t, true, r.body["active"], r.raw)
+	assert.Equal(t, map[string]any{"jkt": alice.thumbprint}, r.body["cnf"])
+
+	// An unbound session's tokens carry no cnf and work as bearer tokens.
+	b := e.issue(t, "bob", refresh.WithClientID("mobile"))
+	r = introspect(b.AccessToken)
+	require.Equal(t, true, r.body["active"], r.raw)
+	assert.NotContains(t, r.body, "cnf")
+	assert.Equal(t, "Bearer", r.body["token_type"])
+	assert.Equal(t, 200, call("Bearer", b.AccessToken, ""))
+	r = postForm(t, nil, as.URL+"/introspect", url.Values{"token": {b.RefreshToken}}, basic("mobile", "mobile-secret"))
+	assert.NotContains(t, r.body, "cnf")
+}
+
 // Without ClientAuth nobody may introspect.
 func TestIntrospectionNeedsClientAuth(t *testing.T) {
 	e := newEnv(t)
