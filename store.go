@@ -63,7 +63,12 @@ func (s *Session) Clone() *Session {
 // multiple goroutines and by multiple processes sharing the store. Create,
 // Advance, UseGrace and Revoke are each one atomic step on one session (a
 // compare-and-swap where they say so): of concurrent calls, each sees the
-// session either before or after every other. RevokeSubject is atomic per
+// session either before or after every other. Each changes only the fields
+// it names: a store that keeps a session as one document must not write
+// back a whole copy it read, even under a compare-and-swap on the
+// generation, because a revocation that landed in between (a sign-out, a
+// reuse detection) would be undone and the session would live on
+// (storetest's RevocationsStand). RevokeSubject is atomic per
 // session, not across them: see its comment.
 //
 // Values. Returned sessions are copies the caller may change without

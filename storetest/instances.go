@@ -102,6 +102,7 @@ func testTwoInstances(t *testing.T, a, b refresh.Store) {
 			}
 		})
 	}
+	t.Run("RevocationsStand", func(t *testing.T) { testRevocationsStand(t, a, b) })
 	t.Run("IssuerRace", func(t *testing.T) {
 		// Two instances of a service, grace 0: one token presented to both
 		// at once has exactly one successor, and the session ends.

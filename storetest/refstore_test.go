@@ -272,6 +272,12 @@ func (r *refStore) Advance(ctx context.Context, id string, from uint64, at time.
 	if r.is("advance-race") {
 		return r.racyAdvance(id, from, at)
 	}
+	if r.is("advance-blob") {
+		return r.blobWrite(id, from, func(c *refresh.Session) error {
+			c.Generation, c.RotatedAt, c.GraceUses = from+1, r.store(at), 0
+			return nil
+		})
+	}
 	if r.is("process-lock") {
 		// Atomic within this instance only: a sync.Mutex around a read
 		// and a write, where the swap belongs in the database.
@@ -311,6 +317,43 @@ func (r *refStore) Advance(ctx context.Context, id string, from uint64, at time.
 		s.CreatedAt = s.RotatedAt
 	}
 	return nil
+}
+
+// blobWrite changes a session the way a store keeping each session as one
+// document does: it reads the document, changes the copy, and writes the
+// whole copy back with a compare-and-swap on the counters it read
+// (UPDATE ... SET doc = $2 WHERE id = $1 AND generation = $3 AND
+// grace_uses = $4), reading again when they moved. Rotations and grace
+// retries stay exact, but a revocation that lands between the read and the
+// write is overwritten with the copy's "live" (mutants "advance-blob",
+// "active-blob", "grace-blob").
+func (r *refStore) blobWrite(id string, gen uint64, change func(c *refresh.Session) error) error {
+	for {
+		r.mu.Lock()
+		s := r.get(id)
+		if s == nil {
+			r.mu.Unlock()
+			return refresh.ErrSessionNotFound
+		}
+		c := s.Clone()
+		uses := c.GraceUses
+		r.mu.Unlock()
+		if c.Generation != gen || c.Revoked() {
+			return refresh.ErrConflict
+		}
+		if err := change(c); err != nil {
+			return err
+		}
+		runtime.Gosched()
+		time.Sleep(time.Microsecond)
+		r.mu.Lock()
+		if now := r.get(id); now != nil && now.Generation == gen && now.GraceUses == uses {
+			r.m[id] = c
+			r.mu.Unlock()
+			return nil
+		}
+		r.mu.Unlock()
+	}
 }
 
 // racyAdvance is Advance that checks, then sets, under separate locks: two
@@ -354,6 +397,12 @@ func (r *refStore) AdvanceActive(ctx context.Context, id string, from uint64, at
 	r.mu.Unlock()
 	if idle {
 		return refresh.ErrConflict
+	}
+	if r.is("active-blob") {
+		return r.blobWrite(id, from, func(c *refresh.Session) error {
+			c.Generation, c.RotatedAt, c.GraceUses = from+1, r.store(at), 0
+			return nil
+		})
 	}
 	if r.is("active-race") {
 		return r.racyAdvance(id, from, at)
@@ -405,6 +454,15 @@ func (r *refStore) AdvanceActive(ctx context.Context, id string, from uint64, at
 func (r *refStore) UseGrace(ctx context.Context, id string, generation uint64, limit uint32) error {
 	if err := r.start(ctx, "usegrace"); err != nil {
 		return r.faultAs(err, "fault-usegrace-conflict", refresh.ErrConflict)
+	}
+	if r.is("grace-blob") { // the swap also checks the count it read: only revocations are lost
+		return r.blobWrite(id, generation, func(c *refresh.Session) error {
+			if c.GraceUses >= limit {
+				return refresh.ErrConflict
+			}
+			c.GraceUses++
+			return nil
+		})
 	}
 	if r.is("grace-race") {
 		r.mu.Lock()

@@ -18,6 +18,7 @@
 // exact, also in access tokens minted from the stored session) and of times
 // from 1970 to 2262 at nanosecond precision, not-found answers, compare-and-swap advances (64 goroutines,
 // exactly one winner), bounded grace counters, revocation idempotence,
+// revocations that stand when they race a rotation or a grace retry,
 // subjects compared as exact bytes (case, wildcards, prefixes, Unicode
 // look-alikes and normalisations), subject revocation counts, listing
 // isolation and a deterministic order, batched expiry deletion at its exact
@@ -97,6 +98,7 @@ func Run(t *testing.T, newStore func(t *testing.T) refresh.Store, opts ...Option
 		{"UseGrace", testUseGrace},
 		{"UseGraceConcurrent", testUseGraceConcurrent},
 		{"RevokeIdempotent", testRevokeIdempotent},
+		{"RevocationsStand", func(t *testing.T, st refresh.Store) { testRevocationsStand(t, st, st) }},
 		{"RevokeSubject", testRevokeSubject},
 		{"SessionsIsolationAndOrder", testSessions},
 		{"DeleteExpiredBoundary", testDeleteExpiredBoundary},
