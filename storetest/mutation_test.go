@@ -168,9 +168,10 @@ var mutants = map[string]string{
 	// Found by the 64-bit claims review (2026-12-02): Claims round-trip through float64.
 	"claims-float64": "Claims decoded into float64s and encoded again (a document store, a jsonb column read into a map): an id above 2^53 becomes another",
 	// Whole-document writes (found 2026-12-02): the swap checks the generation only.
-	"advance-blob": "Advance writes back the whole session it read, with a compare-and-swap on the generation only: a revocation in between is undone",
-	"active-blob":  "AdvanceActive writes back the whole session it read, with a compare-and-swap on the generation only: a revocation in between is undone",
-	"grace-blob":   "UseGrace writes back the whole session it read, with a compare-and-swap on the generation only: a revocation in between is undone",
+	"advance-blob":   "Advance writes back the whole session it read, with a compare-and-swap on the generation only: a revocation in between is undone",
+	"active-created": "AdvanceActive reads idleness from CreatedAt, not RotatedAt",
+	"active-blob":    "AdvanceActive writes back the whole session it read, with a compare-and-swap on the generation only: a revocation in between is undone",
+	"grace-blob":     "UseGrace writes back the whole session it read, with a compare-and-swap on the generation only: a revocation in between is undone",
 	// Context.
 	"ctx-ignored":        "every method ignores a cancelled context",
 	"ctx-ignored-create": "Create ignores a cancelled context",

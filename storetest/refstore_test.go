@@ -393,6 +393,8 @@ func (r *refStore) AdvanceActive(ctx context.Context, id string, from uint64, at
 		idle = false
 	case r.is("active-inclusive"):
 		idle = s != nil && s.RotatedAt.Before(activeAfter)
+	case r.is("active-created"):
+		idle = s != nil && !s.CreatedAt.After(activeAfter)
 	}
 	r.mu.Unlock()
 	if idle {
