@@ -56,13 +56,14 @@ type Config struct {
 	Store Store
 
 	// AccessTTL is the lifetime of access tokens. Default 15 minutes, at
-	// most one hour.
+	// most one hour. A token minted less than AccessTTL before its
+	// session's absolute end (SessionTTL) expires with the session.
 	AccessTTL time.Duration
 	// IdleTTL: a session whose refresh token is not used for this long
 	// expires. Each rotation renews it. Default 14 days.
 	IdleTTL time.Duration
 	// SessionTTL is the absolute lifetime of a session from login. Rotation
-	// never extends it. Default 90 days.
+	// never extends it, and no access token outlives it. Default 90 days.
 	SessionTTL time.Duration
 	// Grace is how long after a rotation the previous refresh token may
 	// still be presented (a second tab, a lost response) and receives the

@@ -448,7 +448,7 @@ func (iss *Issuer) pair(dst *Pair, s *Session, sid []byte, check *[checkLen]byte
 	}
 	at, atExp, err := iss.signAccess(&accessInput{
 		subject: s.Subject, clientID: s.ClientID, sessionID: s.ID, scope: scope, claims: claims, jkt: s.DPoPKey,
-		authTime: s.CreatedAt,
+		authTime: s.CreatedAt, sessionEnd: s.ExpiresAt,
 	}, now)
 	if err != nil {
 		return nil, err

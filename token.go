@@ -189,6 +189,7 @@ type accessInput struct {
 	claims                       []byte    // JSON object or nil
 	jkt                          string    // DPoP key thumbprint, or ""
 	authTime                     time.Time // the session's start (auth_time), or zero
+	sessionEnd                   time.Time // the session's absolute end, which exp never passes; zero: none
 }
 
 // signAccess mints an access token. The claims JSON is appended directly,
@@ -196,6 +197,9 @@ type accessInput struct {
 func (iss *Issuer) signAccess(in *accessInput, now time.Time) (string, time.Time, error) {
 	k := iss.signer
 	exp := now.Add(iss.cfg.AccessTTL).Unix()
+	if end := in.sessionEnd.Unix(); !in.sessionEnd.IsZero() && end < exp {
+		exp = end // a session's last token ends with it (Config.SessionTTL)
+	}
 	var jti [16]byte
 	newJTI(&jti)
 

@@ -956,3 +956,51 @@ func decodeJWTExact(t testing.TB, tok string) (map[string]any, map[string]any) {
 	}
 	return out[0], out[1]
 }
+
+// TestVuln26_AccessTokenOutlivesSession: no access token outlives its
+// session's absolute lifetime (Config.SessionTTL, "rotation never extends
+// it"). A refresh in the session's last minutes minted a token good for
+// a whole AccessTTL more, so a user made to sign in again every hour kept
+// access for up to an hour and a quarter, and a resource server that reads
+// only the token (a Verifier, or the Issuer without CheckSession) could not
+// know. The last tokens now expire with the session.
+func TestVuln26_AccessTokenOutlivesSession(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.SessionTTL, c.IdleTTL, c.AccessTTL = time.Hour, time.Hour, 15*time.Minute })
+	e.clock.Set(e.clock.Now().Truncate(time.Second)) // so that the session ends on a whole second, as exp does
+	v, err := refresh.NewVerifier(refresh.VerifierConfig{Issuer: e.cfg.Issuer, Audience: e.cfg.Audience,
+		Keys: e.cfg.Keys, Now: e.clock.Now})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = v.Close() })
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	mux := http.NewServeMux()
+	ok := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	mux.Handle("/issuer", e.iss.Middleware()(ok))
+	mux.Handle("/verifier", v.Middleware()(ok))
+	api := httptest.NewServer(mux)
+	t.Cleanup(api.Close)
+
+	p := e.issue(t, "alice")
+	end := e.clock.Now().Add(time.Hour)
+	e.clock.Advance(59 * time.Minute)
+	r := postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
+	require.Equal(t, 200, r.status, r.raw)
+	assert.EqualValues(t, 60, r.body["expires_in"], "a minute of the session is left")
+	at := r.body["access_token"].(string)
+	_, c := decodeJWT(t, at)
+	assert.EqualValues(t, end.Unix(), c["exp"])
+
+	for _, tc := range []struct {
+		at   time.Time
+		want int
+	}{{end.Add(-time.Nanosecond), 200}, {end, 401}, {end.Add(14 * time.Minute), 401}} {
+		e.clock.Set(tc.at)
+		for _, path := range []string{"/issuer", "/verifier"} {
+			r := do(t, nil, mustRequest(t, api.URL+path, at))
+			assert.Equal(t, tc.want, r.status, "%s at the session's end %+v", path, tc.at.Sub(end))
+		}
+	}
+	// Tokens of a session far from its end keep their AccessTTL.
+	e.clock.Set(end)
+	q := e.issue(t, "bob")
+	assert.Equal(t, e.clock.Now().Add(15*time.Minute), q.AccessExpiresAt)
+}
