@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -63,16 +64,58 @@ type DPoPProof struct {
 	renewNonce bool // its nonce is of the previous slot: send the current one
 }
 
-// sameURL compares scheme, host and path, ignoring query and fragment and
-// the case of scheme and host (RFC 9449 §4.3, item 9).
+// sameURL reports whether two URLs name the same resource, ignoring query
+// and fragment (RFC 9449 §4.3, item 9), after the normalizations it asks
+// servers to apply (RFC 3986 §6.2.2 and §6.2.3): the case of scheme and
+// host, the scheme's default port, an empty path as "/", and
+// percent-encoding (the case of its hex digits; unreserved characters
+// encoded or not). Encoded reserved characters stay distinct: /a%2Fb is
+// not /a/b. A URL with user information never matches.
 func sameURL(a, b string) bool {
-	ua, err1 := url.Parse(a)
-	ub, err2 := url.Parse(b)
-	if err1 != nil || err2 != nil || ua.Host == "" {
-		return false
+	na, ok1 := normURL(a)
+	nb, ok2 := normURL(b)
+	return ok1 && ok2 && na == nb
+}
+
+// normURL returns scheme://host/path of s, normalized as sameURL says.
+func normURL(s string) (string, bool) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.User != nil {
+		return "", false
 	}
-	return strings.EqualFold(ua.Scheme, ub.Scheme) && strings.EqualFold(ua.Host, ub.Host) &&
-		ua.EscapedPath() == ub.EscapedPath() && ua.User == nil
+	scheme, host := strings.ToLower(u.Scheme), strings.ToLower(u.Host)
+	switch {
+	case scheme == "https" && strings.HasSuffix(host, ":443"):
+		host = strings.TrimSuffix(host, ":443")
+	case scheme == "http" && strings.HasSuffix(host, ":80"):
+		host = strings.TrimSuffix(host, ":80")
+	}
+	p := u.EscapedPath()
+	if p == "" {
+		p = "/"
+	}
+	var b strings.Builder
+	b.Grow(len(scheme) + 3 + len(host) + len(p))
+	b.WriteString(scheme)
+	b.WriteString("://")
+	b.WriteString(host)
+	for i := 0; i < len(p); i++ {
+		if p[i] != '%' || i+2 >= len(p) {
+			b.WriteByte(p[i])
+			continue
+		}
+		v, err := strconv.ParseUint(p[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", false
+		}
+		if c := byte(v); 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+			b.WriteByte(c) // unreserved: encoding it changes nothing
+		} else {
+			b.WriteString(strings.ToUpper(p[i : i+3]))
+		}
+		i += 2
+	}
+	return b.String(), true
 }
 
 // replayCache remembers the proofs (key thumbprint, jti) consumed within

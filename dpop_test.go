@@ -128,6 +128,10 @@ func TestVerifyDPoPProof(t *testing.T) {
 	ok(c.proof("GET", u, "", now.Add(5*time.Second)), "")
 	bad("iat in the future", c.proof("GET", u, "", now.Add(6*time.Second)), "")
 
+	// htu after RFC 3986 normalization (RFC 9449 §4.3): default port,
+	// percent-encoded unreserved characters.
+	ok(c.proof("GET", "https://api.example.com:443/%6De", "", now), "")
+	bad("encoded slash", c.proof("GET", "https://api.example.com/m%2Fe", "", now), "")
 	bad("wrong method", c.proof("POST", u, "", now), "")
 	bad("wrong path", c.proof("GET", "https://api.example.com/admin", "", now), "")
 	bad("wrong host", c.proof("GET", "https://evil.example.com/me", "", now), "")
