@@ -82,7 +82,7 @@ func (iss *Issuer) introspect(ctx context.Context, token, caller string) (intros
 	if err != nil {
 		return none, nil // malformed, forged, expired: inactive, whatever the cause
 	}
-	s, err := iss.store.Get(ctx, c.SessionID)
+	s, err := iss.getSession(ctx, c.SessionID)
 	switch {
 	case errors.Is(err, ErrSessionNotFound):
 		return none, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 )
@@ -564,6 +565,37 @@ func (c *sessionCache) forget(sid string) {
 	delete(c.m, sid)
 }
 
+// errStoreContract is the system fault a store's answer that breaks the
+// Store contract becomes, rather than a panic or a wrong decision.
+var errStoreContract = errors.New("refresh: the store broke its contract")
+
+// getSession is store.Get, refusing an answer no correct store gives: no
+// session and no error, or another session than the one asked for. A store
+// with such a bug makes its calls fail as an outage does (503), instead of
+// crashing the request or judging one session by another's record.
+func (iss *Issuer) getSession(ctx context.Context, id string) (*Session, error) {
+	s, err := iss.store.Get(ctx, id)
+	switch {
+	case err != nil:
+		return nil, err
+	case s == nil:
+		return nil, fmt.Errorf("%w: Get(%q) returned neither a session nor an error", errStoreContract, id)
+	case s.ID != id:
+		return nil, fmt.Errorf("%w: Get(%q) returned session %q", errStoreContract, id, s.ID)
+	}
+	return s, nil
+}
+
+// sessionsOf is store.Sessions without what no correct store returns: nil
+// entries and other subjects' sessions (a store matching subjects loosely).
+func (iss *Issuer) sessionsOf(ctx context.Context, subject string) ([]*Session, error) {
+	all, err := iss.store.Sessions(ctx, subject)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(s *Session) bool { return s == nil || s.Subject != subject }), nil
+}
+
 // checkSession rejects access tokens of sessions that are revoked, expired
 // or gone.
 func (iss *Issuer) checkSession(ctx context.Context, sid string) error {
@@ -575,7 +607,7 @@ func (iss *Issuer) checkSession(ctx context.Context, sid string) error {
 		return err
 	}
 	epoch := iss.sessCache.begin()
-	s, err := iss.store.Get(ctx, sid)
+	s, err := iss.getSession(ctx, sid)
 	var verdict error
 	switch {
 	case errors.Is(err, ErrSessionNotFound):

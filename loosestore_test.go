@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/refreshkit/refresh"
 	"github.com/stretchr/testify/assert"
@@ -91,4 +94,99 @@ func TestLooseStoreCannotCrossSubjects(t *testing.T) {
 	s, err := st.Get(context.Background(), victim.SessionID)
 	require.NoError(t, err)
 	assert.False(t, s.Revoked(), "the attacker's sign-ins past MaxSessions ended the victim's session")
+}
+
+// contractBreakingStore answers Get and Sessions as no correct store does:
+// "nil" gets neither a session nor an error, "other" gets another session
+// (a cache keyed wrongly), "nil-entry" lists a nil among the sessions.
+type contractBreakingStore struct {
+	*refresh.MemoryStore
+	mode  atomic.Value // string
+	decoy string       // the session "other" answers with
+}
+
+func (s *contractBreakingStore) Get(ctx context.Context, id string) (*refresh.Session, error) {
+	switch s.mode.Load() {
+	case "nil":
+		return nil, nil
+	case "other":
+		return s.MemoryStore.Get(ctx, s.decoy)
+	}
+	return s.MemoryStore.Get(ctx, id)
+}
+
+func (s *contractBreakingStore) Sessions(ctx context.Context, subject string) ([]*refresh.Session, error) {
+	l, err := s.MemoryStore.Sessions(ctx, subject)
+	if s.mode.Load() == "nil-entry" {
+		l = append([]*refresh.Session{nil}, l...)
+	}
+	return l, err
+}
+
+// TestStoreBreakingContract, over HTTP: a store answering Get with neither
+// a session nor an error made every refresh, session check, introspection
+// and revocation of it panic (a dropped connection, not an answer); one
+// answering with another session's record let the middleware judge a
+// revoked session by a live one's, so a signed-out user's access token
+// still worked. Both are now system faults: 503, nothing decided.
+func TestStoreBreakingContract(t *testing.T) {
+	st := &contractBreakingStore{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	st.mode.Store("")
+	var faults atomic.Int32
+	e := newEnv(t, func(c *refresh.Config) {
+		c.Store, c.CheckSession = st, true
+	})
+	// The endpoints run on another instance, which has seen none of the
+	// sessions: it reads each from the store.
+	other, err := refresh.NewIssuer(e.cfg)
+	require.NoError(t, err)
+	h := refresh.NewHandlers(other, refresh.HandlerConfig{
+		ClientAuth: func(context.Context, refresh.ClientCredentials) error { return nil },
+		OnError: func(_ *http.Request, err error) {
+			if strings.Contains(err.Error(), "broke its contract") {
+				faults.Add(1)
+			}
+		}})
+	mux := http.NewServeMux()
+	mux.Handle("/token", h.RefreshHandler())
+	mux.Handle("/revoke", h.RevocationHandler())
+	mux.Handle("/introspect", h.IntrospectionHandler())
+	mux.Handle("/me", other.Middleware()(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	st.decoy = e.issue(t, "carol").SessionID
+	bob := e.issue(t, "bob")
+	alice := e.issue(t, "alice")
+	me := func(tok string) int { return do(t, nil, mustRequest(t, srv.URL+"/me", tok)).status }
+	require.Equal(t, 200, me(alice.AccessToken))
+	require.NoError(t, other.RevokeSession(context.Background(), alice.SessionID)) // alice signs out
+	require.Equal(t, 401, me(alice.AccessToken))
+
+	for _, mode := range []string{"nil", "other"} {
+		st.mode.Store(mode)
+		e.clock.Advance(refresh.DefaultSessionCheckTTL + time.Second) // past the session checks' cache
+		before := faults.Load()
+		assert.Equal(t, 503, me(alice.AccessToken), "%s: a signed-out session's access token", mode)
+		assert.Equal(t, 503, me(bob.AccessToken), "%s: a live session's access token", mode)
+		r := postForm(t, nil, srv.URL+"/token", refreshForm(bob.RefreshToken), nil)
+		assert.Equal(t, 503, r.status, "%s: refresh: %s", mode, r.raw)
+		assert.Equal(t, "temporarily_unavailable", r.body["error"], mode)
+		r = postForm(t, nil, srv.URL+"/revoke", url.Values{"token": {bob.RefreshToken}}, nil)
+		assert.Equal(t, 503, r.status, "%s: revocation: %s", mode, r.raw)
+		r = postForm(t, nil, srv.URL+"/introspect", url.Values{"token": {bob.AccessToken}, "client_id": {"rs"}, "client_secret": {"s"}}, nil)
+		assert.Equal(t, 503, r.status, "%s: introspection: %s", mode, r.raw)
+		assert.Error(t, other.RevokeSessionOf(context.Background(), "bob", bob.SessionID), mode)
+		assert.Greater(t, faults.Load(), before, "%s: OnError names the broken contract", mode)
+	}
+	st.mode.Store("nil-entry")
+	list, err := other.Sessions(context.Background(), "bob")
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	assert.Equal(t, bob.SessionID, list[0].ID)
+	st.mode.Store("")
+	s, err := st.Get(context.Background(), bob.SessionID)
+	require.NoError(t, err)
+	assert.False(t, s.Revoked(), "nothing was decided while the store misbehaved")
+	assert.Equal(t, uint64(0), s.Generation)
 }

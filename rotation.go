@@ -182,7 +182,7 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 	if !rc.checked() {
 		return nil, nil, tokenErr(ErrInvalidToken, "bad refresh token check")
 	}
-	s, err := iss.store.Get(ctx, rc.sessionID())
+	s, err := iss.getSession(ctx, rc.sessionID())
 	if errors.Is(err, ErrSessionNotFound) {
 		return nil, nil, tokenErr(ErrInvalidToken, "unknown session")
 	}
@@ -403,13 +403,13 @@ func textMap(m map[string]string) map[string]string {
 // returned, and Issue fails closed: s's tokens are never handed out, so s
 // goes idle unused.
 func (iss *Issuer) limitSessions(ctx context.Context, s *Session, now time.Time) error {
-	all, err := iss.store.Sessions(ctx, s.Subject)
+	all, err := iss.sessionsOf(ctx, s.Subject)
 	if err != nil {
 		return storeErr("sessions", err)
 	}
 	var others []*Session
 	for _, o := range all {
-		if o.ID != s.ID && o.Subject == s.Subject && iss.live(o, now) {
+		if o.ID != s.ID && iss.live(o, now) {
 			others = append(others, o)
 		}
 	}
@@ -631,7 +631,7 @@ func (iss *Issuer) settle(ctx context.Context, err error, id string, from uint64
 	if err == nil || errors.Is(err, ErrConflict) || errors.Is(err, ErrSessionNotFound) || ctx.Err() != nil {
 		return err
 	}
-	if s, gerr := iss.store.Get(ctx, id); gerr == nil && s.Generation == from+1 && s.RotatedAt.Equal(at) && !s.Revoked() {
+	if s, gerr := iss.getSession(ctx, id); gerr == nil && s.Generation == from+1 && s.RotatedAt.Equal(at) && !s.Revoked() {
 		return nil
 	}
 	return err
@@ -733,7 +733,7 @@ func (iss *Issuer) rotate(ctx context.Context, dst *Pair, refreshToken string, o
 			return nil, storeErr("update", err)
 		}
 		// Someone else changed the session first: look again.
-		fresh, err := iss.store.Get(ctx, s.ID)
+		fresh, err := iss.getSession(ctx, s.ID)
 		if errors.Is(err, ErrSessionNotFound) {
 			return nil, tokenErr(ErrInvalidToken, "unknown session")
 		}
@@ -845,7 +845,7 @@ func (iss *Issuer) revokeAccess(ctx context.Context, accessToken string, o callO
 	if c.DPoPKey != "" && o.dpop != c.DPoPKey {
 		return tokenErr(ErrInvalidToken, "access token bound to another DPoP key")
 	}
-	s, err := iss.store.Get(ctx, c.SessionID)
+	s, err := iss.getSession(ctx, c.SessionID)
 	if errors.Is(err, ErrSessionNotFound) {
 		return tokenErr(ErrInvalidToken, "unknown session")
 	}
@@ -887,7 +887,7 @@ func (iss *Issuer) revokeID(ctx context.Context, id, owner string) error {
 		// asked (Postgres would answer a NUL or invalid UTF-8 with an error).
 		return ErrSessionNotFound
 	}
-	s, err := iss.store.Get(ctx, id)
+	s, err := iss.getSession(ctx, id)
 	if errors.Is(err, ErrSessionNotFound) {
 		return err
 	}
@@ -958,18 +958,18 @@ type SessionInfo struct {
 
 // Sessions lists the subject's live sessions (not revoked, not expired),
 // oldest first. Only sessions whose subject is exactly subject are listed,
-// whatever the store returns: a store that matched subjects loosely (a
-// prefix, a case-insensitive collation) would otherwise show one user
-// another's devices, their IP addresses and user agents.
+// whatever the store returns (sessionsOf): a store that matched subjects
+// loosely (a prefix, a case-insensitive collation) would otherwise show one
+// user another's devices, their IP addresses and user agents.
 func (iss *Issuer) Sessions(ctx context.Context, subject string) ([]SessionInfo, error) {
-	all, err := iss.store.Sessions(ctx, subject)
+	all, err := iss.sessionsOf(ctx, subject)
 	if err != nil {
 		return nil, storeErr("sessions", err)
 	}
 	now := iss.now()
 	out := []SessionInfo{}
 	for _, s := range all {
-		if s.Subject != subject || !iss.live(s, now) {
+		if !iss.live(s, now) {
 			continue
 		}
 		exp := s.RotatedAt.Add(iss.cfg.IdleTTL)

@@ -127,7 +127,10 @@ type Store interface {
 	Create(ctx context.Context, s *Session) error
 
 	// Get returns the session with the id, revoked or not, expired or not,
-	// or ErrSessionNotFound. Sessions removed by DeleteExpired are not found.
+	// or ErrSessionNotFound; never neither. Sessions removed by
+	// DeleteExpired are not found. (The Issuer takes a nil session without
+	// an error, or a session with another ID, for a broken store: a
+	// system fault, 503 on the wire.)
 	Get(ctx context.Context, id string) (*Session, error)
 
 	// Advance moves the session from generation `from` to from+1, sets

@@ -156,6 +156,7 @@ var mutants = map[string]string{
 	"sessions-dup":           "Sessions lists a session once per metadata entry (a join)",
 	"get-zero-graceuses":     "Get does not read GraceUses",
 	"get-revoked-notfound":   "Get of a revoked session is ErrSessionNotFound",
+	"get-nil-nil":            "Get of a missing session returns neither a session nor an error",
 	"advance-sets-createdat": "Advance overwrites CreatedAt too",
 	"create-seed-16":         "Create keeps only 16 bytes of the seed",
 	"create-expires-default": "Create ignores ExpiresAt and sets its own default lifetime",

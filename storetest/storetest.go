@@ -217,6 +217,9 @@ func mustGet(t *testing.T, st refresh.Store, id string) *refresh.Session {
 	if err != nil {
 		t.Fatalf("Get(%q) of a session that must be there: %v (rule: a store never drops a session before its ExpiresAt; check precision and that no other call deleted it)", id, err)
 	}
+	if s == nil || s.ID != id {
+		t.Fatalf(`rule "Get returns the session with the ID asked for, or an error": Get(%q) returned %v and no error`, id, s)
+	}
 	return s
 }
 
