@@ -374,7 +374,10 @@ func parseValue(data []byte, i, depth int) (any, int, error) {
 		return s, end, err
 	case c == '-' || '0' <= c && c <= '9':
 		end, err := skipNumber(data, i)
-		return json.Number(data[i:end]), end, err
+		if err != nil {
+			return nil, 0, err
+		}
+		return json.Number(data[i:end]), end, nil
 	case c == 't':
 		end, err := literal(data, i, "true")
 		return true, end, err

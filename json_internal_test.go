@@ -145,3 +145,28 @@ func TestDecodeJSONRefusesWhatIsNotOneValue(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDecodeJSON: decodeJSON reads what encoding/json reads, numbers as
+// json.Number, and refuses the rest without panicking (the claims a store
+// returns reach it unvalidated, through Config.OnRefresh).
+func FuzzDecodeJSON(f *testing.F) {
+	for _, s := range []string{`[-]`, `{"a":-}`, `[1,-0.5e+3,"x\\u00e9",true,null,{"b":[]}]`, ` {"a":1} `, `{"a":1,"a":2}`,
+		`9007199254740993`, `"\xff"`, `[1,]`, `{"a" 1}`, `01`, `[tru]`, `"\u00"`, "[\"a\x01\"]"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := decodeJSON(data)
+		if !json.Valid(data) {
+			if err == nil {
+				t.Fatalf("decodeJSON(%q) = %#v; encoding/json says it is not JSON", data, got)
+			}
+			return
+		}
+		d := json.NewDecoder(bytes.NewReader(data))
+		d.UseNumber()
+		var want any
+		if derr := d.Decode(&want); derr != nil || err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("decodeJSON(%q) = %#v, %v; encoding/json with UseNumber %#v, %v", data, got, err, want, derr)
+		}
+	})
+}
