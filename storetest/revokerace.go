@@ -21,19 +21,17 @@ import (
 // Each pair runs the swap on a and the revocation on b (the same store, or
 // two instances of it).
 func testRevocationsStand(t *testing.T, a, b refresh.Store) {
-	at := base.Add(time.Second)
-	swaps := []struct {
+	type swap struct {
 		name string
 		do   func(id string) error
-	}{
+	}
+	at := base.Add(time.Second)
+	swaps := []swap{
 		{"Advance", func(id string) error { return a.Advance(ctx(t), id, 0, at) }},
 		{"UseGrace", func(id string) error { return a.UseGrace(ctx(t), id, 0, 1000) }},
 	}
 	if aa, ok := a.(refresh.ActiveAdvancer); ok {
-		swaps = append(swaps, struct {
-			name string
-			do   func(id string) error
-		}{"AdvanceActive", func(id string) error { return aa.AdvanceActive(ctx(t), id, 0, at, base.Add(-time.Hour)) }})
+		swaps = append(swaps, swap{"AdvanceActive", func(id string) error { return aa.AdvanceActive(ctx(t), id, 0, at, base.Add(-time.Hour)) }})
 	}
 	revokedAt := base.Add(2 * time.Second)
 	revocations := []struct {

@@ -15,9 +15,10 @@
 // Run checks, each failure naming the rule of the contract (the Store
 // comments in package refresh) it breaks: creation and duplicates, exact
 // round trips of every field (claims as the same JSON value with numbers
-// exact, also in access tokens minted from the stored session) and of times
-// from 1970 to 2262 at nanosecond precision, not-found answers, compare-and-swap advances (64 goroutines,
-// exactly one winner), bounded grace counters, revocation idempotence,
+// exact, also in access tokens minted from the stored session) and of
+// times from 1970 to 2262 at nanosecond precision, not-found answers,
+// compare-and-swap advances (64 goroutines, exactly one winner), bounded
+// grace counters, revocation idempotence,
 // revocations that stand when they race a rotation or a grace retry,
 // subjects compared as exact bytes (case, wildcards, prefixes, Unicode
 // look-alikes and normalisations), subject revocation counts, listing
@@ -160,14 +161,20 @@ func randID() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// claims are application claims as Issue stores them (encoding/json's
-// output): numbers no float64 holds, markup escaped, members in byte order.
-var claims = func() []byte {
-	b, err := json.Marshal(map[string]any{
+// appClaims are application claims with numbers no float64 holds and
+// markup that encoding/json escapes.
+func appClaims() map[string]any {
+	return map[string]any{
 		"roles":  []string{"admin"},
 		"uid":    uint64(1<<53 + 1),
 		"tenant": map[string]any{"id": uint64(math.MaxUint64), "name": "a<b>&c"},
-	})
+	}
+}
+
+// claims are appClaims as Issue stores them: encoding/json's output,
+// members in byte order.
+var claims = func() []byte {
+	b, err := json.Marshal(appClaims())
 	if err != nil {
 		panic(err)
 	}
