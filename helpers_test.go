@@ -1,6 +1,7 @@
 package refresh_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -67,17 +68,29 @@ func (e *env) session(t testing.TB, id string) *refresh.Session {
 
 // decodeJWT splits a compact JWS into its decoded header and claims.
 func decodeJWT(t testing.TB, tok string) (map[string]any, map[string]any) {
+	return decodeJWTWith(t, tok, false)
+}
+
+// decodeJWTExact is decodeJWT with numbers as json.Number.
+func decodeJWTExact(t testing.TB, tok string) (map[string]any, map[string]any) {
+	return decodeJWTWith(t, tok, true)
+}
+
+func decodeJWTWith(t testing.TB, tok string, exact bool) (map[string]any, map[string]any) {
 	t.Helper()
 	parts := strings.Split(tok, ".")
 	require.Len(t, parts, 3)
-	var h, c map[string]any
-	hb, err := base64.RawURLEncoding.DecodeString(parts[0])
-	require.NoError(t, err)
-	require.NoError(t, json.Unmarshal(hb, &h))
-	cb, err := base64.RawURLEncoding.DecodeString(parts[1])
-	require.NoError(t, err)
-	require.NoError(t, json.Unmarshal(cb, &c))
-	return h, c
+	var out [2]map[string]any
+	for i := range out {
+		b, err := base64.RawURLEncoding.DecodeString(parts[i])
+		require.NoError(t, err)
+		d := json.NewDecoder(bytes.NewReader(b))
+		if exact {
+			d.UseNumber()
+		}
+		require.NoError(t, d.Decode(&out[i]))
+	}
+	return out[0], out[1]
 }
 
 func b64json(v any) string {

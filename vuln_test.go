@@ -6,7 +6,6 @@ package refresh_test
 // failed before its fix.
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -939,22 +938,6 @@ func TestVuln23_NumericClaimsRounded(t *testing.T) {
 		saw, _ := hookSaw.Load(round)
 		assert.Equal(t, json.Number(bobTenant), saw, "what OnRefresh sees, round %d", round)
 	}
-}
-
-// decodeJWTExact is decodeJWT with numbers as json.Number.
-func decodeJWTExact(t testing.TB, tok string) (map[string]any, map[string]any) {
-	t.Helper()
-	parts := strings.Split(tok, ".")
-	require.Len(t, parts, 3)
-	var out [2]map[string]any
-	for i := range out {
-		b, err := base64.RawURLEncoding.DecodeString(parts[i])
-		require.NoError(t, err)
-		d := json.NewDecoder(bytes.NewReader(b))
-		d.UseNumber()
-		require.NoError(t, d.Decode(&out[i]))
-	}
-	return out[0], out[1]
 }
 
 // TestVuln26_AccessTokenOutlivesSession: no access token outlives its

@@ -22,16 +22,17 @@ import (
 // two instances of it).
 func testRevocationsStand(t *testing.T, a, b refresh.Store) {
 	type swap struct {
-		name string
-		do   func(id string) error
+		name     string
+		advances bool // a success moves the generation to 1
+		do       func(id string) error
 	}
 	at := base.Add(time.Second)
 	swaps := []swap{
-		{"Advance", func(id string) error { return a.Advance(ctx(t), id, 0, at) }},
-		{"UseGrace", func(id string) error { return a.UseGrace(ctx(t), id, 0, 1000) }},
+		{"Advance", true, func(id string) error { return a.Advance(ctx(t), id, 0, at) }},
+		{"UseGrace", false, func(id string) error { return a.UseGrace(ctx(t), id, 0, 1000) }},
 	}
 	if aa, ok := a.(refresh.ActiveAdvancer); ok {
-		swaps = append(swaps, swap{"AdvanceActive", func(id string) error { return aa.AdvanceActive(ctx(t), id, 0, at, base.Add(-time.Hour)) }})
+		swaps = append(swaps, swap{"AdvanceActive", true, func(id string) error { return aa.AdvanceActive(ctx(t), id, 0, at, base.Add(-time.Hour)) }})
 	}
 	revokedAt := base.Add(2 * time.Second)
 	revocations := []struct {
@@ -76,7 +77,7 @@ func testRevocationsStand(t *testing.T, a, b refresh.Store) {
 					t.Fatalf(`rule "a revocation stands, whatever it races": %s and %s of one session at once left it revoked at %v (%q), want %v ("logout"): the swap wrote back a copy read before the revocation (a compare-and-swap must change only the counters it swaps, never the whole record)`,
 						rv.name, sw.name, got.RevokedAt, got.RevokeReason, revokedAt)
 				}
-				if swapErrs[i] == nil && sw.name != "UseGrace" && got.Generation != 1 {
+				if swapErrs[i] == nil && sw.advances && got.Generation != 1 {
 					t.Fatalf("%s succeeded beside %s, but the generation is %d, want 1", sw.name, rv.name, got.Generation)
 				}
 			}
