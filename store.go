@@ -89,10 +89,14 @@ func (s *Session) Clone() *Session {
 // normalisations of one name are different subjects, and a session is
 // found only by its exact ID, not by another case of it or with trailing
 // spaces. Never use a case-insensitive or PAD SPACE collation (MySQL's
-// defaults), LIKE, prefix or normalising comparison, and keep strings
+// defaults), LIKE, a glob (Redis SCAN MATCH), a key prefix ("alice:"
+// also lists "alice:1"), or a normalising comparison, and keep strings
 // whole: no column that cuts a subject or a client ID (up to 1024 bytes,
 // the longest Issue accepts) or metadata (up to MaxMetaBytes, keys and
-// values together); storetest checks all three.
+// values together), and none that cuts at a 4-byte character (MySQL's
+// utf8mb3). A text encoding of several values must escape what they may
+// hold: a scope token may contain , ; = { } [ ], metadata anything but
+// NUL, line breaks included; storetest checks all of these.
 //
 // Times are instants, kept with nanosecond precision and returned so that
 // Equal reports true, for the zero Time (RevokedAt of a live session) and

@@ -56,6 +56,15 @@ func lookalikes(root string) []string {
 		root + "e\u0301",    // é, decomposed (NFD)
 		root + " ",
 		" " + root,
+		// Key-value layouts: a glob pattern (Redis SCAN MATCH), a
+		// "<subject>:<id>" key listed by prefix, a hash tag in a Redis
+		// Cluster key, and a MySQL utf8mb3 column that cuts a subject
+		// before its first 4-byte character.
+		root + "*",
+		root + "?",
+		root + ":1",
+		"{" + root + "}",
+		root + "\U0001F600", // 😀
 		// Two of 1 KiB (the longest Issue accepts) that share their first
 		// 1023 bytes: a column that cuts subjects (varchar(255), an index
 		// prefix) makes them one.
@@ -79,7 +88,7 @@ func testSubjectsExact(t *testing.T, st refresh.Store) {
 		mustCreate(t, st, s)
 		ids[sub] = s.ID
 	}
-	const rule = `rule "subjects compare as exact bytes" (no case-insensitive collation, LIKE, prefix or normalising comparison)`
+	const rule = `rule "subjects compare as exact bytes" (no case-insensitive collation, LIKE or glob pattern, prefix, normalising comparison, or a column that cuts or re-encodes them)`
 	for _, sub := range subjects {
 		list, err := st.Sessions(ctx(t), sub)
 		if err != nil {

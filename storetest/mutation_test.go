@@ -173,6 +173,14 @@ var mutants = map[string]string{
 	"active-created": "AdvanceActive reads idleness from CreatedAt, not RotatedAt",
 	"active-blob":    "AdvanceActive writes back the whole session it read, with a compare-and-swap on the generation only: a revocation in between is undone",
 	"grace-blob":     "UseGrace writes back the whole session it read, with a compare-and-swap on the generation only: a revocation in between is undone",
+	// Found by asking what data breaks a key-value or text layout (2026-12-02).
+	"subj-glob":      "the subject used as an unescaped glob pattern (Redis SCAN MATCH, KEYS: * and ?)",
+	"subj-separator": "sessions keyed \"<subject>:<id>\" and listed by the prefix \"<subject>:\"",
+	"subj-utf8mb3":   "subjects cut before their first 4-byte character (a MySQL utf8mb3 column outside strict mode)",
+	"meta-utf8mb3":   "metadata values cut before their first 4-byte character (a MySQL utf8mb3 column)",
+	"scope-comma":    "scopes kept as one text joined with commas and split on them (a scope token may hold a comma)",
+	"scope-unsplit":  "scopes kept as one space-joined text and read back as one scope",
+	"meta-lines":     "metadata kept as k=v lines in one text column (a value may hold a line break or =)",
 	// Context.
 	"ctx-ignored":        "every method ignores a cancelled context",
 	"ctx-ignored-create": "Create ignores a cancelled context",

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/refreshkit/refresh"
 )
@@ -170,6 +171,27 @@ func (r *refStore) Create(ctx context.Context, s *refresh.Session) error {
 		c.Meta = nil
 	case r.is("create-trims-subject"):
 		c.Subject = strings.TrimSpace(c.Subject)
+	case r.is("subj-utf8mb3"):
+		c.Subject = cutAt4Byte(c.Subject)
+	case r.is("meta-utf8mb3"):
+		for k, v := range c.Meta {
+			c.Meta[k] = cutAt4Byte(v)
+		}
+	case r.is("scope-comma") && c.Scope != nil: // a text column, joined and split on commas
+		c.Scope = strings.Split(strings.Join(c.Scope, ","), ",")
+	case r.is("scope-unsplit") && len(c.Scope) > 0: // a text column, joined and never split
+		c.Scope = []string{strings.Join(c.Scope, " ")}
+	case r.is("meta-lines") && c.Meta != nil: // "k=v" lines in a text column
+		var lines []string
+		for k, v := range c.Meta {
+			lines = append(lines, k+"="+v)
+		}
+		c.Meta = map[string]string{}
+		for _, l := range strings.Split(strings.Join(lines, "\n"), "\n") {
+			if k, v, ok := strings.Cut(l, "="); ok {
+				c.Meta[k] = v
+			}
+		}
 	case r.is("create-resets-grace"):
 		c.GraceUses = 0
 	case r.is("subj-varchar255") && len(c.Subject) > 255:
@@ -548,7 +570,7 @@ func (r *refStore) subjectMatches(stored, query string, revoking bool) bool {
 	case r.is("subj-prefix"):
 		return strings.HasPrefix(stored, query)
 	case r.is("subj-like"):
-		return likeMatch(stored, query)
+		return wildcardMatch(stored, query, '%', '_')
 	case r.is("subj-nfc"):
 		nfc := strings.NewReplacer("e\u0301", "\u00e9")
 		return nfc.Replace(stored) == nfc.Replace(query)
@@ -557,27 +579,44 @@ func (r *refStore) subjectMatches(stored, query string, revoking bool) bool {
 	case r.is("subj-confusable"):
 		fold := strings.NewReplacer("\u0430", "a")
 		return fold.Replace(stored) == fold.Replace(query)
+	case r.is("subj-glob"):
+		return wildcardMatch(stored, query, '*', '?')
+	case r.is("subj-separator"):
+		return stored == query || strings.HasPrefix(stored, query+":")
 	}
 	return stored == query
 }
 
-// likeMatch is SQL LIKE with the query used as the pattern unescaped.
-func likeMatch(s, pattern string) bool {
+// cutAt4Byte cuts s before its first character of four UTF-8 bytes, as a
+// MySQL utf8 (utf8mb3) column does outside strict mode.
+func cutAt4Byte(s string) string {
+	for i, c := range s {
+		if utf8.RuneLen(c) == 4 {
+			return s[:i]
+		}
+	}
+	return s
+}
+
+// wildcardMatch matches s against pattern used unescaped, with many
+// standing for any run of bytes and one for any one byte: SQL LIKE (% and
+// _) or Redis's glob-style patterns (SCAN MATCH, KEYS: * and ?).
+func wildcardMatch(s, pattern string, many, one byte) bool {
 	if pattern == "" {
 		return s == ""
 	}
 	switch pattern[0] {
-	case '%':
+	case many:
 		for i := 0; i <= len(s); i++ {
-			if likeMatch(s[i:], pattern[1:]) {
+			if wildcardMatch(s[i:], pattern[1:], many, one) {
 				return true
 			}
 		}
 		return false
-	case '_':
-		return s != "" && likeMatch(s[1:], pattern[1:])
+	case one:
+		return s != "" && wildcardMatch(s[1:], pattern[1:], many, one)
 	}
-	return s != "" && s[0] == pattern[0] && likeMatch(s[1:], pattern[1:])
+	return s != "" && s[0] == pattern[0] && wildcardMatch(s[1:], pattern[1:], many, one)
 }
 
 func (r *refStore) RevokeSubject(ctx context.Context, subject string, at time.Time, reason string) (int, error) {

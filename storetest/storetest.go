@@ -48,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/big"
 	"slices"
@@ -192,12 +193,14 @@ func newSession(subject string, created time.Time) *refresh.Session {
 		DPoPKey:    "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs",
 		Generation: 0,
 		Seed:       seed,
-		Scope:      []string{"write", "read", "admin:all"}, // not sorted: order is kept
-		Claims:     slices.Clone(claims),
-		Meta:       map[string]string{"ip": "192.0.2.1", "ua": "test/1.0"},
-		CreatedAt:  created,
-		RotatedAt:  created,
-		ExpiresAt:  created.Add(90 * 24 * time.Hour),
+		// Not sorted: order is kept. A scope token may hold , ; = { } [ ] (RFC 6749 §3.3).
+		Scope:  []string{"write", "read", "admin:all", "files:read,write;v={2}"},
+		Claims: slices.Clone(claims),
+		// Values hold what a text encoding must escape, and a 4-byte character.
+		Meta:      map[string]string{"ip": "192.0.2.1", "ua": "test/1.0 (a=b; c, \"d\" \\ é \U0001F600)\nip=203.0.113.9"},
+		CreatedAt: created,
+		RotatedAt: created,
+		ExpiresAt: created.Add(90 * 24 * time.Hour),
 	}
 }
 
@@ -247,12 +250,12 @@ func equal(want, got *refresh.Session) string {
 		return fmt.Sprintf("GraceUses %d, want %d", got.GraceUses, want.GraceUses)
 	case string(want.Seed) != string(got.Seed):
 		return "Seed differs"
-	case fmt.Sprint(want.Scope) != fmt.Sprint(got.Scope):
+	case !slices.Equal(want.Scope, got.Scope):
 		return fmt.Sprintf("Scope %q, want %q", got.Scope, want.Scope)
 	case !jsonEqual(want.Claims, got.Claims):
 		return fmt.Sprintf("Claims %s, want %s (the same JSON value: members may move and white space and escapes change, numbers must stay exact; decoding into float64 rounds integers above 2^53)", got.Claims, want.Claims)
-	case fmt.Sprint(want.Meta) != fmt.Sprint(got.Meta) && !(len(want.Meta) == 0 && len(got.Meta) == 0):
-		return fmt.Sprintf("Meta %v, want %v", got.Meta, want.Meta)
+	case !maps.Equal(want.Meta, got.Meta):
+		return fmt.Sprintf("Meta %q, want %q", got.Meta, want.Meta)
 	case !want.CreatedAt.Equal(got.CreatedAt):
 		return fmt.Sprintf("CreatedAt %v, want %v", got.CreatedAt, want.CreatedAt)
 	case !want.RotatedAt.Equal(got.RotatedAt):
