@@ -2,9 +2,14 @@ package refresh
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
+	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -486,4 +491,76 @@ func cloneJSON(v any) any {
 		return s
 	}
 	return v
+}
+
+// appendCanonical appends to b an encoding of the JSON value v (as
+// decodeJSON returns it) that is the same for every text of the same
+// value and differs for different values: object members in name order,
+// strings as their bytes, numbers by their exact value (canonicalNumber).
+// Two texts that differ only in member order, white space, string escapes
+// or how a number is written (1, 1.0, 1e0), as a Postgres jsonb column
+// rewrites them, encode alike. It is for hashing, not JSON.
+func appendCanonical(b []byte, v any) []byte {
+	switch x := v.(type) {
+	case nil:
+		return append(b, 'n')
+	case bool:
+		if x {
+			return append(b, 't')
+		}
+		return append(b, 'f')
+	case string:
+		return appendBytes(append(b, 's'), x)
+	case json.Number:
+		return appendBytes(append(b, 'd'), canonicalNumber(string(x)))
+	case []any:
+		b = binary.AppendUvarint(append(b, 'a'), uint64(len(x)))
+		for _, e := range x {
+			b = appendCanonical(b, e)
+		}
+		return b
+	case map[string]any:
+		b = binary.AppendUvarint(append(b, 'o'), uint64(len(x)))
+		for _, k := range slices.Sorted(maps.Keys(x)) {
+			b = appendCanonical(appendBytes(b, k), x[k])
+		}
+		return b
+	}
+	panic(fmt.Sprintf("refresh: appendCanonical: %T is not a decoded JSON value", v))
+}
+
+// appendBytes appends s with its length before it.
+func appendBytes(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+// canonicalNumber writes a JSON number (valid syntax, as skipNumber
+// checked) by its exact value: its significant digits and a power of ten,
+// "-12e3" for -12000, 12e3, 1.2e4 and -12000.0 alike; "0e0" for every
+// zero. An exponent too long to add up is kept as written, which only
+// makes that number unequal to its other spellings.
+func canonicalNumber(written string) string {
+	neg := strings.HasPrefix(written, "-")
+	n := strings.TrimPrefix(written, "-")
+	mant, exp, hasExp := strings.Cut(strings.ToLower(n), "e")
+	whole, frac, _ := strings.Cut(mant, ".")
+	e := 0
+	if hasExp {
+		x, err := strconv.Atoi(exp)
+		if err != nil || len(exp) > 10 {
+			return "=" + written // not computed; kept as written
+		}
+		e = x
+	}
+	digits := strings.TrimLeft(whole+frac, "0")
+	e -= len(frac)
+	if digits == "" {
+		return "0e0"
+	}
+	trimmed := strings.TrimRight(digits, "0")
+	e += len(digits) - len(trimmed)
+	if neg {
+		trimmed = "-" + trimmed
+	}
+	return trimmed + "e" + strconv.Itoa(e)
 }

@@ -3,6 +3,7 @@ package refresh
 import (
 	"bytes"
 	"encoding/json"
+	"math/big"
 	"reflect"
 	"strings"
 	"testing"
@@ -167,6 +168,84 @@ func FuzzDecodeJSON(f *testing.F) {
 		var want any
 		if derr := d.Decode(&want); derr != nil || err != nil || !reflect.DeepEqual(got, want) {
 			t.Fatalf("decodeJSON(%q) = %#v, %v; encoding/json with UseNumber %#v, %v", data, got, err, want, derr)
+		}
+	})
+}
+
+// canonical is appendCanonical of the JSON text raw, which must decode.
+func canonical(t testing.TB, raw string) string {
+	t.Helper()
+	v, err := decodeJSON([]byte(raw))
+	if err != nil {
+		t.Fatalf("decodeJSON(%q): %v", raw, err)
+	}
+	return string(appendCanonical(nil, v))
+}
+
+// TestCanonicalJSON: texts of one value encode alike, as a jsonb column
+// may rewrite claims; any change of value encodes differently, which is
+// what keeps a store writer from editing a session's claims
+// (TestVuln28_StoreWriterEscalates).
+func TestCanonicalJSON(t *testing.T) {
+	same := [][2]string{
+		{`{"a":1,"b":[true,null,"x"]}`, `{ "b" : [ true , null , "x" ] , "a" : 1 }`},
+		{`{"s":"A<b>&\u00e9"}`, `{"s":"\u0041\u003cb\u003e\u0026é"}`},
+		{`{"n":1}`, `{"n":1.0}`}, {`{"n":1}`, `{"n":1e0}`}, {`{"n":1}`, `{"n":10E-1}`},
+		{`{"n":100}`, `{"n":1e2}`}, {`{"n":25.0}`, `{"n":2.50E1}`}, {`{"n":0.01}`, `{"n":1e-2}`},
+		{`{"n":0}`, `{"n":-0}`}, {`{"n":0}`, `{"n":0.000e5}`}, {`{"n":-12000}`, `{"n":-1.2e+4}`},
+		{`{"a":1,"a":2}`, `{"a":2}`}, // the last duplicate wins, as jsonb keeps it
+		{`{}`, `{ }`}, {`[]`, `[ ]`},
+	}
+	for _, c := range same {
+		if a, b := canonical(t, c[0]), canonical(t, c[1]); a != b {
+			t.Errorf("%s and %s are one value but encode as %q and %q", c[0], c[1], a, b)
+		}
+	}
+	differ := [][2]string{
+		{`{"uid":9007199254740993}`, `{"uid":9007199254740992}`},
+		{`{"n":1}`, `{"n":"1"}`}, {`{"n":1}`, `{"n":-1}`}, {`{"n":10}`, `{"n":1}`}, {`{"n":0.1}`, `{"n":1}`},
+		{`{"a":[1,2]}`, `{"a":[2,1]}`}, {`{"a":1}`, `{"a":1,"b":null}`}, {`{"a":null}`, `{}`},
+		{`{"a":"x"}`, `{"b":"x"}`}, {`{"a":true}`, `{"a":false}`}, {`{"a":[]}`, `{"a":{}}`},
+		{`{"ab":"c"}`, `{"a":"bc"}`}, {`{"a":["b","c"]}`, `{"a":["bc"]}`}, {`{"a":["b"],"c":[]}`, `{"a":["b",[]]}`},
+		{`{"roles":["user"]}`, `{"roles":["admin"]}`}, {`{"n":1e99999999999}`, `{"n":1e99999999998}`},
+	}
+	for _, c := range differ {
+		if a, b := canonical(t, c[0]), canonical(t, c[1]); a == b {
+			t.Errorf("%s and %s are different values but encode alike, %q", c[0], c[1], a)
+		}
+	}
+}
+
+// FuzzCanonicalNumber: two JSON numbers encode alike exactly when they are
+// the same rational number (exponents of at most four digits, which
+// math/big can afford).
+func FuzzCanonicalNumber(f *testing.F) {
+	for _, c := range [][2]string{{"1", "1.0"}, {"100", "1e2"}, {"-0", "0"}, {"2.50E1", "25"}, {"0.1", "1e-1"}, {"9007199254740993", "9007199254740992"}, {"1e-5", "0.00001"}, {"12", "1.2"}} {
+		f.Add(c[0], c[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		x, y := json.Number(a), json.Number(b)
+		var ra, rb big.Rat
+		for _, n := range []string{a, b} {
+			if n == "" || len(n) > 64 {
+				return
+			}
+			if end, err := skipNumber([]byte(n), 0); err != nil || end != len(n) {
+				return
+			}
+			if _, exp, ok := strings.Cut(strings.ToLower(n), "e"); ok && len(strings.TrimLeft(exp, "+-")) > 4 {
+				return
+			}
+		}
+		if _, ok := ra.SetString(a); !ok {
+			t.Fatalf("big.Rat refuses %q", a)
+		}
+		if _, ok := rb.SetString(b); !ok {
+			t.Fatalf("big.Rat refuses %q", b)
+		}
+		ca, cb := string(appendCanonical(nil, x)), string(appendCanonical(nil, y))
+		if (ca == cb) != (ra.Cmp(&rb) == 0) {
+			t.Fatalf("%q and %q: canonical %q and %q, but as rationals equal=%v", a, b, ca, cb, ra.Cmp(&rb) == 0)
 		}
 	})
 }
