@@ -21,25 +21,31 @@ import (
 //
 //	rt_<base64url( version | key id | session id (16) | check (8) | generation (uvarint) | tag (16) )>
 //	check = HMAC-SHA256(K[key id], checkDomain | version | key id | session id)[:8]
-//	tag   = HMAC-SHA256(K[key id], macDomain | version | key id | session id | generation (8, big endian) | seed)[:16]
+//	tag   = HMAC-SHA256(K[key id], macDomain | version | key id | session id | generation (8, big endian) | binding)[:16]
+//	binding = SHA-256(bindDomain | seed | subject | client | DPoP key | scope | claims | created | expires)
 //
 // The store holds the session's seed and generation but never a token or a
 // hash of one: without K it mints nothing, and K alone mints nothing without
-// the seed. The check, which needs only K, lets a forged or guessed token be
-// refused before the store is asked anything, so that a flood of them costs
-// the store nothing. The token of any generation is a pure function of the
-// session and K, which is what lets concurrent or retried refreshes within
-// the grace window receive the same successor. (Version 1, before the
-// check, was never released and is refused.)
+// the seed. The binding (see binding) makes the tag cover every field of the
+// session that never changes after Issue, so that whoever can write to the
+// store cannot change who a session is for or what its tokens grant: an
+// edited row refuses its tokens. The check, which needs only K, lets a
+// forged or guessed token be refused before the store is asked anything, so
+// that a flood of them costs the store nothing. The token of any generation
+// is a pure function of the session and K, which is what lets concurrent or
+// retried refreshes within the grace window receive the same successor.
+// (Versions 1, before the check, and 2, before the binding, were never
+// released and are refused.)
 const (
 	refreshPrefix  = "rt_"
-	refreshVersion = 2
+	refreshVersion = 3
 	sessionIDLen   = 16
 	seedLen        = 32
 	checkLen       = 8
 	tagLen         = 16
 	macDomain      = "refreshkit/refresh-token\x00"
 	checkDomain    = "refreshkit/refresh-check\x00"
+	bindDomain     = "refreshkit/refresh-binding\x00"
 	// maxRefreshLen is the longest well-formed refresh token.
 	maxRefreshLen = len(refreshPrefix) + (2+sessionIDLen+checkLen+binary.MaxVarintLen64+tagLen+2)/3*4
 )
@@ -53,7 +59,7 @@ type refreshKey struct {
 // computing a tag allocates nothing.
 type macState struct {
 	h   hash.Hash
-	in  [len(macDomain) + 2 + sessionIDLen + 8]byte
+	in  [len(macDomain) + 2 + sessionIDLen + 8 + sha256.Size]byte
 	sum [sha256.Size]byte
 }
 
@@ -65,8 +71,8 @@ func newRefreshKey(rk RefreshKey) *refreshKey {
 }
 
 // sum is HMAC-SHA256 under k of domain | version | key id | sid, then gen
-// (8 bytes, big endian) if it is not nil, then seed.
-func (k *refreshKey) sum(domain string, sid []byte, gen *uint64, seed []byte) [sha256.Size]byte {
+// (8 bytes, big endian) if it is not nil, then bound if it is not nil.
+func (k *refreshKey) sum(domain string, sid []byte, gen *uint64, bound *[sha256.Size]byte) [sha256.Size]byte {
 	m := k.pool.Get().(*macState)
 	m.h.Reset()
 	n := copy(m.in[:], domain)
@@ -77,17 +83,20 @@ func (k *refreshKey) sum(domain string, sid []byte, gen *uint64, seed []byte) [s
 		binary.BigEndian.PutUint64(m.in[n:], *gen)
 		n += 8
 	}
+	if bound != nil {
+		n += copy(m.in[n:], bound[:])
+	}
 	m.h.Write(m.in[:n])
-	m.h.Write(seed)
 	var out [sha256.Size]byte
 	copy(out[:], m.h.Sum(m.sum[:0]))
 	k.pool.Put(m)
 	return out
 }
 
-// tag computes the MAC of the token of generation gen of session sid.
-func (k *refreshKey) tag(sid []byte, gen uint64, seed []byte) [tagLen]byte {
-	s := k.sum(macDomain, sid, &gen, seed)
+// tag computes the MAC of the token of generation gen of session sid,
+// whose binding is b.
+func (k *refreshKey) tag(sid []byte, gen uint64, b *[sha256.Size]byte) [tagLen]byte {
+	s := k.sum(macDomain, sid, &gen, b)
 	return [tagLen]byte(s[:tagLen])
 }
 
@@ -99,14 +108,14 @@ func (k *refreshKey) check(sid []byte) [checkLen]byte {
 }
 
 // mint returns the refresh token of generation gen of session sid, whose
-// check under k is check.
-func (k *refreshKey) mint(sid []byte, check *[checkLen]byte, gen uint64, seed []byte) string {
+// check under k is check and binding b.
+func (k *refreshKey) mint(sid []byte, check *[checkLen]byte, gen uint64, b *[sha256.Size]byte) string {
 	var raw [2 + sessionIDLen + checkLen + binary.MaxVarintLen64 + tagLen]byte
 	raw[0], raw[1] = refreshVersion, k.id
 	n := 2 + copy(raw[2:], sid)
 	n += copy(raw[n:], check[:])
 	n += binary.PutUvarint(raw[n:], gen)
-	t := k.tag(sid, gen, seed)
+	t := k.tag(sid, gen, b)
 	n += copy(raw[n:], t[:])
 	var out [maxRefreshLen]byte
 	copy(out[:], refreshPrefix)
@@ -117,11 +126,46 @@ func (k *refreshKey) mint(sid []byte, check *[checkLen]byte, gen uint64, seed []
 // refreshClaims is what a well-formed refresh token says; nothing in it is
 // trusted until the tag is checked against the session's seed.
 type refreshClaims struct {
-	key   *refreshKey
-	sid   [sessionIDLen]byte
-	check [checkLen]byte
-	gen   uint64
-	tag   [tagLen]byte
+	key     *refreshKey
+	sid     [sessionIDLen]byte
+	check   [checkLen]byte
+	gen     uint64
+	tag     [tagLen]byte
+	binding [sha256.Size]byte // of the session, once verifyRefresh has checked the tag
+}
+
+// binding is what a session's tags cover besides its id and generation:
+// a SHA-256 of its seed and of every field that never changes after Issue
+// and decides what its tokens say or require (subject, client, DPoP key,
+// scope, claims, sign-in time, absolute end), each written so that no two
+// sessions' fields run together. Claims count by their JSON value
+// (appendCanonical), which a store may write differently (a jsonb column
+// does). Metadata is left out: it only describes the device, and nothing
+// the Issuer decides reads it.
+func binding(s *Session) [sha256.Size]byte {
+	var buf [512]byte // enough for most sessions, on the stack
+	b := buf[:0]
+	b = append(b, bindDomain...)
+	b = appendBytes(b, string(s.Seed))
+	b = appendBytes(b, s.Subject)
+	b = appendBytes(b, s.ClientID)
+	b = appendBytes(b, s.DPoPKey)
+	b = binary.AppendUvarint(b, uint64(len(s.Scope)))
+	for _, tok := range s.Scope {
+		b = appendBytes(b, tok)
+	}
+	if len(s.Claims) == 0 {
+		b = append(b, '-')
+	} else if v, err := decodeJSON(s.Claims); err != nil {
+		b = appendBytes(append(b, '!'), string(s.Claims)) // matches only itself
+	} else {
+		b = appendCanonical(b, v)
+	}
+	for _, t := range []time.Time{s.CreatedAt, s.ExpiresAt} {
+		b = binary.BigEndian.AppendUint64(b, uint64(t.Unix()))
+		b = binary.BigEndian.AppendUint32(b, uint32(t.Nanosecond()))
+	}
+	return sha256.Sum256(b)
 }
 
 func (rc *refreshClaims) sessionID() string { return b64.EncodeToString(rc.sid[:]) }
@@ -189,8 +233,10 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 	if err != nil {
 		return nil, nil, storeErr("get", err)
 	}
-	want := rc.key.tag(rc.sid[:], rc.gen, s.Seed)
+	rc.binding = binding(s)
+	want := rc.key.tag(rc.sid[:], rc.gen, &rc.binding)
 	if !hmac.Equal(want[:], rc.tag[:]) {
+		// A forged token, or a session whose row someone changed.
 		return nil, nil, tokenErr(ErrInvalidToken, "bad refresh token MAC")
 	}
 	if rc.gen > s.Generation {
@@ -202,7 +248,7 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 		if rc.key != iss.mintKey {
 			check = iss.mintKey.check(rc.sid[:])
 		}
-		iss.frozen.put(&rc.sid, s, &check)
+		iss.frozen.put(&rc.sid, s, &check, &rc.binding)
 	}
 	return &rc, s, nil
 }
@@ -271,7 +317,8 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	// The pair first: a session whose access token Verify would refuse
 	// for its size is never stored.
 	check := iss.mintKey.check(sid[:])
-	p, err := iss.pair(new(Pair), s, sid[:], &check, s.Scope, s.Claims, now)
+	bound := binding(s)
+	p, err := iss.pair(new(Pair), s, sid[:], &check, &bound, s.Scope, s.Claims, now)
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +328,7 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	if err := iss.store.Create(ctx, s); err != nil {
 		return nil, storeErr("create", err)
 	}
-	iss.frozen.put(&sid, s, &check)
+	iss.frozen.put(&sid, s, &check, &bound)
 	iss.emit(ctx, Event{Kind: EventIssued, Time: now, SessionID: s.ID, Subject: subject, ClientID: s.ClientID})
 	if iss.cfg.MaxSessions > 0 {
 		if err := iss.limitSessions(ctx, s, now); err != nil {
@@ -438,10 +485,10 @@ func (iss *Issuer) limitSessions(ctx context.Context, s *Session, now time.Time)
 
 // pair mints the access token and the refresh token of s's current
 // generation into dst and returns dst; check is the session's check under
-// the minting key, or nil to compute it. The Pair's Scope is a copy of
+// the minting key, or nil to compute it, and bound its binding. The Pair's Scope is a copy of
 // scope: the caller may change it, and scope is often the slice the
 // Issuer's cache of sessions holds (TestVuln14_PairScopeShared).
-func (iss *Issuer) pair(dst *Pair, s *Session, sid []byte, check *[checkLen]byte, scope []string, claims []byte, now time.Time) (*Pair, error) {
+func (iss *Issuer) pair(dst *Pair, s *Session, sid []byte, check *[checkLen]byte, bound *[sha256.Size]byte, scope []string, claims []byte, now time.Time) (*Pair, error) {
 	if check == nil {
 		c := iss.mintKey.check(sid)
 		check = &c
@@ -465,7 +512,7 @@ func (iss *Issuer) pair(dst *Pair, s *Session, sid []byte, check *[checkLen]byte
 		AccessToken:      at,
 		TokenType:        typ,
 		AccessExpiresAt:  atExp,
-		RefreshToken:     iss.mintKey.mint(sid, check, s.Generation, s.Seed),
+		RefreshToken:     iss.mintKey.mint(sid, check, s.Generation, bound),
 		RefreshExpiresAt: rtExp,
 		SessionID:        s.ID,
 		Subject:          s.Subject,
@@ -540,10 +587,12 @@ func newFrozenCache() *frozenCache {
 }
 
 // frozenSession is the immutable part of a session (its mutable fields are
-// never read) and its check under the Issuer's minting key.
+// never read; the seed is not kept, its binding is), its check under the
+// Issuer's minting key and its binding.
 type frozenSession struct {
 	Session
-	check [checkLen]byte
+	check   [checkLen]byte
+	binding [sha256.Size]byte
 }
 
 func (c *frozenCache) get(sid *[sessionIDLen]byte) *frozenSession {
@@ -554,14 +603,14 @@ func (c *frozenCache) get(sid *[sessionIDLen]byte) *frozenSession {
 	return f
 }
 
-// put remembers the immutable part of s, and its check.
-func (c *frozenCache) put(sid *[sessionIDLen]byte, s *Session, check *[checkLen]byte) {
+// put remembers the immutable part of s, its check and its binding.
+func (c *frozenCache) put(sid *[sessionIDLen]byte, s *Session, check *[checkLen]byte, bound *[sha256.Size]byte) {
 	if c == nil {
 		return
 	}
 	c.m.put(*sid, &frozenSession{Session: Session{ID: s.ID, Subject: s.Subject, ClientID: s.ClientID, DPoPKey: s.DPoPKey,
-		Seed: s.Seed, Scope: s.Scope, Claims: s.Claims, Meta: s.Meta, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt},
-		check: *check})
+		Scope: s.Scope, Claims: s.Claims, Meta: s.Meta, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt},
+		check: *check, binding: *bound})
 }
 
 // rotateActive is the one-round-trip rotation (see frozenCache). It reports
@@ -581,7 +630,7 @@ func (iss *Issuer) rotateActive(ctx context.Context, dst *Pair, rc *refreshClaim
 	if !hmac.Equal(check[:], rc.check[:]) {
 		return nil, tokenErr(ErrInvalidToken, "bad refresh token check"), true
 	}
-	want := rc.key.tag(rc.sid[:], rc.gen, f.Seed)
+	want := rc.key.tag(rc.sid[:], rc.gen, &f.binding)
 	if !hmac.Equal(want[:], rc.tag[:]) {
 		return nil, tokenErr(ErrInvalidToken, "bad refresh token MAC"), true
 	}
@@ -607,7 +656,7 @@ func (iss *Issuer) rotateActive(ctx context.Context, dst *Pair, rc *refreshClaim
 	case err == nil:
 		s.Generation, s.RotatedAt = rc.gen+1, now
 		iss.emit(ctx, Event{Kind: EventRotated, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
-		p, err := iss.pair(dst, &s, rc.sid[:], &f.check, scope, claims, now)
+		p, err := iss.pair(dst, &s, rc.sid[:], &f.check, &f.binding, scope, claims, now)
 		return p, err, true
 	case errors.Is(err, ErrConflict), errors.Is(err, ErrSessionNotFound):
 		return nil, nil, false
@@ -715,7 +764,7 @@ func (iss *Issuer) rotate(ctx context.Context, dst *Pair, refreshToken string, o
 			if err == nil {
 				s.Generation, s.RotatedAt, s.GraceUses = head+1, now, 0
 				iss.emit(ctx, Event{Kind: EventRotated, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
-				return iss.pair(dst, s, rc.sid[:], check, scope, claims, now)
+				return iss.pair(dst, s, rc.sid[:], check, &rc.binding, scope, claims, now)
 			}
 		} else {
 			if iss.maxGrace > 0 {
@@ -723,7 +772,7 @@ func (iss *Issuer) rotate(ctx context.Context, dst *Pair, refreshToken string, o
 			}
 			if err == nil {
 				iss.emit(ctx, Event{Kind: EventGrace, Time: now, SessionID: s.ID, Subject: s.Subject, ClientID: s.ClientID, Generation: rc.gen})
-				return iss.pair(dst, s, rc.sid[:], check, scope, claims, now)
+				return iss.pair(dst, s, rc.sid[:], check, &rc.binding, scope, claims, now)
 			}
 		}
 		if errors.Is(err, ErrSessionNotFound) { // swept meanwhile
@@ -745,7 +794,11 @@ func (iss *Issuer) rotate(ctx context.Context, dst *Pair, refreshToken string, o
 			// one, but do not revoke: it is still within the window.
 			return nil, tokenErr(ErrInvalidToken, "grace retries of this rotation used up")
 		}
-		s = fresh
+		// Only what can change is taken from the second read: the rest is
+		// what the token's tag verified (an edit in between must not be
+		// minted from; TestVuln28_StoreWriterEscalates).
+		s.Generation, s.RotatedAt, s.GraceUses = fresh.Generation, fresh.RotatedAt, fresh.GraceUses
+		s.RevokedAt, s.RevokeReason = fresh.RevokedAt, fresh.RevokeReason
 	}
 }
 

@@ -475,9 +475,11 @@ func TestR8_Forgeries(t *testing.T) {
 	unknownKey := append([]byte(nil), a...)
 	unknownKey[1] = 9
 	badVersion := append([]byte(nil), a...)
-	badVersion[0] = 3
+	badVersion[0] = 4
 	asV1 := append([]byte(nil), a...)
 	asV1[0] = 1 // the unreleased format before the check
+	asV2 := append([]byte(nil), a...)
+	asV2[0] = 2 // the unreleased format before the binding
 	for name, tok := range map[string]string{
 		"empty":              "",
 		"prefix only":        "rt_",
@@ -488,6 +490,7 @@ func TestR8_Forgeries(t *testing.T) {
 		"other session's id": enc(swapped),
 		"other id and check": enc(swappedCheck),
 		"as version 1":       enc(asV1),
+		"as version 2":       enc(asV2),
 		"wrong server key":   forgedElsewhere,
 		"unknown key id":     enc(unknownKey),
 		"unknown version":    enc(badVersion),

@@ -987,3 +987,145 @@ func TestVuln26_AccessTokenOutlivesSession(t *testing.T) {
 	q := e.issue(t, "bob")
 	assert.Equal(t, e.clock.Now().Add(15*time.Minute), q.AccessExpiresAt)
 }
+
+// editedStore is a MemoryStore whose rows someone with write access to the
+// database has changed (SQL injection into an UPDATE, a rogue operator, a
+// compromised backup restored): every read of session id returns it as
+// edit leaves it, as an UPDATE of those columns would. From the gets-th
+// read on (0: every read). conflicts makes that many swaps answer
+// ErrConflict first, as a concurrent change would.
+type editedStore struct {
+	*refresh.MemoryStore
+	mu        sync.Mutex
+	id        string
+	edit      func(*refresh.Session)
+	gets      int
+	conflicts int
+}
+
+func (st *editedStore) set(id string, gets int, edit func(*refresh.Session)) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.id, st.gets, st.edit = id, gets, edit
+}
+
+func (st *editedStore) Get(ctx context.Context, id string) (*refresh.Session, error) {
+	s, err := st.MemoryStore.Get(ctx, id)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err == nil && id == st.id && st.edit != nil {
+		if st.gets > 0 {
+			st.gets--
+		} else {
+			st.edit(s)
+		}
+	}
+	return s, err
+}
+
+func (st *editedStore) Advance(ctx context.Context, id string, from uint64, at time.Time) error {
+	st.mu.Lock()
+	if st.conflicts > 0 {
+		st.conflicts--
+		st.mu.Unlock()
+		return refresh.ErrConflict
+	}
+	st.mu.Unlock()
+	return st.MemoryStore.Advance(ctx, id, from, at)
+}
+
+// TestVuln28_StoreWriterEscalates: finding 28. The refresh token's MAC
+// covered the session's id, generation and seed, so a token told nothing
+// about who the session was for or what it granted: whoever could write to
+// the sessions table (not read it: a database leak mints nothing) could
+// change their own session's row, make it another user's, give it the
+// admin role or scope, a fresh sign-in time that passes every step-up
+// guard, another year of life, or strip a stolen session's client or DPoP
+// binding, and the next refresh on an instance reading the row signed
+// access tokens saying so. The tag now covers every field that never
+// changes after Issue, so an edited row refuses its tokens.
+func TestVuln28_StoreWriterEscalates(t *testing.T) {
+	st := &editedStore{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	e := newEnv(t, func(c *refresh.Config) { c.Store, c.SessionTTL, c.IdleTTL = st, 24*time.Hour, 24*time.Hour })
+	// The refresh endpoint runs on another instance, which has seen none
+	// of the sessions: it reads each from the store (a restart, a
+	// second process).
+	cold := func() *httptest.Server {
+		other, err := refresh.NewIssuer(e.cfg)
+		require.NoError(t, err)
+		srv := httptest.NewServer(refresh.NewHandlers(other, refresh.HandlerConfig{}).RefreshHandler())
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	jkt := strings.Repeat("A", 43)
+	mallory := func(opts ...refresh.Option) *refresh.Pair {
+		return e.issue(t, "mallory", append([]refresh.Option{refresh.WithScope("read"),
+			refresh.WithClaims(map[string]any{"roles": []string{"user"}})}, opts...)...)
+	}
+	later := e.clock.Now().Add(time.Hour)
+	for _, tc := range []struct {
+		name string
+		opts []refresh.Option // how the session was issued
+		edit func(*refresh.Session)
+	}{
+		{"the admin role in its claims", nil, func(s *refresh.Session) { s.Claims = []byte(`{"roles":["admin"]}`) }},
+		{"another user's subject", nil, func(s *refresh.Session) { s.Subject = "alice" }},
+		{"a wider scope", nil, func(s *refresh.Session) { s.Scope = append(s.Scope, "admin") }},
+		{"a fresh sign-in time (step-up)", nil, func(s *refresh.Session) { s.CreatedAt = later }},
+		{"a year more of life", nil, func(s *refresh.Session) { s.ExpiresAt = s.ExpiresAt.AddDate(1, 0, 0) }},
+		{"its client binding removed", []refresh.Option{refresh.WithClientID("app")}, func(s *refresh.Session) { s.ClientID = "" }},
+		{"its DPoP binding removed", []refresh.Option{refresh.WithDPoP(jkt)}, func(s *refresh.Session) { s.DPoPKey = "" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := mallory(tc.opts...)
+			st.set(p.SessionID, 0, tc.edit)
+			e.clock.Advance(time.Hour) // the edit, then the refresh an hour on
+			r := postForm(t, nil, cold().URL, refreshForm(p.RefreshToken), nil)
+			assert.Equal(t, 400, r.status, "an edited row's token: %s", r.raw)
+			assert.Equal(t, "invalid_grant", r.body["error"])
+			assert.Nil(t, r.body["access_token"])
+			// The refusal changed nothing: with the row as it was, the
+			// same token rotates once, as issued.
+			st.set("", 0, nil)
+			s, err := st.Get(context.Background(), p.SessionID)
+			require.NoError(t, err)
+			assert.False(t, s.Revoked())
+			assert.Equal(t, uint64(0), s.Generation)
+			if len(tc.opts) > 0 {
+				return // bound: the row as it was asks for the binding
+			}
+			r = postForm(t, nil, cold().URL, refreshForm(p.RefreshToken), nil)
+			require.Equal(t, 200, r.status, r.raw)
+			_, c := decodeJWT(t, r.body["access_token"].(string))
+			assert.Equal(t, "mallory", c["sub"])
+			assert.Equal(t, []any{"user"}, c["roles"])
+			assert.Equal(t, "read", c["scope"])
+		})
+	}
+
+	// What the tag does not cover: metadata (what a devices page shows)
+	// and the mutable state, whose every change the Issuer makes itself.
+	t.Run("metadata is not bound", func(t *testing.T) {
+		p := mallory(refresh.WithMeta(map[string]string{"ip": "192.0.2.1"}))
+		st.set(p.SessionID, 0, func(s *refresh.Session) { s.Meta = map[string]string{"ip": "203.0.113.9"} })
+		defer st.set("", 0, nil)
+		r := postForm(t, nil, cold().URL, refreshForm(p.RefreshToken), nil)
+		assert.Equal(t, 200, r.status, r.raw)
+	})
+
+	// A row edited between a rotation's first read and the read after a
+	// lost swap: the successor is minted from what the token's tag
+	// verified, never from the second read.
+	t.Run("an edit between two reads of one rotation", func(t *testing.T) {
+		p := mallory()
+		st.set(p.SessionID, 1, func(s *refresh.Session) { s.Claims = []byte(`{"roles":["admin"]}`) })
+		defer st.set("", 0, nil)
+		st.mu.Lock()
+		st.conflicts = 1
+		st.mu.Unlock()
+		r := postForm(t, nil, cold().URL, refreshForm(p.RefreshToken), nil)
+		require.Equal(t, 200, r.status, r.raw)
+		_, c := decodeJWT(t, r.body["access_token"].(string))
+		assert.Equal(t, []any{"user"}, c["roles"])
+	})
+}

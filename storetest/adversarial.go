@@ -433,7 +433,7 @@ func testAdvanceActive(t *testing.T, st refresh.Store) {
 
 // checkedToken returns a refresh token of a made-up session that passes the
 // session check of iss (made by NewIssuer), so that the Issuer asks the
-// store about it. It writes the token format of rotation.go (version 2, key
+// store about it. It writes the token format of rotation.go (version 3, key
 // id 1, session id, check, generation 0, tag); if that changes, the
 // FaultsAreNotSentinels rule says so.
 func checkedToken(t testing.TB, iss *refresh.Issuer) string {
@@ -445,9 +445,9 @@ func checkedToken(t testing.TB, iss *refresh.Issuer) string {
 	sid := make([]byte, 16)
 	_, _ = rand.Read(sid)
 	m := hmac.New(sha256.New, k.([2][]byte)[1])
-	m.Write([]byte("refreshkit/refresh-check\x00\x02\x01"))
+	m.Write([]byte("refreshkit/refresh-check\x00\x03\x01"))
 	m.Write(sid)
-	raw := append([]byte{2, 1}, sid...)
+	raw := append([]byte{3, 1}, sid...)
 	raw = append(raw, m.Sum(nil)[:8]...)
 	raw = append(raw, 0)                   // generation 0
 	raw = append(raw, make([]byte, 16)...) // a tag the store's seed would decide
