@@ -190,7 +190,7 @@ var mutants = map[string]string{
 var variants = map[string]string{
 	"":             "the reference store as written",
 	"ttl-drop":     "the backend drops sessions at ExpiresAt by itself (as Redis TTLs do)",
-	"claims-jsonb": "Claims rewritten as Postgres jsonb does (members reordered, spaces added, escapes undone), every value kept",
+	"claims-jsonb": "Claims rewritten as Postgres jsonb does (members reordered, spaces added, escapes undone, numbers without exponents), every value kept",
 }
 
 const mutantEnv = "STORETEST_MUTANT"
@@ -276,4 +276,15 @@ func TestMutantsAreCaught(t *testing.T) {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "storetest mutation score: %d/%d\n", caught, len(mutants))
+}
+
+// TestNumericText: the claims-jsonb variant writes numbers as Postgres
+// numeric does, so that the Issuer's binding of claims by value is tried
+// against a real rewrite.
+func TestNumericText(t *testing.T) {
+	for in, want := range map[string]string{"2.50E1": "25.0", "1e2": "100", "1e-2": "0.01", "-1.5e+1": "-15", "12": "12", "0.5": "0.5", "-0": "-0", "123e-1": "12.3"} {
+		if got := numericText(in); got != want {
+			t.Errorf("numericText(%q) = %q, want %q", in, got, want)
+		}
+	}
 }

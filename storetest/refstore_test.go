@@ -9,6 +9,7 @@ import (
 	"maps"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -886,9 +887,40 @@ func (r *refStore) DeleteExpiredProofs(ctx context.Context, before time.Time, li
 // errDriver is a driver's failure, as a broken backend returns it.
 var errDriver = errors.New("driver: connection reset by peer")
 
+// numericText writes a JSON number as Postgres numeric does: without an
+// exponent, keeping the digits written ("2.50E1" is 25.0, "1e2" 100,
+// "1e-2" 0.01).
+func numericText(n string) string {
+	sign := ""
+	if strings.HasPrefix(n, "-") {
+		sign, n = "-", n[1:]
+	}
+	mant, exp, ok := strings.Cut(strings.ToLower(n), "e")
+	if !ok {
+		return sign + n
+	}
+	e, _ := strconv.Atoi(exp)
+	whole, frac, _ := strings.Cut(mant, ".")
+	digits, point := whole+frac, len(whole)+e
+	switch {
+	case point <= 0:
+		digits, point = strings.Repeat("0", 1-point)+digits, 1
+	case point > len(digits):
+		digits += strings.Repeat("0", point-len(digits))
+	}
+	out := strings.TrimLeft(digits[:point], "0")
+	if out == "" {
+		out = "0"
+	}
+	if digits[point:] != "" {
+		out += "." + digits[point:]
+	}
+	return sign + out
+}
+
 // jsonb writes v as Postgres writes a jsonb value: members ordered by the
 // length of their names, then bytewise; ", " and ": " between; strings
-// unescaped where JSON allows; numbers as they came.
+// unescaped where JSON allows; numbers as numeric writes them (numericText).
 func jsonb(b []byte, v any) []byte {
 	switch v := v.(type) {
 	case map[string]any:
@@ -921,7 +953,7 @@ func jsonb(b []byte, v any) []byte {
 		_ = enc.Encode(v)
 		return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
 	case json.Number:
-		return append(b, v...)
+		return append(b, numericText(string(v))...)
 	}
 	out, _ := json.Marshal(v) // bool, nil
 	return append(b, out...)

@@ -169,6 +169,7 @@ func appClaims() map[string]any {
 		"roles":  []string{"admin"},
 		"uid":    uint64(1<<53 + 1),
 		"tenant": map[string]any{"id": uint64(math.MaxUint64), "name": "a<b>&c"},
+		"ratio":  json.Number("2.50E1"), // jsonb writes 25.0: the same value
 	}
 }
 
