@@ -76,7 +76,9 @@ func (s *Session) Clone() *Session {
 // (Session.Clone helps). Create stores a session exactly as given, every
 // field; it validates nothing but the uniqueness of the ID (the Issuer
 // checks everything else) and must not normalise, trim or re-encode
-// anything. Claims (a JSON object) must come back as the same JSON value:
+// anything. Refresh tokens' tags cover the seed, subject, client, DPoP key,
+// scope, claims, CreatedAt and ExpiresAt: a store that changes one of them
+// makes every token of the session invalid. Claims (a JSON object) must come back as the same JSON value:
 // key order, insignificant white space and string escapes may change (a
 // jsonb column changes them), numbers may not: a store that decodes claims
 // into float64s turns a 64-bit id above 2^53 into another id.
