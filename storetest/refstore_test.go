@@ -635,7 +635,7 @@ func (r *refStore) RevokeSubject(ctx context.Context, subject string, at time.Ti
 		if s == nil || !r.subjectMatches(s.Subject, subject, true) {
 			continue
 		}
-		if seen++; seen > 100 && r.is("revsubj-one-batch") {
+		if seen++; seen > 100 && r.is("revsubj-one-batch") || seen > 1000 && r.is("revsubj-one-page-1000") {
 			break // one page of a paginated update
 		}
 		if seen == 1 && r.is("revsubj-skips-first") {
@@ -699,6 +699,10 @@ func (r *refStore) Sessions(ctx context.Context, subject string) ([]*refresh.Ses
 	if r.is("sessions-limit") && len(out) > 100 {
 		refresh.SortSessions(out)
 		return out[:100], nil
+	}
+	if r.is("sessions-limit-1000") && len(out) > 1000 {
+		refresh.SortSessions(out)
+		return out[:1000], nil
 	}
 	switch {
 	case r.is("order-insertion"):
