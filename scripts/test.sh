@@ -25,6 +25,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# Debian installs pgbouncer in /usr/sbin, which is not on a non-root
+# user's PATH: without this it was skipped for them although installed.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin:/sbin ;; esac
 # Published modules build in the workspace (go.work), which resolves their
 # requirements on each other to this tree; bench, releasetest and
 # browsertest are not published and build on their own (GOWORK=off, bench
