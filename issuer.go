@@ -1,6 +1,7 @@
 package refresh
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -329,6 +330,15 @@ func NewIssuer(cfg Config) (*Issuer, error) {
 		}
 		if iss.macKeys[rk.ID] != nil {
 			return nil, fmt.Errorf("refresh: duplicate refresh key id %d", rk.ID)
+		}
+		for _, k := range cfg.Keys {
+			// An HMAC signing secret is shared with every resource server
+			// that verifies with it; as a refresh key it would let each of
+			// them (with a copy of the store) mint refresh tokens and this
+			// Issuer's DPoP nonces.
+			if secret, ok := k.Key.([]byte); ok && bytes.Equal(secret, rk.Secret) {
+				return nil, fmt.Errorf("refresh: refresh key %d has the secret of signing key %q: give refresh tokens a secret of their own", rk.ID, k.ID)
+			}
 		}
 		k := newRefreshKey(rk)
 		iss.macKeys[rk.ID] = k

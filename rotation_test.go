@@ -53,6 +53,9 @@ func TestNewIssuerValidation(t *testing.T) {
 		}, "needs a private key"},
 		{"duplicate kid", func(c *refresh.Config) { c.Keys = append(c.Keys, c.Keys[0]) }, "duplicate key id"},
 		{"duplicate refresh key id", func(c *refresh.Config) { c.RefreshKeys = append(c.RefreshKeys, c.RefreshKeys[0]) }, "duplicate refresh key id"},
+		{"refresh key reusing the HMAC signing secret", func(c *refresh.Config) {
+			c.RefreshKeys = append(c.RefreshKeys, refresh.RefreshKey{ID: 7, Secret: hsSecret})
+		}, "has the secret of signing key"},
 		{"access TTL over an hour", func(c *refresh.Config) { c.AccessTTL = time.Hour + 1 }, "over the maximum"},
 		{"access TTL over idle TTL", func(c *refresh.Config) { c.AccessTTL, c.IdleTTL = 30*time.Minute, 20*time.Minute }, "longer than IdleTTL"},
 		{"idle TTL over session TTL", func(c *refresh.Config) { c.IdleTTL, c.SessionTTL = 48*time.Hour, 24*time.Hour }, "longer than SessionTTL"},
