@@ -138,9 +138,9 @@ type refreshClaims struct {
 // a SHA-256 of its seed and of every field that never changes after Issue
 // and decides what its tokens say or require (subject, client, DPoP key,
 // scope, claims, sign-in time, absolute end), each written so that no two
-// sessions' fields run together. Claims count by their JSON value
-// (appendCanonical), which a store may write differently (a jsonb column
-// does). Metadata is left out: it only describes the device, and nothing
+// sessions' fields run together. Scope counts as a set and claims by their
+// JSON value (appendCanonical), which a store may write differently (a
+// jsonb column does). Metadata is left out: it only describes the device, and nothing
 // the Issuer decides reads it.
 func binding(s *Session) [sha256.Size]byte {
 	var buf [512]byte // enough for most sessions, on the stack
@@ -150,8 +150,14 @@ func binding(s *Session) [sha256.Size]byte {
 	b = appendBytes(b, s.Subject)
 	b = appendBytes(b, s.ClientID)
 	b = appendBytes(b, s.DPoPKey)
-	b = binary.AppendUvarint(b, uint64(len(s.Scope)))
-	for _, tok := range s.Scope {
+	// Scope is a set (RFC 6749 §3.3): bound in byte order, so that a store
+	// keeping it unordered (a Redis set) does not refuse every token.
+	scope := s.Scope
+	if !slices.IsSorted(scope) {
+		scope = slices.Sorted(slices.Values(scope))
+	}
+	b = binary.AppendUvarint(b, uint64(len(scope)))
+	for _, tok := range scope {
 		b = appendBytes(b, tok)
 	}
 	if len(s.Claims) == 0 {

@@ -1113,6 +1113,21 @@ func TestVuln28_StoreWriterEscalates(t *testing.T) {
 		assert.Equal(t, 200, r.status, r.raw)
 	})
 
+	// Rewrites that keep the value verify: scope in another order (a set
+	// in a store that does not keep order), claims reordered and respelled
+	// as a jsonb column writes them.
+	t.Run("the same values written differently", func(t *testing.T) {
+		p := e.issue(t, "mallory", refresh.WithScope("write", "read"),
+			refresh.WithClaims(map[string]any{"roles": []string{"user"}, "tenant": json.Number("2.50E1")}))
+		st.set(p.SessionID, 0, func(s *refresh.Session) {
+			s.Scope = []string{"read", "write"}
+			s.Claims = []byte(`{"tenant": 25.0, "roles": ["\u0075ser"]}`)
+		})
+		defer st.set("", 0, nil)
+		r := postForm(t, nil, cold().URL, refreshForm(p.RefreshToken), nil)
+		assert.Equal(t, 200, r.status, r.raw)
+	})
+
 	// A row edited between a rotation's first read and the read after a
 	// lost swap: the successor is minted from what the token's tag
 	// verified, never from the second read.
