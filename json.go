@@ -5,11 +5,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"maps"
 	"slices"
 	"strconv"
-	"strings"
 	"unicode/utf8"
 )
 
@@ -493,74 +490,216 @@ func cloneJSON(v any) any {
 	return v
 }
 
-// appendCanonical appends to b an encoding of the JSON value v (as
-// decodeJSON returns it) that is the same for every text of the same
-// value and differs for different values: object members in name order,
-// strings as their bytes, numbers by their exact value (canonicalNumber).
-// Two texts that differ only in member order, white space, string escapes
-// or how a number is written (1, 1.0, 1e0), as a Postgres jsonb column
-// rewrites them, encode alike. It is for hashing, not JSON.
-func appendCanonical(b []byte, v any) []byte {
-	switch x := v.(type) {
-	case nil:
-		return append(b, 'n')
-	case bool:
-		if x {
-			return append(b, 't')
-		}
-		return append(b, 'f')
-	case string:
-		return appendBytes(append(b, 's'), x)
-	case json.Number:
-		return appendBytes(append(b, 'd'), canonicalNumber(string(x)))
-	case []any:
-		b = binary.AppendUvarint(append(b, 'a'), uint64(len(x)))
-		for _, e := range x {
-			b = appendCanonical(b, e)
-		}
-		return b
-	case map[string]any:
-		b = binary.AppendUvarint(append(b, 'o'), uint64(len(x)))
-		for _, k := range slices.Sorted(maps.Keys(x)) {
-			b = appendCanonical(appendBytes(b, k), x[k])
-		}
-		return b
+// appendCanonical appends to b an encoding of the JSON text data that is
+// the same for every text of the same value and differs for different
+// values: object members in name order (the last of duplicate names
+// winning, as decodeJSON and jsonb keep it), strings as their bytes,
+// numbers by their exact value (appendNumber), arrays and objects closed by
+// a marker. Two texts that differ only in member order, white space,
+// string escapes or how a number is written (1, 1.0, 1e0), as a Postgres
+// jsonb column rewrites them, encode alike. It is for hashing, not JSON.
+// It works on the text, allocating only for escaped strings and objects of
+// more than 16 members, and refuses what decodeJSON refuses.
+func appendCanonical(b, data []byte) ([]byte, error) {
+	b, i, err := canonValue(b, data, skipWS(data, 0), 0)
+	if err == nil && skipWS(data, i) != len(data) {
+		err = errSyntax
 	}
-	panic(fmt.Sprintf("refresh: appendCanonical: %T is not a decoded JSON value", v))
+	return b, err
+}
+
+// member is an object member seen by canonValue: its name (unescaped) and
+// where its value starts.
+type member struct {
+	name  []byte
+	value int
+}
+
+// canonValue appends the canonical encoding of the value at data[i] and
+// returns the index after it.
+func canonValue(b, data []byte, i, depth int) ([]byte, int, error) {
+	if i >= len(data) {
+		return b, 0, errSyntax
+	}
+	switch c := data[i]; {
+	case c == '"':
+		name, end, err := stringBytes(data, i)
+		if err != nil {
+			return b, 0, err
+		}
+		return appendBytes(append(b, 's'), name), end, nil
+	case c == '-' || '0' <= c && c <= '9':
+		end, err := skipNumber(data, i)
+		if err != nil {
+			return b, 0, err
+		}
+		return appendNumber(append(b, 'd'), data[i:end]), end, nil
+	case c == 't':
+		end, err := literal(data, i, "true")
+		return append(b, 't'), end, err
+	case c == 'f':
+		end, err := literal(data, i, "false")
+		return append(b, 'f'), end, err
+	case c == 'n':
+		end, err := literal(data, i, "null")
+		return append(b, 'n'), end, err
+	case c != '{' && c != '[':
+		return b, 0, errSyntax
+	}
+	if depth++; depth > maxJSONDepth {
+		return b, 0, errSyntax
+	}
+	if data[i] == '[' {
+		b = append(b, 'a')
+		i = skipWS(data, i+1)
+		if i < len(data) && data[i] == ']' {
+			return append(b, ']'), i + 1, nil
+		}
+		for {
+			var err error
+			if b, i, err = canonValue(b, data, i, depth); err != nil {
+				return b, 0, err
+			}
+			if i = skipWS(data, i); i >= len(data) {
+				return b, 0, errSyntax
+			}
+			switch data[i] {
+			case ']':
+				return append(b, ']'), i + 1, nil
+			case ',':
+				i = skipWS(data, i+1)
+			default:
+				return b, 0, errSyntax
+			}
+		}
+	}
+	// An object: find its members, then encode them in name order.
+	var small [16]member
+	ms := small[:0]
+	end := 0
+	i = skipWS(data, i+1)
+	if i < len(data) && data[i] == '}' {
+		end = i + 1
+	}
+	for end == 0 {
+		if i >= len(data) || data[i] != '"' {
+			return b, 0, errSyntax
+		}
+		name, after, err := stringBytes(data, i)
+		if err != nil {
+			return b, 0, err
+		}
+		if i = skipWS(data, after); i >= len(data) || data[i] != ':' {
+			return b, 0, errSyntax
+		}
+		i = skipWS(data, i+1)
+		ms = append(ms, member{name, i})
+		if i, err = skipValue(data, i); err != nil {
+			return b, 0, err
+		}
+		if i = skipWS(data, i); i >= len(data) {
+			return b, 0, errSyntax
+		}
+		switch data[i] {
+		case '}':
+			end = i + 1
+		case ',':
+			i = skipWS(data, i+1)
+		default:
+			return b, 0, errSyntax
+		}
+	}
+	// Stable: of equal names the last, which wins, stays last.
+	slices.SortStableFunc(ms, func(x, y member) int { return bytes.Compare(x.name, y.name) })
+	b = append(b, 'o')
+	for k, m := range ms {
+		if k+1 < len(ms) && bytes.Equal(m.name, ms[k+1].name) {
+			continue // a duplicate that a later one overrides
+		}
+		var err error
+		if b, _, err = canonValue(appendBytes(b, m.name), data, m.value, depth); err != nil {
+			return b, 0, err
+		}
+	}
+	return append(b, '}'), end, nil
+}
+
+// stringBytes returns the value of the JSON string at data[i] and the
+// index after it: a slice of data when it holds no escape (and is valid
+// UTF-8), else decoded as decodeJSON decodes it.
+func stringBytes(data []byte, i int) ([]byte, int, error) {
+	end, err := skipString(data, i)
+	if err != nil {
+		return nil, 0, err
+	}
+	raw := data[i+1 : end-1]
+	if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+		return raw, end, nil
+	}
+	s, err := stringValue(data[i:end])
+	return []byte(s), end, err
 }
 
 // appendBytes appends s with its length before it.
-func appendBytes(b []byte, s string) []byte {
+func appendBytes[S ~string | ~[]byte](b []byte, s S) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
 }
 
-// canonicalNumber writes a JSON number (valid syntax, as skipNumber
-// checked) by its exact value: its significant digits and a power of ten,
-// "-12e3" for -12000, 12e3, 1.2e4 and -12000.0 alike; "0e0" for every
-// zero. An exponent too long to add up is kept as written, which only
-// makes that number unequal to its other spellings.
-func canonicalNumber(written string) string {
-	neg := strings.HasPrefix(written, "-")
-	n := strings.TrimPrefix(written, "-")
-	mant, exp, hasExp := strings.Cut(strings.ToLower(n), "e")
-	whole, frac, _ := strings.Cut(mant, ".")
+// appendNumber appends a JSON number (valid syntax, as skipNumber checked)
+// by its exact value: its significant digits and a power of ten, "-12e3"
+// for -12000, 12e3, 1.2e4 and -12000.0 alike; "0" for every zero. An
+// exponent too long to add up is kept as written, which only makes that
+// number unequal to its other spellings.
+func appendNumber(b, n []byte) []byte {
+	written := n
+	neg := n[0] == '-'
+	if neg {
+		n = n[1:]
+	}
+	mant, exp := n, []byte(nil)
+	if k := bytes.IndexAny(n, "eE"); k >= 0 {
+		mant, exp = n[:k], n[k+1:]
+	}
+	whole, frac := mant, []byte(nil)
+	if k := bytes.IndexByte(mant, '.'); k >= 0 {
+		whole, frac = mant[:k], mant[k+1:]
+	}
 	e := 0
-	if hasExp {
-		x, err := strconv.Atoi(exp)
-		if err != nil || len(exp) > 10 {
-			return "=" + written // not computed; kept as written
+	if exp != nil {
+		if len(exp) > 10 {
+			return append(append(b, '='), written...) // not computed; kept as written
+		}
+		x, err := strconv.Atoi(string(exp)) // does not allocate
+		if err != nil {
+			return append(append(b, '='), written...)
 		}
 		e = x
 	}
-	digits := strings.TrimLeft(whole+frac, "0")
 	e -= len(frac)
-	if digits == "" {
-		return "0e0"
+	// The digits are whole then frac; drop leading and trailing zeros.
+	digit := func(k int) byte {
+		if k < len(whole) {
+			return whole[k]
+		}
+		return frac[k-len(whole)]
 	}
-	trimmed := strings.TrimRight(digits, "0")
-	e += len(digits) - len(trimmed)
+	lo, hi := 0, len(whole)+len(frac)
+	for lo < hi && digit(lo) == '0' {
+		lo++
+	}
+	if lo == hi {
+		return append(b, '0')
+	}
+	for digit(hi-1) == '0' {
+		hi--
+		e++
+	}
 	if neg {
-		trimmed = "-" + trimmed
+		b = append(b, '-')
 	}
-	return trimmed + "e" + strconv.Itoa(e)
+	for k := lo; k < hi; k++ {
+		b = append(b, digit(k))
+	}
+	b = append(b, 'e')
+	return strconv.AppendInt(b, int64(e), 10)
 }

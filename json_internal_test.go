@@ -172,14 +172,14 @@ func FuzzDecodeJSON(f *testing.F) {
 	})
 }
 
-// canonical is appendCanonical of the JSON text raw, which must decode.
+// canonical is appendCanonical of the JSON text raw, which must be valid.
 func canonical(t testing.TB, raw string) string {
 	t.Helper()
-	v, err := decodeJSON([]byte(raw))
+	b, err := appendCanonical(nil, []byte(raw))
 	if err != nil {
-		t.Fatalf("decodeJSON(%q): %v", raw, err)
+		t.Fatalf("appendCanonical(%q): %v", raw, err)
 	}
-	return string(appendCanonical(nil, v))
+	return string(b)
 }
 
 // TestCanonicalJSON: texts of one value encode alike, as a jsonb column
@@ -224,7 +224,6 @@ func FuzzCanonicalNumber(f *testing.F) {
 		f.Add(c[0], c[1])
 	}
 	f.Fuzz(func(t *testing.T, a, b string) {
-		x, y := json.Number(a), json.Number(b)
 		var ra, rb big.Rat
 		for _, n := range []string{a, b} {
 			if n == "" || len(n) > 64 {
@@ -243,9 +242,43 @@ func FuzzCanonicalNumber(f *testing.F) {
 		if _, ok := rb.SetString(b); !ok {
 			t.Fatalf("big.Rat refuses %q", b)
 		}
-		ca, cb := string(appendCanonical(nil, x)), string(appendCanonical(nil, y))
+		ca, cb := string(appendNumber(nil, []byte(a))), string(appendNumber(nil, []byte(b)))
 		if (ca == cb) != (ra.Cmp(&rb) == 0) {
 			t.Fatalf("%q and %q: canonical %q and %q, but as rationals equal=%v", a, b, ca, cb, ra.Cmp(&rb) == 0)
+		}
+	})
+}
+
+// FuzzCanonicalJSON: appendCanonical refuses exactly what decodeJSON
+// refuses, and a text written again by encoding/json (members sorted,
+// other escapes, indented) encodes alike.
+func FuzzCanonicalJSON(f *testing.F) {
+	for _, seed := range []string{`{"a":1,"b":[true,null,"x"]}`, `{"s":"A<b>&\u00e9","n":2.50E1}`, `[1,{"a":{"a":[]}}]`,
+		`{"a":1,"a":2}`, `"\ud800"`, `{"roles":["admin"],"uid":9007199254740993}`, `{"a" 1}`, `[1,]`} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, err := appendCanonical(nil, data)
+		v, derr := decodeJSON(data)
+		if (err == nil) != (derr == nil) {
+			t.Fatalf("%q: appendCanonical error %v, decodeJSON error %v", data, err, derr)
+		}
+		if err != nil {
+			return
+		}
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(v); err != nil {
+			return // a number encoding/json will not write back
+		}
+		again, err := appendCanonical(nil, buf.Bytes())
+		if err != nil {
+			t.Fatalf("%q written again as %q: %v", data, buf.Bytes(), err)
+		}
+		if !bytes.Equal(got, again) {
+			t.Fatalf("%q and %q are one value but encode as %q and %q", data, buf.Bytes(), got, again)
 		}
 	})
 }

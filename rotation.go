@@ -146,7 +146,7 @@ func binding(s *Session) [sha256.Size]byte {
 	var buf [512]byte // enough for most sessions, on the stack
 	b := buf[:0]
 	b = append(b, bindDomain...)
-	b = appendBytes(b, string(s.Seed))
+	b = appendBytes(b, s.Seed)
 	b = appendBytes(b, s.Subject)
 	b = appendBytes(b, s.ClientID)
 	b = appendBytes(b, s.DPoPKey)
@@ -162,10 +162,10 @@ func binding(s *Session) [sha256.Size]byte {
 	}
 	if len(s.Claims) == 0 {
 		b = append(b, '-')
-	} else if v, err := decodeJSON(s.Claims); err != nil {
-		b = appendBytes(append(b, '!'), string(s.Claims)) // matches only itself
+	} else if c, err := appendCanonical(append(b, 'c'), s.Claims); err == nil {
+		b = c
 	} else {
-		b = appendCanonical(b, v)
+		b = appendBytes(append(b, '!'), s.Claims) // not JSON: matches only itself
 	}
 	for _, t := range []time.Time{s.CreatedAt, s.ExpiresAt} {
 		b = binary.BigEndian.AppendUint64(b, uint64(t.Unix()))

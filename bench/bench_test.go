@@ -145,6 +145,26 @@ func BenchmarkRefreshRotateLiveHeap(b *testing.B) {
 	runtime.KeepAlive(heap)
 }
 
+// twoStepStore hides the MemoryStore's one-round-trip swap, so that every
+// rotation takes the path of an instance that has not seen the session:
+// Get, the binding of what it read, the tag, then Advance.
+type twoStepStore struct{ refresh.Store }
+
+// BenchmarkRefreshRotateCold is BenchmarkRefreshRotate/HS256 on that path,
+// with typical application claims (a roles array and a tenant id), whose
+// binding (by JSON value) it includes.
+func BenchmarkRefreshRotateCold(b *testing.B) {
+	iss := newIssuer(b, "HS256", func(c *refresh.Config) {
+		c.Store = twoStepStore{refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	})
+	p, err := iss.Issue(ctx, "alice", refresh.WithScope("read"),
+		refresh.WithClaims(map[string]any{"roles": []string{"admin", "billing"}, "tenant": 9007199254740993}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	rotateLoop(b, iss, p.RefreshToken)
+}
+
 func BenchmarkRefreshIssue(b *testing.B) {
 	iss := newIssuer(b, "HS256")
 	b.ReportAllocs()
