@@ -124,7 +124,7 @@ func (k *refreshKey) mint(sid []byte, check *[checkLen]byte, gen uint64, b *[sha
 }
 
 // refreshClaims is what a well-formed refresh token says; nothing in it is
-// trusted until the tag is checked against the session's seed.
+// trusted until the tag is checked against the session's binding.
 type refreshClaims struct {
 	key     *refreshKey
 	sid     [sessionIDLen]byte
@@ -140,8 +140,8 @@ type refreshClaims struct {
 // scope, claims, sign-in time, absolute end), each written so that no two
 // sessions' fields run together. Scope counts as a set and claims by their
 // JSON value (appendCanonical), which a store may write differently (a
-// jsonb column does). Metadata is left out: it only describes the device, and nothing
-// the Issuer decides reads it.
+// jsonb column does). Metadata is left out: it only describes the device,
+// and nothing the Issuer decides reads it.
 func binding(s *Session) [sha256.Size]byte {
 	var buf [512]byte // enough for most sessions, on the stack
 	b := buf[:0]
@@ -491,9 +491,9 @@ func (iss *Issuer) limitSessions(ctx context.Context, s *Session, now time.Time)
 
 // pair mints the access token and the refresh token of s's current
 // generation into dst and returns dst; check is the session's check under
-// the minting key, or nil to compute it, and bound its binding. The Pair's Scope is a copy of
-// scope: the caller may change it, and scope is often the slice the
-// Issuer's cache of sessions holds (TestVuln14_PairScopeShared).
+// the minting key, or nil to compute it, and bound its binding. The Pair's
+// Scope is a copy of scope: the caller may change it, and scope is often
+// the slice the Issuer's cache of sessions holds (TestVuln14_PairScopeShared).
 func (iss *Issuer) pair(dst *Pair, s *Session, sid []byte, check *[checkLen]byte, bound *[sha256.Size]byte, scope []string, claims []byte, now time.Time) (*Pair, error) {
 	if check == nil {
 		c := iss.mintKey.check(sid)
