@@ -26,12 +26,13 @@ import (
 // attacker's session: not when she had no session (only the tossed cookie
 // reaches the endpoint), and not when she had one (both do).
 func TestCookieTossingInChromium(t *testing.T) {
-	secret := make([]byte, 32)
+	secret, mac := make([]byte, 32), make([]byte, 32)
 	rand.Read(secret)
+	rand.Read(mac)
 	iss, err := refresh.NewIssuer(refresh.Config{
 		Issuer: "https://app.example.test", Audience: "app",
 		Keys:        []refresh.Key{{ID: "k1", Algorithm: refresh.HS256, Key: secret}},
-		RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: secret}},
+		RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: mac}},
 		Store:       refresh.NewMemoryStore(),
 	})
 	require.NoError(t, err)

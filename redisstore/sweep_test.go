@@ -1,6 +1,7 @@
 package redisstore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -247,7 +248,7 @@ func BenchmarkSweepIdle(b *testing.B) {
 	iss, err := refresh.NewIssuer(refresh.Config{
 		Issuer: "https://bench.invalid", Audience: "bench",
 		Keys:        []refresh.Key{{Algorithm: refresh.HS256, Key: make([]byte, 32)}},
-		RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: make([]byte, 32)}},
+		RefreshKeys: []refresh.RefreshKey{{ID: 1, Secret: bytes.Repeat([]byte{1}, 32)}},
 		Store:       st, Now: func() time.Time { return now }, IdleTTL: time.Hour,
 	})
 	if err != nil {
