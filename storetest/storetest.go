@@ -20,8 +20,10 @@
 // compare-and-swap advances (64 goroutines, exactly one winner), bounded
 // grace counters, revocation idempotence,
 // revocations that stand when they race a rotation or a grace retry,
-// subjects compared as exact bytes (case, wildcards, prefixes, Unicode
-// look-alikes and normalisations), subject revocation counts, listing
+// subjects compared as exact bytes (case, SQL and glob wildcards, prefixes
+// and "subject:" key prefixes, Unicode look-alikes and normalisations,
+// 4-byte characters), scopes and metadata that a text encoding must escape,
+// subject revocation counts and listings past 1,000-row pages, listing
 // isolation and a deterministic order, batched expiry deletion at its exact
 // boundary that keeps revoked and unexpired sessions, limits of zero and
 // below, aliasing of passed and returned values, cancelled contexts, system
