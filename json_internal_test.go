@@ -138,6 +138,17 @@ func TestDecodeJSONRefusesWhatIsNotOneValue(t *testing.T) {
 	if _, err := decodeJSON(deep(maxJSONDepth + 1)); err == nil {
 		t.Errorf("%d nested arrays decoded; encoding/json refuses them", maxJSONDepth+1)
 	}
+	for _, s := range []string{``, `1x`, `{"a":1}x`, `{"a":`, `{"a" 1}`, `[1,]`, `{"a":1,}`, `[`, `{`} {
+		if _, err := appendCanonical(nil, []byte(s)); err == nil {
+			t.Errorf("appendCanonical(%q) succeeded; decodeJSON refuses it", s)
+		}
+	}
+	if _, err := appendCanonical(nil, deep(maxJSONDepth)); err != nil {
+		t.Errorf("appendCanonical of %d nested arrays: %v", maxJSONDepth, err)
+	}
+	if _, err := appendCanonical(nil, deep(maxJSONDepth+1)); err == nil {
+		t.Errorf("appendCanonical took %d nested arrays; decodeJSON refuses them", maxJSONDepth+1)
+	}
 	for s, want := range map[string]any{`{"a":{"b":1,"b":2}}`: map[string]any{"a": map[string]any{"b": json.Number("2")}},
 		`9007199254740993`: json.Number("9007199254740993"), `-1.50e+3`: json.Number("-1.50e+3"),
 		`"a"`: "a", `true`: true, `false`: false, `null`: nil, ` [1] `: []any{json.Number("1")}} {
@@ -195,6 +206,7 @@ func TestCanonicalJSON(t *testing.T) {
 		{`{"n":0}`, `{"n":-0}`}, {`{"n":0}`, `{"n":0.000e5}`}, {`{"n":-12000}`, `{"n":-1.2e+4}`},
 		{`{"a":1,"a":2}`, `{"a":2}`}, // the last duplicate wins, as jsonb keeps it
 		{`{}`, `{ }`}, {`[]`, `[ ]`},
+		{`{"a":{"y":1,"x":[{"q":1,"p":2}]}}`, `{"a":{"x":[{"p":2.0,"q":1}],"y":1}}`}, // nested, reordered at every level
 	}
 	for _, c := range same {
 		if a, b := canonical(t, c[0]), canonical(t, c[1]); a != b {
@@ -208,6 +220,8 @@ func TestCanonicalJSON(t *testing.T) {
 		{`{"a":"x"}`, `{"b":"x"}`}, {`{"a":true}`, `{"a":false}`}, {`{"a":[]}`, `{"a":{}}`},
 		{`{"ab":"c"}`, `{"a":"bc"}`}, {`{"a":["b","c"]}`, `{"a":["bc"]}`}, {`{"a":["b"],"c":[]}`, `{"a":["b",[]]}`},
 		{`{"roles":["user"]}`, `{"roles":["admin"]}`}, {`{"n":1e99999999999}`, `{"n":1e99999999998}`},
+		{`{"a":{"b":1}}`, `{"a":{"b":2}}`}, {`[[1]]`, `[[2]]`}, {`[[1]]`, `[1]`}, {`{"a":[{"x":1}]}`, `{"a":[{"x":1,"y":2}]}`},
+		{`{"a":{}}`, `{"a":[]}`}, {`[{}]`, `[[]]`}, {`{"a":{"b":{"c":1}}}`, `{"a":{"b":{"c":1,"d":null}}}`},
 	}
 	for _, c := range differ {
 		if a, b := canonical(t, c[0]), canonical(t, c[1]); a == b {
@@ -281,4 +295,26 @@ func FuzzCanonicalJSON(f *testing.F) {
 			t.Fatalf("%q and %q are one value but encode as %q and %q", data, buf.Bytes(), got, again)
 		}
 	})
+}
+
+// BenchmarkCanonical: the binding's work on claims. "deep" is the worst a
+// claims object within MaxTokenSize can nest, every level out of order;
+// before nested values were hashed, each level re-read what it held
+// (quadratic: 30 ms for 12 KB, 2.4 s for 120 KB).
+func BenchmarkCanonical(b *testing.B) {
+	for _, c := range []struct{ name, data string }{
+		{"claims", `{"roles":["admin","billing"],"tenant":9007199254740993,"org":{"id":7,"name":"acme"}}`},
+		{"deep", strings.Repeat(`{"b":1,"a":`, 600) + "1" + strings.Repeat("}", 600)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			data := []byte(c.data)
+			buf := make([]byte, 0, 512)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := appendCanonical(buf[:0], data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
