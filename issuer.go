@@ -448,7 +448,9 @@ func WithDPoPProof(p *DPoPProof) Option {
 
 // WithScope: for Issue, the scope granted to the session. For Rotate, a
 // narrower scope for the new access token only (RFC 6749 §6); asking for
-// more than granted fails with ErrInvalidScope.
+// more than granted fails with ErrInvalidScope. A scope is a set (RFC 6749
+// §3.3): a token given more than once is kept once, where it first
+// appears.
 func WithScope(scope ...string) Option {
 	return func(o *callOptions) { o.scope, o.scopeSet = scope, true }
 }

@@ -313,7 +313,7 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 		DPoPKey:    o.dpop,
 		Generation: 0,
 		Seed:       seed,
-		Scope:      slices.Clone(o.scope),
+		Scope:      distinct(o.scope),
 		Claims:     claims,
 		Meta:       meta,
 		CreatedAt:  authTime,
@@ -405,6 +405,33 @@ func isText(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 
 func isThumbprint(s string) bool {
 	var b [sha256.Size]byte
 	return decodeB64Exact(b[:], s)
+}
+
+// distinct returns a copy of scope without repeated tokens, each where it
+// first appears. A scope is a set (RFC 6749 §3.3): a repeat means nothing,
+// and a store may keep scope as a set (a Redis set) that drops it.
+func distinct(scope []string) []string {
+	out := slices.Clone(scope)[:0] // nil stays nil
+	var seen map[string]bool       // past a few tokens, so that work stays linear
+	for _, tok := range scope {
+		switch {
+		case seen != nil:
+			if seen[tok] {
+				continue
+			}
+			seen[tok] = true
+		case slices.Contains(out, tok):
+			continue
+		case len(out) == 16:
+			seen = make(map[string]bool, len(scope))
+			for _, t := range out {
+				seen[t] = true
+			}
+			seen[tok] = true
+		}
+		out = append(out, tok)
+	}
+	return out
 }
 
 // isScopeToken reports whether s is an RFC 6749 §3.3 scope-token:
@@ -828,7 +855,7 @@ func (iss *Issuer) prepare(ctx context.Context, s *Session, o *callOptions, now 
 				return nil, nil, tokenErr(ErrInvalidScope, "requested scope not granted")
 			}
 		}
-		scope = slices.Clone(o.scope)
+		scope = distinct(o.scope)
 	}
 	claims := s.Claims
 	if iss.cfg.OnRefresh == nil {

@@ -8,8 +8,11 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"math"
+	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -768,6 +771,57 @@ func TestRotateScope(t *testing.T) {
 	r, err := e.iss.Rotate(bg, q.RefreshToken)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"read", "write"}, r.Scope, "omitted scope means the original grant")
+}
+
+// A scope is a set (RFC 6749 §3.3): a repeated token means nothing, and
+// a store may keep scope as a Redis set, which drops repeats. Issue and a
+// narrowing refresh keep each token once, in the order it first appears,
+// so that such a store keeps what the session's tokens are bound to.
+// Before, a sign-in with "write read write" stored the repeat, a store
+// keeping a set read back two tokens, and every refresh of that session
+// on an instance reading it was invalid_grant.
+func TestScopeIsASet(t *testing.T) {
+	st := &editedStore{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	e := newEnv(t, func(c *refresh.Config) { c.Store = st })
+	stored := func(id string) []string {
+		s, err := st.MemoryStore.Get(bg, id)
+		require.NoError(t, err)
+		return s.Scope
+	}
+	p := e.issue(t, "alice", refresh.WithScope("write", "read", "write", "read"))
+	assert.Equal(t, []string{"write", "read"}, p.Scope)
+	assert.Equal(t, []string{"write", "read"}, stored(p.SessionID))
+	_, c := decodeJWT(t, p.AccessToken)
+	assert.Equal(t, "write read", c["scope"])
+
+	// A store that keeps scope as a set (unordered, each token once),
+	// refreshed over HTTP by an instance that reads the session from it.
+	st.set(p.SessionID, 0, func(s *refresh.Session) {
+		s.Scope = slices.Compact(slices.Sorted(slices.Values(s.Scope)))
+	})
+	other, err := refresh.NewIssuer(e.cfg)
+	require.NoError(t, err)
+	srv := httptest.NewServer(refresh.NewHandlers(other, refresh.HandlerConfig{}).RefreshHandler())
+	t.Cleanup(srv.Close)
+	r := postForm(t, nil, srv.URL, refreshForm(p.RefreshToken, "scope", "read read"), nil)
+	require.Equal(t, 200, r.status, r.raw)
+	assert.Equal(t, "read", r.body["scope"], "a narrowing refresh keeps each token once too")
+	_, c = decodeJWT(t, r.body["access_token"].(string))
+	assert.Equal(t, "read", c["scope"])
+
+	// Past the first few tokens the repeats are found by a map; the order
+	// is still that of first appearance.
+	var many, want []string
+	for i := range 40 {
+		want = append(want, fmt.Sprintf("s%02d", 39-i))
+	}
+	many = append(append(many, want...), want...)
+	q := e.issue(t, "bob", refresh.WithScope(many...))
+	assert.Equal(t, want, q.Scope)
+	assert.Equal(t, want, stored(q.SessionID))
+	q, err = e.iss.Rotate(bg, q.RefreshToken, refresh.WithScope(append(many[20:], many[:20]...)...))
+	require.NoError(t, err)
+	assert.Equal(t, append(want[20:], want[:20]...), q.Scope)
 }
 
 func TestOnRefreshHook(t *testing.T) {
