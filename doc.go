@@ -52,11 +52,13 @@
 // A refresh token is "rt_" followed by base64url of its version, the server
 // key id, the session id, a 64-bit session check (HMAC-SHA256 of the session
 // id under the server key), the generation and a 128-bit HMAC-SHA256 tag
-// over them and the session's secret seed. The store holds the seed but no
-// token and no hash of one: a copy of the database mints no tokens without
-// the server key, a token whose check does not verify is refused before the
-// store is asked anything, and a token whose tag does not verify changes
-// nothing.
+// over them and a hash of the session's secret seed and of every field that
+// never changes after Issue (subject, client, DPoP key, scope, claims,
+// sign-in time, absolute end). The store holds the seed but no token and no
+// hash of one: a copy of the database mints no tokens without the server
+// key, a token whose check does not verify is refused before the store is
+// asked anything, a token whose tag does not verify changes nothing, and a
+// session whose row someone edited refuses its tokens.
 //
 // # Errors
 //
