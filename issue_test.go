@@ -1,6 +1,7 @@
 package refresh_test
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -26,21 +27,26 @@ func TestIssueRefusesUnstorableValues(t *testing.T) {
 		sub  string
 		opts []refresh.Option
 	}{
-		"empty subject":                 {"", nil},
-		"subject not UTF-8":             {"a\xffb", nil},
-		"subject with NUL":              {"a\x00b", nil},
-		"subject of 1025 bytes":         {strings.Repeat("s", 1025), nil},
-		"client id of 1025 bytes":       {"alice", []refresh.Option{refresh.WithClientID(strings.Repeat("é", 512) + "c")}},
-		"client id NUL":                 {"alice", []refresh.Option{refresh.WithClientID("\x00")}},
-		"client id not UTF-8":           {"alice", []refresh.Option{refresh.WithClientID("web\xc3")}},
-		"scope token with a space":      {"alice", []refresh.Option{refresh.WithScope("read write")}},
-		"empty scope token":             {"alice", []refresh.Option{refresh.WithScope("read", "")}},
-		"scope token not ASCII":         {"alice", []refresh.Option{refresh.WithScope("lire-é")}},
-		"scope token with a quote":      {"alice", []refresh.Option{refresh.WithScope(`a"b`)}},
-		"scope token with a backslash":  {"alice", []refresh.Option{refresh.WithScope(`a\b`)}},
-		"scope token with a tab":        {"alice", []refresh.Option{refresh.WithScope("a\tb")}},
-		"claims over MaxTokenSize":      {"alice", []refresh.Option{refresh.WithClaims(big)}},
-		"scope token with DEL":          {"alice", []refresh.Option{refresh.WithScope("a\x7f")}},
+		"empty subject":                {"", nil},
+		"subject not UTF-8":            {"a\xffb", nil},
+		"subject with NUL":             {"a\x00b", nil},
+		"subject of 1025 bytes":        {strings.Repeat("s", 1025), nil},
+		"client id of 1025 bytes":      {"alice", []refresh.Option{refresh.WithClientID(strings.Repeat("é", 512) + "c")}},
+		"client id NUL":                {"alice", []refresh.Option{refresh.WithClientID("\x00")}},
+		"client id not UTF-8":          {"alice", []refresh.Option{refresh.WithClientID("web\xc3")}},
+		"scope token with a space":     {"alice", []refresh.Option{refresh.WithScope("read write")}},
+		"empty scope token":            {"alice", []refresh.Option{refresh.WithScope("read", "")}},
+		"scope token not ASCII":        {"alice", []refresh.Option{refresh.WithScope("lire-é")}},
+		"scope token with a quote":     {"alice", []refresh.Option{refresh.WithScope(`a"b`)}},
+		"scope token with a backslash": {"alice", []refresh.Option{refresh.WithScope(`a\b`)}},
+		"scope token with a tab":       {"alice", []refresh.Option{refresh.WithScope("a\tb")}},
+		"claims over MaxTokenSize":     {"alice", []refresh.Option{refresh.WithClaims(big)}},
+		"scope token with DEL":         {"alice", []refresh.Option{refresh.WithScope("a\x7f")}},
+		// A Postgres jsonb column refuses \u0000: a store keeping claims
+		// there would fail every such sign-in with a 503.
+		"claim value with NUL":          {"alice", []refresh.Option{refresh.WithClaims(map[string]any{"note": "a\x00b"})}},
+		"nested claim name with NUL":    {"alice", []refresh.Option{refresh.WithClaims(map[string]any{"x": map[string]any{"k\x00": 1}})}},
+		"raw JSON claim with NUL":       {"alice", []refresh.Option{refresh.WithClaims(map[string]any{"r": json.RawMessage(`["\\\u0000"]`)})}},
 		"client id NUL with good scope": {"alice", []refresh.Option{refresh.WithScope("read"), refresh.WithClientID("a\x00")}},
 		"DPoP thumbprint not one":       {"alice", []refresh.Option{refresh.WithDPoP("jkt\x00")}},
 		"DPoP thumbprint too short":     {"alice", []refresh.Option{refresh.WithDPoP(strings.Repeat("A", 42))}},
@@ -71,6 +77,11 @@ func TestIssueRefusesUnstorableValues(t *testing.T) {
 	assert.Equal(t, "Zoë 😀 e\u0301", claims["sub"])
 	assert.Equal(t, "app ✓", claims["client_id"])
 	assert.Equal(t, "! ~ a:b/c urn:x#[]", claims["scope"])
+	// The text \u0000 (a backslash, then u0000) is no NUL.
+	q := e.issue(t, "alice", refresh.WithClaims(map[string]any{"re": `\u0000`, "r": json.RawMessage(`"\\\\u0000"`)}))
+	_, claims = decodeJWT(t, q.AccessToken)
+	assert.Equal(t, `\u0000`, claims["re"])
+	assert.Equal(t, `\\u0000`, claims["r"])
 	// Metadata comes from requests (a user agent): made text, not refused.
 	s, err := mem.Get(bg, p.SessionID)
 	require.NoError(t, err)

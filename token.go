@@ -130,6 +130,24 @@ func encodeClaims(m map[string]any) ([]byte, error) {
 	return b, nil
 }
 
+// escapesNUL reports whether the JSON text b holds the escape \u0000 (a
+// NUL in a string), which encoding/json writes for NUL and a Postgres jsonb
+// column refuses to keep. Backslashes occur only in strings, each starting
+// an escape, so one pass from the left reads every escape as the decoder
+// does (\\u0000 is a backslash and the text u0000).
+func escapesNUL(b []byte) bool {
+	for i := 0; i+1 < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		if b[i+1] == 'u' && i+6 <= len(b) && string(b[i+2:i+6]) == "0000" {
+			return true
+		}
+		i++ // the escaped character
+	}
+	return false
+}
+
 var b64 = base64.RawURLEncoding
 
 // b64Alphabet marks the bytes of the base64url alphabet (RFC 4648 §5).
