@@ -55,6 +55,21 @@ func (s *looseSubjectStore) Sessions(ctx context.Context, subject string) ([]*re
 	return out, nil
 }
 
+// RevokeSubject revokes by the same prefix match.
+func (s *looseSubjectStore) RevokeSubject(ctx context.Context, subject string, at time.Time, reason string) (int, error) {
+	list, err := s.Sessions(ctx, subject)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, se := range list {
+		if !se.Revoked() && s.MemoryStore.Revoke(ctx, se.ID, at, reason) == nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // TestLooseStoreCannotCrossSubjects, over HTTP: on a store that matches
 // subjects by prefix, the attacker who signs up as "alice" lists only his
 // own devices on a devices page, not those of "alice-smith" with her IP
@@ -189,4 +204,70 @@ func TestStoreBreakingContract(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, s.Revoked(), "nothing was decided while the store misbehaved")
 	assert.Equal(t, uint64(0), s.Generation)
+}
+
+// TestSubjectNoSessionCanHave, over HTTP: an operator's "sign this user
+// out everywhere" form sent with an empty user name (or an application
+// passing the subject of claims it never verified) asked the store to
+// revoke the sessions of "": a store matching subjects by prefix ended
+// every session of every user, and Postgres answers NUL in a text
+// parameter with an error (503). RevokeSubject and Sessions now refuse a
+// subject that Issue refuses, ErrInvalidRequest, without asking the store.
+func TestSubjectNoSessionCanHave(t *testing.T) {
+	st := &looseSubjectStore{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	counted := &subjectCallStore{Store: st}
+	e := newEnv(t, func(c *refresh.Config) { c.Store = counted })
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /admin/sign-out-user", func(w http.ResponseWriter, r *http.Request) {
+		n, err := e.iss.RevokeSubject(r.Context(), r.FormValue("user"))
+		switch {
+		case refresh.IsClientError(err):
+			http.Error(w, "no such user", http.StatusBadRequest)
+		case err != nil:
+			http.Error(w, "unavailable", http.StatusServiceUnavailable)
+		default:
+			_ = json.NewEncoder(w).Encode(map[string]int{"revoked": n})
+		}
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	var users []*refresh.Pair
+	for _, sub := range []string{"alice", "bob", "carol"} {
+		users = append(users, e.issue(t, sub))
+	}
+	for _, user := range []string{"", "a\x00", "\xff", strings.Repeat("u", 1025)} {
+		r := postForm(t, nil, srv.URL+"/admin/sign-out-user", url.Values{"user": {user}}, nil)
+		assert.Equal(t, 400, r.status, "user %q: %s", user, r.raw)
+		_, err := e.iss.Sessions(context.Background(), user)
+		assert.ErrorIs(t, err, refresh.ErrInvalidRequest, "Sessions(%q)", user)
+	}
+	assert.Zero(t, counted.calls.Load(), "a subject no session can have reached the store")
+	for _, p := range users {
+		s, err := st.Get(context.Background(), p.SessionID)
+		require.NoError(t, err)
+		assert.False(t, s.Revoked(), "%s was signed out by a request naming nobody", p.Subject)
+	}
+
+	// A subject sessions can have is asked for as before.
+	r := postForm(t, nil, srv.URL+"/admin/sign-out-user", url.Values{"user": {"bob"}}, nil)
+	require.Equal(t, 200, r.status, r.raw)
+	assert.EqualValues(t, 1, r.body["revoked"])
+	assert.EqualValues(t, 1, counted.calls.Load())
+}
+
+// subjectCallStore counts the calls that name a subject.
+type subjectCallStore struct {
+	refresh.Store
+	calls atomic.Int32
+}
+
+func (s *subjectCallStore) Sessions(ctx context.Context, subject string) ([]*refresh.Session, error) {
+	s.calls.Add(1)
+	return s.Store.Sessions(ctx, subject)
+}
+
+func (s *subjectCallStore) RevokeSubject(ctx context.Context, subject string, at time.Time, reason string) (int, error) {
+	s.calls.Add(1)
+	return s.Store.RevokeSubject(ctx, subject, at, reason)
 }

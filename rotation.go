@@ -378,15 +378,14 @@ const maxNameLen = 1024
 // checkIssue refuses what Issue cannot put in a token and a store as
 // given (ErrInvalidRequest).
 func checkIssue(subject string, o *callOptions) error {
+	if err := checkSubject(subject); err != nil {
+		return err
+	}
 	switch {
-	case subject == "":
-		return requestErr("empty subject")
-	case !isText(subject):
-		return requestErr("subject is not valid UTF-8 or holds a NUL byte")
 	case !isText(o.clientID):
 		return requestErr("client ID is not valid UTF-8 or holds a NUL byte")
-	case len(subject) > maxNameLen || len(o.clientID) > maxNameLen:
-		return requestErr("subject or client ID longer than 1024 bytes")
+	case len(o.clientID) > maxNameLen:
+		return requestErr("client ID longer than 1024 bytes")
 	case o.dpop != "" && !isThumbprint(o.dpop):
 		return requestErr("DPoP key thumbprint is not an RFC 7638 SHA-256 thumbprint (43 base64url characters)")
 	}
@@ -394,6 +393,24 @@ func checkIssue(subject string, o *callOptions) error {
 		if !isScopeToken(tok) {
 			return requestErr("scope token outside RFC 6749 §3.3 (printable ASCII without space, '\"' or '\\')")
 		}
+	}
+	return nil
+}
+
+// checkSubject refuses a subject no session can have, because Issue
+// refuses it (ErrInvalidRequest). RevokeSubject and Sessions ask it too:
+// such a subject is a caller's mistake (an empty one, from claims that
+// were never verified, "logs out everywhere" nobody), and no store is
+// asked about it (Postgres answers NUL in a text parameter with an error,
+// and a store matching subjects loosely would match every one to "").
+func checkSubject(subject string) error {
+	switch {
+	case subject == "":
+		return requestErr("empty subject")
+	case !isText(subject):
+		return requestErr("subject is not valid UTF-8 or holds a NUL byte")
+	case len(subject) > maxNameLen:
+		return requestErr("subject longer than 1024 bytes")
 	}
 	return nil
 }
@@ -1018,8 +1035,13 @@ func (iss *Issuer) revoke(ctx context.Context, s *Session, reason string) error 
 }
 
 // RevokeSubject ends every session of the subject ("log out everywhere",
-// password change) and returns how many were live.
+// password change) and returns how many were live. A subject no session
+// can have (empty, not valid UTF-8, holding NUL, over 1024 bytes) is
+// ErrInvalidRequest, and the store is not asked.
 func (iss *Issuer) RevokeSubject(ctx context.Context, subject string) (int, error) {
+	if err := checkSubject(subject); err != nil {
+		return 0, err
+	}
 	now := iss.now()
 	n, err := iss.store.RevokeSubject(ctx, subject, now, "revoked-all")
 	if err != nil {
@@ -1049,8 +1071,12 @@ type SessionInfo struct {
 // oldest first. Only sessions whose subject is exactly subject are listed,
 // whatever the store returns (sessionsOf): a store that matched subjects
 // loosely (a prefix, a case-insensitive collation) would otherwise show one
-// user another's devices, their IP addresses and user agents.
+// user another's devices, their IP addresses and user agents. A subject no
+// session can have is ErrInvalidRequest, as for RevokeSubject.
 func (iss *Issuer) Sessions(ctx context.Context, subject string) ([]SessionInfo, error) {
+	if err := checkSubject(subject); err != nil {
+		return nil, err
+	}
 	all, err := iss.sessionsOf(ctx, subject)
 	if err != nil {
 		return nil, storeErr("sessions", err)
