@@ -44,14 +44,15 @@ func TestIssueRefusesUnstorableValues(t *testing.T) {
 		"scope token with DEL":         {"alice", []refresh.Option{refresh.WithScope("a\x7f")}},
 		// A Postgres jsonb column refuses \u0000: a store keeping claims
 		// there would fail every such sign-in with a 503.
-		"claim value with NUL":          {"alice", []refresh.Option{refresh.WithClaims(map[string]any{"note": "a\x00b"})}},
-		"nested claim name with NUL":    {"alice", []refresh.Option{refresh.WithClaims(map[string]any{"x": map[string]any{"k\x00": 1}})}},
-		"raw JSON claim with NUL":       {"alice", []refresh.Option{refresh.WithClaims(map[string]any{"r": json.RawMessage(`["\\\u0000"]`)})}},
-		"client id NUL with good scope": {"alice", []refresh.Option{refresh.WithScope("read"), refresh.WithClientID("a\x00")}},
-		"DPoP thumbprint not one":       {"alice", []refresh.Option{refresh.WithDPoP("jkt\x00")}},
-		"DPoP thumbprint too short":     {"alice", []refresh.Option{refresh.WithDPoP(strings.Repeat("A", 42))}},
-		"metadata of MaxMetaBytes + 1":  {"alice", []refresh.Option{refresh.WithMeta(map[string]string{"ua": strings.Repeat("u", refresh.MaxMetaBytes-3), "i": "p"})}},
-		"a megabyte user agent":         {"alice", []refresh.Option{refresh.WithMeta(map[string]string{"ua": strings.Repeat("u", 1<<20)})}},
+		"claim value with NUL":           {"alice", []refresh.Option{refresh.WithClaims(map[string]any{"note": "a\x00b"})}},
+		"nested claim name with NUL":     {"alice", []refresh.Option{refresh.WithClaims(map[string]any{"x": map[string]any{"k\x00": 1}})}},
+		"raw JSON claim with NUL":        {"alice", []refresh.Option{refresh.WithClaims(map[string]any{"r": json.RawMessage(`["\\\u0000"]`)})}},
+		"raw JSON claim, lone surrogate": {"alice", []refresh.Option{refresh.WithClaims(map[string]any{"r": json.RawMessage(`"\ud800"`)})}},
+		"client id NUL with good scope":  {"alice", []refresh.Option{refresh.WithScope("read"), refresh.WithClientID("a\x00")}},
+		"DPoP thumbprint not one":        {"alice", []refresh.Option{refresh.WithDPoP("jkt\x00")}},
+		"DPoP thumbprint too short":      {"alice", []refresh.Option{refresh.WithDPoP(strings.Repeat("A", 42))}},
+		"metadata of MaxMetaBytes + 1":   {"alice", []refresh.Option{refresh.WithMeta(map[string]string{"ua": strings.Repeat("u", refresh.MaxMetaBytes-3), "i": "p"})}},
+		"a megabyte user agent":          {"alice", []refresh.Option{refresh.WithMeta(map[string]string{"ua": strings.Repeat("u", 1<<20)})}},
 		// Counted once made text: 1365 NUL bytes become 4095 (U+FFFD each).
 		"metadata over it once text": {"alice", []refresh.Option{refresh.WithMeta(map[string]string{"ua": strings.Repeat("\x00", 1365)})}},
 	} {
@@ -78,10 +79,12 @@ func TestIssueRefusesUnstorableValues(t *testing.T) {
 	assert.Equal(t, "app ✓", claims["client_id"])
 	assert.Equal(t, "! ~ a:b/c urn:x#[]", claims["scope"])
 	// The text \u0000 (a backslash, then u0000) is no NUL.
-	q := e.issue(t, "alice", refresh.WithClaims(map[string]any{"re": `\u0000`, "r": json.RawMessage(`"\\\\u0000"`)}))
+	q := e.issue(t, "alice", refresh.WithClaims(map[string]any{"re": `\u0000`, "r": json.RawMessage(`"\\\\u0000"`),
+		"pair": json.RawMessage(`"\ud83d\ude00"`)}))
 	_, claims = decodeJWT(t, q.AccessToken)
 	assert.Equal(t, `\u0000`, claims["re"])
 	assert.Equal(t, `\\u0000`, claims["r"])
+	assert.Equal(t, "😀", claims["pair"])
 	// Metadata comes from requests (a user agent): made text, not refused.
 	s, err := mem.Get(bg, p.SessionID)
 	require.NoError(t, err)

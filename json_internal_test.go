@@ -318,3 +318,35 @@ func BenchmarkCanonical(b *testing.B) {
 		})
 	}
 }
+
+// TestJSONBRefuses: the escapes a Postgres jsonb column refuses to keep
+// (checked against Postgres 15: "\u0000 cannot be converted to text",
+// "Unicode low surrogate must follow a high surrogate"), read as a decoder
+// reads them, after any number of escaped backslashes.
+func TestJSONBRefuses(t *testing.T) {
+	for text, want := range map[string]bool{
+		`{"a":"x"}`:                    false,
+		`{"a":"\u0000"}`:               true,
+		`{"\u0000":1}`:                 true,
+		`["\\u0000"]`:                  false, // a backslash, then the text u0000
+		`["\\\u0000"]`:                 true,
+		`["\\\\u0000"]`:                false,
+		`["\u0001\u00e9\uffff"]`:       false,
+		`["\ud83d\ude00"]`:             false, // a pair
+		`["\uD83D\uDE00"]`:             false,
+		`["\ud800"]`:                   true, // a high half alone
+		`["\ud800x"]`:                  true,
+		`["\ud800\u0041"]`:             true,
+		`["\ud800\ud800\udc00"]`:       true,
+		`["\udc00"]`:                   true, // a low half alone
+		`["\ud83d\ude00\udc00"]`:       true,
+		`["\ud83d\ude00\u0000"]`:       true,
+		`["\\ud800"]`:                  false,
+		`["\n\t\"\/\b\f\r\u0020"]`:     false,
+		`["\ud83d\ude00\ud83d\ude00"]`: false,
+	} {
+		if got := jsonbRefuses([]byte(text)); got != want {
+			t.Errorf("jsonbRefuses(%s) = %v, want %v", text, got, want)
+		}
+	}
+}

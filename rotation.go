@@ -267,10 +267,11 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 // subject, a subject or client ID that is not valid UTF-8, holds NUL or is
 // longer than 1024 bytes, a scope token outside RFC 6749 §3.3, a WithDPoP
 // value that is not a SHA-256 JWK thumbprint, and claims with a registered
-// name, holding a NUL character, that JSON cannot encode, or that would
-// make the access token longer than Config.MaxTokenSize, and metadata over
-// MaxMetaBytes once made valid UTF-8 without NUL (U+FFFD in place of the
-// rest). A login handler answers its errors with Handlers.WriteIssueError.
+// name, holding a NUL character or a lone surrogate escape, that JSON
+// cannot encode, or that would make the access token longer than
+// Config.MaxTokenSize, and metadata over MaxMetaBytes once made valid
+// UTF-8 without NUL (U+FFFD in place of the rest). A login handler answers
+// its errors with Handlers.WriteIssueError.
 func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*Pair, error) {
 	o := collect(opts)
 	if err := checkIssue(subject, &o); err != nil {
@@ -280,8 +281,8 @@ func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*
 	if err != nil {
 		return nil, err
 	}
-	if escapesNUL(claims) {
-		return nil, requestErr("claims hold a NUL character, which stores keeping JSON (a Postgres jsonb column) refuse")
+	if jsonbRefuses(claims) {
+		return nil, requestErr("claims hold a NUL character or a lone UTF-16 surrogate escape, which stores keeping JSON (a Postgres jsonb column) refuse")
 	}
 	meta := textMap(o.meta)
 	if n := metaBytes(meta); n > MaxMetaBytes {
