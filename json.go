@@ -739,3 +739,55 @@ func appendNumber(b, n []byte) []byte {
 	b = append(b, 'e')
 	return strconv.AppendInt(b, int64(e), 10)
 }
+
+// jsonbRefuses reports whether the JSON text b holds an escape that a
+// Postgres jsonb column refuses to keep: \u0000 (a NUL in a string, which
+// encoding/json writes so) or a UTF-16 surrogate not in a pair (which a
+// json.RawMessage or a MarshalJSON method may write). Backslashes occur
+// only in strings, each starting an escape, so one pass from the left reads
+// every escape as a decoder does (\\u0000 is a backslash and the text
+// u0000).
+func jsonbRefuses(b []byte) bool {
+	for i := 0; i+1 < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		v, ok := hex4(b, i)
+		switch {
+		case !ok:
+			i++ // a one-character escape
+			continue
+		case v == 0 || v >= 0xdc00 && v <= 0xdfff:
+			return true
+		case v >= 0xd800 && v <= 0xdbff:
+			if lo, ok := hex4(b, i+6); !ok || lo < 0xdc00 || lo > 0xdfff {
+				return true
+			}
+			i += 6 // the pair's low half
+		}
+		i += 5
+	}
+	return false
+}
+
+// hex4 reads the escape \uXXXX at b[i:], if there is one.
+func hex4(b []byte, i int) (rune, bool) {
+	if i+6 > len(b) || b[i] != '\\' || b[i+1] != 'u' {
+		return 0, false
+	}
+	var v rune
+	for _, c := range b[i+2 : i+6] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		v = v<<4 | rune(c)
+	}
+	return v, true
+}
