@@ -98,7 +98,10 @@ func (s *Session) Clone() *Session {
 // values together), and none that cuts at a 4-byte character (MySQL's
 // utf8mb3). A text encoding of several values must escape what they may
 // hold: a scope token may contain , ; = { } [ ], metadata anything but
-// NUL, line breaks included; storetest checks all of these.
+// NUL, line breaks included; storetest checks all of these. A session's
+// scope never repeats a token (Issue keeps each once), and its claims
+// never hold the escapes a Postgres jsonb column refuses (\u0000, a lone
+// surrogate; Issue refuses them).
 //
 // Times are instants, kept with nanosecond precision and returned so that
 // Equal reports true, for the zero Time (RevokedAt of a live session) and
