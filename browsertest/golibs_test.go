@@ -16,9 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/MicahParks/keyfunc/v3"
 	"github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/lestrrat-go/jwx/v3/jwk"
+	jwxjwt "github.com/lestrrat-go/jwx/v3/jwt"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -27,8 +30,11 @@ import (
 // demo's access tokens with nothing of ours: go-jose reads the published
 // JWKS, and both golang-jwt and go-jose's own JWT package verify the token
 // with the key it names (kid), the algorithm pinned, issuer, audience and
-// expiry checked. One demo per signing algorithm it can be given: Ed25519
-// (its default), P-256 and RSA from PEM, RSA-PSS from a JWK.
+// expiry checked; golang-jwt with keyfunc (which fetches the JWKS URL
+// itself, the usual pairing) and jwx (its own JWKS parser, the key's alg
+// and kid required) do the same from the published set alone. One demo per
+// signing algorithm it can be given: Ed25519 (its default), P-256 and RSA
+// from PEM, RSA-PSS from a JWK.
 func TestGoJWTLibraries(t *testing.T) {
 	dir := t.TempDir()
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -59,7 +65,9 @@ func TestGoJWTLibraries(t *testing.T) {
 		t.Run(c.alg, func(t *testing.T) {
 			d := startDemo(t, c.args...)
 			token := loginToken(t, d.base)
-			set := fetchJWKS(t, d.base)
+			raw := fetchJWKSBytes(t, d.base)
+			var set jose.JSONWebKeySet
+			require.NoError(t, json.Unmarshal(raw, &set), "%s", raw)
 			keyFor := func(kid string) any {
 				keys := set.Key(kid)
 				require.Len(t, keys, 1, "the JWKS has exactly one key with kid %q", kid)
@@ -94,11 +102,39 @@ func TestGoJWTLibraries(t *testing.T) {
 			}, 0))
 			assert.Equal(t, "alice", std.Subject)
 
-			// Neither accepts the token under another algorithm.
+			// golang-jwt with keyfunc, which fetches the JWKS URL itself.
+			kf, err := keyfunc.NewDefaultCtx(t.Context(), []string{d.base + "/.well-known/jwks.json"})
+			require.NoError(t, err, "keyfunc")
+			_, err = jwt.Parse(token, kf.Keyfunc, jwt.WithValidMethods([]string{c.alg}),
+				jwt.WithIssuer(d.base), jwt.WithAudience("refresh-demo"), jwt.WithExpirationRequired())
+			require.NoError(t, err, "golang-jwt with keyfunc")
+
+			// jwx v3 from the published set: kid and the key's alg required.
+			jset, err := jwk.Parse(raw)
+			require.NoError(t, err, "jwx: JWKS")
+			jtok, err := jwxjwt.Parse([]byte(token), jwxjwt.WithKeySet(jset),
+				jwxjwt.WithIssuer(d.base), jwxjwt.WithAudience("refresh-demo"), jwxjwt.WithValidate(true))
+			require.NoError(t, err, "jwx")
+			sub, _ := jtok.Subject()
+			assert.Equal(t, "alice", sub)
+
+			// None accepts the token under another algorithm, or altered.
 			other := map[string]string{"EdDSA": "ES256", "ES256": "EdDSA", "RS256": "PS256", "PS256": "RS256"}[c.alg]
 			_, err = jwt.Parse(token, func(tok *jwt.Token) (any, error) { return keyFor(tok.Header["kid"].(string)), nil },
 				jwt.WithValidMethods([]string{other}))
 			assert.Error(t, err)
+			_, err = jwt.Parse(token, kf.Keyfunc, jwt.WithValidMethods([]string{other}))
+			assert.Error(t, err, "keyfunc")
+			altered := []byte(token) // the signature's next-to-last character, all of whose bits count
+			if altered[len(altered)-2] == 'A' {
+				altered[len(altered)-2] = 'B'
+			} else {
+				altered[len(altered)-2] = 'A'
+			}
+			_, err = jwxjwt.Parse(altered, jwxjwt.WithKeySet(jset))
+			assert.Error(t, err, "jwx: altered signature")
+			_, err = jwt.Parse(string(altered), kf.Keyfunc, jwt.WithValidMethods([]string{c.alg}))
+			assert.Error(t, err, "keyfunc: altered signature")
 		})
 	}
 }
@@ -118,8 +154,8 @@ func loginToken(t *testing.T, base string) string {
 	return pair.AccessToken
 }
 
-// fetchJWKS reads the demo's published key set with go-jose.
-func fetchJWKS(t *testing.T, base string) jose.JSONWebKeySet {
+// fetchJWKSBytes reads the demo's published key set.
+func fetchJWKSBytes(t *testing.T, base string) []byte {
 	t.Helper()
 	resp, err := http.Get(base + "/.well-known/jwks.json")
 	require.NoError(t, err)
@@ -127,7 +163,5 @@ func fetchJWKS(t *testing.T, base string) jose.JSONWebKeySet {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	var set jose.JSONWebKeySet
-	require.NoError(t, json.Unmarshal(body, &set), "%s", body)
-	return set
+	return body
 }
