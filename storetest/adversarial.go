@@ -433,6 +433,13 @@ func testAdvanceActive(t *testing.T, st refresh.Store) {
 	if got := mustGet(t, st, r.ID).Generation; got != 11 {
 		t.Fatalf("generation %d after eleven races and a cancelled call, want 11", got)
 	}
+	tightRounds(t, rule, func(round, i int) error {
+		gen, at := 11+uint64(round), base.Add(time.Duration(round+12)*time.Hour+time.Duration(i))
+		if (round+i)%2 == 0 {
+			return st.Advance(ctx(t), r.ID, gen, at)
+		}
+		return aa.AdvanceActive(ctx(t), r.ID, gen, at, base.Add(-time.Hour))
+	}, isConflict)
 }
 
 // checkedToken returns a refresh token of a made-up session that passes the

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 
@@ -52,6 +53,9 @@ func testTwoInstances(t *testing.T, a, b refresh.Store) {
 				t.Fatalf("generation after the race: %d, want %d", got, gen+1)
 			}
 		}
+		tightRounds(t, `rule "Advance is one atomic compare-and-swap in the backend, not in one process"`, func(r, i int) error {
+			return on(i).Advance(ctx(t), s.ID, 3+uint64(r), base.Add(time.Duration(r+4)*time.Hour+time.Duration(i)))
+		}, isConflict)
 	})
 	t.Run("UseGraceRace", func(t *testing.T) {
 		for round := 0; round < 4; round++ {
@@ -63,6 +67,11 @@ func testTwoInstances(t *testing.T, a, b refresh.Store) {
 				t.Fatalf(`rule "UseGrace is atomic across processes": round %d: %d of %d concurrent UseGrace calls on two instances succeeded with limit %d`, round, wins, racers, limit)
 			}
 		}
+		s := newSession(subject(t), base)
+		mustCreate(t, a, s)
+		tightRounds(t, `rule "UseGrace is atomic across processes"`, func(r, i int) error {
+			return on(i).UseGrace(ctx(t), s.ID, 0, uint32(r+1)) // exactly one use per round
+		}, isConflict)
 	})
 	aa, okA := a.(refresh.ActiveAdvancer)
 	ab, okB := b.(refresh.ActiveAdvancer)
@@ -70,22 +79,28 @@ func testTwoInstances(t *testing.T, a, b refresh.Store) {
 		t.Run("AdvanceActiveRace", func(t *testing.T) {
 			s := newSession(subject(t), base)
 			mustCreate(t, a, s)
+			// swap k: AdvanceActive on instance a (0) or b (1), Advance on a (2) or b (3).
+			swap := func(k int, gen uint64, at time.Time) error {
+				switch k {
+				case 0:
+					return aa.AdvanceActive(ctx(t), s.ID, gen, at, base.Add(-time.Hour))
+				case 1:
+					return ab.AdvanceActive(ctx(t), s.ID, gen, at, base.Add(-time.Hour))
+				default:
+					return on(k).Advance(ctx(t), s.ID, gen, at)
+				}
+			}
 			for gen := uint64(0); gen < 3; gen++ {
 				wins := race(t, func(i int) error {
-					at := base.Add(time.Duration(i+1) * time.Second)
-					switch i % 4 { // both methods, on both instances
-					case 0:
-						return aa.AdvanceActive(ctx(t), s.ID, gen, at, base.Add(-time.Hour))
-					case 1:
-						return ab.AdvanceActive(ctx(t), s.ID, gen, at, base.Add(-time.Hour))
-					default:
-						return on(i).Advance(ctx(t), s.ID, gen, at)
-					}
+					return swap(i%4, gen, base.Add(time.Duration(i+1)*time.Second)) // both methods, on both instances
 				}, isConflict)
 				if wins != 1 {
 					t.Fatalf(`rule "AdvanceActive and Advance are atomic together, across processes": generation %d: %d of %d concurrent swaps on two instances succeeded, want exactly 1`, gen, wins, racers)
 				}
 			}
+			tightRounds(t, `rule "AdvanceActive and Advance are atomic together, across processes"`, func(r, i int) error {
+				return swap((r+i)%4, 3+uint64(r), base.Add(time.Duration(r+4)*time.Hour+time.Duration(i)))
+			}, isConflict)
 		})
 	}
 	pa, okA := a.(refresh.ProofRecorder)
@@ -100,6 +115,9 @@ func testTwoInstances(t *testing.T, a, b refresh.Store) {
 			if wins != 1 {
 				t.Fatalf(`rule "RecordProof is atomic across processes": %d of %d concurrent records of one proof on two instances succeeded, want exactly 1 (a replay accepted)`, wins, racers)
 			}
+			tightRounds(t, `rule "RecordProof is atomic across processes"`, func(r, i int) error {
+				return [2]refresh.ProofRecorder{pa, pb}[i%2].RecordProof(ctx(t), id+"-"+strconv.Itoa(r), now, now.Add(2*time.Minute))
+			}, func(err error) bool { return errors.Is(err, refresh.ErrProofReplayed) })
 		})
 	}
 	t.Run("RevocationsStand", func(t *testing.T) { testRevocationsStand(t, a, b) })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strconv"
 	"testing"
 	"time"
 
@@ -64,6 +65,10 @@ func testRecordProof(t *testing.T, st refresh.Store) {
 			t.Fatalf(`rule "of concurrent RecordProof calls for one id exactly one succeeds": %d of %d did (round %d)`, wins, racers, round)
 		}
 	}
+	tight := randID()
+	tightRounds(t, `rule "of concurrent RecordProof calls for one id exactly one succeeds"`, func(r, _ int) error {
+		return pr.RecordProof(ctx(t), tight+strconv.Itoa(r), now, exp)
+	}, func(err error) bool { return errors.Is(err, refresh.ErrProofReplayed) })
 
 	// The sweep: only records expired by the cut-off, at most limit.
 	cut := later.Add(time.Hour + 5)

@@ -32,8 +32,8 @@ type refStore struct {
 // refBackend is what instances of refStore share, as processes share a
 // database: every instance made by second sees the same sessions.
 type refBackend struct {
-	mu    sync.Mutex
-	amu   sync.Mutex // AdvanceActive's own lock (bug "active-own-lock")
+	mu    sync.RWMutex // read-locked only by the "-tight" bugs' checks
+	amu   sync.Mutex   // AdvanceActive's own lock (bug "active-own-lock")
 	m     map[string]*refresh.Session
 	order []string             // ids in insertion order
 	scope map[string][]string  // interned scopes (bug "alias-intern-scope")
@@ -54,6 +54,40 @@ func (r *refStore) second() *refStore {
 var _ refresh.Store = (*refStore)(nil)
 
 func (r *refStore) is(bug string) bool { return r.bug == bug }
+
+// racy reports whether the two-step bug named is in, in either form: a
+// check and a write with a pause between them (a network round trip, as a
+// SELECT then an UPDATE), or "-tight": the in-process form, the check under
+// a read lock and the write under the write lock back to back, with no
+// pause (checks run together under an RWMutex's read lock).
+func (r *refStore) racy(bug string) bool { return r.bug == bug || r.bug == bug+"-tight" }
+
+func (r *refStore) tight() bool { return strings.HasSuffix(r.bug, "-tight") }
+
+// checkLock and checkUnlock guard a racy bug's check.
+func (r *refStore) checkLock() {
+	if r.tight() {
+		r.mu.RLock()
+	} else {
+		r.mu.Lock()
+	}
+}
+
+func (r *refStore) checkUnlock() {
+	if r.tight() {
+		r.mu.RUnlock()
+	} else {
+		r.mu.Unlock()
+	}
+}
+
+// window is the time between a racy bug's check and its write.
+func (r *refStore) window() {
+	if !r.tight() {
+		runtime.Gosched()
+		time.Sleep(time.Microsecond)
+	}
+}
 
 // start checks the context and the backend, as a driver call would.
 func (r *refStore) start(ctx context.Context, method string) error {
@@ -295,7 +329,7 @@ func (r *refStore) Advance(ctx context.Context, id string, from uint64, at time.
 	if err := r.start(ctx, "advance"); err != nil {
 		return r.faultAs(err, "fault-advance-conflict", refresh.ErrConflict)
 	}
-	if r.is("advance-race") {
+	if r.racy("advance-race") {
 		return r.racyAdvance(id, from, at)
 	}
 	if r.is("advance-blob") {
@@ -385,18 +419,17 @@ func (r *refStore) blobWrite(id string, gen uint64, change func(c *refresh.Sessi
 // racyAdvance is Advance that checks, then sets, under separate locks: two
 // callers can both pass (mutants "advance-race", "active-race").
 func (r *refStore) racyAdvance(id string, from uint64, at time.Time) error {
-	r.mu.Lock()
+	r.checkLock()
 	s := r.get(id)
 	ok := s != nil && s.Generation == from && !s.Revoked()
-	r.mu.Unlock()
+	r.checkUnlock()
 	switch {
 	case s == nil:
 		return refresh.ErrSessionNotFound
 	case !ok:
 		return refresh.ErrConflict
 	}
-	runtime.Gosched()
-	time.Sleep(time.Microsecond)
+	r.window()
 	r.mu.Lock()
 	s.Generation, s.RotatedAt, s.GraceUses = from+1, r.store(at), 0
 	r.mu.Unlock()
@@ -432,7 +465,7 @@ func (r *refStore) AdvanceActive(ctx context.Context, id string, from uint64, at
 			return nil
 		})
 	}
-	if r.is("active-race") {
+	if r.racy("active-race") {
 		return r.racyAdvance(id, from, at)
 	}
 	if r.is("active-own-lock") {
@@ -492,22 +525,21 @@ func (r *refStore) UseGrace(ctx context.Context, id string, generation uint64, l
 			return nil
 		})
 	}
-	if r.is("grace-race") {
+	if r.racy("grace-race") {
 		r.mu.Lock()
 		s := r.get(id)
 		r.mu.Unlock()
 		if s == nil {
 			return refresh.ErrSessionNotFound
 		}
-		r.mu.Lock()
+		r.checkLock()
 		uses := s.GraceUses
 		ok := s.Generation == generation && !s.Revoked() && uses < limit
-		r.mu.Unlock()
+		r.checkUnlock()
 		if !ok {
 			return refresh.ErrConflict
 		}
-		runtime.Gosched()
-		time.Sleep(time.Microsecond)
+		r.window()
 		r.mu.Lock()
 		s.GraceUses = uses + 1
 		r.mu.Unlock()
@@ -823,15 +855,14 @@ func (r *refStore) RecordProof(ctx context.Context, id string, now, expires time
 	if err := r.start(ctx, "recordproof"); err != nil {
 		return r.faultAs(err, "fault-proof-replayed", refresh.ErrProofReplayed)
 	}
-	if r.is("proof-race") {
-		r.mu.Lock()
+	if r.racy("proof-race") {
+		r.checkLock()
 		e, seen := r.proof[id]
-		r.mu.Unlock()
+		r.checkUnlock()
 		if seen && e.After(now) {
 			return refresh.ErrProofReplayed
 		}
-		runtime.Gosched()
-		time.Sleep(time.Microsecond)
+		r.window()
 		r.mu.Lock()
 		r.proof[id] = expires
 		r.mu.Unlock()

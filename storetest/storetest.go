@@ -17,7 +17,10 @@
 // round trips of every field (claims as the same JSON value with numbers
 // exact, also in access tokens minted from the stored session) and of
 // times from 1970 to 2262 at nanosecond precision, not-found answers,
-// compare-and-swap advances (64 goroutines, exactly one winner), bounded
+// compare-and-swap advances (64 goroutines, exactly one winner; then tight
+// rounds of one goroutine per CPU started within nanoseconds of each other,
+// for Advance, AdvanceActive, UseGrace and RecordProof, which catch a check
+// and a write made back to back under two locks in one process), bounded
 // grace counters, revocation idempotence,
 // revocations that stand when they race a rotation or a grace retry,
 // subjects compared as exact bytes (case, SQL and glob wildcards, prefixes
@@ -53,6 +56,7 @@ import (
 	"maps"
 	"math"
 	"math/big"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -464,24 +468,45 @@ const racers = 64
 // results; every other result must satisfy ok.
 func race(t *testing.T, f func(i int) error, ok func(error) bool) int {
 	t.Helper()
-	var wins atomic.Int64
+	wins, _ := raceN(t, racers, false, f, ok)
+	return wins
+}
+
+// raceN runs f from n goroutines released together by a spinning barrier,
+// not a closed channel: goroutines woken from a channel start one by one,
+// microseconds apart, and a check-then-write bug with little between its
+// steps slips through; spinning ones on every CPU start together. With
+// busy the spin never yields, which starts them within nanoseconds of each
+// other; use it only with n <= GOMAXPROCS, or late goroutines wait for
+// preemption to get a CPU. overlapped reports whether any two calls ran at
+// the same time (on a busy machine, one may start only after another ended).
+func raceN(t *testing.T, n int, busy bool, f func(i int) error, ok func(error) bool) (wins int, overlapped bool) {
+	t.Helper()
+	var won atomic.Int64
 	var wg sync.WaitGroup
-	start := make(chan struct{})
-	errs := make(chan error, racers)
-	for i := 0; i < racers; i++ {
+	var ready atomic.Int64
+	errs := make(chan error, n)
+	spans := make([][2]time.Time, n)
+	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			<-start
+			ready.Add(1)
+			for ready.Load() < int64(n) {
+				if !busy {
+					runtime.Gosched()
+				}
+			}
+			start := time.Now()
 			err := f(i)
+			spans[i] = [2]time.Time{start, time.Now()}
 			if err == nil {
-				wins.Add(1)
+				won.Add(1)
 			} else if !ok(err) {
 				errs <- err
 			}
 		}()
 	}
-	close(start)
 	wg.Wait()
 	close(errs)
 	seen := map[string]int{}
@@ -493,9 +518,61 @@ func race(t *testing.T, f func(i int) error, ok func(error) bool) int {
 		seen[err.Error()]++
 	}
 	for _, msg := range order {
-		t.Errorf("%d of %d concurrent calls failed with an unexpected error (rule: a lost race is ErrConflict, nothing else): %s", seen[msg], racers, msg)
+		t.Errorf("%d of %d concurrent calls failed with an unexpected error (rule: a lost race is ErrConflict, nothing else): %s", seen[msg], n, msg)
 	}
-	return int(wins.Load())
+	slices.SortFunc(spans, func(a, b [2]time.Time) int { return a[0].Compare(b[0]) })
+	var end time.Time // the latest end of the calls started so far
+	for i, sp := range spans {
+		if i > 0 && sp[0].Before(end) {
+			overlapped = true
+		}
+		if sp[1].After(end) {
+			end = sp[1]
+		}
+	}
+	return int(won.Load()), overlapped
+}
+
+// Tight rounds: after the 64-racer races, which a store reached over the
+// network loses whenever its check and its write are two statements, the
+// same rule is raced again in many small rounds of one goroutine per CPU
+// released within nanoseconds of each other, to catch the in-process form
+// of the bug (a check under a read lock, the write under the write lock:
+// a window of nanoseconds, which a round of 64 hits only by luck; measured
+// on 2 CPUs, one round of 64 in 200 caught it, a tight round two in three).
+// Only rounds whose calls overlapped count: on a busy machine a goroutine
+// may get a CPU only after the other finished, and such a round tests
+// nothing.
+const (
+	tightOverlaps  = 64                     // rounds whose calls ran at once
+	tightMaxRounds = 10000                  // however few overlapped
+	tightBudget    = 100 * time.Millisecond // however few overlapped, once tightMinRounds ran
+	tightMinRounds = 16
+)
+
+// tightRounds runs round after round of raceN with busy spinning, n =
+// GOMAXPROCS (2 to 8) goroutines: round r calls f(r, i) in goroutine i and
+// must see exactly one call succeed, all others satisfying ok; what says
+// which rule is broken. It stops after tightOverlaps rounds whose calls
+// overlapped, or tightMaxRounds, or tightBudget (at least tightMinRounds).
+func tightRounds(t *testing.T, what string, f func(r, i int) error, ok func(error) bool) {
+	t.Helper()
+	n := min(max(runtime.GOMAXPROCS(0), 2), 8)
+	busy := runtime.GOMAXPROCS(0) >= n
+	began := time.Now()
+	r, overlaps := 0, 0
+	for ; overlaps < tightOverlaps && r < tightMaxRounds && (r < tightMinRounds || time.Since(began) < tightBudget); r++ {
+		wins, overlapped := raceN(t, n, busy, func(i int) error { return f(r, i) }, ok)
+		if wins != 1 {
+			t.Fatalf("%s: tight round %d: %d of %d calls started together succeeded, want exactly 1", what, r, wins, n)
+		}
+		if overlapped {
+			overlaps++
+		}
+	}
+	if overlaps < tightOverlaps {
+		t.Logf("%s: only %d of %d tight rounds ran their calls at the same time (%d CPUs, a busy machine?): an in-process check-then-write bug may go unseen; run the suite on an idle machine too", what, overlaps, r, runtime.GOMAXPROCS(0))
+	}
 }
 
 func isConflict(err error) bool { return errors.Is(err, refresh.ErrConflict) }
@@ -514,6 +591,9 @@ func testAdvanceConcurrent(t *testing.T, st refresh.Store) {
 			t.Fatalf("generation after the race: %d, want %d", got, gen+1)
 		}
 	}
+	tightRounds(t, `rule "Advance is one atomic compare-and-swap"`, func(r, i int) error {
+		return st.Advance(ctx(t), s.ID, 3+uint64(r), base.Add(time.Duration(r+4)*time.Hour+time.Duration(i)))
+	}, isConflict)
 }
 
 func testUseGrace(t *testing.T, st refresh.Store) {
@@ -553,6 +633,13 @@ func testUseGraceConcurrent(t *testing.T, st refresh.Store) {
 			t.Fatalf("round %d: GraceUses %d, want %d", round, got, limit)
 		}
 	}
+	// Tight rounds on one session: round r raises the limit to r+1, so
+	// exactly one call of each round may count a use.
+	s := newSession(subject(t), base)
+	mustCreate(t, st, s)
+	tightRounds(t, `rule "UseGrace counts atomically"`, func(r, _ int) error {
+		return st.UseGrace(ctx(t), s.ID, 0, uint32(r+1))
+	}, isConflict)
 }
 
 func testRevokeIdempotent(t *testing.T, st refresh.Store) {
