@@ -60,6 +60,9 @@ var mutants = map[string]string{
 	"alias-get-claims":      "Get returns the store's own Claims slice",
 	"alias-sessions-scope":  "Sessions returns the store's own Scope slice",
 	"alias-sessions-claims": "Sessions returns the store's own Claims slice",
+	"alias-get-scope":       "Get returns the store's own Scope slice",
+	"alias-get-meta":        "Get returns the store's own Meta map",
+	"alias-sessions-meta":   "Sessions returns the store's own Meta map",
 	// Precision and range.
 	"time-micro":         "times kept at microsecond precision (timestamptz)",
 	"time-clamp-2038":    "times kept as 32-bit seconds",

@@ -283,6 +283,10 @@ func (r *refStore) out(s *refresh.Session) *refresh.Session {
 		c.Seed = s.Seed
 	case r.is("alias-get-claims"):
 		c.Claims = s.Claims
+	case r.is("alias-get-scope"):
+		c.Scope = s.Scope
+	case r.is("alias-get-meta"):
+		c.Meta = s.Meta
 	}
 	return c
 }
@@ -295,6 +299,8 @@ func (r *refStore) listed(s *refresh.Session) *refresh.Session {
 		c.Scope = s.Scope
 	case r.is("alias-sessions-claims"):
 		c.Claims = s.Claims
+	case r.is("alias-sessions-meta"):
+		c.Meta = s.Meta
 	}
 	return c
 }
