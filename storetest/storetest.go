@@ -476,10 +476,11 @@ func race(t *testing.T, f func(i int) error, ok func(error) bool) int {
 // not a closed channel: goroutines woken from a channel start one by one,
 // microseconds apart, and a check-then-write bug with little between its
 // steps slips through; spinning ones on every CPU start together. With
-// busy the spin never yields, which starts them within nanoseconds of each
-// other; use it only with n <= GOMAXPROCS, or late goroutines wait for
-// preemption to get a CPU. overlapped reports whether any two calls ran at
+// busy the spin does not yield for its first busySpins turns, which starts
+// them within nanoseconds of each other; use it only with n <= GOMAXPROCS. overlapped reports whether any two calls ran at
 // the same time (on a busy machine, one may start only after another ended).
+const busySpins = 1 << 14
+
 func raceN(t *testing.T, n int, busy bool, f func(i int) error, ok func(error) bool) (wins int, overlapped bool) {
 	t.Helper()
 	var won atomic.Int64
@@ -492,8 +493,11 @@ func raceN(t *testing.T, n int, busy bool, f func(i int) error, ok func(error) b
 		go func() {
 			defer wg.Done()
 			ready.Add(1)
-			for ready.Load() < int64(n) {
-				if !busy {
+			for spins := 0; ready.Load() < int64(n); spins++ {
+				// A busy spin lasts a few microseconds at most: past that
+				// the others are not running (a busy machine), and
+				// spinning on would only keep them off the CPU.
+				if !busy || spins >= busySpins {
 					runtime.Gosched()
 				}
 			}
