@@ -202,7 +202,7 @@ func (h *Handlers) writeTokenResponse(w http.ResponseWriter, p *Pair) {
 	resp := TokenResponse{
 		AccessToken:  p.AccessToken,
 		TokenType:    p.TokenType,
-		ExpiresIn:    int64(p.AccessExpiresAt.Sub(h.iss.now()) / time.Second),
+		ExpiresIn:    expiresIn(p.AccessExpiresAt.Sub(h.iss.now())),
 		RefreshToken: p.RefreshToken,
 		Scope:        strings.Join(p.Scope, " "),
 	}
@@ -229,6 +229,13 @@ func (h *Handlers) writeTokenResponse(w http.ResponseWriter, p *Pair) {
 		w.Header().Set("DPoP-Nonce", n) // the next proof's (RFC 9449 §8.2)
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// expiresIn is a token response's expires_in for a token with left to
+// live: whole seconds, and never under 1, because clients read 0 as "no
+// expiry" (x/oauth2 then never refreshes) where it means "expired".
+func expiresIn(left time.Duration) int64 {
+	return max(int64(left/time.Second), 1)
 }
 
 func (h *Handlers) clearCookie(w http.ResponseWriter) {

@@ -65,7 +65,10 @@ type Config struct {
 	// expires. Each rotation renews it. Default 14 days.
 	IdleTTL time.Duration
 	// SessionTTL is the absolute lifetime of a session from login. Rotation
-	// never extends it, and no access token outlives it. Default 90 days.
+	// never extends it, and no access token outlives it. An access token's
+	// exp is whole seconds, so when the end falls within a second, the
+	// session cannot be refreshed from that second's start on (a token
+	// minted then would be expired already). Default 90 days.
 	SessionTTL time.Duration
 	// Grace is how long after a rotation the previous refresh token may
 	// still be presented (a second tab, a lost response) and receives the

@@ -580,12 +580,24 @@ func (iss *Issuer) usable(s *Session, now time.Time, o *callOptions) error {
 	switch {
 	case s.Revoked():
 		return tokenErr(ErrRevoked, "session revoked")
-	case !now.Before(s.ExpiresAt):
+	case ended(s, now):
 		return tokenErr(ErrExpired, "session lifetime over")
 	case !now.Before(s.RotatedAt.Add(iss.cfg.IdleTTL)):
 		return tokenErr(ErrExpired, "session idle too long")
 	}
 	return checkBindings(s, o)
+}
+
+// ended reports whether s's absolute lifetime is over for refreshing at
+// now: from the whole second its end falls in. An access token's exp is in
+// whole seconds and never past its session's end, so one minted in that
+// last fraction of a second would be expired when issued; a refresh there
+// is refused as at the end rather than answered with a dead token and
+// expires_in 0, which clients such as x/oauth2 read as "never expires".
+// At an end on a whole second (every session whose clock and SessionTTL
+// are), that is the end itself.
+func ended(s *Session, now time.Time) bool {
+	return !now.Before(time.Unix(s.ExpiresAt.Unix(), 0))
 }
 
 // live reports whether s can still be refreshed by its own client: not
@@ -691,7 +703,7 @@ func (iss *Issuer) rotateActive(ctx context.Context, dst *Pair, rc *refreshClaim
 	now := iss.now()
 	s := f.Session
 	s.Generation = rc.gen
-	if !now.Before(s.ExpiresAt) {
+	if ended(&s, now) {
 		return nil, nil, false // the slow path reports it, with its event
 	}
 	if err := checkBindings(&s, o); err != nil {

@@ -988,6 +988,59 @@ func TestVuln26_AccessTokenOutlivesSession(t *testing.T) {
 	assert.Equal(t, e.clock.Now().Add(15*time.Minute), q.AccessExpiresAt)
 }
 
+// Finding 31: a session's last access token expires with it (finding 26),
+// and exp is whole seconds, so a refresh in the last fraction of a second
+// of a session that ends off a whole second (its sign-in was) was answered
+// 200 with an access token already expired and expires_in 0, which
+// x/oauth2 reads as "never expires": the client kept a dead token, never
+// refreshed, and every API call failed until it restarted. Now the last
+// fraction of a second refuses the refresh as the end does (invalid_grant,
+// nothing changed), on the one-round-trip path and on a cold instance, and
+// expires_in is never under 1.
+func TestVuln31_DeadTokenInTheLastSecond(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.SessionTTL, c.IdleTTL, c.AccessTTL = time.Hour, time.Hour, 15*time.Minute })
+	e.clock.Set(e.clock.Now().Truncate(time.Second).Add(500 * time.Millisecond))
+	warm, _ := e.server(t, refresh.HandlerConfig{})
+	coldIss, err := refresh.NewIssuer(e.cfg) // reads every session from the store
+	require.NoError(t, err)
+	cold := httptest.NewServer(refresh.NewHandlers(coldIss, refresh.HandlerConfig{}).RefreshHandler())
+	t.Cleanup(cold.Close)
+	client := func(tokenURL string) *oauth2.Config {
+		return &oauth2.Config{ClientID: e.cfg.ClientID, Endpoint: oauth2.Endpoint{TokenURL: tokenURL, AuthStyle: oauth2.AuthStyleInParams}}
+	}
+
+	for _, tc := range []struct{ name, url string }{{"one round trip", warm.URL + "/token"}, {"cold instance", cold.URL}} {
+		p := e.issue(t, "alice")
+		end := e.clock.Now().Add(time.Hour) // half a second past a whole second
+		last := end.Truncate(time.Second)
+
+		// A nanosecond before the last whole second: a token good for a
+		// nanosecond, which x/oauth2 must see as expiring, not as eternal.
+		e.clock.Set(last.Add(-time.Nanosecond))
+		tok, err := client(tc.url).TokenSource(bg, &oauth2.Token{RefreshToken: p.RefreshToken, Expiry: time.Now().Add(-time.Minute)}).Token()
+		require.NoError(t, err, tc.name)
+		assert.False(t, tok.Expiry.IsZero(), "%s: expires_in 0 is \"no expiry\" to x/oauth2", tc.name)
+		assert.False(t, tok.Valid(), "%s: x/oauth2 refreshes a token with a second left", tc.name)
+		_, c := decodeJWT(t, tok.AccessToken)
+		assert.EqualValues(t, last.Unix(), c["exp"], tc.name)
+		gen := e.session(t, p.SessionID).Generation
+
+		// In the last fraction of a second: refused as at the end, and
+		// nothing changes (before: 200, exp equal to now, expires_in 0).
+		for _, at := range []time.Time{last, end.Add(-time.Nanosecond), end} {
+			e.clock.Set(at)
+			_, err := client(tc.url).TokenSource(bg, &oauth2.Token{RefreshToken: tok.RefreshToken, Expiry: time.Now().Add(-time.Minute)}).Token()
+			var re *oauth2.RetrieveError
+			require.ErrorAs(t, err, &re, "%s at end%+v", tc.name, at.Sub(end))
+			assert.Equal(t, "invalid_grant", re.ErrorCode)
+			s := e.session(t, p.SessionID)
+			assert.Equal(t, gen, s.Generation, "%s: nothing changed", tc.name)
+			assert.False(t, s.Revoked(), tc.name)
+		}
+		e.clock.Set(end.Add(time.Minute).Truncate(time.Second).Add(500 * time.Millisecond))
+	}
+}
+
 // editedStore is a MemoryStore whose rows someone with write access to the
 // database has changed (SQL injection into an UPDATE, a rogue operator, a
 // compromised backup restored): every read of session id returns it as
