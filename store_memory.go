@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +31,10 @@ type MemoryStore struct {
 	batch    int
 	sweep    time.Duration
 	proofs   memProofs
+	// sweepFrom is the shard the last deletion batch stopped in: the next
+	// starts there, rather than scanning again the shards that batch left
+	// clean (which made a sweep of many batches quadratic).
+	sweepFrom atomic.Uint32
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -549,8 +554,9 @@ func (m *MemoryStore) Sessions(ctx context.Context, subject string) ([]*Session,
 	return out, nil
 }
 
-// DeleteExpired implements Store. It visits shards in turn and holds each
-// shard's lock only while it scans that shard.
+// DeleteExpired implements Store. It visits shards in turn, from the one
+// the previous call stopped in, and holds each shard's lock only while it
+// scans that shard.
 func (m *MemoryStore) DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error) {
 	cut := nanos(before)
 	return m.deleteWhere(ctx, limit, func(r *memRecord) bool { return r.expires <= cut })
@@ -574,10 +580,13 @@ func (m *MemoryStore) deleteWhere(ctx context.Context, limit int, stale func(*me
 		subject string
 	}
 	var deleted []gone
-	for i := range m.shards {
+	from := m.sweepFrom.Load() % memShards
+	for j := range uint32(memShards) {
 		if len(deleted) >= limit {
 			break
 		}
+		i := (from + j) % memShards
+		m.sweepFrom.Store(i) // a batch that fills up in shard i goes on there
 		sh := &m.shards[i]
 		sh.mu.Lock()
 		for k, r := range sh.fixed {
