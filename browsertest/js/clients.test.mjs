@@ -1,7 +1,8 @@
 // Standard JavaScript OAuth and JOSE libraries against a running
 // refresh-demo: panva's oauth4webapi as the client of the refresh grant
 // (RFC 6749 §6), the revocation endpoint (RFC 7009) and a DPoP-protected
-// resource (RFC 9449), and panva's jose verifying the access tokens against
+// resource (RFC 9449), panva's openid-client (the most used Node.js OAuth
+// client) for the same grant and revocation, and panva's jose verifying the access tokens against
 // the published JWKS as an RFC 9068 resource server would. Nothing here
 // comes from this repository: if a standard client cannot use the service,
 // these tests fail.
@@ -14,6 +15,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import * as oauth from 'oauth4webapi'
 import * as jose from 'jose'
+import * as oidc from 'openid-client'
 
 const base = process.env.DEMO
 assert.ok(base, 'DEMO must be the demo URL')
@@ -54,6 +56,17 @@ async function proof(keyPair, htm, htu, nonce, accessToken) {
     claims.ath = jose.base64url.encode(new Uint8Array(sum))
   }
   return new jose.SignJWT(claims).setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk }).sign(keyPair.privateKey)
+}
+
+// nonceLogin signs alice in at the demo run with -dpop-nonce (at url),
+// bound to keyPair by a jose-made proof carrying nonce, if any; the raw
+// response, which without a current nonce is 400 use_dpop_nonce.
+async function nonceLogin(url, keyPair, nonce) {
+  return fetch(`${url}/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', DPoP: await proof(keyPair, 'POST', `${url}/login`, nonce) },
+    body: new URLSearchParams({ username: 'alice', password: 'wonderland', client_id: client.client_id }),
+  })
 }
 
 // verify checks an access token the way an RFC 9068 resource server does.
@@ -170,6 +183,56 @@ test('bearer: oauth4webapi revokes, the refresh token is dead', async () => {
   await oauth.processRevocationResponse(await oauth.revocationRequest(as, client, none, 'not-a-token', insecure))
 })
 
+test('openid-client: discovers the service, rotates, revokes; reuse and a thief without the DPoP key are invalid_grant', async () => {
+  const discover = async (url) => oidc.discovery(new URL(url), client.client_id, undefined, oidc.None(),
+    { algorithm: 'oauth2', execute: [oidc.allowInsecureRequests] })
+  const config = await discover(base)
+  assert.equal(config.serverMetadata().token_endpoint, `${base}/token`)
+  const rejected = (promise, code) => assert.rejects(promise, (err) => {
+    assert.ok(err instanceof oidc.ResponseBodyError, `want an OAuth error response, got ${err}`)
+    assert.equal(err.error, code)
+    return true
+  })
+
+  // Bearer: a rotation, the spent token is reuse, and the session ends.
+  const first = await login('bob', 'builder')
+  const second = await oidc.refreshTokenGrant(config, first.refresh_token)
+  assert.notEqual(second.refresh_token, first.refresh_token, 'rotated')
+  assert.ok(second.expiresIn() > 0, 'expires_in is a positive number of seconds')
+  assert.equal((await verify(second.access_token)).sub, 'bob')
+  await rejected(oidc.refreshTokenGrant(config, first.refresh_token), 'invalid_grant')
+  await rejected(oidc.refreshTokenGrant(config, second.refresh_token), 'invalid_grant')
+
+  // Revocation (RFC 7009) ends a fresh session.
+  const p = await login('bob', 'builder')
+  await oidc.tokenRevocation(config, p.refresh_token)
+  await rejected(oidc.refreshTokenGrant(config, p.refresh_token), 'invalid_grant')
+
+  // DPoP, against the demo that requires server nonces: openid-client's
+  // handle is refused once with use_dpop_nonce, keeps the nonce and
+  // retries; a thief with another key is refused and ends nothing.
+  const nb = process.env.DEMO_NONCE
+  assert.ok(nb, 'DEMO_NONCE must be a demo run with -dpop-nonce')
+  const config2 = await discover(nb)
+  const keyPair = await oidc.randomDPoPKeyPair('ES256')
+  const DPoP = oidc.getDPoPHandle(config2, keyPair)
+  const signIn = (nonce) => nonceLogin(nb, keyPair, nonce)
+  const nonce = (await signIn()).headers.get('dpop-nonce')
+  const res = await signIn(nonce)
+  assert.equal(res.status, 200, await res.clone().text())
+  const bound = await res.json()
+  const thief = oidc.getDPoPHandle(config2, await oidc.randomDPoPKeyPair('ES256'))
+  await rejected(oidc.refreshTokenGrant(config2, bound.refresh_token, undefined, { DPoP: thief }), 'invalid_grant')
+  const next = await oidc.refreshTokenGrant(config2, bound.refresh_token, undefined, { DPoP })
+  assert.equal(next.token_type, 'dpop')
+  const jkt = await jose.calculateJwkThumbprint(await jose.exportJWK(keyPair.publicKey))
+  const { payload } = await jose.jwtVerify(next.access_token, jose.createRemoteJWKSet(new URL(config2.serverMetadata().jwks_uri)),
+    { issuer: nb, audience: 'refresh-demo', typ: 'at+jwt' })
+  assert.deepEqual(payload.cnf, { jkt }, 'bound to the key')
+  await rejected(oidc.refreshTokenGrant(config2, next.refresh_token), 'invalid_grant') // no proof: refused, nothing revoked
+  assert.equal((await oidc.refreshTokenGrant(config2, next.refresh_token, undefined, { DPoP })).token_type, 'dpop', 'the owner rotates on')
+})
+
 test('DPoP: oauth4webapi proofs rotate and call the API; without the key nothing works and nothing is revoked', async () => {
   const keyPair = await oauth.generateKeyPair('ES256')
   const DPoP = oauth.DPoP(client, keyPair)
@@ -217,11 +280,7 @@ test('DPoP nonces (demo -dpop-nonce): a proof without the server nonce is refuse
   const as2 = await oauth.processDiscoveryResponse(iss2, await oauth.discoveryRequest(iss2, { algorithm: 'oauth2', ...insecure }))
   const keyPair = await oauth.generateKeyPair('ES256')
   const DPoP = oauth.DPoP(client, keyPair)
-  const signIn = async (nonce) => fetch(`${nb}/login`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', DPoP: await proof(keyPair, 'POST', `${nb}/login`, nonce) },
-    body: new URLSearchParams({ username: 'alice', password: 'wonderland', client_id: client.client_id }),
-  })
+  const signIn = (nonce) => nonceLogin(nb, keyPair, nonce)
   let res = await signIn()
   assert.equal(res.status, 400)
   assert.equal((await res.json()).error, 'use_dpop_nonce')
