@@ -189,6 +189,10 @@ var mutants = map[string]string{
 	// Context.
 	"ctx-ignored":        "every method ignores a cancelled context",
 	"ctx-ignored-create": "Create ignores a cancelled context",
+	// The database's clock where a time was given (found 2026-12-02, eighth session).
+	"del-server-clock":      "DeleteExpired compares with the database's clock, not the time given",
+	"stale-server-clock":    "DeleteStale compares expiry with the database's clock, not the time given",
+	"proofdel-reports-only": "DeleteExpiredProofs reports the expired records but removes none",
 	// The two-step races again, with nothing between check and write (two
 	// statements back to back in one process, no pause to widen the window).
 	"advance-race-tight": "Advance checks and sets in two steps, back to back",

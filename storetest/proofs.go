@@ -88,7 +88,9 @@ func testRecordProof(t *testing.T, st refresh.Store) {
 			t.Fatalf(`rule "limit <= 0 removes nothing": DeleteExpiredProofs(limit %d) = %d, %v`, limit, n, err)
 		}
 	}
-	for i := 0; i < 100000; i++ {
+	const reportsOnly = `rule "DeleteExpiredProofs reports what it removed"`
+	drained := false
+	for i := 0; i < 100000 && !drained; i++ {
 		n, err := pr.DeleteExpiredProofs(ctx(t), cut, 2)
 		if err != nil {
 			t.Fatal(err)
@@ -96,9 +98,13 @@ func testRecordProof(t *testing.T, st refresh.Store) {
 		if n > 2 {
 			t.Fatalf(`rule "DeleteExpiredProofs removes at most limit": %d with limit 2`, n)
 		}
-		if n < 2 {
-			break
-		}
+		drained = n < 2
+	}
+	if !drained {
+		t.Fatalf("%s: it reported 2 removals 100,000 times in a row, more records than the suite ever made", reportsOnly)
+	}
+	if n, err := pr.DeleteExpiredProofs(ctx(t), cut, 2); err != nil || n != 0 {
+		t.Fatalf("%s: a second sweep at the same cut-off reported %d more (%v)", reportsOnly, n, err)
 	}
 	// What a sweep keeps is still a replay; what it removed (by the cut,
 	// after its expiry) records again.

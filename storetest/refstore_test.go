@@ -763,6 +763,9 @@ func (r *refStore) Sessions(ctx context.Context, subject string) ([]*refresh.Ses
 }
 
 func (r *refStore) DeleteExpired(ctx context.Context, before time.Time, limit int) (int, error) {
+	if r.is("del-server-clock") { // WHERE expires_at <= now()
+		before = time.Now()
+	}
 	return r.deleteWhere(ctx, "deleteexpired", limit, func(s *refresh.Session) bool {
 		var expired bool
 		switch {
@@ -783,6 +786,9 @@ func (r *refStore) DeleteExpired(ctx context.Context, before time.Time, limit in
 
 // DeleteStale implements refresh.StaleDeleter.
 func (r *refStore) DeleteStale(ctx context.Context, expiredBy, idleBy, revokedBy time.Time, limit int) (int, error) {
+	if r.is("stale-server-clock") { // WHERE expires_at <= now() OR …
+		expiredBy = time.Now()
+	}
 	return r.deleteWhere(ctx, "deletestale", limit, func(s *refresh.Session) bool {
 		expired := !s.ExpiresAt.After(expiredBy)
 		idle := !s.RotatedAt.After(idleBy)
@@ -911,6 +917,17 @@ func (r *refStore) DeleteExpiredProofs(ctx context.Context, before time.Time, li
 	}
 	if limit <= 0 && !r.is("proofdel-unlimited") {
 		return 0, nil
+	}
+	if r.is("proofdel-reports-only") { // the count of what matched, nothing removed
+		n := 0
+		r.mu.Lock()
+		for _, e := range r.proof {
+			if !e.After(before) && n < limit {
+				n++
+			}
+		}
+		r.mu.Unlock()
+		return n, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
