@@ -472,15 +472,18 @@ func race(t *testing.T, f func(i int) error, ok func(error) bool) int {
 	return wins
 }
 
+// busySpins is how many turns a busy spin at raceN's barrier takes before
+// it yields: a few microseconds.
+const busySpins = 1 << 14
+
 // raceN runs f from n goroutines released together by a spinning barrier,
 // not a closed channel: goroutines woken from a channel start one by one,
 // microseconds apart, and a check-then-write bug with little between its
 // steps slips through; spinning ones on every CPU start together. With
 // busy the spin does not yield for its first busySpins turns, which starts
-// them within nanoseconds of each other; use it only with n <= GOMAXPROCS. overlapped reports whether any two calls ran at
-// the same time (on a busy machine, one may start only after another ended).
-const busySpins = 1 << 14
-
+// them within nanoseconds of each other; use it only with n <= GOMAXPROCS.
+// overlapped reports whether any two calls ran at the same time (on a busy
+// machine, one may start only after another ended).
 func raceN(t *testing.T, n int, busy bool, f func(i int) error, ok func(error) bool) (wins int, overlapped bool) {
 	t.Helper()
 	var won atomic.Int64
