@@ -382,12 +382,10 @@ func checkIssue(subject string, o *callOptions) error {
 	if err := checkSubject(subject); err != nil {
 		return err
 	}
-	switch {
-	case !isText(o.clientID):
-		return requestErr("client ID is not valid UTF-8 or holds a NUL byte")
-	case len(o.clientID) > maxNameLen:
-		return requestErr("client ID longer than 1024 bytes")
-	case o.dpop != "" && !isThumbprint(o.dpop):
+	if err := checkName("client ID", o.clientID); err != nil {
+		return err
+	}
+	if o.dpop != "" && !isThumbprint(o.dpop) {
 		return requestErr("DPoP key thumbprint is not an RFC 7638 SHA-256 thumbprint (43 base64url characters)")
 	}
 	for _, tok := range o.scope {
@@ -405,13 +403,20 @@ func checkIssue(subject string, o *callOptions) error {
 // asked about it (Postgres answers NUL in a text parameter with an error,
 // and a store matching subjects loosely would match every one to "").
 func checkSubject(subject string) error {
-	switch {
-	case subject == "":
+	if subject == "" {
 		return requestErr("empty subject")
-	case !isText(subject):
-		return requestErr("subject is not valid UTF-8 or holds a NUL byte")
-	case len(subject) > maxNameLen:
-		return requestErr("subject longer than 1024 bytes")
+	}
+	return checkName("subject", subject)
+}
+
+// checkName refuses a subject or client ID (what) that no store keeps as
+// given: not valid UTF-8, holding NUL, or longer than maxNameLen.
+func checkName(what, s string) error {
+	switch {
+	case !isText(s):
+		return requestErr(what + " is not valid UTF-8 or holds a NUL byte")
+	case len(s) > maxNameLen:
+		return requestErr(what + " longer than 1024 bytes")
 	}
 	return nil
 }
@@ -430,27 +435,24 @@ func isThumbprint(s string) bool {
 
 // distinct returns a copy of scope without repeated tokens, each where it
 // first appears. A scope is a set (RFC 6749 §3.3): a repeat means nothing,
-// and a store may keep scope as a set (a Redis set) that drops it.
+// and a store may keep scope as a set (a Redis set) that drops it. Past 16
+// tokens a map keeps the work linear.
 func distinct(scope []string) []string {
 	out := slices.Clone(scope)[:0] // nil stays nil
-	var seen map[string]bool       // past a few tokens, so that work stays linear
-	for _, tok := range scope {
-		switch {
-		case seen != nil:
-			if seen[tok] {
-				continue
+	if len(scope) <= 16 {
+		for _, tok := range scope {
+			if !slices.Contains(out, tok) {
+				out = append(out, tok)
 			}
-			seen[tok] = true
-		case slices.Contains(out, tok):
-			continue
-		case len(out) == 16:
-			seen = make(map[string]bool, len(scope))
-			for _, t := range out {
-				seen[t] = true
-			}
-			seen[tok] = true
 		}
-		out = append(out, tok)
+		return out
+	}
+	seen := make(map[string]bool, len(scope))
+	for _, tok := range scope {
+		if !seen[tok] {
+			seen[tok] = true
+			out = append(out, tok)
+		}
 	}
 	return out
 }
