@@ -141,7 +141,8 @@ func TestWriteIssueError(t *testing.T) {
 				return
 			}
 			p, err := iss.Issue(r.Context(), "alice", refresh.WithClientID(r.FormValue("client_id")), refresh.WithDPoPProof(proof),
-				refresh.WithMeta(map[string]string{"ua": r.UserAgent()})) // as a naive login handler records it
+				refresh.WithMeta(map[string]string{"ua": r.UserAgent()}),        // as a naive login handler records it
+				refresh.WithClaims(map[string]any{"name": r.FormValue("name")})) // and a display name from the form
 			if err != nil {
 				h.WriteIssueError(w, r, err)
 				return
@@ -163,6 +164,13 @@ func TestWriteIssueError(t *testing.T) {
 	// comes: refused, nothing stored (MaxMetaBytes), so that one sign-in
 	// cannot make the store keep whatever a request carries.
 	r := postForm(t, nil, u, url.Values{"client_id": {"web"}}, map[string]string{"User-Agent": strings.Repeat("M", 64<<10)})
+	assert.Equal(t, 400, r.status, r.raw)
+	assert.Equal(t, map[string]any{"error": "invalid_request"}, r.body)
+	assert.Zero(t, e.store.Len())
+	// A display name holding NUL, which encoding/json writes as \u0000 and
+	// a Postgres jsonb column refuses (a third-party store answered 503):
+	// refused before the store is asked.
+	r = postForm(t, nil, u, url.Values{"client_id": {"web"}, "name": {"eve\x00"}}, nil)
 	assert.Equal(t, 400, r.status, r.raw)
 	assert.Equal(t, map[string]any{"error": "invalid_request"}, r.body)
 	assert.Zero(t, e.store.Len())
