@@ -14,10 +14,11 @@ import (
 	"time"
 
 	"github.com/refreshkit/refresh"
-	"golang.org/x/crypto/bcrypt"
 )
 
-// user is an account of the demo. Passwords are held only as bcrypt hashes.
+// user is a built-in account of the demo, as it starts (newAccounts copies
+// them for each service; POST /password changes the copy). Passwords are
+// held only as bcrypt hashes.
 type user struct {
 	hash  []byte
 	roles []string
@@ -56,8 +57,8 @@ type authConfig struct {
 }
 
 // The scopes a sign-in grants; a client may narrow them at the refresh
-// grant. profile: GET /me and /admin (with the admin role); sessions: the
-// devices list, signing one out, and signing out everywhere.
+// grant. profile: GET /me, /admin (with the admin role) and POST /password;
+// sessions: the devices list, signing one out, and signing out everywhere.
 const (
 	scopeProfile  = "profile"
 	scopeSessions = "sessions"
@@ -94,7 +95,8 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 	sessions := func(h http.Handler) http.Handler { return auth(refresh.RequireScope(scopeSessions)(h)) }
 	mux := http.NewServeMux()
 	throttle := newLoginThrottle(ac.loginFailures, ac.loginWindow, ac.now)
-	mux.Handle("/login", loginHandler(iss, h, throttle))
+	accts := newAccounts()
+	mux.Handle("/login", loginHandler(iss, h, throttle, accts))
 	mux.Handle("/token", h.RefreshHandler())
 	mux.Handle("/revoke", h.RevocationHandler())
 	jwks := h.JWKSHandler()
@@ -142,6 +144,49 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 		}
 	}))))
+	// Change the password (form: password=<new>), which wants a recent
+	// sign-in, then sign out everywhere: every session ends, the caller's
+	// too, and the caller signs in again with the new password. The
+	// password is in place before RevokeSubject runs, and a sign-in that
+	// checked the old one and creates its session after RevokeSubject
+	// looked notices (loginHandler), so no session outlives the change.
+	mux.Handle("POST /password", profile(recent(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := refresh.ClaimsFromContext(r.Context())
+		r.Body = http.MaxBytesReader(w, r.Body, maxLoginBody)
+		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		if mt != "application/x-www-form-urlencoded" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+			return
+		}
+		if err := r.ParseForm(); err != nil {
+			badBody(w, err)
+			return
+		}
+		if len(r.PostForm["password"]) != 1 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+			return
+		}
+		switch err := accts.setPassword(c.Subject, r.PostForm.Get("password")); {
+		case errors.Is(err, errWeakPassword):
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the new password must be 8 to 72 bytes"})
+			return
+		case errors.Is(err, errNoAccount): // a token of a subject that is no account here
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})
+			return
+		case err != nil:
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+			return
+		}
+		n, err := iss.RevokeSubject(r.Context(), c.Subject)
+		if err != nil {
+			// The password changed; the sessions did not all end. Saying
+			// so lets the user finish it (POST /logout-all).
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable",
+				"error_description": "the password was changed, but signing out everywhere failed: sign out everywhere again"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]int{"sessions_ended": n})
+	}))))
 	mux.Handle("POST /logout-all", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := refresh.ClaimsFromContext(r.Context())
 		if _, err := iss.RevokeSubject(r.Context(), c.Subject); err != nil {
@@ -150,7 +195,7 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})))
-	mountApp(mux, iss, hc, throttle)
+	mountApp(mux, iss, hc, throttle, accts)
 	return mux
 }
 
@@ -163,7 +208,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // loginHandler checks a password (form or JSON) and answers with the same
 // token response as the refresh grant.
-func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrottle) http.Handler {
+func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrottle, accts *accounts) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
@@ -223,12 +268,8 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 			h.WriteIssueError(w, r, err) // 400, 401 invalid_client, or 503
 			return
 		}
-		u, ok := users[username]
-		hash := u.hash
+		roles, version, ok := accts.check(username, password)
 		if !ok {
-			hash = dummyHash
-		}
-		if bcrypt.CompareHashAndPassword(hash, []byte(password)) != nil || !ok {
 			failed = true
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_credentials"})
 			return
@@ -242,7 +283,7 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 		opts := []refresh.Option{
 			refresh.WithDPoPProof(proof),
 			refresh.WithScope(scopeProfile, scopeSessions),
-			refresh.WithClaims(map[string]any{"roles": u.roles}),
+			refresh.WithClaims(map[string]any{"roles": roles}),
 			refresh.WithMeta(map[string]string{"user_agent": truncate(r.UserAgent(), 200), "ip": r.RemoteAddr}),
 		}
 		if clientID != "" {
@@ -253,6 +294,24 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 			// 400 for a client_id no store keeps or a replayed DPoP proof,
 			// 503 for a store fault.
 			h.WriteIssueError(w, r, err)
+			return
+		}
+		// The password may have changed since it was checked: then the
+		// change's "log out everywhere" may have run before Issue created
+		// this session, and missed it. Whoever knows the old password
+		// and keeps sign-ins in flight (each one a bcrypt check long)
+		// would always have one there, and keep a session through every
+		// password change. So the session lives only if the password it
+		// was checked against is still the account's, read after Issue
+		// (the change stores the password before it signs out
+		// everywhere): otherwise it ends here, unseen.
+		if accts.version(username) != version {
+			if err := iss.RevokeSession(r.Context(), p.SessionID); err != nil && !errors.Is(err, refresh.ErrSessionNotFound) {
+				h.WriteIssueError(w, r, err) // 503: the token is not handed out
+				return
+			}
+			failed = true
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_credentials"})
 			return
 		}
 		h.WriteTokenResponse(w, r, p)

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/refreshkit/refresh"
+)
+
+// gatedStore holds the next Create, once armed, until release is closed:
+// a sign-in whose password check has passed, caught between the check and
+// its session's creation.
+type gatedStore struct {
+	refresh.Store
+	mu      sync.Mutex // guards armed
+	armed   bool
+	entered chan struct{} // closed when the held Create arrives
+	release chan struct{}
+}
+
+func (g *gatedStore) Create(ctx context.Context, s *refresh.Session) error {
+	g.mu.Lock()
+	armed := g.armed
+	g.armed = false
+	g.mu.Unlock()
+	if armed {
+		close(g.entered)
+		<-g.release
+	}
+	return g.Store.Create(ctx, s)
+}
+
+func (g *gatedStore) arm() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.armed, g.entered, g.release = true, make(chan struct{}), make(chan struct{})
+}
+
+// TestPasswordChangeEndsEverySession is the attack on "log out everywhere"
+// after a password change: whoever knows alice's password keeps signing
+// in, so that one sign-in is always between its password check and its
+// session's creation, and hopes that one lands after the change's
+// RevokeSubject, which then missed it. The attacker's sign-in is held
+// there (gatedStore) while alice changes her password over HTTP; released,
+// it must get no token, and no session of alice may be live. Before
+// loginHandler compared the password's version after Issue, it got 200
+// and a session that outlived the change.
+func TestPasswordChangeEndsEverySession(t *testing.T) {
+	mem := refresh.NewMemoryStore()
+	t.Cleanup(func() { _ = mem.Close() })
+	gs := &gatedStore{Store: mem}
+	iss := newTestIssuerOn(t, gs)
+	srv := httptest.NewServer(newMux(iss))
+	t.Cleanup(srv.Close)
+	signIn := func(password string) reply {
+		return post(t, srv.URL+"/login", form, url.Values{"username": {"alice"}, "password": {password}}.Encode())
+	}
+	changePassword := func(access, body string) reply {
+		return post(t, srv.URL+"/password", form, body, "Authorization", "Bearer "+access)
+	}
+	r := signIn("wonderland")
+	if r.status != 200 {
+		t.Fatalf("alice's sign-in: %v", r)
+	}
+	alice := r.body["access_token"].(string)
+
+	// Refusals change nothing.
+	narrowed := post(t, srv.URL+"/token", form, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {r.body["refresh_token"].(string)}, "scope": {"sessions"}}.Encode())
+	if narrowed.status != 200 {
+		t.Fatalf("narrowing refresh: %v", narrowed)
+	}
+	alice = narrowed.body["access_token"].(string) // scope sessions: not enough
+	if got := changePassword(alice, "password=open+sesame"); got.status != 403 {
+		t.Fatalf("a token without scope profile changed the password: %v", got)
+	}
+	r = signIn("wonderland")
+	alice = r.body["access_token"].(string)
+	for _, bad := range []struct{ body, why string }{
+		{"password=short", "under 8 bytes"},
+		{"password=" + strings.Repeat("x", maxPasswordLen+1), "over bcrypt's 72 bytes"},
+		{"password=open+sesame&password=other+one", "two passwords"},
+		{"", "no password"},
+	} {
+		if got := changePassword(alice, bad.body); got.status != 400 || got.body["error"] != "invalid_request" {
+			t.Errorf("%s: %v, want 400 invalid_request", bad.why, got)
+		}
+	}
+	if got := post(t, srv.URL+"/password", "text/plain", "password=open+sesame", "Authorization", "Bearer "+alice); got.status != 400 {
+		t.Errorf("text/plain: %v", got)
+	}
+	if got := post(t, srv.URL+"/password", form, "password=open+sesame"); got.status != 401 {
+		t.Errorf("no token: %v", got)
+	}
+	if signIn("wonderland").status != 200 {
+		t.Fatal("a refused change changed the password")
+	}
+
+	// The attack.
+	gs.arm()
+	attacker := make(chan reply, 1)
+	go func() { attacker <- signIn("wonderland") }()
+	<-gs.entered // its password check passed; its session is not created yet
+	got := changePassword(alice, "password=open+sesame")
+	if got.status != 200 {
+		t.Fatalf("alice's password change: %v", got)
+	}
+	if n, _ := got.body["sessions_ended"].(float64); n != 3 {
+		t.Errorf("sessions_ended = %v, want alice's 3 sign-ins", got.body["sessions_ended"])
+	}
+	close(gs.release)
+	if a := <-attacker; a.status != 401 || a.body["error"] != "invalid_credentials" || a.body["access_token"] != nil {
+		t.Fatalf("the sign-in in flight during the change: %v; want 401 invalid_credentials and no token", a)
+	}
+	live, err := iss.Sessions(context.Background(), "alice")
+	if err != nil || len(live) != 0 {
+		t.Fatalf("alice's live sessions after the change: %d (%v), want none", len(live), err)
+	}
+	if code, _ := getWith(t, srv.URL+"/me", alice); code != http.StatusUnauthorized {
+		t.Errorf("the changing device's own token after the change: %d, want 401 (it signs in again)", code)
+	}
+	if r := signIn("wonderland"); r.status != 401 {
+		t.Errorf("the old password: %v", r)
+	}
+	if r := signIn("open sesame"); r.status != 200 {
+		t.Errorf("the new password: %v", r)
+	}
+}
