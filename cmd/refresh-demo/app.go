@@ -144,13 +144,39 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 		}
 	}))))
-	// Change the password (form: password=<new>), which wants a recent
-	// sign-in, then sign out everywhere: every session ends, the caller's
-	// too, and the caller signs in again with the new password. The
-	// password is in place before RevokeSubject runs, and a sign-in that
-	// checked the old one and creates its session after RevokeSubject
-	// looked notices (loginHandler), so no session outlives the change.
-	mux.Handle("POST /password", profile(recent(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("POST /password", profile(recent(passwordHandler(iss, accts, throttle))))
+	mux.Handle("POST /logout-all", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := refresh.ClaimsFromContext(r.Context())
+		if _, err := iss.RevokeSubject(r.Context(), c.Subject); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})))
+	mountApp(mux, iss, hc, throttle, accts)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// passwordHandler changes the caller's password (a form of
+// current_password and password, the new one), then signs the user out
+// everywhere: every session ends, the caller's too, and every device signs
+// in again with the new password. Mounted behind a recent sign-in, and it
+// wants the current password as well: an access token stolen in the
+// minutes after a sign-in must not be enough to take the account over (and
+// guesses of the current password count against the client like failed
+// sign-ins). The new password is in place before RevokeSubject runs, and a
+// sign-in that checked the old one and creates its session after
+// RevokeSubject listed the sessions notices (loginHandler), so no session
+// outlives the change.
+func passwordHandler(iss *refresh.Issuer, accts *accounts, throttle *loginThrottle) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := refresh.ClaimsFromContext(r.Context())
 		r.Body = http.MaxBytesReader(w, r.Body, maxLoginBody)
 		mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -162,10 +188,22 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 			badBody(w, err)
 			return
 		}
-		if len(r.PostForm["password"]) != 1 {
+		if len(r.PostForm["password"]) != 1 || len(r.PostForm["current_password"]) != 1 {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
 			return
 		}
+		done := throttle.admit(w, r) // 429 when this client has used up its guesses
+		if done == nil {
+			return
+		}
+		if _, _, ok := accts.check(c.Subject, r.PostForm.Get("current_password")); !ok {
+			done(true)
+			// 403, not 401: the token is good, and a client that refreshes
+			// on 401 would only ask again.
+			writeJSON(w, http.StatusForbidden, map[string]string{"error": "invalid_credentials"})
+			return
+		}
+		done(false)
 		switch err := accts.setPassword(c.Subject, r.PostForm.Get("password")); {
 		case errors.Is(err, errWeakPassword):
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the new password must be 8 to 72 bytes"})
@@ -186,24 +224,7 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]int{"sessions_ended": n})
-	}))))
-	mux.Handle("POST /logout-all", sessions(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, _ := refresh.ClaimsFromContext(r.Context())
-		if _, err := iss.RevokeSubject(r.Context(), c.Subject); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})))
-	mountApp(mux, iss, hc, throttle, accts)
-	return mux
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	})
 }
 
 // loginHandler checks a password (form or JSON) and answers with the same

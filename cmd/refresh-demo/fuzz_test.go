@@ -58,7 +58,7 @@ func FuzzDemo(f *testing.F) {
 		{"GET", "/sessions", "Authorization: Bearer {AT}", "", ""},
 		{"DELETE", "/sessions/{SID}", "Authorization: Bearer {AT}", "", ""},
 		{"POST", "/logout-all", "Authorization: Bearer {AT}", "", ""},
-		{"POST", "/password", "Authorization: Bearer {AT}", "application/x-www-form-urlencoded", "password=open+sesame"},
+		{"POST", "/password", "Authorization: Bearer {AT}", "application/x-www-form-urlencoded", "current_password=wonderland&password=open+sesame"},
 		{"POST", "/app/token", "Cookie: __Host-refresh_token={RT}", "application/x-www-form-urlencoded", "grant_type=refresh_token"},
 		{"POST", "/app/revoke", "X-Requested-With: x", "application/x-www-form-urlencoded", ""},
 		{"GET", "/.well-known/oauth-authorization-server", "", "", ""},

@@ -5,9 +5,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/refreshkit/refresh"
 )
@@ -55,7 +57,9 @@ func TestPasswordChangeEndsEverySession(t *testing.T) {
 	t.Cleanup(func() { _ = mem.Close() })
 	gs := &gatedStore{Store: mem}
 	iss := newTestIssuerOn(t, gs)
-	srv := httptest.NewServer(newMux(iss))
+	// Two wrong current passwords per client and window, as for sign-ins.
+	throttleClock := &testClock{t: time.Unix(1_800_000_000, 0)}
+	srv := httptest.NewServer(newAuthMux(iss, authConfig{loginFailures: 2, loginWindow: time.Hour, now: throttleClock.Now}))
 	t.Cleanup(srv.Close)
 	signIn := func(password string) reply {
 		return post(t, srv.URL+"/login", form, url.Values{"username": {"alice"}, "password": {password}}.Encode())
@@ -75,29 +79,43 @@ func TestPasswordChangeEndsEverySession(t *testing.T) {
 		t.Fatalf("narrowing refresh: %v", narrowed)
 	}
 	alice = narrowed.body["access_token"].(string) // scope sessions: not enough
-	if got := changePassword(alice, "password=open+sesame"); got.status != 403 {
+	if got := changePassword(alice, "current_password=wonderland&password=open+sesame"); got.status != 403 || got.body["error"] != "insufficient_scope" {
 		t.Fatalf("a token without scope profile changed the password: %v", got)
 	}
 	r = signIn("wonderland")
 	alice = r.body["access_token"].(string)
 	for _, bad := range []struct{ body, why string }{
-		{"password=short", "under 8 bytes"},
-		{"password=" + strings.Repeat("x", maxPasswordLen+1), "over bcrypt's 72 bytes"},
-		{"password=open+sesame&password=other+one", "two passwords"},
-		{"", "no password"},
+		{"current_password=wonderland&password=short", "under 8 bytes"},
+		{"current_password=wonderland&password=" + strings.Repeat("x", maxPasswordLen+1), "over bcrypt's 72 bytes"},
+		{"current_password=wonderland&password=open+sesame&password=other+one", "two passwords"},
+		{"current_password=wonderland&current_password=x&password=open+sesame", "two current passwords"},
+		{"password=open+sesame", "no current password"},
+		{"current_password=wonderland", "no new password"},
 	} {
 		if got := changePassword(alice, bad.body); got.status != 400 || got.body["error"] != "invalid_request" {
 			t.Errorf("%s: %v, want 400 invalid_request", bad.why, got)
 		}
 	}
-	if got := post(t, srv.URL+"/password", "text/plain", "password=open+sesame", "Authorization", "Bearer "+alice); got.status != 400 {
+	if got := post(t, srv.URL+"/password", "text/plain", "current_password=wonderland&password=open+sesame", "Authorization", "Bearer "+alice); got.status != 400 {
 		t.Errorf("text/plain: %v", got)
 	}
-	if got := post(t, srv.URL+"/password", form, "password=open+sesame"); got.status != 401 {
+	if got := post(t, srv.URL+"/password", form, "current_password=wonderland&password=open+sesame"); got.status != 401 {
 		t.Errorf("no token: %v", got)
 	}
-	if signIn("wonderland").status != 200 {
-		t.Fatal("a refused change changed the password")
+	// An access token alone (stolen in the minutes after a sign-in, say)
+	// does not change the password: it wants the current one, and guesses
+	// count like failed sign-ins.
+	for i := range 2 {
+		if got := changePassword(alice, "current_password=guess"+strconv.Itoa(i)+"&password=open+sesame"); got.status != 403 || got.body["error"] != "invalid_credentials" {
+			t.Errorf("wrong current password %d: %v, want 403 invalid_credentials", i, got)
+		}
+	}
+	if got := changePassword(alice, "current_password=wonderland&password=open+sesame"); got.status != http.StatusTooManyRequests {
+		t.Errorf("a third guess: %v, want 429", got)
+	}
+	throttleClock.Add(time.Hour) // the window ends
+	if r := signIn("wonderland"); r.status != 200 {
+		t.Fatalf("a refused change changed the password: %v", r)
 	}
 
 	// The attack.
@@ -105,7 +123,7 @@ func TestPasswordChangeEndsEverySession(t *testing.T) {
 	attacker := make(chan reply, 1)
 	go func() { attacker <- signIn("wonderland") }()
 	<-gs.entered // its password check passed; its session is not created yet
-	got := changePassword(alice, "password=open+sesame")
+	got := changePassword(alice, "current_password=wonderland&password=open+sesame")
 	if got.status != 200 {
 		t.Fatalf("alice's password change: %v", got)
 	}
@@ -126,6 +144,7 @@ func TestPasswordChangeEndsEverySession(t *testing.T) {
 	if r := signIn("wonderland"); r.status != 401 {
 		t.Errorf("the old password: %v", r)
 	}
+	throttleClock.Add(time.Hour) // the held sign-in and the old password counted as failures
 	if r := signIn("open sesame"); r.status != 200 {
 		t.Errorf("the new password: %v", r)
 	}

@@ -62,7 +62,7 @@ func TestStoreDownEveryRoute(t *testing.T) {
 		{"GET", "/sessions", "", "", true, []int{503}, ""},
 		{"DELETE", "/sessions/" + sid, "", "", true, []int{503}, ""},
 		{"POST", "/logout-all", "", "", true, []int{503}, ""},
-		{"POST", "/password", form, "password=open+sesame", true, []int{503}, ""},
+		{"POST", "/password", form, "current_password=wonderland&password=open+sesame", true, []int{503}, ""},
 		{"GET", "/.well-known/jwks.json", "", "", false, []int{200}, `"keys"`},
 		{"GET", "/.well-known/oauth-authorization-server", "", "", false, []int{200}, `"token_endpoint"`},
 		{"GET", "/", "", "", false, []int{200}, "<html"},
