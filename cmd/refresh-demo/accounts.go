@@ -54,15 +54,14 @@ func (a *accounts) check(username, password string) (roles []string, version uin
 	return roles, version, true
 }
 
-// version returns the version of username's password (0 for an unknown
-// user).
-func (a *accounts) version(username string) uint64 {
+// current reports whether username is an account whose password is still
+// at version: false once the password changed, and for an account that is
+// gone.
+func (a *accounts) current(username string, version uint64) bool {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
-	if acc, ok := a.m[username]; ok {
-		return acc.version
-	}
-	return 0
+	acc, ok := a.m[username]
+	return ok && acc.version == version
 }
 
 // Bounds of a new password: bcrypt reads at most 72 bytes.

@@ -326,7 +326,7 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 		// was checked against is still the account's, read after Issue
 		// (the change stores the password before it signs out
 		// everywhere): otherwise it ends here, unseen.
-		if accts.version(username) != version {
+		if !accts.current(username, version) {
 			if err := iss.RevokeSession(r.Context(), p.SessionID); err != nil && !errors.Is(err, refresh.ErrSessionNotFound) {
 				h.WriteIssueError(w, r, err) // 503: the token is not handed out
 				return
