@@ -71,19 +71,17 @@ func TestPasswordChangeEndsEverySession(t *testing.T) {
 	if r.status != 200 {
 		t.Fatalf("alice's sign-in: %v", r)
 	}
-	alice := r.body["access_token"].(string)
 
 	// Refusals change nothing.
 	narrowed := post(t, srv.URL+"/token", form, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {r.body["refresh_token"].(string)}, "scope": {"sessions"}}.Encode())
 	if narrowed.status != 200 {
 		t.Fatalf("narrowing refresh: %v", narrowed)
 	}
-	alice = narrowed.body["access_token"].(string) // scope sessions: not enough
-	if got := changePassword(alice, "current_password=wonderland&password=open+sesame"); got.status != 403 || got.body["error"] != "insufficient_scope" {
+	onlySessions := narrowed.body["access_token"].(string) // scope sessions: not enough
+	if got := changePassword(onlySessions, "current_password=wonderland&password=open+sesame"); got.status != 403 || got.body["error"] != "insufficient_scope" {
 		t.Fatalf("a token without scope profile changed the password: %v", got)
 	}
-	r = signIn("wonderland")
-	alice = r.body["access_token"].(string)
+	alice := signIn("wonderland").body["access_token"].(string)
 	for _, bad := range []struct{ body, why string }{
 		{"current_password=wonderland&password=short", "under 8 bytes"},
 		{"current_password=wonderland&password=" + strings.Repeat("x", maxPasswordLen+1), "over bcrypt's 72 bytes"},
