@@ -120,7 +120,11 @@ func TestPasswordChangeEndsEverySession(t *testing.T) {
 	gs.arm()
 	attacker := make(chan reply, 1)
 	go func() { attacker <- signIn("wonderland") }()
-	<-gs.entered // its password check passed; its session is not created yet
+	select {
+	case <-gs.entered: // its password check passed; its session is not created yet
+	case a := <-attacker:
+		t.Fatalf("the attacker's sign-in ended before creating a session: %v", a)
+	}
 	got := changePassword(alice, "current_password=wonderland&password=open+sesame")
 	if got.status != 200 {
 		t.Fatalf("alice's password change: %v", got)
