@@ -29,11 +29,12 @@ func init() {
 	if len(users) != 2 {
 		panic("bcrypt_test.go: the demo has users this file does not know")
 	}
-	// dummyHash, which an unknown user's password is checked against,
-	// keeps the demo's cost 10: TestLoginThrottleConcurrentGuesses guesses
-	// for an unknown user so that each check is long enough for guesses
-	// sent together to overlap (at cost 4 the throttle's old bug, counting
-	// only finished checks, was caught in 4 of 5 runs; at cost 10 every
-	// time).
 	bcryptCost = bcrypt.MinCost // for POST /password
+
+	// dummyHash, which an unknown user's password is checked against, is
+	// left at the demo's cost 10: TestLoginThrottleConcurrentGuesses
+	// guesses for an unknown user so that each check is long enough for
+	// guesses sent together to overlap (at cost 4 the throttle's old bug,
+	// counting only finished checks, was caught in 4 of 5 runs; at cost 10
+	// every time).
 }
