@@ -92,6 +92,7 @@ func rotateSerial(b *testing.B, alg string) {
 // on, one at a time.
 func rotateLoop(b *testing.B, iss *refresh.Issuer, tok string) {
 	b.ReportAllocs()
+	start := cpuNow()
 	for b.Loop() {
 		p, err := iss.Rotate(ctx, tok)
 		if err != nil {
@@ -99,6 +100,7 @@ func rotateLoop(b *testing.B, iss *refresh.Issuer, tok string) {
 		}
 		tok = p.RefreshToken
 	}
+	reportCPU(b, start)
 }
 
 // BenchmarkRefreshRotateParallel: independent sessions from every P; compare
@@ -106,6 +108,7 @@ func rotateLoop(b *testing.B, iss *refresh.Issuer, tok string) {
 func BenchmarkRefreshRotateParallel(b *testing.B) {
 	iss := newIssuer(b, "HS256")
 	b.ReportAllocs()
+	start := cpuNow()
 	b.RunParallel(func(pb *testing.PB) {
 		p, _ := iss.Issue(ctx, "alice", refresh.WithScope("read"))
 		tok := p.RefreshToken
@@ -118,6 +121,7 @@ func BenchmarkRefreshRotateParallel(b *testing.B) {
 			tok = p.RefreshToken
 		}
 	})
+	reportCPU(b, start)
 }
 
 // BenchmarkRefreshRotateLiveHeap is BenchmarkRefreshRotate/HS256 and
@@ -523,9 +527,11 @@ func BenchmarkShapeOfRotate(b *testing.B) {
 		b.Run(sh.name, func(b *testing.B) {
 			p := &refresh.Pair{Subject: "alice", SessionID: "s", Scope: []string{"read"}}
 			b.ReportAllocs()
+			start := cpuNow()
 			for b.Loop() {
 				sh.op(p)
 			}
+			reportCPU(b, start)
 		})
 	}
 }
@@ -534,12 +540,14 @@ func BenchmarkShapeOfRotateParallel(b *testing.B) {
 	for _, sh := range shapes {
 		b.Run(sh.name, func(b *testing.B) {
 			b.ReportAllocs()
+			start := cpuNow()
 			b.RunParallel(func(pb *testing.PB) {
 				p := &refresh.Pair{Subject: "alice", SessionID: "s", Scope: []string{"read"}}
 				for pb.Next() {
 					sh.op(p)
 				}
 			})
+			reportCPU(b, start)
 		})
 	}
 }
