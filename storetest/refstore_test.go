@@ -382,6 +382,9 @@ func (r *refStore) Advance(ctx context.Context, id string, from uint64, at time.
 	if r.is("advance-sets-createdat") {
 		s.CreatedAt = s.RotatedAt
 	}
+	if r.is("advance-slides-expiry") { // SET expires_at = now() + the lifetime
+		s.ExpiresAt = s.RotatedAt.Add(s.ExpiresAt.Sub(s.CreatedAt))
+	}
 	return nil
 }
 
@@ -572,6 +575,9 @@ func (r *refStore) UseGrace(ctx context.Context, id string, generation uint64, l
 		return refresh.ErrConflict
 	}
 	s.GraceUses++
+	if r.is("grace-touches-rotatedat") { // SET grace_uses = grace_uses + 1, last_used = now()
+		s.RotatedAt = time.Now()
+	}
 	return nil
 }
 
@@ -587,6 +593,10 @@ func (r *refStore) Revoke(ctx context.Context, id string, at time.Time, reason s
 			return nil
 		}
 		return refresh.ErrSessionNotFound
+	}
+	if r.is("revoke-deletes") { // a sign-out as DELETE
+		delete(r.m, s.ID)
+		return nil
 	}
 	if !s.Revoked() || r.is("revoke-overwrite") {
 		s.RevokedAt, s.RevokeReason = r.store(at), reason
@@ -680,6 +690,9 @@ func (r *refStore) RevokeSubject(ctx context.Context, subject string, at time.Ti
 			continue // an off-by-one in the page loop
 		}
 		switch {
+		case !s.Revoked() && r.is("revsubj-deletes"): // log out everywhere as DELETE
+			delete(r.m, s.ID)
+			n++
 		case !s.Revoked():
 			s.RevokedAt, s.RevokeReason = r.store(at), reason
 			if r.is("revsubj-server-clock") {
