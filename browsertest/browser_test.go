@@ -383,6 +383,67 @@ func TestBrowserApp(t *testing.T) {
 		waitView(t, n, "app")
 		assert.Equal(t, 1, dn.events("rotated", nsid), "the silent refresh, with the nonce it was handed")
 		assert.Equal(t, refused, dn.requests("POST", "/app/token", 400), "the sign-in response's nonce was used: no retry")
+
+		t.Run("10 changing the password ends every session", func(t *testing.T) {
+			// bob on another device, through the API: a refresh token of
+			// its own, which must stop working with the password change.
+			resp, err := http.DefaultClient.Do(formReq(t, dn.base+"/login", "username=bob&password=builder"))
+			require.NoError(t, err)
+			var other struct {
+				RefreshToken string `json:"refresh_token"`
+			}
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&other))
+			resp.Body.Close()
+			require.Equal(t, 200, resp.StatusCode)
+			refreshOther := func() int {
+				resp, err := http.DefaultClient.Do(formReq(t, dn.base+"/token", "grant_type=refresh_token&refresh_token="+other.RefreshToken))
+				require.NoError(t, err)
+				var tr struct {
+					RefreshToken string `json:"refresh_token"`
+				}
+				_ = json.NewDecoder(resp.Body).Decode(&tr)
+				resp.Body.Close()
+				if tr.RefreshToken != "" {
+					other.RefreshToken = tr.RefreshToken
+				}
+				return resp.StatusCode
+			}
+			require.Equal(t, 200, refreshOther())
+			signInStatus := func(pass string) int {
+				resp, err := http.DefaultClient.Do(formReq(t, dn.base+"/login", "username=bob&password="+pass))
+				require.NoError(t, err)
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			sid := eval[string](t, n, `document.getElementById('me-sid').textContent`)
+
+			// A wrong current password changes nothing.
+			do(t, n, "change the password with a wrong current one",
+				chromedp.SetValue(chromedp.ID("current-password"), "not-builder"),
+				chromedp.SetValue(chromedp.ID("new-password"), "bob-the-builder-2"),
+				chromedp.Click(chromedp.ID("password-button")),
+			)
+			pollValue[bool](t, n, `!document.getElementById('password-error').hidden || null`)
+			assert.Contains(t, eval[string](t, n, `document.getElementById('password-error').textContent`), "wrong")
+			assert.Equal(t, 1, dn.requests("POST", "/password", 403))
+			assert.Equal(t, "app", eval[string](t, n, `document.body.dataset.view`))
+			assert.Equal(t, 200, refreshOther(), "the other device is still signed in")
+
+			do(t, n, "change the password",
+				chromedp.SetValue(chromedp.ID("current-password"), "builder"),
+				chromedp.SetValue(chromedp.ID("new-password"), "bob-the-builder-2"),
+				chromedp.Click(chromedp.ID("password-button")),
+			)
+			waitView(t, n, "login")
+			assert.Contains(t, eval[string](t, n, `document.getElementById('login-note').textContent`), "Password changed")
+			assert.Equal(t, 1, dn.requests("POST", "/password", 200))
+			assert.Equal(t, 1, dn.events("revoked", sid), "this browser's session ended")
+			assert.Nil(t, refreshCookie(t, n, dn.base), "the cookie is cleared")
+			assert.Equal(t, 400, refreshOther(), "the other device's refresh token is refused")
+			assert.Equal(t, 401, signInStatus("builder"), "the old password is refused")
+			signIn(t, n, "bob", "bob-the-builder-2")
+			assert.Equal(t, 1, liveSessions(t, dn.base, "bob", "bob-the-builder-2"), "of bob's sessions only the browser's new sign-in is live")
+		})
 	})
 }
 

@@ -345,6 +345,40 @@ async function signOutEverywhere() {
   }
 }
 
+// changePassword sends the current and the new password (POST /password,
+// which wants a recent sign-in); the server then ends every session of the
+// user, this one too, so the app signs out and asks for the new password.
+async function changePassword(ev) {
+  ev.preventDefault();
+  $('password-error').hidden = true;
+  $('password-button').disabled = true;
+  try {
+    const body = new URLSearchParams({ current_password: $('current-password').value, password: $('new-password').value });
+    const r = await api('/password', { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body });
+    if (stepUp(r)) {
+      await signOut('To change your password, sign in again first.');
+      return;
+    }
+    if (r.ok) {
+      $('current-password').value = '';
+      $('new-password').value = '';
+      await signOut('Password changed, and every device signed out. Sign in with the new password.');
+      return;
+    }
+    const e = await r.json().catch(() => ({}));
+    $('password-error').textContent = r.status === 403 ? 'The current password is wrong.'
+      : r.status === 429 ? 'Too many failed attempts: try again in ' + r.headers.get('Retry-After') + ' s.'
+      : e.error_description ? 'Not done: ' + e.error_description + '.'
+      : 'Not changed (HTTP ' + r.status + ').';
+    $('password-error').hidden = false;
+  } catch (e) {
+    if (e instanceof SignedOut) signedOut('Your session has ended. Sign in again.');
+    else fail(e);
+  } finally {
+    $('password-button').disabled = false;
+  }
+}
+
 async function login(ev) {
   ev.preventDefault();
   $('login-error').hidden = true;
@@ -372,6 +406,7 @@ async function boot() {
   $('reload').addEventListener('click', load);
   $('signout').addEventListener('click', () => signOut());
   $('signout-all').addEventListener('click', signOutEverywhere);
+  $('password-form').addEventListener('submit', changePassword);
   document.addEventListener('visibilitychange', () => { if (!document.hidden && access) load(); });
   setInterval(() => { if (access && !document.hidden) load(); }, POLL_MS);
   if (channel) {
