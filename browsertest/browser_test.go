@@ -437,6 +437,8 @@ func TestBrowserApp(t *testing.T) {
 			)
 			waitView(t, n, "login")
 			assert.Contains(t, eval[string](t, n, `document.getElementById('login-note').textContent`), "Password changed")
+			assert.Empty(t, eval[string](t, n, `document.getElementById('current-password').value + document.getElementById('new-password').value`),
+				"no password left in the page for whoever signs in next")
 			assert.Equal(t, 1, dn.requests("POST", "/password", 200))
 			// One event for the subject: this browser's session and the other
 			// device's (RevokeSubject names no session).

@@ -246,6 +246,9 @@ function stepUp(r) {
 function signedOut(note) {
   access = null;
   mySid = '';
+  // Whoever signs in next in this tab must not find passwords typed here.
+  $('current-password').value = '';
+  $('new-password').value = '';
   $('login-note').textContent = note || '';
   $('login-note').hidden = !note;
   show('login');
@@ -360,8 +363,6 @@ async function changePassword(ev) {
       return;
     }
     if (r.ok) {
-      $('current-password').value = '';
-      $('new-password').value = '';
       await signOut('Password changed, and every device signed out. Sign in with the new password.');
       return;
     }
