@@ -22,11 +22,11 @@ func testChurn(t *testing.T, st refresh.Store) {
 	}
 	const (
 		step      = 10 * time.Minute
-		steps     = 48 // 8 hours
+		steps     = 30 // 5 hours: 24 steps after it settles
 		idle      = time.Hour
 		retention = 30 * time.Minute
-		perStep   = 30 // new sessions per step
-		revoked   = 8  // of which logged out at once
+		perStep   = 16 // new sessions per step
+		revoked   = 4  // of which logged out at once
 	)
 	var (
 		mu  sync.Mutex
