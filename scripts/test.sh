@@ -36,6 +36,11 @@ case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin:/sbin ;; esac
 MODULES=(. pgstore redisstore sqlitestore cmd/refresh-demo releasetest bench browsertest)
 gowork() { case $1 in bench|releasetest|browsertest) shift; GOWORK=off "$@" ;; *) shift; "$@" ;; esac; }
 read -r -a FLAGS <<<"${GO_TEST_FLAGS:--race -count=1}"
+# -trimpath for every build: releasetest builds its consumer with it, from
+# module caches of its own, and the demo's tests build the demo; with it
+# here too, each dependency compiles once for all of them (on an empty
+# build cache, SQLite alone is a minute).
+case " $(go env GOFLAGS) " in *" -trimpath "*) ;; *) export GOFLAGS="$(go env GOFLAGS) -trimpath" ;; esac
 CI=${CI:-false}
 # The tests run in a zone far from UTC with an odd offset (+12:45, +13:45 in
 # summer) unless TZ is set, so that no code or test passes by taking the
@@ -299,10 +304,56 @@ start_chromium
 start_node
 [ -n "${REDIS_URL_GIVEN:-}" ] || start_redis_cluster
 
-status=0
+# The modules run in two lanes side by side: most of the tests in the
+# second wait on a server, a browser or a child process, so on two cores
+# the lanes together take about two thirds of one after the other. Each
+# module's output is printed whole when it ends. TEST_LANES=1 runs them one
+# after the other with the output as it comes (and so does a benchmark
+# run, so that nothing else shares the machine while it measures; the
+# -benchtime=1x smoke run of .ci/run is not one).
+LANES=(". sqlitestore releasetest" "pgstore redisstore cmd/refresh-demo browsertest bench")
 for m in "${MODULES[@]}"; do
-  say "go test ${FLAGS[*]} $* ($m)"
-  (cd "$ROOT/$m" && gowork "$m" go test "${FLAGS[@]}" "$@" ./...) || status=1
+  n=0
+  for l in "${LANES[@]}"; do for x in $l; do [ "$x" = "$m" ] && n=$((n + 1)); done; done
+  [ $n = 1 ] || die "module $m is in $n lanes of scripts/test.sh, not one"
 done
+[ "$(echo ${LANES[*]} | wc -w)" = ${#MODULES[@]} ] || die "the lanes of scripts/test.sh name a module that is not in MODULES"
+lanes=${TEST_LANES:-2}
+measuring=false
+for a in "$@"; do case $a in -bench|-bench=*|-test.bench|-test.bench=*) measuring=true ;; esac; done
+for a in "$@"; do case $a in -benchtime=1x|-test.benchtime=1x) measuring=false ;; esac; done
+[ "$measuring" = true ] && lanes=1
+command -v flock >/dev/null || lanes=1 # util-linux: prints one module at a time
+
+run_module() { # module, then the go test arguments
+  local m=$1 out rc=0 start=$SECONDS
+  shift
+  if [ "$lanes" = 1 ]; then
+    say "go test ${FLAGS[*]} $* ($m)"
+    (cd "$ROOT/$m" && gowork "$m" go test "${FLAGS[@]}" "$@" ./...) || return 1
+    return 0
+  fi
+  out=$TMP/out.${m//\//_}
+  (cd "$ROOT/$m" && gowork "$m" go test "${FLAGS[@]}" "$@" ./...) >"$out" 2>&1 || rc=1
+  {
+    flock 9
+    say "go test ${FLAGS[*]} $* ($m): $([ $rc = 0 ] && echo passed || echo FAILED) in $((SECONDS - start)) s"
+    cat "$out"
+  } 9>"$TMP/print.lock"
+  return $rc
+}
+
+status=0
+if [ "$lanes" = 1 ]; then
+  for m in "${MODULES[@]}"; do run_module "$m" "$@" || status=1; done
+else
+  say "go test ${FLAGS[*]} $* in two lanes: ${LANES[0]} | ${LANES[1]} (TEST_LANES=1: one module at a time)"
+  pids=()
+  for l in "${LANES[@]}"; do
+    (st=0; for m in $l; do run_module "$m" "$@" || st=1; done; exit $st) &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || status=1; done
+fi
 [ $status = 0 ] && say "all modules passed" || say "some tests FAILED"
 exit $status
