@@ -60,7 +60,7 @@ type options struct {
 	introspectionSecret string
 	// Resource-server mode.
 	resourceServer             bool
-	authURL                    string
+	authURL, publicURL         string
 	introspectTTL, jwksRefetch time.Duration
 	// logRequests logs every request's method, path, status and origin.
 	logRequests bool
@@ -87,6 +87,7 @@ func main() {
 	fs.StringVar(&o.issuer, "issuer", "", "public URL of the service (tokens' iss, DPoP htu), for several instances behind one name; default the listen URL")
 	fs.BoolVar(&o.resourceServer, "resource-server", false, "run as a resource server: verify the tokens of the auth service at -auth")
 	fs.StringVar(&o.authURL, "auth", "http://127.0.0.1:8080", "with -resource-server: the auth service's URL (its issuer)")
+	fs.StringVar(&o.publicURL, "public-url", "", "with -resource-server: its public URL (DPoP htu) behind a proxy or a port mapping; default: any host name on the listen port")
 	fs.DurationVar(&o.introspectTTL, "introspect-ttl", 5*time.Second, "with -resource-server: how long an introspection answer is reused")
 	fs.DurationVar(&o.jwksRefetch, "jwks-refetch", time.Minute, "with -resource-server: at most one JWKS fetch per this interval for unknown key ids")
 	fs.DurationVar(&o.dpopNonce, "dpop-nonce", 0, "require server nonces in DPoP proofs, each good for this long (RFC 9449 §8, §9; 0: none); with -resource-server, under DPOP_NONCE_SECRET")
@@ -200,6 +201,9 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	}
 	var handler http.Handler = newAuthMux(iss, authConfig{introspectionSecret: o.introspectionSecret, log: log, recentAuth: o.recentAuth,
 		loginFailures: o.loginFailures, loginWindow: time.Minute})
+	if publicURL == "" {
+		handler = ownPortOnly(handler, ln.Addr(), "", "-issuer")
+	}
 	if o.logRequests {
 		handler = requestLog(handler, log)
 	}
@@ -221,6 +225,37 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	// the sessions in use (expired, idle and long-revoked ones go).
 	go sweep(ctx, iss, 5*time.Minute, log)
 	return serveUntil(ctx, srv, ln, out)
+}
+
+// ownPortOnly answers 421 Misdirected Request (RFC 9110 §15.5.20) to a
+// request whose Host names a port other than addr's, or names other (the
+// auth service, for the resource server), and passes the rest to next. It
+// stands in for a public URL when none is configured: DPoP's htu is then
+// checked against the Host header, which the client writes, so without it
+// a proof captured on a sibling service (the auth service's /me and the
+// resource server's /me accept the same tokens) could be replayed here
+// within its minute with that service's Host. Any host name reaches the
+// demo on its own port (localhost, 127.0.0.1, a LAN address); behind a
+// proxy or a port mapping, flag names the option that sets the URL.
+func ownPortOnly(next http.Handler, addr net.Addr, other, flag string) http.Handler {
+	_, port, _ := net.SplitHostPort(addr.String())
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := "80"
+		if r.TLS != nil {
+			p = "443"
+		}
+		if _, hp, err := net.SplitHostPort(r.Host); err == nil {
+			p = hp
+		}
+		if p != port || (other != "" && strings.EqualFold(r.Host, other)) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			w.WriteHeader(http.StatusMisdirectedRequest)
+			fmt.Fprintf(w, "misdirected request: the Host header names another server; this one listens on port %s (behind a proxy or a port mapping, start it with %s naming the URL clients use)\n", port, flag)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // requestLog logs each request after it was answered: what the browser app

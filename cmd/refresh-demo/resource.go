@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -24,8 +25,19 @@ func runResource(ctx context.Context, o options, log *slog.Logger, out io.Writer
 		return err
 	}
 	auth := strings.TrimRight(o.authURL, "/")
+	authURL, err := url.Parse(auth)
+	if err != nil || (authURL.Scheme != "http" && authURL.Scheme != "https") || authURL.Host == "" {
+		return fmt.Errorf("-auth %q: want the auth service's URL, http(s)://host[:port]", o.authURL)
+	}
+	public := strings.TrimRight(o.publicURL, "/")
+	if public != "" {
+		if u, err := url.Parse(public); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("-public-url %q: want this server's public URL, http(s)://host[:port]", o.publicURL)
+		}
+	}
 	cfg := refresh.VerifierConfig{
 		Issuer:              auth, // the auth demo's issuer is its URL
+		PublicURL:           public,
 		Audience:            "refresh-demo",
 		JWKSURL:             auth + "/.well-known/jwks.json",
 		JWKSRefetchInterval: o.jwksRefetch,
@@ -71,7 +83,11 @@ func runResource(ctx context.Context, o options, log *slog.Logger, out io.Writer
 	}
 	fmt.Fprintf(out, "refresh-demo resource server on %s, for tokens of %s. Keys %s. Introspection %s. DPoP nonces %s.\n", base, auth, keys, intro, nonces)
 	fmt.Fprintf(out, "Try: curl -s %s/me -H \"Authorization: Bearer $AT\"\n", base)
-	srv := &http.Server{Handler: newResourceMux(v, o.recentAuth), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
+	handler := newResourceMux(v, o.recentAuth)
+	if public == "" {
+		handler = ownPortOnly(handler, ln.Addr(), authURL.Host, "-public-url")
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second}
 	return serveUntil(ctx, srv, ln, out)
 }
 

@@ -191,7 +191,8 @@ func tokenKid(t *testing.T, tok string) string {
 // restarting the resource server; a flood of tokens with made-up key ids
 // costs the auth service at most one JWKS request; "log out everywhere" on
 // the auth service reaches the resource server through introspection
-// within its cache TTL (the delay is measured and logged).
+// within its cache TTL (the delay is measured and logged). A DPoP request
+// captured on either is refused by the other (1b).
 func TestTwoProcessesResourceServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds the demo and runs two processes")
@@ -225,6 +226,53 @@ func TestTwoProcessesResourceServer(t *testing.T) {
 	}
 	if _, h := getWith(t, rs.base+"/me", ""); !strings.Contains(h.Get("WWW-Authenticate"), `Bearer realm="refresh-demo-api"`) {
 		t.Fatalf("challenge: %q", h.Get("WWW-Authenticate"))
+	}
+
+	// 1b. A DPoP request captured on one service, replayed to the other
+	// with the first one's Host header, so that the proof's htu matches the
+	// URL the Host makes (both /me accept the same tokens, and each keeps
+	// its own replay cache): 421 both ways, nothing answered from the
+	// token (before: 200 both ways, within the proof's minute).
+	key := newDPoPKey(t)
+	pair := loginPair(t, auth.base, "bob", "builder", "DPoP", key.proof("POST", auth.base+"/login", ""))
+	at := pair["access_token"].(string)
+	dpopGet := func(target, host, proof string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", target, nil)
+		req.Host = host
+		req.Header.Set("Authorization", "DPoP "+at)
+		req.Header.Set("DPoP", proof)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	authHost, rsHost := strings.TrimPrefix(auth.base, "http://"), strings.TrimPrefix(rs.base, "http://")
+	atAuth := key.proof("GET", auth.base+"/me", at)
+	if code, body := dpopGet(auth.base+"/me", authHost, atAuth); code != 200 {
+		t.Fatalf("the owner's DPoP request at the auth service: %d %s", code, body)
+	}
+	if code, body := dpopGet(rs.base+"/me", authHost, atAuth); code != http.StatusMisdirectedRequest || strings.Contains(body, "bob") {
+		t.Fatalf("the auth service's request replayed to the resource server with its Host: %d %s, want 421", code, body)
+	}
+	atRS := key.proof("GET", rs.base+"/me", at)
+	if code, body := dpopGet(rs.base+"/me", rsHost, atRS); code != 200 {
+		t.Fatalf("the owner's DPoP request at the resource server: %d %s", code, body)
+	}
+	if code, body := dpopGet(auth.base+"/me", rsHost, atRS); code != http.StatusMisdirectedRequest || strings.Contains(body, "bob") {
+		t.Fatalf("the resource server's request replayed to the auth service with its Host: %d %s, want 421", code, body)
+	}
+	// Any host name on a service's own port reaches it (localhost for
+	// 127.0.0.1); another port does not, whatever the name.
+	_, rsPort, _ := strings.Cut(rsHost, ":")
+	if code, body := dpopGet(rs.base+"/me", "localhost:"+rsPort, key.proof("GET", "http://localhost:"+rsPort+"/me", at)); code != 200 {
+		t.Fatalf("localhost on the resource server's port: %d %s", code, body)
+	}
+	if code, _ := dpopGet(rs.base+"/me", "localhost:1", key.proof("GET", "http://localhost:1/me", at)); code != http.StatusMisdirectedRequest {
+		t.Fatalf("another port: %d, want 421", code)
 	}
 
 	// 2. Key rotation on the auth service, the resource server untouched.

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -323,6 +325,49 @@ func TestScopesEnforced(t *testing.T) {
 	for _, p := range []string{"/me", "/admin"} {
 		if code, h, _ := call(t, "GET", rs.URL+p, sessionsOnly); code != 403 || !strings.Contains(h.Get("WWW-Authenticate"), `scope="profile"`) {
 			t.Fatalf("resource server %s, sessions-only token: %d %q", p, code, h.Get("WWW-Authenticate"))
+		}
+	}
+}
+
+// ownPortOnly's Host rules, request by request: the port decides (none
+// means the scheme's), any name passes on the server's own port, and the
+// auth service's host is refused at the resource server even there.
+func TestOwnPortOnly(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) })
+	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}
+	web := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 80}
+	for _, c := range []struct {
+		addr  net.Addr
+		other string
+		host  string
+		tls   bool
+		want  int
+	}{
+		{addr, "", "127.0.0.1:8080", false, 204},
+		{addr, "", "localhost:8080", false, 204},
+		{addr, "", "[::1]:8080", false, 204},
+		{addr, "", "127.0.0.1:8081", false, 421},
+		{addr, "", "127.0.0.1", false, 421},
+		{addr, "", "127.0.0.1:", false, 421},
+		{addr, "", "", false, 421},
+		{addr, "", "a:b:c", false, 421},
+		{web, "", "example.com", false, 204},
+		{web, "", "example.com", true, 421},
+		{addr, "auth.example:8080", "rs.example:8080", false, 204},
+		{addr, "auth.example:8080", "AUTH.example:8080", false, 421},
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/me", nil)
+		req.Host = c.host
+		if c.tls {
+			req.TLS = &tls.ConnectionState{}
+		}
+		ownPortOnly(ok, c.addr, c.other, "-issuer").ServeHTTP(rec, req)
+		if rec.Code != c.want {
+			t.Errorf("listening on %v (other %q), Host %q (TLS %v): %d, want %d", c.addr, c.other, c.host, c.tls, rec.Code, c.want)
+		}
+		if c.want == 421 && (!strings.Contains(rec.Body.String(), "-issuer") || strings.Contains(rec.Body.String(), c.host) && c.host != "") {
+			t.Errorf("Host %q: body %q: want the flag named and the Host not echoed", c.host, rec.Body.String())
 		}
 	}
 }
