@@ -81,7 +81,7 @@ func demoBinary(t *testing.T) string {
 	t.Helper()
 	demoBuild.once.Do(func() {
 		bin := filepath.Join(binDir, "refresh-demo")
-		build := exec.Command("go", "build", "-o", bin, ".")
+		build := exec.Command("go", append(append([]string{"build"}, raceFlag...), "-o", bin, ".")...)
 		build.Dir = filepath.Join("..", "cmd", "refresh-demo")
 		for _, kv := range os.Environ() {
 			if !strings.HasPrefix(kv, "GOWORK=") {
@@ -120,6 +120,9 @@ func startDemo(t *testing.T, args ...string) *demo {
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
 			<-done
+		}
+		if strings.Contains(d.out.String(), "WARNING: DATA RACE") {
+			t.Errorf("the demo (built with -race) reported a data race")
 		}
 		if t.Failed() {
 			t.Logf("demo output:\n%s", d.out.String())

@@ -380,7 +380,9 @@ func consume(t *testing.T, dir string, mods []*mod, env []string) string {
 	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(consumer), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	steps := [][]string{append([]string{"get"}, gets...), {"build", "-o", "consumer", "."}, {"install", demo}}
+	// Built as this test is (-race under go test -race): the compiled
+	// dependencies are then the ones the other modules' tests use.
+	steps := [][]string{append([]string{"get"}, gets...), append(append([]string{"build"}, raceFlag...), "-o", "consumer", "."), append(append([]string{"install"}, raceFlag...), demo)}
 	for _, s := range steps {
 		if out, err := goCmd(t, dir, env, s...); err != nil {
 			return "go " + strings.Join(s, " ") + ":\n" + out

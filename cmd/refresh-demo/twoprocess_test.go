@@ -33,7 +33,7 @@ type proc struct {
 func buildDemo(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "refresh-demo")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	out, err := exec.Command("go", append(append([]string{"build"}, raceFlag...), "-o", bin, ".")...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -71,7 +71,8 @@ func startProc(t *testing.T, bin string, env []string, args ...string) *proc {
 	return p
 }
 
-// stop sends SIGTERM and waits; a second call does nothing.
+// stop sends SIGTERM and waits; a second call does nothing. A data race
+// the demo (built with -race under go test -race) reported fails the test.
 func (p *proc) stop(t *testing.T) {
 	if p.cmd.ProcessState != nil {
 		return
@@ -83,6 +84,9 @@ func (p *proc) stop(t *testing.T) {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 		t.Errorf("the demo did not stop on SIGTERM:\n%s", p.out.String())
+	}
+	if strings.Contains(p.out.String(), "WARNING: DATA RACE") {
+		t.Errorf("the demo reported a data race:\n%s", p.out.String())
 	}
 }
 

@@ -1,0 +1,6 @@
+//go:build !race
+
+package main
+
+// raceFlag: see race_on_test.go.
+var raceFlag []string
