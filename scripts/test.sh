@@ -306,7 +306,8 @@ start_node
 
 # The modules run in two lanes side by side: most of the tests in the
 # second wait on a server, a browser or a child process, so on two cores
-# the lanes together take about two thirds of one after the other. Each
+# the lanes together take little more than half of one after the other
+# (165 s against 285 s of modules on a 2-vCPU machine). Each
 # module's output is printed whole when it ends. TEST_LANES=1 runs them one
 # after the other with the output as it comes (and so does a benchmark
 # run, so that nothing else shares the machine while it measures; the
