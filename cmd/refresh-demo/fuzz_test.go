@@ -27,7 +27,8 @@ import (
 // With PG_DSN set (scripts/test.sh sets it) the service runs on Postgres,
 // the strictest store about what it keeps, so that the seeds and every
 // recorded crasher are replayed there by the ordinary test run; fuzzing
-// proper (scripts/fuzz.sh) runs on the memory store.
+// proper (scripts/fuzz.sh) runs on the memory store, in a build with
+// -tags demofuzz that has no other (stores_fuzz.go).
 func FuzzDemo(f *testing.F) {
 	var iss *refresh.Issuer
 	if dsn := os.Getenv("PG_DSN"); dsn != "" {

@@ -24,7 +24,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -34,17 +33,11 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/redis/go-redis/v9"
 	"github.com/refreshkit/refresh"
-	"github.com/refreshkit/refresh/pgstore"
-	"github.com/refreshkit/refresh/redisstore"
-	"github.com/refreshkit/refresh/sqlitestore"
 )
 
 type options struct {
@@ -304,63 +297,6 @@ func serveUntil(ctx context.Context, srv *http.Server, ln net.Listener, out io.W
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
-}
-
-func openStore(ctx context.Context, kind, dsn, dataDir string) (refresh.Store, func(), error) {
-	switch kind {
-	case "sqlite":
-		path := filepath.Join(dataDir, "sessions.db")
-		// Create it private before SQLite does (its -wal and -shm files
-		// take the database file's mode).
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
-			return nil, nil, err
-		}
-		_ = f.Close()
-		if err := os.Chmod(path, 0o600); err != nil {
-			return nil, nil, err
-		}
-		st, err := sqlitestore.Open(path)
-		if err != nil {
-			return nil, nil, err
-		}
-		return st, func() { _ = st.Close() }, nil
-	case "memory":
-		m := refresh.NewMemoryStore()
-		return m, func() { _ = m.Close() }, nil
-	case "postgres":
-		if dsn == "" {
-			return nil, nil, errors.New("-store postgres needs -dsn postgres://…")
-		}
-		pool, err := pgxpool.New(ctx, dsn)
-		if err != nil {
-			return nil, nil, err
-		}
-		st, err := pgstore.New(pool)
-		if err == nil {
-			err = st.Migrate(ctx)
-		}
-		if err != nil {
-			pool.Close()
-			return nil, nil, err
-		}
-		return st, pool.Close, nil
-	case "redis":
-		if dsn == "" {
-			return nil, nil, errors.New("-store redis needs -dsn redis://…")
-		}
-		opt, err := redis.ParseURL(dsn)
-		if err != nil {
-			return nil, nil, err
-		}
-		c := redis.NewClient(opt)
-		if err := c.Ping(ctx).Err(); err != nil {
-			_ = c.Close()
-			return nil, nil, fmt.Errorf("redis: %w", err)
-		}
-		return redisstore.New(c), func() { _ = c.Close() }, nil
-	}
-	return nil, nil, fmt.Errorf("unknown -store %q (sqlite, memory, postgres or redis)", kind)
 }
 
 // signingKey reads the key file, or generates an Ed25519 key.
