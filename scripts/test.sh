@@ -326,19 +326,19 @@ for a in "$@"; do case $a in -benchtime=1x|-test.benchtime=1x) measuring=false ;
 [ "$measuring" = true ] && lanes=1
 command -v flock >/dev/null || lanes=1 # util-linux: prints one module at a time
 
+test_module() { (cd "$ROOT/$1" && gowork "$1" go test "${FLAGS[@]}" "${@:2}" ./...); }
 run_module() { # module, then the go test arguments
   local m=$1 out rc=0 start=$SECONDS
-  shift
   if [ "$lanes" = 1 ]; then
-    say "go test ${FLAGS[*]} $* ($m)"
-    (cd "$ROOT/$m" && gowork "$m" go test "${FLAGS[@]}" "$@" ./...) || return 1
-    return 0
+    say "go test ${FLAGS[*]} ${*:2} ($m)"
+    test_module "$@"
+    return
   fi
   out=$TMP/out.${m//\//_}
-  (cd "$ROOT/$m" && gowork "$m" go test "${FLAGS[@]}" "$@" ./...) >"$out" 2>&1 || rc=1
+  test_module "$@" >"$out" 2>&1 || rc=1
   {
     flock 9
-    say "go test ${FLAGS[*]} $* ($m): $([ $rc = 0 ] && echo passed || echo FAILED) in $((SECONDS - start)) s"
+    say "go test ${FLAGS[*]} ${*:2} ($m): $([ $rc = 0 ] && echo passed || echo FAILED) in $((SECONDS - start)) s"
     cat "$out"
   } 9>"$TMP/print.lock"
   return $rc

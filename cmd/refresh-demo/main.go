@@ -162,7 +162,7 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	base := "http://" + ln.Addr().String()
 	issuer, publicURL := base, ""
 	if o.issuer != "" {
-		if u, err := url.Parse(o.issuer); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		if _, ok := serviceURL(o.issuer); !ok {
 			return fmt.Errorf("-issuer %q: want the service's public URL, http(s)://host[:port][/path]", o.issuer)
 		}
 		issuer, publicURL = strings.TrimRight(o.issuer, "/"), strings.TrimRight(o.issuer, "/")
@@ -218,6 +218,14 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	// the sessions in use (expired, idle and long-revoked ones go).
 	go sweep(ctx, iss, 5*time.Minute, log)
 	return serveUntil(ctx, srv, ln, out)
+}
+
+// serviceURL parses s as a service's public URL: http or https, a host,
+// no query or fragment.
+func serviceURL(s string) (*url.URL, bool) {
+	u, err := url.Parse(s)
+	ok := err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.RawQuery == "" && u.Fragment == ""
+	return u, ok
 }
 
 // ownPortOnly answers 421 Misdirected Request (RFC 9110 §15.5.20) to a

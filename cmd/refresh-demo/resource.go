@@ -31,7 +31,7 @@ func runResource(ctx context.Context, o options, log *slog.Logger, out io.Writer
 	}
 	public := strings.TrimRight(o.publicURL, "/")
 	if public != "" {
-		if u, err := url.Parse(public); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.Fragment != "" {
+		if u, ok := serviceURL(public); !ok || u.Path != "" {
 			return fmt.Errorf("-public-url %q: want this server's public URL, http(s)://host[:port]", o.publicURL)
 		}
 	}
