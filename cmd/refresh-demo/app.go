@@ -16,9 +16,9 @@ import (
 	"github.com/refreshkit/refresh"
 )
 
-// user is a built-in account of the demo, as it starts (newAccounts copies
-// them for each service; POST /password changes the copy). Passwords are
-// held only as bcrypt hashes.
+// user is a built-in account of the demo, as it starts: the name and roles
+// are fixed, the password is the one a passwordStore seeds and POST
+// /password changes. Passwords are held only as bcrypt hashes.
 type user struct {
 	hash  []byte
 	roles []string
@@ -54,6 +54,9 @@ type authConfig struct {
 	// recentAuth is how recent a sign-in /admin and signing out another
 	// device want (0: 15 minutes).
 	recentAuth time.Duration
+	// passwords keeps the accounts' passwords (openStore's, beside the
+	// sessions); nil: a memory one of this mux's own.
+	passwords passwordStore
 }
 
 // The scopes a sign-in grants; a client may narrow them at the refresh
@@ -95,7 +98,10 @@ func newAuthMux(iss *refresh.Issuer, ac authConfig) http.Handler {
 	sessions := func(h http.Handler) http.Handler { return auth(refresh.RequireScope(scopeSessions)(h)) }
 	mux := http.NewServeMux()
 	throttle := newLoginThrottle(ac.loginFailures, ac.loginWindow, ac.now)
-	accts := newAccounts()
+	accts := accounts{ac.passwords}
+	if accts.st == nil {
+		accts.st = newMemoryPasswords()
+	}
 	mux.Handle("/login", loginHandler(iss, h, throttle, accts))
 	mux.Handle("/token", h.RefreshHandler())
 	mux.Handle("/revoke", h.RevocationHandler())
@@ -175,7 +181,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // sign-in that checked the old one and creates its session after
 // RevokeSubject listed the sessions notices (loginHandler), so no session
 // outlives the change.
-func passwordHandler(iss *refresh.Issuer, accts *accounts, throttle *loginThrottle) http.Handler {
+func passwordHandler(iss *refresh.Issuer, accts accounts, throttle *loginThrottle) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := refresh.ClaimsFromContext(r.Context())
 		r.Body = http.MaxBytesReader(w, r.Body, maxLoginBody)
@@ -196,7 +202,13 @@ func passwordHandler(iss *refresh.Issuer, accts *accounts, throttle *loginThrott
 		if done == nil {
 			return
 		}
-		if _, _, ok := accts.check(c.Subject, r.PostForm.Get("current_password")); !ok {
+		_, _, ok, err := accts.check(r.Context(), c.Subject, r.PostForm.Get("current_password"))
+		if err != nil {
+			done(false)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+			return
+		}
+		if !ok {
 			done(true)
 			// 403, not 401: the token is good, and a client that refreshes
 			// on 401 would only ask again.
@@ -204,7 +216,7 @@ func passwordHandler(iss *refresh.Issuer, accts *accounts, throttle *loginThrott
 			return
 		}
 		done(false)
-		switch err := accts.setPassword(c.Subject, r.PostForm.Get("password")); {
+		switch err := accts.setPassword(r.Context(), c.Subject, r.PostForm.Get("password")); {
 		case errors.Is(err, errWeakPassword):
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "the new password must be 8 to 72 bytes"})
 			return
@@ -229,7 +241,7 @@ func passwordHandler(iss *refresh.Issuer, accts *accounts, throttle *loginThrott
 
 // loginHandler checks a password (form or JSON) and answers with the same
 // token response as the refresh grant.
-func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrottle, accts *accounts) http.Handler {
+func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrottle, accts accounts) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", http.MethodPost)
@@ -289,7 +301,11 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 			h.WriteIssueError(w, r, err) // 400, 401 invalid_client, or 503
 			return
 		}
-		roles, version, ok := accts.check(username, password)
+		roles, version, ok, err := accts.check(r.Context(), username, password)
+		if err != nil { // the password store is down: fail closed
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+			return
+		}
 		if !ok {
 			failed = true
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_credentials"})
@@ -326,9 +342,16 @@ func loginHandler(iss *refresh.Issuer, h *refresh.Handlers, throttle *loginThrot
 		// was checked against is still the account's, read after Issue
 		// (the change stores the password before it signs out
 		// everywhere): otherwise it ends here, unseen.
-		if !accts.current(username, version) {
+		current, checkErr := accts.current(r.Context(), username, version)
+		if checkErr != nil || !current {
+			// Changed, or the store cannot say: the session ends and its
+			// tokens are not handed out.
 			if err := iss.RevokeSession(r.Context(), p.SessionID); err != nil && !errors.Is(err, refresh.ErrSessionNotFound) {
-				h.WriteIssueError(w, r, err) // 503: the token is not handed out
+				h.WriteIssueError(w, r, err) // 503
+				return
+			}
+			if checkErr != nil {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
 				return
 			}
 			failed = true

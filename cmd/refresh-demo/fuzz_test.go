@@ -32,7 +32,7 @@ import (
 func FuzzDemo(f *testing.F) {
 	var iss *refresh.Issuer
 	if dsn := os.Getenv("PG_DSN"); dsn != "" {
-		st, closeStore, err := openStore(f.Context(), "postgres", dsn, "")
+		st, _, closeStore, err := openStore(f.Context(), "postgres", dsn, "")
 		if err != nil {
 			f.Fatal(err)
 		}

@@ -9,6 +9,7 @@ require (
 	github.com/refreshkit/refresh/pgstore v0.1.0
 	github.com/refreshkit/refresh/redisstore v0.1.0
 	golang.org/x/oauth2 v0.36.0
+	modernc.org/sqlite v1.62.0
 )
 
 require (
@@ -20,7 +21,6 @@ require (
 	modernc.org/libc v1.80.1 // indirect
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
-	modernc.org/sqlite v1.62.0 // indirect
 )
 
 require (

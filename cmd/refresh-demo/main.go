@@ -8,7 +8,10 @@
 //	go run ./cmd/refresh-demo -store postgres -dsn postgres://…
 //	go run ./cmd/refresh-demo -store redis -dsn redis://127.0.0.1:6379/0
 //
-// Users: alice/wonderland (role admin) and bob/builder (role user).
+// Users: alice/wonderland (role admin) and bob/builder (role user). Their
+// passwords live in the session store's database (the SQLite file,
+// Postgres or Redis), so that POST /password holds on every instance on it
+// and after a restart.
 //
 // Data: sessions (with -store sqlite, the default), the Ed25519 signing key
 // and the refresh MAC key live in the -data directory (default
@@ -119,7 +122,7 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 			return err
 		}
 	}
-	store, closeStore, err := openStore(ctx, o.store, o.dsn, o.dataDir)
+	store, passwords, closeStore, err := openStore(ctx, o.store, o.dsn, o.dataDir)
 	if err != nil {
 		return err
 	}
@@ -193,7 +196,7 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 		return err
 	}
 	var handler http.Handler = newAuthMux(iss, authConfig{introspectionSecret: o.introspectionSecret, log: log, recentAuth: o.recentAuth,
-		loginFailures: o.loginFailures, loginWindow: time.Minute})
+		loginFailures: o.loginFailures, loginWindow: time.Minute, passwords: passwords})
 	if publicURL == "" {
 		handler = ownPortOnly(handler, ln.Addr(), "", "-issuer")
 	}

@@ -13,10 +13,10 @@ import (
 // FuzzDemo): the memory store only. Fuzzing instruments every package of
 // the build, and SQLite, pgx and go-redis, which fuzzing on the memory
 // store never runs, doubled the time to build it on an empty cache.
-func openStore(_ context.Context, kind, _, _ string) (refresh.Store, func(), error) {
+func openStore(_ context.Context, kind, _, _ string) (refresh.Store, passwordStore, func(), error) {
 	if kind != "memory" {
-		return nil, nil, fmt.Errorf("-store %s: this build (-tags demofuzz) has the memory store only", kind)
+		return nil, nil, nil, fmt.Errorf("-store %s: this build (-tags demofuzz) has the memory store only", kind)
 	}
 	m := refresh.NewMemoryStore()
-	return m, func() { _ = m.Close() }, nil
+	return m, newMemoryPasswords(), func() { _ = m.Close() }, nil
 }

@@ -29,7 +29,7 @@ const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 
 // mountApp adds the browser app to mux: the page at /, its files under
 // /assets/, and the cookie-mode endpoints /app/login, /app/token and
 // /app/revoke (the JSON API beside them is unchanged).
-func mountApp(mux *http.ServeMux, iss *refresh.Issuer, hc refresh.HandlerConfig, throttle *loginThrottle, accts *accounts) {
+func mountApp(mux *http.ServeMux, iss *refresh.Issuer, hc refresh.HandlerConfig, throttle *loginThrottle, accts accounts) {
 	// A __Host- cookie (Secure, Path=/, no Domain), HttpOnly and
 	// SameSite=Strict. Browsers keep Secure cookies of http://127.0.0.1 and
 	// http://localhost, which are potentially trustworthy origins; served
