@@ -45,7 +45,10 @@ import (
 
 type options struct {
 	addr, store, dsn, keyFile, dataDir string
-	oldKeyFile                         string
+	// storeSet: -store was given (a resource server keeps no store unless
+	// told to).
+	storeSet   bool
+	oldKeyFile string
 	// issuer, if set, is the public URL of the service (iss of its tokens,
 	// and the URL DPoP proofs name) when it is not the listen address:
 	// several instances behind one name.
@@ -75,7 +78,7 @@ func main() {
 	var o options
 	fs := flag.NewFlagSet("refresh-demo", flag.ExitOnError)
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "listen address")
-	fs.StringVar(&o.store, "store", "sqlite", "session store: sqlite (in -data), memory, postgres or redis")
+	fs.StringVar(&o.store, "store", "sqlite", "session store: sqlite (in -data), memory, postgres or redis; with -resource-server, postgres or redis shares DPoP replay detection between its instances")
 	fs.StringVar(&o.dataDir, "data", defaultDataDir(), "directory for the SQLite store and the keys (not used by -store memory)")
 	fs.StringVar(&o.dsn, "dsn", "", "postgres:// or redis:// URL for -store postgres|redis")
 	fs.StringVar(&o.keyFile, "key", "", "signing key file: PEM (Ed25519, P-256, RSA) or JWK JSON; generated if empty")
@@ -96,6 +99,7 @@ func main() {
 	fs.DurationVar(&o.idleTTL, "idle-ttl", refresh.DefaultIdleTTL, "refresh token idle lifetime")
 	fs.DurationVar(&o.sessTTL, "session-ttl", refresh.DefaultSessionTTL, "absolute session lifetime")
 	_ = fs.Parse(os.Args[1:])
+	fs.Visit(func(f *flag.Flag) { o.storeSet = o.storeSet || f.Name == "store" })
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -174,4 +176,69 @@ func raceRefresh(t *testing.T, ps []*proc, rt string) (int, map[string]bool) {
 // refreshAt presents rt to the refresh grant of p.
 func refreshAt(t *testing.T, p *proc, rt string) reply {
 	return post(t, p.base+"/token", form, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}.Encode())
+}
+
+// Two resource servers behind one public URL, as OS processes, over real
+// HTTP: a DPoP request (token and proof) captured at one and replayed to
+// the other within the proof's minute is refused when they share replay
+// detection through -store postgres|redis (before: each remembered only
+// its own proofs, and the replay was answered with the user's profile, as
+// it still is, and said at start-up, without -store).
+func TestResourceServerInstancesShareReplays(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: runs demo processes")
+	}
+	bin := buildDemo(t)
+	auth := startProc(t, bin, nil, "-addr", freeAddr(t), "-store", "memory")
+	key := newDPoPKey(t)
+	at := loginPair(t, auth.base, "bob", "builder", "DPoP", key.proof("POST", auth.base+"/login", ""))["access_token"].(string)
+	const public = "http://api.test"
+	pair := func(store ...string) (a, b *proc) {
+		args := append([]string{"-resource-server", "-auth", auth.base, "-public-url", public}, store...)
+		a = startProc(t, bin, nil, append([]string{"-addr", freeAddr(t)}, args...)...)
+		b = startProc(t, bin, nil, append([]string{"-addr", freeAddr(t)}, args...)...)
+		return a, b
+	}
+	me := func(p *proc, proof string) (int, string) {
+		t.Helper()
+		return dpopGetAs(t, p.base+"/me", "api.test", at, proof) // the Host the load balancer passes on
+	}
+
+	t.Run("per process", func(t *testing.T) {
+		a, b := pair()
+		if !strings.Contains(b.out.String(), "each remember only their own") {
+			t.Errorf("start-up does not say replay detection is per instance:\n%s", b.out.String())
+		}
+		proof := key.proof("GET", public+"/me", at)
+		if code, body := me(a, proof); code != 200 {
+			t.Fatalf("the owner's request at A: %d %s", code, body)
+		}
+		if code, _ := me(a, proof); code != 401 {
+			t.Fatalf("the proof replayed to A: %d, want 401", code)
+		}
+		if code, _ := me(b, proof); code != 200 {
+			t.Fatalf("the proof replayed to B without a shared store: %d; this is the gap -store closes, expected 200", code)
+		}
+	})
+	for kind, dsn := range serverStores(t) {
+		t.Run(kind, func(t *testing.T) {
+			a, b := pair("-store", kind, "-dsn", dsn)
+			if !strings.Contains(a.out.String(), "replay detection shared through "+kind) {
+				t.Errorf("start-up does not say replay detection is shared:\n%s", a.out.String())
+			}
+			proof := key.proof("GET", public+"/me", at)
+			if code, body := me(a, proof); code != 200 {
+				t.Fatalf("the owner's request at A: %d %s", code, body)
+			}
+			if code, body := me(b, proof); code != 401 || strings.Contains(body, "bob") {
+				t.Fatalf("the proof replayed to B: %d %s, want 401", code, body)
+			}
+			if code, body := me(b, key.proof("GET", public+"/me", at)); code != 200 {
+				t.Fatalf("a fresh proof at B: %d %s", code, body)
+			}
+		})
+	}
+	if _, err := exec.Command(bin, "-resource-server", "-addr", freeAddr(t), "-auth", auth.base, "-store", "sqlite").CombinedOutput(); err == nil {
+		t.Error("-resource-server -store sqlite started; want a refusal (postgres, redis or memory)")
+	}
 }

@@ -57,6 +57,28 @@ func runResource(ctx context.Context, o options, log *slog.Logger, out io.Writer
 			nonces += " (key made for this process: set DPOP_NONCE_SECRET on every instance behind one URL)"
 		}
 	}
+	// DPoP replay detection: each process remembers the proofs it saw,
+	// unless -store names a server every instance behind one URL shares.
+	replays := "per process"
+	switch {
+	case o.storeSet && (o.store == "postgres" || o.store == "redis"):
+		st, _, closeStore, err := openStore(ctx, o.store, o.dsn, "")
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+		pr, ok := st.(refresh.ProofRecorder)
+		if !ok {
+			return fmt.Errorf("-store %s keeps no DPoP proofs", o.store)
+		}
+		cfg.Proofs, replays = pr, "shared through "+o.store
+	case o.storeSet && o.store != "memory":
+		return fmt.Errorf("-resource-server -store %s: postgres or redis (DPoP replay detection shared by every instance), or memory", o.store)
+	case public != "":
+		// Several instances behind one URL, likely: a proof accepted by
+		// one would be taken by another within its minute.
+		replays += " (instances behind -public-url each remember only their own: give them -store postgres|redis)"
+	}
 	if o.introspectionSecret != "" {
 		cfg.Introspection = &refresh.IntrospectionConfig{
 			URL: auth + "/introspect", ClientID: resourceClient, ClientSecret: o.introspectionSecret, CacheTTL: o.introspectTTL,
@@ -81,7 +103,7 @@ func runResource(ctx context.Context, o options, log *slog.Logger, out io.Writer
 	if !v.Ready() {
 		keys = "NOT loaded yet (the auth service is not answering; tokens get 503 until it does)"
 	}
-	fmt.Fprintf(out, "refresh-demo resource server on %s, for tokens of %s. Keys %s. Introspection %s. DPoP nonces %s.\n", base, auth, keys, intro, nonces)
+	fmt.Fprintf(out, "refresh-demo resource server on %s, for tokens of %s. Keys %s. Introspection %s. DPoP nonces %s. DPoP replay detection %s.\n", base, auth, keys, intro, nonces, replays)
 	fmt.Fprintf(out, "Try: curl -s %s/me -H \"Authorization: Bearer $AT\"\n", base)
 	handler := newResourceMux(v, o.recentAuth)
 	if public == "" {

@@ -255,17 +255,7 @@ func TestTwoProcessesResourceServer(t *testing.T) {
 	at := pair["access_token"].(string)
 	dpopGet := func(target, host, proof string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest("GET", target, nil)
-		req.Host = host
-		req.Header.Set("Authorization", "DPoP "+at)
-		req.Header.Set("DPoP", proof)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		return dpopGetAs(t, target, host, at, proof)
 	}
 	authHost, rsHost := strings.TrimPrefix(auth.base, "http://"), strings.TrimPrefix(rs.base, "http://")
 	atAuth := key.proof("GET", auth.base+"/me", at)
@@ -345,6 +335,23 @@ func TestTwoProcessesResourceServer(t *testing.T) {
 }
 
 // forgedToken is an EdDSA access token from a key nobody published.
+// dpopGetAs sends GET target with Host host, the DPoP-bound access token
+// at and proof, and returns the status and body.
+func dpopGetAs(t *testing.T, target, host, at, proof string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", target, nil)
+	req.Host = host
+	req.Header.Set("Authorization", "DPoP "+at)
+	req.Header.Set("DPoP", proof)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 func forgedToken(t *testing.T, kid string) string {
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	return signEd(priv, map[string]string{"alg": "EdDSA", "kid": kid, "typ": "at+jwt"},
