@@ -59,7 +59,11 @@ func TestPasswordChangeReachesEveryInstance(t *testing.T) {
 			// A restart seeds the built-in accounts it does not hold, and
 			// none it holds.
 			b.stop(t)
-			oldAt(startProc(t, bin, b.cmd.Env, b.cmd.Args[1:]...))
+			b = startProc(t, bin, b.cmd.Env, b.cmd.Args[1:]...)
+			oldAt(b)
+			if out := b.out.String(); !strings.Contains(out, "alice/wonderland (admin), bob/(password changed) (user)") {
+				t.Errorf("the start-up line does not say bob's password changed:\n%s", out)
+			}
 		})
 	}
 }

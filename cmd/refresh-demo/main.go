@@ -212,12 +212,12 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	case !persist:
 		fmt.Fprintln(out, "Memory store: sessions and generated keys die with this process (drop -store memory to keep them).")
 	case o.store == "sqlite":
-		fmt.Fprintf(out, "Sessions and keys in %s: a restart logs nobody out (-store memory forgets them).\n", o.dataDir)
+		fmt.Fprintf(out, "Sessions, passwords and keys in %s: a restart logs nobody out (-store memory forgets them).\n", o.dataDir)
 	}
 	if persist && (generated || macCreated) {
 		fmt.Fprintf(out, "Created new keys in %s.\n", o.dataDir)
 	}
-	fmt.Fprintf(out, "refresh-demo on %s, %s store. Users: alice/wonderland (admin), bob/builder (user).\n", base, o.store)
+	fmt.Fprintf(out, "refresh-demo on %s, %s store. Users: %s.\n", base, o.store, usersLine(ctx, passwords))
 	fmt.Fprintf(out, "Browser app: open %s/ (cookie mode: the refresh token in an HttpOnly cookie).\n", base)
 	fmt.Fprintf(out, "Try it (needs curl and jq):\n\n%s\n", walkthrough(base))
 
@@ -225,6 +225,28 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 	// the sessions in use (expired, idle and long-revoked ones go).
 	go sweep(ctx, iss, 5*time.Minute, log)
 	return serveUntil(ctx, srv, ln, out)
+}
+
+// usersLine names the built-in accounts and their passwords for the
+// start-up line, or says that one was changed (POST /password): the store
+// keeps a change across restarts, and the built-in password would not
+// work.
+func usersLine(ctx context.Context, pw passwordStore) string {
+	line := ""
+	for _, u := range []struct{ name, password, role string }{{"alice", "wonderland", "admin"}, {"bob", "builder", "user"}} {
+		shown := u.password
+		switch _, v, ok, err := pw.password(ctx, u.name); {
+		case err != nil || !ok:
+			shown = "(password unreadable)"
+		case v != 0:
+			shown = "(password changed)"
+		}
+		if line != "" {
+			line += ", "
+		}
+		line += fmt.Sprintf("%s/%s (%s)", u.name, shown, u.role)
+	}
+	return line
 }
 
 // serviceURL parses s as a service's public URL: http or https, a host,
