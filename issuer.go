@@ -3,6 +3,7 @@ package refresh
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -636,4 +637,84 @@ func (iss *Issuer) checkSession(ctx context.Context, sid string) error {
 	}
 	iss.sessCache.put(sid, verdict, now, epoch)
 	return verdict
+}
+
+// frozenMax bounds the sessions whose immutable part an Issuer remembers
+// for one-round-trip rotation (about 400 bytes each with typical claims).
+const frozenMax = 1 << 16
+
+// frozenCache remembers, per session, what never changes after Issue: the
+// seed, subject, bindings, scope, claims, metadata and lifetimes, and the
+// session check under the minting key. With a Store that is an
+// ActiveAdvancer it lets Rotate check a token's MAC and absolute expiry
+// locally and leave only what can change (generation, revocation, idle
+// lifetime) to one atomic store call. At most frozenMax sessions, in a
+// genCache sharded by the session id's first byte (random: the Issuer
+// mints it); a nil *frozenCache is disabled.
+type frozenCache struct {
+	m *genCache[[sessionIDLen]byte, *frozenSession]
+}
+
+func newFrozenCache() *frozenCache {
+	return &frozenCache{m: newGenCache[[sessionIDLen]byte, *frozenSession](frozenMax, func(sid [sessionIDLen]byte) uint { return uint(sid[0]) })}
+}
+
+// frozenSession is the immutable part of a session (its mutable fields are
+// never read; the seed is not kept, its binding is), its check under the
+// Issuer's minting key and its binding.
+type frozenSession struct {
+	Session
+	check   [checkLen]byte
+	binding [sha256.Size]byte
+}
+
+func (c *frozenCache) get(sid *[sessionIDLen]byte) *frozenSession {
+	if c == nil {
+		return nil
+	}
+	f, _ := c.m.get(*sid)
+	return f
+}
+
+// put remembers the immutable part of s, its check and its binding.
+func (c *frozenCache) put(sid *[sessionIDLen]byte, s *Session, check *[checkLen]byte, bound *[sha256.Size]byte) {
+	if c == nil {
+		return
+	}
+	c.m.put(*sid, &frozenSession{Session: Session{ID: s.ID, Subject: s.Subject, ClientID: s.ClientID, DPoPKey: s.DPoPKey,
+		Scope: s.Scope, Claims: s.Claims, Meta: s.Meta, CreatedAt: s.CreatedAt, ExpiresAt: s.ExpiresAt},
+		check: *check, binding: *bound})
+}
+
+// Verify checks an access token and returns its claims. It refuses, with an
+// error wrapping ErrInvalidToken (or ErrExpired, ErrRevoked):
+//   - tokens longer than Config.MaxTokenSize, before any parsing;
+//   - anything but a three-part JWS compact serialization in canonical
+//     base64url, and headers or claims with duplicate members;
+//   - alg "none" and every algorithm other than the selected key's; an
+//     unknown kid, or no kid when several keys exist; any crit header;
+//     jku, x5u, jwk and x5c headers are ignored, never fetched;
+//   - typ other than "at+jwt" or "application/at+jwt" (case-insensitive);
+//   - a bad signature; iss other than Config.Issuer; aud without
+//     Config.Audience; missing sub, iat or jti;
+//   - missing or passed exp, nbf in the future (both with Config.Leeway);
+//   - with Config.CheckSession, a token whose session is revoked, expired or
+//     gone (ErrRevoked).
+//
+// The Claims are the caller's to keep and to change, down to the values in
+// Extra: a token seen before is answered from a cache, which hands out deep
+// copies, so a change is seen by no other call.
+//
+// Verify is safe for concurrent use.
+func (iss *Issuer) Verify(ctx context.Context, token string) (*Claims, error) {
+	c, err := iss.rs.verify(token)
+	if err != nil {
+		return nil, err
+	}
+	if iss.cfg.CheckSession {
+		if err := iss.checkSession(ctx, c.SessionID); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }

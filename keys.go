@@ -2,8 +2,8 @@ package refresh
 
 // Key handling: the algorithms, Key and how keys are read (ParseJWK,
 // ParseKeyPEM), checked and prepared (compileKey), how a prepared key checks
-// a signature, and the JWKS document. Signing and verifying access tokens is
-// in token.go.
+// a signature, and the JWKS document. Signing access tokens is in token.go,
+// verifying them in verify.go.
 
 import (
 	"bytes"

@@ -5,7 +5,6 @@ package refresh
 // in keys.go, the cache of verified tokens in verify_cache.go.
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -327,37 +326,4 @@ func numericDate(v json.RawMessage) (time.Time, error) {
 	}
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
-}
-
-// Verify checks an access token and returns its claims. It refuses, with an
-// error wrapping ErrInvalidToken (or ErrExpired, ErrRevoked):
-//   - tokens longer than Config.MaxTokenSize, before any parsing;
-//   - anything but a three-part JWS compact serialization in canonical
-//     base64url, and headers or claims with duplicate members;
-//   - alg "none" and every algorithm other than the selected key's; an
-//     unknown kid, or no kid when several keys exist; any crit header;
-//     jku, x5u, jwk and x5c headers are ignored, never fetched;
-//   - typ other than "at+jwt" or "application/at+jwt" (case-insensitive);
-//   - a bad signature; iss other than Config.Issuer; aud without
-//     Config.Audience; missing sub, iat or jti;
-//   - missing or passed exp, nbf in the future (both with Config.Leeway);
-//   - with Config.CheckSession, a token whose session is revoked, expired or
-//     gone (ErrRevoked).
-//
-// The Claims are the caller's to keep and to change, down to the values in
-// Extra: a token seen before is answered from a cache, which hands out deep
-// copies, so a change is seen by no other call.
-//
-// Verify is safe for concurrent use.
-func (iss *Issuer) Verify(ctx context.Context, token string) (*Claims, error) {
-	c, err := iss.rs.verify(token)
-	if err != nil {
-		return nil, err
-	}
-	if iss.cfg.CheckSession {
-		if err := iss.checkSession(ctx, c.SessionID); err != nil {
-			return nil, err
-		}
-	}
-	return c, nil
 }

@@ -444,7 +444,7 @@ func testAdvanceActive(t *testing.T, st refresh.Store) {
 
 // checkedToken returns a refresh token of a made-up session that passes the
 // session check of iss (made by NewIssuer), so that the Issuer asks the
-// store about it. It writes the token format of rotation.go (version 3, key
+// store about it. It writes the token format of refreshtoken.go (version 3, key
 // id 1, session id, check, generation 0, tag); if that changes, the
 // FaultsAreNotSentinels rule says so.
 func checkedToken(t testing.TB, iss *refresh.Issuer) string {

@@ -111,7 +111,7 @@ func CheckRoundTrips(t *testing.T, st refresh.Store, count func() int64, want Ro
 }
 
 // flipCheckBit returns tok with one bit of its session check flipped (the
-// token format of rotation.go; see checkedToken).
+// token format of refreshtoken.go; see checkedToken).
 func flipCheckBit(t testing.TB, tok string) string {
 	t.Helper()
 	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(tok, "rt_"))
