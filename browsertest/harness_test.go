@@ -162,14 +162,22 @@ func (d *demo) events(kind, sid string) int {
 }
 
 // requests counts the requests the demo logged (-log-requests) with the
-// method and path, and the status (0: any).
-func (d *demo) requests(method, path string, status int) int {
+// method and path, and the status (0: any), whose line also holds each of
+// also (" origin=URL ", say).
+func (d *demo) requests(method, path string, status int, also ...string) int {
 	n := 0
+lines:
 	for _, line := range strings.Split(d.out.String(), "\n") {
-		if strings.Contains(line, " msg=request method="+method+" path="+path+" ") &&
-			(status == 0 || strings.Contains(line, fmt.Sprintf(" status=%d ", status))) {
-			n++
+		if !strings.Contains(line, " msg=request method="+method+" path="+path+" ") ||
+			status != 0 && !strings.Contains(line, fmt.Sprintf(" status=%d ", status)) {
+			continue
 		}
+		for _, a := range also {
+			if !strings.Contains(line, a) {
+				continue lines
+			}
+		}
+		n++
 	}
 	return n
 }
@@ -211,12 +219,16 @@ func browser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Contex
 }
 
 // tab opens a new tab in the browser context of parent (the browser's
-// default one for the root context).
+// default one for the root context). Its steps may take until the
+// watchdog: a tab lives through a whole test (TestBrowserApp's first one
+// through ten steps, 104 s of a run with every module compiling beside
+// it, where a minute's budget failed its last three steps); a stuck step
+// fails by pollValue's 15 s, or by the watchdog with every stack.
 func tab(t *testing.T, parent context.Context, opts ...chromedp.ContextOption) context.Context {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(parent, opts...)
 	t.Cleanup(cancel)
-	ctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+	ctx, cancelT := context.WithTimeout(ctx, watchdog)
 	t.Cleanup(cancelT)
 	return ctx
 }
