@@ -232,8 +232,8 @@ func run(ctx context.Context, o options, log *slog.Logger, out io.Writer) error 
 // keeps a change across restarts, and the built-in password would not
 // work.
 func usersLine(ctx context.Context, pw passwordStore) string {
-	line := ""
-	for _, u := range []struct{ name, password, role string }{{"alice", "wonderland", "admin"}, {"bob", "builder", "user"}} {
+	var parts []string
+	for _, u := range []struct{ name, password string }{{"alice", "wonderland"}, {"bob", "builder"}} {
 		shown := u.password
 		switch _, v, ok, err := pw.password(ctx, u.name); {
 		case err != nil || !ok:
@@ -241,12 +241,9 @@ func usersLine(ctx context.Context, pw passwordStore) string {
 		case v != 0:
 			shown = "(password changed)"
 		}
-		if line != "" {
-			line += ", "
-		}
-		line += fmt.Sprintf("%s/%s (%s)", u.name, shown, u.role)
+		parts = append(parts, fmt.Sprintf("%s/%s (%s)", u.name, shown, strings.Join(users[u.name].roles, ", ")))
 	}
-	return line
+	return strings.Join(parts, ", ")
 }
 
 // serviceURL parses s as a service's public URL: http or https, a host,

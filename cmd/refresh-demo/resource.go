@@ -59,6 +59,8 @@ func runResource(ctx context.Context, o options, log *slog.Logger, out io.Writer
 	}
 	// DPoP replay detection: each process remembers the proofs it saw,
 	// unless -store names a server every instance behind one URL shares.
+	// (openStore seeds the demo's accounts there too, as for the auth
+	// service; a resource server never reads them.)
 	replays := "per process"
 	switch {
 	case o.storeSet && (o.store == "postgres" || o.store == "redis"):

@@ -114,8 +114,7 @@ func openSQLitePasswords(ctx context.Context, path string) (*sqlitePasswords, er
 		return nil, err
 	}
 	p := &sqlitePasswords{db}
-	err = p.seed(ctx)
-	if err != nil {
+	if err := p.seed(ctx); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("accounts in %s: %w", path, err)
 	}
