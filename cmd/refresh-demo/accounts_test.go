@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -29,22 +28,16 @@ func TestPasswordChangeReachesEveryInstance(t *testing.T) {
 	const oldPass, newPass = "builder", "a-new-passphrase"
 	for kind, dsn := range stores {
 		t.Run(kind, func(t *testing.T) {
-			// bob's password starts as the built-in one at bcrypt's lowest
-			// cost (bcrypt_test.go), so that the demo, built with -race,
-			// spends seconds less checking it; and goes back to that after
-			// the test, for the servers outlive it.
-			dataDir := filepath.Join(t.TempDir(), "data")
+			// Two processes on one store (the SQLite one: one file in their
+			// data directory). bob's password starts as the built-in one at
+			// bcrypt's lowest cost (bcrypt_test.go), so that the demo,
+			// built with -race, spends seconds less checking it (they read
+			// it from the store at each check); and goes back to that
+			// after the test, for the servers outlive it.
+			a, b, _, dataDir := instancePair(t, bin, kind, dsn)
 			setBob(t, kind, dsn, dataDir)
 			if kind != "sqlite" {
 				t.Cleanup(func() { setBob(t, kind, dsn, dataDir) })
-			}
-			var a, b *proc
-			if kind == "sqlite" { // one file, two processes
-				args := []string{"-store", "sqlite", "-data", dataDir}
-				a = startProc(t, bin, nil, append([]string{"-addr", freeAddr(t)}, args...)...)
-				b = startProc(t, bin, nil, append([]string{"-addr", freeAddr(t)}, args...)...)
-			} else {
-				a, b, _ = instancePair(t, bin, kind, dsn)
 			}
 			changePassword(t, a.base, loginAt(t, a.base, "bob", oldPass), oldPass, newPass)
 			oldAt := func(p *proc) {

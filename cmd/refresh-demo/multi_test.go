@@ -16,17 +16,18 @@ import (
 	"time"
 )
 
-// instancePair starts two demo processes on one shared store (Postgres or
-// Redis), with the same keys (one data directory) and one public name, as
-// two replicas behind a load balancer.
-func instancePair(t *testing.T, bin, store, dsn string, extra ...string) (a, b *proc, issuer string) {
+// instancePair starts two demo processes on one shared store (Postgres,
+// Redis, or the SQLite file in their data directory), with the same keys
+// (one data directory, which it returns) and one public name, as two
+// replicas behind a load balancer.
+func instancePair(t *testing.T, bin, store, dsn string, extra ...string) (a, b *proc, issuer, dataDir string) {
 	t.Helper()
-	issuer = "http://refresh.test"
+	issuer, dataDir = "http://refresh.test", filepath.Join(t.TempDir(), "data")
 	env := []string{"REFRESH_SECRET=" + base64.StdEncoding.EncodeToString([]byte("multi-instance-test-mac-key-32by"))}
-	args := append([]string{"-store", store, "-dsn", dsn, "-data", filepath.Join(t.TempDir(), "data"), "-issuer", issuer}, extra...)
+	args := append([]string{"-store", store, "-dsn", dsn, "-data", dataDir, "-issuer", issuer}, extra...)
 	a = startProc(t, bin, env, append([]string{"-addr", freeAddr(t)}, args...)...)
 	b = startProc(t, bin, env, append([]string{"-addr", freeAddr(t)}, args...)...)
-	return a, b, issuer
+	return a, b, issuer, dataDir
 }
 
 // dpopKey makes RFC 9449 proofs by hand, as a client library would.
@@ -69,7 +70,7 @@ func TestTwoInstancesOneStore(t *testing.T) {
 	bin := buildDemo(t)
 	for kind, dsn := range stores {
 		t.Run(kind, func(t *testing.T) {
-			a, b, issuer := instancePair(t, bin, kind, dsn)
+			a, b, issuer, _ := instancePair(t, bin, kind, dsn)
 
 			// Reuse across instances.
 			rt0 := loginPair(t, a.base, "alice", "wonderland")["refresh_token"].(string)
@@ -134,7 +135,7 @@ func TestTwoInstancesOneStore(t *testing.T) {
 			}
 		})
 		t.Run(kind+"/grace", func(t *testing.T) {
-			a, b, _ := instancePair(t, bin, kind, dsn, "-grace", "10s")
+			a, b, _, _ := instancePair(t, bin, kind, dsn, "-grace", "10s")
 			rt := loginPair(t, a.base, "alice", "wonderland")["refresh_token"].(string)
 			wins, successors := raceRefresh(t, []*proc{a, b}, rt)
 			if wins != 16 || len(successors) != 1 {
