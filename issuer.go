@@ -151,7 +151,10 @@ type Config struct {
 	// session's details. It may replace info.Claims (reloading roles, say)
 	// for the new access token, or return an error to refuse: Rotate then
 	// returns an error wrapping both ErrRefused and the hook's error and
-	// changes nothing. It must be safe for concurrent use.
+	// changes nothing. Claims Issue would refuse (a registered name in any
+	// spelling, say) fail the refresh as a system error, not the client's
+	// (503 at the endpoint), and change nothing. It must be safe for
+	// concurrent use.
 	OnRefresh func(ctx context.Context, info *RefreshInfo) error
 	// OnEvent, if set, receives every issue, rotation, grace retry, reuse,
 	// revocation and expiry, synchronously, for audit logs and metrics.
@@ -462,7 +465,13 @@ func WithScope(scope ...string) Option {
 // WithClaims (Issue only) adds application claims, such as roles, to every
 // access token of the session. Registered claim names (iss, sub, aud, exp,
 // nbf, iat, auth_time, jti, client_id, sid, scope, cnf) are refused: the
-// Issuer writes them. Authentication claims the Issuer cannot know, such as
+// Issuer writes them. So are names that Go's encoding/json would read as
+// one of them or as each other: it matches names to struct fields ignoring
+// case (Unicode folding: "SUB", "ſub"), and its v2 ignores '-' and '_'
+// too, and the last member wins, so a claim named "EXP" or "Sub" would
+// set the expiry or subject that a resource server decoding into a struct
+// (golang-jwt's RegisteredClaims) reads. Mind this where claim names come
+// from users (profile attributes). Authentication claims the Issuer cannot know, such as
 // acr and amr (RFC 9068 §2.2.1), are the login handler's to set here;
 // RequireACR reads acr. They are encoded with encoding/json once, at Issue,
 // and signed into every later token exactly so; Verify hands their numbers

@@ -59,7 +59,8 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 // subject, a subject or client ID that is not valid UTF-8, holds NUL or is
 // longer than 1024 bytes, a scope token outside RFC 6749 §3.3, a WithDPoP
 // value that is not a SHA-256 JWK thumbprint, and claims with a registered
-// name, holding a NUL character or a lone surrogate escape, that JSON
+// name (in any spelling Go's encoding/json takes for it: WithClaims) or
+// two names it takes for one, holding a NUL character or a lone surrogate escape, that JSON
 // cannot encode, or that would make the access token longer than
 // Config.MaxTokenSize, and metadata over MaxMetaBytes once made valid
 // UTF-8 without NUL (U+FFFD in place of the rest). A login handler answers
@@ -656,7 +657,10 @@ func (iss *Issuer) prepare(ctx context.Context, s *Session, o *callOptions, now 
 	}
 	claims, err := encodeClaims(info.Claims)
 	if err != nil {
-		return nil, nil, err
+		// The hook's claims, not the client's request: the application's
+		// fault, a system error (503 at the endpoint, which then keeps a
+		// cookie it would clear for a dead token), and nothing changes.
+		return nil, nil, fmt.Errorf("refresh: claims returned by OnRefresh: %v", err)
 	}
 	return scope, claims, nil
 }

@@ -97,7 +97,7 @@ func TestIssueDefaultsAndPair(t *testing.T) {
 
 func TestIssueRefusesReservedClaims(t *testing.T) {
 	e := newEnv(t)
-	for _, name := range []string{"iss", "sub", "aud", "exp", "jti", "sid", "scope", "client_id"} {
+	for _, name := range []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "scope", "client_id", "cnf", "auth_time"} {
 		_, err := e.iss.Issue(bg, "alice", refresh.WithClaims(map[string]any{name: "x"}))
 		require.ErrorIs(t, err, refresh.ErrInvalidRequest, name)
 	}

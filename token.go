@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/lestrrat-go/jwx/v3/jws/jwsbb"
 )
@@ -104,23 +106,71 @@ func (c *Claims) Roles() []string {
 // HasRole reports whether role is among Roles.
 func (c *Claims) HasRole(role string) bool { return slices.Contains(c.Roles(), role) }
 
-// reservedClaims may not be set by the application: the Issuer writes them.
-var reservedClaims = map[string]bool{
-	"iss": true, "sub": true, "aud": true, "exp": true, "nbf": true, "iat": true,
-	"jti": true, "client_id": true, "sid": true, "scope": true, "cnf": true,
-	"auth_time": true,
+// reservedClaims are the names the Issuer writes, which the application
+// may not set, keyed by foldClaimName.
+var reservedClaims = func() map[string]string {
+	m := make(map[string]string)
+	for _, name := range []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "sid", "scope", "cnf", "auth_time"} {
+		m[foldClaimName(name)] = name
+	}
+	return m
+}()
+
+// foldClaimName folds a claim name the way Go's encoding/json matches
+// object members to struct fields: case-insensitively under Unicode simple
+// folding (so "SUB", "Sub" and "ſub", with U+017F, all fill a field tagged
+// "sub"; the last member wins), and, as encoding/json/v2 does in its
+// case-insensitive mode, ignoring '-' and '_'. golang-jwt's
+// RegisteredClaims, and every resource server that decodes a payload into
+// a struct, read names so.
+func foldClaimName(name string) string {
+	b := make([]byte, 0, len(name))
+	for _, r := range name {
+		switch {
+		case r == '-' || r == '_':
+			continue
+		case 'a' <= r && r <= 'z':
+			r -= 'a' - 'A'
+		case r >= utf8.RuneSelf:
+			// The smallest rune of r's fold orbit stands for all of it.
+			for {
+				f := unicode.SimpleFold(r)
+				if f <= r {
+					r = f
+					break
+				}
+				r = f
+			}
+		}
+		b = utf8.AppendRune(b, r)
+	}
+	return string(b)
 }
 
 // encodeClaims validates application claims and returns them as a JSON
-// object, or nil when there are none.
+// object, or nil when there are none. It refuses a name that is a
+// registered claim's to Go's encoding/json (foldClaimName), not only the
+// registered name itself: the claims follow the Issuer's own members in
+// the token, so {"sub":"alice",…,"SUB":"bob"} verifies here as alice's
+// and decodes as bob's in a resource server reading a struct (finding 36).
+// Two names that are one to it are refused for the same reason.
 func encodeClaims(m map[string]any) ([]byte, error) {
 	if len(m) == 0 {
 		return nil, nil
 	}
+	seen := make(map[string]string, len(m))
 	for name := range m {
-		if reservedClaims[name] {
-			return nil, fmt.Errorf("%w: claim %q is reserved and set by the Issuer", ErrInvalidRequest, name)
+		f := foldClaimName(name)
+		if reg, ok := reservedClaims[f]; ok {
+			if name == reg {
+				return nil, fmt.Errorf("%w: claim %q is reserved and set by the Issuer", ErrInvalidRequest, name)
+			}
+			return nil, fmt.Errorf("%w: claim %q is the reserved %q to decoders matching names case-insensitively (Go's encoding/json)", ErrInvalidRequest, name, reg)
 		}
+		if other, ok := seen[f]; ok {
+			return nil, fmt.Errorf("%w: claims %q and %q are one claim to decoders matching names case-insensitively (Go's encoding/json)", ErrInvalidRequest, min(name, other), max(name, other))
+		}
+		seen[f] = name
 	}
 	b, err := json.Marshal(m)
 	if err != nil {

@@ -1197,3 +1197,131 @@ func TestVuln28_StoreWriterEscalates(t *testing.T) {
 		assert.Equal(t, []any{"user"}, c["roles"])
 	})
 }
+
+// 36 (our own review, later): application claims were refused by their
+// exact registered names only. Go's encoding/json matches member names to
+// struct fields case-insensitively (Unicode simple folding, so "ſub" with
+// U+017F too; its v2 also ignores '-' and '_'), and the last member wins;
+// the application's claims follow the Issuer's own in the token. A login
+// copying a user's profile attributes into claims let mallory name one
+// "ſub" or "EXP": a resource server decoding the payload into a struct, as
+// golang-jwt's RegisteredClaims does, read alice's subject or an expiry of
+// 2100 from a token this package verified as mallory's, expiring in 15
+// minutes. Issue now refuses such names, and two names such a decoder
+// takes for one; an OnRefresh hook returning them fails the refresh as the
+// application's fault (503), which changes nothing.
+func TestVuln36_ClaimNamesDecodersFold(t *testing.T) {
+	var reload atomic.Value // the profile OnRefresh reloads, when set
+	var faults atomic.Int32
+	e := newEnv(t, func(c *refresh.Config) {
+		c.OnRefresh = func(_ context.Context, info *refresh.RefreshInfo) error {
+			if p, ok := reload.Load().(map[string]any); ok && p != nil {
+				info.Claims = p
+			}
+			return nil
+		}
+	})
+	h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{OnError: func(*http.Request, error) { faults.Add(1) }})
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /login", func(w http.ResponseWriter, r *http.Request) {
+		var in struct {
+			User    string         `json:"user"`
+			Profile map[string]any `json:"profile"`
+		}
+		if json.NewDecoder(r.Body).Decode(&in) != nil {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		// (mallory's password is checked here)
+		p, err := e.iss.Issue(r.Context(), in.User, refresh.WithClaims(in.Profile))
+		if err != nil {
+			h.WriteIssueError(w, r, err)
+			return
+		}
+		h.WriteTokenResponse(w, r, p)
+	})
+	mux.Handle("POST /token", h.RefreshHandler())
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	login := func(profile map[string]any) reply {
+		t.Helper()
+		body, err := json.Marshal(map[string]any{"user": "mallory", "profile": profile})
+		require.NoError(t, err)
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/login", strings.NewReader(string(body)))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		return do(t, nil, req)
+	}
+	// What a resource server decoding into a struct reads (golang-jwt's
+	// RegisteredClaims has these fields and tags).
+	type structView struct {
+		Issuer   string `json:"iss"`
+		Subject  string `json:"sub"`
+		Expires  int64  `json:"exp"`
+		IssuedAt int64  `json:"iat"`
+		JTI      string `json:"jti"`
+		ClientID string `json:"client_id"`
+		Session  string `json:"sid"`
+		Scope    string `json:"scope"`
+		AuthTime int64  `json:"auth_time"`
+	}
+	agree := func(name, tok string) {
+		t.Helper()
+		c, err := e.iss.Verify(bg, tok)
+		require.NoError(t, err, name)
+		payload, err := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[1])
+		require.NoError(t, err)
+		var v structView
+		require.NoError(t, json.Unmarshal(payload, &v), name)
+		assert.Equal(t, structView{
+			Issuer: c.Issuer, Subject: c.Subject, Expires: c.ExpiresAt.Unix(), IssuedAt: c.IssuedAt.Unix(),
+			JTI: c.ID, ClientID: c.ClientID, Session: c.SessionID, Scope: strings.Join(c.Scope, " "), AuthTime: c.AuthTime.Unix(),
+		}, v, "%s: a struct-decoding resource server reads another token than Verify", name)
+	}
+
+	const alice, y2100 = "alice", 4102444800
+	for _, name := range []string{
+		"SUB", "Sub", "ſub", "_sub", "s-u-b", "EXP", "Exp", "ISS", "AUD", "IAT", "NBF", "JTI", "SID", "ſid",
+		"SCOPE", "ſcope", "CNF", "CLIENT_ID", "Client_Id", "client-id", "clientid", "AUTH_TIME", "auth-time", "authTime",
+	} {
+		r := login(map[string]any{name: alice, "roles": []string{"user"}})
+		if r.status == 200 {
+			agree(name, r.body["access_token"].(string)) // says what the attacker gained
+		}
+		assert.Equal(t, 400, r.status, "%s: %s", name, r.raw)
+		assert.Equal(t, map[string]any{"error": "invalid_request"}, r.body, name)
+	}
+	for name, profile := range map[string]map[string]any{
+		"roles and roleſ":         {"roles": []string{"user"}, "roleſ": []string{"admin"}},
+		"roles and Roles":         {"roles": []string{"user"}, "Roles": []string{"admin"}},
+		"tenant_id and tenantId":  {"tenant_id": 1, "tenantId": 2},
+		"EXP as a number in 2100": {"EXP": y2100},
+	} {
+		r := login(profile)
+		if r.status == 200 {
+			agree(name, r.body["access_token"].(string))
+		}
+		assert.Equal(t, 400, r.status, "%s: %s", name, r.raw)
+	}
+	assert.Zero(t, e.store.Len(), "a refused sign-in created a session")
+
+	// Names near the registered ones that no decoder confuses with them
+	// are the application's: both readings of the token agree.
+	near := map[string]any{"subject": alice, "subs": alice, "exp2": y2100, "expires_at": y2100, "Ｓub": alice,
+		"şub": alice, "ıat": y2100, "scopes": "admin", "client": alice, "session_id": alice, "roles": []string{"user"}}
+	r := login(near)
+	require.Equal(t, 200, r.status, r.raw)
+	agree("names near the registered ones", r.body["access_token"].(string))
+
+	// At a refresh: the hook reloads a profile renamed meanwhile.
+	rt := r.body["refresh_token"].(string)
+	reload.Store(map[string]any{"ſub": alice})
+	q := postForm(t, nil, srv.URL+"/token", refreshForm(rt), nil)
+	assert.Equal(t, 503, q.status, q.raw)
+	assert.Equal(t, map[string]any{"error": "temporarily_unavailable"}, q.body)
+	assert.Equal(t, int32(1), faults.Load(), "the hook's fault reaches OnError")
+	reload.Store(map[string]any{"roles": []string{"user"}})
+	q = postForm(t, nil, srv.URL+"/token", refreshForm(rt), nil)
+	require.Equal(t, 200, q.status, "the refused refresh changed nothing: %s", q.raw)
+	agree("after the hook's fault", q.body["access_token"].(string))
+}

@@ -1,0 +1,56 @@
+package refresh
+
+import (
+	"strings"
+	"testing"
+	"unicode"
+)
+
+// TestFoldClaimName: two claim names fold alike exactly when Go's
+// encoding/json/v2 matches them case-insensitively (strings.EqualFold once
+// '-' and '_' are dropped), which includes every pair encoding/json (v1)
+// matches (strings.EqualFold). Every pair of names of up to three runes
+// over an alphabet holding the runes that fold into ASCII letters (ſ, the
+// Kelvin sign), both dashes and a letter of each case; and every rune with
+// the rest of its fold orbit.
+func TestFoldClaimName(t *testing.T) {
+	t.Parallel()
+	strip := strings.NewReplacer("-", "", "_", "")
+	alphabet := []string{"s", "S", "ſ", "k", "\u212a", "-", "_", "é", "É"}
+	names := []string{""}
+	for n, layer := 0, []string{""}; n < 3; n++ {
+		var next []string
+		for _, p := range layer {
+			for _, a := range alphabet {
+				next = append(next, p+a)
+			}
+		}
+		names, layer = append(names, next...), next
+	}
+	folded, stripped := make([]string, len(names)), make([]string, len(names))
+	for i, n := range names {
+		folded[i], stripped[i] = foldClaimName(n), strip.Replace(n)
+	}
+	for i, a := range names {
+		for j, b := range names {
+			same := folded[i] == folded[j]
+			if v2 := strings.EqualFold(stripped[i], stripped[j]); same != v2 {
+				t.Fatalf("%q and %q: folded alike %v, encoding/json/v2 matches them %v", a, b, same, v2)
+			}
+			if strings.EqualFold(a, b) && !same {
+				t.Fatalf("%q and %q: encoding/json matches them, but they fold apart", a, b)
+			}
+		}
+	}
+	for r := rune(0); r <= unicode.MaxRune; r++ {
+		if unicode.SimpleFold(r) == r {
+			continue // alone in its orbit
+		}
+		f := foldClaimName(string(r))
+		for o := unicode.SimpleFold(r); o != r; o = unicode.SimpleFold(o) {
+			if g := foldClaimName(string(o)); g != f {
+				t.Fatalf("%U folds to %q, %U of its orbit to %q", r, f, o, g)
+			}
+		}
+	}
+}
