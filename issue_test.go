@@ -1,11 +1,14 @@
 package refresh_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -89,6 +92,42 @@ func TestIssueRefusesUnstorableValues(t *testing.T) {
 	s, err := mem.Get(bg, p.SessionID)
 	require.NoError(t, err)
 	assert.Equal(t, map[string]string{"ua": "x\uFFFD\uFFFDy", "\uFFFD": "ok"}, s.Meta)
+}
+
+// A subject or client ID holding what JSON must escape (quotes,
+// backslashes, control characters, HTML's <>&, U+2028 and U+2029, which
+// end a line in older JavaScript) is written escaped into the access token,
+// which then says exactly that subject and client, and nothing more: a
+// subject written as a quote and a member of its own would sign a second
+// sub into the token, and decoders disagree on which of two wins.
+func TestIssuedStringsEscaped(t *testing.T) {
+	e := newEnv(t)
+	for _, s := range []string{
+		`mallory","sub":"alice`, `x\","sub":"alice","y":"`, `a"b\c`, "tab\tcr\rnl\n", "\x01\x1f\x7f",
+		"<script>&amp;</script>", "\u2028\u2029", "\\u0000", `\`, `"`, "é\\\"😀",
+	} {
+		p, err := e.iss.Issue(bg, s, refresh.WithClientID(s+"-client"))
+		require.NoError(t, err, "%q", s)
+		_, claims := decodeJWT(t, p.AccessToken)
+		assert.Equal(t, s, claims["sub"], "%q", s)
+		assert.Equal(t, s+"-client", claims["client_id"], "%q", s)
+		members := slices.Sorted(maps.Keys(claims))
+		assert.Equal(t, []string{"aud", "auth_time", "client_id", "exp", "iat", "iss", "jti", "sid", "sub"}, members, "%q", s)
+		c, err := e.iss.Verify(bg, p.AccessToken)
+		require.NoError(t, err, "%q", s)
+		assert.Equal(t, s, c.Subject, "%q", s)
+		assert.Equal(t, s+"-client", c.ClientID, "%q", s)
+		payload, err := base64.RawURLEncoding.DecodeString(strings.Split(p.AccessToken, ".")[1])
+		require.NoError(t, err)
+		for _, raw := range []string{"<", ">", "&", "\u2028", "\u2029"} {
+			assert.NotContains(t, string(payload), raw, "%q: escaped as encoding/json escapes it", s)
+		}
+		q, err := e.iss.Rotate(bg, p.RefreshToken, refresh.WithClientID(s+"-client"))
+		require.NoError(t, err, "%q: the session's client, as given", s)
+		c, err = e.iss.Verify(bg, q.AccessToken)
+		require.NoError(t, err)
+		assert.Equal(t, s, c.Subject, "%q after a refresh", s)
+	}
 }
 
 // The access token's size is checked at Issue, to the byte: a session
