@@ -139,6 +139,12 @@ func TestH2H4_RefreshErrors(t *testing.T) {
 		{"GET", "GET", "", "", 405, "invalid_request"},
 		{"JSON body", "POST", "application/json", `{"grant_type":"refresh_token"}`, 400, "invalid_request"},
 		{"no content type", "POST", "", form(refreshForm(p.RefreshToken)), 400, "invalid_request"},
+		// A form body is refused under any other media type, one a
+		// cross-site form can send (text/plain) among them.
+		{"form body as text/plain", "POST", "text/plain", form(refreshForm(p.RefreshToken)), 400, "invalid_request"},
+		{"form body as JSON", "POST", "application/json", form(refreshForm(p.RefreshToken)), 400, "invalid_request"},
+		{"form body as multipart", "POST", "multipart/form-data; boundary=x", form(refreshForm(p.RefreshToken)), 400, "invalid_request"},
+		{"malformed media type", "POST", "application/x-www-form-urlencoded; charset", form(refreshForm(p.RefreshToken)), 400, "invalid_request"},
 		{"oversized", "POST", "application/x-www-form-urlencoded", "grant_type=refresh_token&pad=" + strings.Repeat("x", 2000), 413, "invalid_request"},
 		{"no grant_type", "POST", "application/x-www-form-urlencoded", "refresh_token=" + p.RefreshToken, 400, "invalid_request"},
 		{"password grant", "POST", "application/x-www-form-urlencoded", "grant_type=password&username=a&password=b", 400, "unsupported_grant_type"},
@@ -619,6 +625,31 @@ func TestCookieAttributes(t *testing.T) {
 		assert.True(t, pin.Secure && pin.HttpOnly)
 		assert.Equal(t, http.SameSiteStrictMode, pin.SameSite)
 		assert.Equal(t, c.MaxAge, pin.MaxAge)
+	}
+	// Revocation clears every cookie the response set, at its own path.
+	for path, want := range map[string][]string{"": {"__Host-refresh_token /"}, "/auth": {"__Secure-refresh_token /auth", "__Host-refresh_session /"}} {
+		h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{Cookie: &refresh.CookieConfig{Path: path}})
+		login := httptest.NewRequest("POST", "/login", nil)
+		login.Header.Set("X-Requested-With", "fetch")
+		w := httptest.NewRecorder()
+		h.WriteTokenResponse(w, login, e.issue(t, "alice"))
+		req := httptest.NewRequest("POST", "/auth/revoke", strings.NewReader(""))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-Requested-With", "fetch")
+		for _, c := range w.Result().Cookies() {
+			req.AddCookie(c)
+		}
+		w = httptest.NewRecorder()
+		h.RevocationHandler().ServeHTTP(w, req)
+		require.Equal(t, 200, w.Code, path)
+		var cleared []string
+		for _, c := range w.Result().Cookies() {
+			assert.Negative(t, c.MaxAge, "%s: %s is expired", path, c.Name)
+			assert.Empty(t, c.Value)
+			assert.True(t, c.Secure && c.HttpOnly)
+			cleared = append(cleared, c.Name+" "+c.Path)
+		}
+		assert.Equal(t, want, cleared, "path %q", path)
 	}
 }
 
