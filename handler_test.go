@@ -586,11 +586,27 @@ func TestCookieMode(t *testing.T) {
 	assert.NotEqual(t, first, second, "rotated on every refresh")
 	assert.NotContains(t, r.body, "refresh_token")
 
+	// A dead token in the body is refused and leaves the cookie alone.
+	dead := e.issue(t, "bob")
+	require.NoError(t, e.iss.RevokeSession(bg, dead.SessionID))
+	r = postForm(t, client, srv.URL+"/token", refreshForm(dead.RefreshToken), csrf)
+	assert.Equal(t, 400, r.status, r.raw)
+	assert.Empty(t, r.header.Values("Set-Cookie"), "a body token's refusal does not touch the cookie")
+	assert.Equal(t, second, jar.Cookies(u)[0].Value)
+
 	r = postForm(t, client, srv.URL+"/revoke", url.Values{}, csrf)
 	require.Equal(t, 200, r.status)
 	assert.Empty(t, jar.Cookies(u), "cleared on revocation")
 	_, err = e.iss.Rotate(bg, second)
 	require.ErrorIs(t, err, refresh.ErrRevoked)
+
+	// A dead cookie (another tab revoked it) is refused and cleared, so
+	// that the browser stops sending it.
+	jar.SetCookies(u, []*http.Cookie{{Name: "refresh_token", Value: second, Path: "/"}})
+	r = postForm(t, client, srv.URL+"/token", url.Values{"grant_type": {"refresh_token"}}, csrf)
+	assert.Equal(t, 400, r.status, r.raw)
+	assert.Equal(t, "invalid_grant", r.body["error"])
+	assert.Empty(t, jar.Cookies(u), "the dead cookie is cleared")
 }
 
 // The cookie's name and attributes outside development mode.

@@ -822,6 +822,11 @@ func TestVuln16_SignInAsAnyClient(t *testing.T) {
 	refused("Basic and another client_id", 400, "invalid_request", url.Values{"client_id": {"pub"}}, basic("conf", "s3cret"))
 	refused("client_id twice", 400, "invalid_request", url.Values{"client_id": {"pub", "conf"}}, nil)
 	refused("client_secret twice", 400, "invalid_request", url.Values{"client_id": {"conf"}, "client_secret": {"guess", "s3cret"}}, nil)
+	rawBasic := func(s string) map[string]string {
+		return map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte(s))}
+	}
+	refused("a malformed escape in the Basic secret only", 400, "invalid_request", nil, rawBasic("conf:s3cret%zz"))
+	refused("a malformed escape in the Basic id only", 400, "invalid_request", nil, rawBasic("conf%zz:s3cret"))
 	refused("the client database fails", 503, "temporarily_unavailable", url.Values{"client_id": {"broken"}}, nil)
 	mu.Lock()
 	require.Len(t, faults, 1, "ClientAuth's failure reaches OnError")
