@@ -234,6 +234,11 @@ func TestD1_DPoPOverHTTP(t *testing.T) {
 	resp := call("Bearer", nil, "GET")
 	assert.Equal(t, 401, resp.StatusCode, "a bound token used as a bearer token")
 	assert.True(t, strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "DPoP "), resp.Header.Get("WWW-Authenticate"))
+	// With a good proof beside it too: a DPoP-bound token travels under
+	// the DPoP scheme only (RFC 9449 §7.1).
+	resp = call("Bearer", alice, "GET")
+	assert.Equal(t, 401, resp.StatusCode, "a bound token as a bearer token, with a proof")
+	assert.Contains(t, resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`)
 	assert.Equal(t, 401, call("DPoP", nil, "GET").StatusCode, "no proof")
 	assert.Equal(t, 401, call("DPoP", mallory, "GET").StatusCode, "another key")
 	assert.Equal(t, 401, call("DPoP", alice, "POST").StatusCode, "proof for another method")

@@ -143,6 +143,14 @@ func TestB4_MalformedHeader(t *testing.T) {
 			assert.Contains(t, resp.Header.Get("WWW-Authenticate"), `error="invalid_request"`)
 		})
 	}
+	// What RFC 6750's b64token allows is well formed, trailing '='s and
+	// the characters base64url does not use included: no such token is
+	// ours, so 401 invalid_token, not 400.
+	for _, tok := range []string{"abc=", "abc==", "a~b+c/d.e", "A"} {
+		resp := get(t, srv.URL+"/me", bearer(tok))
+		assert.Equal(t, 401, resp.StatusCode, tok)
+		assert.Contains(t, resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`, tok)
+	}
 }
 
 // B3: insufficient scope or role is 403 insufficient_scope.

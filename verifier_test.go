@@ -339,8 +339,8 @@ func TestVerifierIgnoresSymmetricJWK(t *testing.T) {
 // introspectionEnv is an auth service with the introspection endpoint
 // (client "rs" with secret "rs-secret" may introspect; "web" and "mobile"
 // are clients of sessions).
-func introspectionEnv(t *testing.T) (*env, *httptest.Server) {
-	e := newEnv(t, func(c *refresh.Config) { c.Keys = []refresh.Key{{ID: "ed1", Algorithm: refresh.EdDSA, Key: edKey}} })
+func introspectionEnv(t *testing.T, mod ...func(*refresh.Config)) (*env, *httptest.Server) {
+	e := newEnv(t, append([]func(*refresh.Config){func(c *refresh.Config) { c.Keys = []refresh.Key{{ID: "ed1", Algorithm: refresh.EdDSA, Key: edKey}} }}, mod...)...)
 	secrets := map[string]string{"rs": "rs-secret", "mobile": "mobile-secret"}
 	h := refresh.NewHandlers(e.iss, refresh.HandlerConfig{ClientAuth: func(_ context.Context, c refresh.ClientCredentials) error {
 		if want, ok := secrets[c.ID]; ok && c.Secret == want {
@@ -360,6 +360,37 @@ func introspectionEnv(t *testing.T) (*env, *httptest.Server) {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return e, srv
+}
+
+// An access token is inactive from its session's absolute end on, also
+// while Leeway still accepts its exp (which never passes the end): active
+// a nanosecond before, inactive at the end. Once Sweep has removed the
+// session it is inactive too, not a store fault.
+func TestIntrospectionAtSessionEnd(t *testing.T) {
+	const ttl = time.Hour
+	e, srv := introspectionEnv(t, func(c *refresh.Config) { c.SessionTTL, c.IdleTTL, c.Leeway = ttl, ttl, time.Minute })
+	p := e.issue(t, "alice")
+	end := e.clock.Now().Add(ttl)
+	e.clock.Set(end.Add(-10 * time.Minute))
+	q, err := e.iss.Rotate(bg, p.RefreshToken)
+	require.NoError(t, err)
+	active := func() any {
+		t.Helper()
+		r := postForm(t, nil, srv.URL+"/introspect", url.Values{"token": {q.AccessToken}, "client_id": {"rs"}, "client_secret": {"rs-secret"}}, nil)
+		require.Equal(t, 200, r.status, r.raw)
+		return r.body["active"]
+	}
+	e.clock.Set(end.Add(-time.Nanosecond))
+	assert.Equal(t, true, active(), "a nanosecond before the session's end")
+	e.clock.Set(end)
+	_, err = e.iss.Verify(bg, q.AccessToken)
+	require.NoError(t, err, "Leeway still accepts the token itself")
+	assert.Equal(t, false, active(), "at the session's end")
+	e.clock.Set(end.Add(30 * time.Second))
+	n, err := e.iss.Sweep(bg, 1)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	assert.Equal(t, false, active(), "its session swept")
 }
 
 // RFC 7662 over real HTTP, with a client written from the RFC: a POST of
