@@ -127,6 +127,26 @@ func TestVerifyDPoPProof(t *testing.T) {
 	bad("iat too old", c.proof("GET", u, "", now.Add(-time.Minute-time.Second)), "")
 	ok(c.proof("GET", u, "", now.Add(5*time.Second)), "")
 	bad("iat in the future", c.proof("GET", u, "", now.Add(6*time.Second)), "")
+	// Leeway widens both edges by itself, no more.
+	lenient := newEnv(t, func(c *refresh.Config) { c.Leeway = 10 * time.Second })
+	within := func(iat time.Time) bool {
+		_, err := lenient.iss.VerifyDPoPProof(c.proof("GET", u, "", iat), "GET", "https://api.example.com/me", "")
+		return err == nil
+	}
+	at := lenient.clock.Now()
+	assert.True(t, within(at.Add(-time.Minute-10*time.Second)), "a minute and the leeway old")
+	assert.False(t, within(at.Add(-time.Minute-11*time.Second)), "a second more")
+	assert.True(t, within(at.Add(15*time.Second)), "five seconds and the leeway ahead")
+	assert.False(t, within(at.Add(16*time.Second)), "a second more")
+	// A DPoPProof the application made itself, not VerifyDPoPProof's,
+	// binds nothing and consumes nothing.
+	made := &refresh.DPoPProof{Thumbprint: c.thumbprint, ID: "made-up", IssuedAt: now}
+	_, err := e.iss.Issue(bg, "alice", refresh.WithDPoPProof(made))
+	require.ErrorIs(t, err, refresh.ErrInvalidToken, "Issue with a hand-made proof")
+	bound := e.issue(t, "alice", refresh.WithDPoP(c.thumbprint))
+	_, err = e.iss.Rotate(bg, bound.RefreshToken, refresh.WithDPoPProof(made))
+	require.ErrorIs(t, err, refresh.ErrInvalidToken, "Rotate with a hand-made proof")
+	assert.Zero(t, e.session(t, bound.SessionID).Generation)
 
 	// htu after RFC 3986 normalization (RFC 9449 §4.3): default port,
 	// percent-encoded unreserved characters.

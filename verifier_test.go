@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -156,6 +158,16 @@ func TestNewVerifierRefusesBadConfig(t *testing.T) {
 		_, err := refresh.NewVerifier(c)
 		assert.Error(t, err, name)
 	}
+	// An RSA verification key of 2047 bits is refused, of 2048 taken.
+	rsaOf := func(bits uint) []refresh.Key {
+		n := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), bits), big.NewInt(1))
+		return []refresh.Key{{ID: "rs", Algorithm: refresh.RS256, Key: &rsa.PublicKey{N: n, E: 65537}}}
+	}
+	_, err := refresh.NewVerifier(refresh.VerifierConfig{Issuer: "i", Audience: "a", Keys: rsaOf(2047)})
+	assert.ErrorContains(t, err, "2048 bits")
+	v, err := refresh.NewVerifier(refresh.VerifierConfig{Issuer: "i", Audience: "a", Keys: rsaOf(2048)})
+	require.NoError(t, err)
+	require.NoError(t, v.Close())
 }
 
 // Key rotation end to end: the auth service adds a key and signs with it;

@@ -7,8 +7,6 @@ package refresh_test
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
@@ -26,7 +24,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v3/jwk"
 	"github.com/refreshkit/refresh"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -472,29 +469,39 @@ func TestVuln7_PreAuthWorkBounded(t *testing.T) {
 	dup := base64.RawURLEncoding.EncodeToString(append(hdr[:len(hdr)-1], []byte(`,"mz":1}`)...))
 	e.refused(t, dup+tok[strings.IndexByte(tok, '.'):], "a duplicate past the 16th member")
 
-	// DPoP keys: RSA from 2048 to 4096 bits, exponent at most 2^32-1.
+	// DPoP keys: RSA from 2048 to 4096 bits, exponent from 3 to 2^32-1,
+	// each edge and one past it. (Only the modulus's length is checked
+	// before the signature, so 2^bits-1 stands for a modulus of that many
+	// bits.)
 	rsaProof := func(bits int, exp int) string {
-		n, _ := rand.Prime(rand.Reader, bits/2)
-		m, _ := rand.Prime(rand.Reader, bits-bits/2)
-		pub := &rsa.PublicKey{N: new(big.Int).Mul(n, m), E: exp}
-		k, err := jwk.Import(pub)
-		require.NoError(t, err)
-		b, _ := k.(interface{ MarshalJSON() ([]byte, error) }).MarshalJSON()
-		hd := `{"typ":"dpop+jwt","alg":"RS256","jwk":` + string(b) + `}`
+		n := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), uint(bits)), big.NewInt(1))
+		ex := big.NewInt(int64(exp)).Bytes()
+		jwkJSON := `{"kty":"RSA","n":"` + base64.RawURLEncoding.EncodeToString(n.Bytes()) + `","e":"` + base64.RawURLEncoding.EncodeToString(ex) + `"}`
+		hd := `{"typ":"dpop+jwt","alg":"RS256","jwk":` + jwkJSON + `}`
 		cl := `{"jti":"x","htm":"GET","htu":"https://api.example.com/me","iat":` + jsonNumber(e.clock.Now().Unix()) + `}`
-		sig := make([]byte, bits/8)
+		sig := make([]byte, (bits+7)/8)
 		return base64.RawURLEncoding.EncodeToString([]byte(hd)) + "." + base64.RawURLEncoding.EncodeToString([]byte(cl)) + "." + base64.RawURLEncoding.EncodeToString(sig)
 	}
 	for name, proof := range map[string]string{
+		"4097-bit modulus":     rsaProof(4097, 65537),
 		"4160-bit modulus":     rsaProof(4160, 65537),
+		"exponent 2^32+1":      rsaProof(2048, 1<<32+1),
 		"exponent over 2^32-1": rsaProof(2048, 1<<33+1),
 	} {
 		_, err := e.iss.VerifyDPoPProof(proof, "GET", "https://api.example.com/me", "")
 		require.ErrorIs(t, err, refresh.ErrInvalidToken, name)
 		assert.Contains(t, err.Error(), "RSA key size or exponent", name)
 	}
-	_, err = e.iss.VerifyDPoPProof(rsaProof(2048, 65537), "GET", "https://api.example.com/me", "")
-	assert.Contains(t, err.Error(), "bad signature", "an ordinary RSA key gets as far as the signature")
+	_, err = e.iss.VerifyDPoPProof(rsaProof(2047, 65537), "GET", "https://api.example.com/me", "")
+	require.ErrorIs(t, err, refresh.ErrInvalidToken, "a 2047-bit modulus")
+	assert.NotContains(t, err.Error(), "bad signature", "a 2047-bit modulus is refused before its signature")
+	for name, proof := range map[string]string{
+		"2048 bits": rsaProof(2048, 65537), "4096 bits": rsaProof(4096, 65537),
+		"exponent 3": rsaProof(2048, 3), "exponent 2^32-1": rsaProof(2048, 1<<32-1),
+	} {
+		_, err = e.iss.VerifyDPoPProof(proof, "GET", "https://api.example.com/me", "")
+		assert.Contains(t, err.Error(), "bad signature", "%s: an ordinary RSA key gets as far as the signature", name)
+	}
 }
 
 // 9 (found in our own review after issue 10): cookie mode took a refresh
