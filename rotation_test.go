@@ -1,6 +1,7 @@
 package refresh_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -1108,4 +1109,34 @@ func TestRotateAllocations(t *testing.T) {
 		tok = p.RefreshToken
 	})
 	require.Equal(t, 3.0, allocs)
+}
+
+// The refresh token's format is stable: a token minted by an earlier build
+// (these constants) still rotates, to exactly the successor it did then.
+// A change to the format, the MAC's input or the binding retires every
+// token in the field at the upgrade; it must come with a new version byte
+// (refreshVersion) and a note in the README, not by accident.
+func TestRefreshTokenFormatIsStable(t *testing.T) {
+	const (
+		gen7 = "rt_AwMAAQIDBAUGBwgJCgsMDQ4Pi9T0priP4zcH1m0yswkR5NWaDB1d-peH5w"
+		gen8 = "rt_AwMAAQIDBAUGBwgJCgsMDQ4Pi9T0priP4zcIA2Qz5TCt-aiu-qqStKdLew"
+	)
+	signedIn := time.Date(2026, 12, 1, 9, 30, 15, 123456789, time.UTC)
+	e := newEnv(t, func(c *refresh.Config) {
+		c.RefreshKeys = []refresh.RefreshKey{{ID: 3, Secret: bytes.Repeat([]byte{0x5a}, 32)}}
+	})
+	e.clock.Set(signedIn.Add(2 * time.Hour))
+	seed := make([]byte, 32)
+	for i := range seed {
+		seed[i] = byte(i)
+	}
+	require.NoError(t, e.store.Create(bg, &refresh.Session{
+		ID: "AAECAwQFBgcICQoLDA0ODw", Subject: "alice", ClientID: "web", Generation: 7, Seed: seed,
+		Scope: []string{"write", "read"}, Claims: []byte(`{"roles":["admin"],"tenant":42}`),
+		CreatedAt: signedIn, RotatedAt: signedIn.Add(time.Hour), ExpiresAt: signedIn.Add(90 * 24 * time.Hour),
+	}))
+	p, err := e.iss.Rotate(bg, gen7, refresh.WithClientID("web"))
+	require.NoError(t, err, "a refresh token of an earlier build")
+	assert.Equal(t, gen8, p.RefreshToken, "its successor")
+	assert.EqualValues(t, 8, e.session(t, "AAECAwQFBgcICQoLDA0ODw").Generation)
 }
