@@ -1139,4 +1139,18 @@ func TestRefreshTokenFormatIsStable(t *testing.T) {
 	require.NoError(t, err, "a refresh token of an earlier build")
 	assert.Equal(t, gen8, p.RefreshToken, "its successor")
 	assert.EqualValues(t, 8, e.session(t, "AAECAwQFBgcICQoLDA0ODw").Generation)
+
+	// The successor cut short at every byte, or one byte longer, is
+	// refused as malformed (no panic on a short one), and changes nothing.
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(gen8, "rt_"))
+	require.NoError(t, err)
+	for n := 0; n <= len(raw)+1; n++ {
+		if n == len(raw) {
+			continue
+		}
+		b := append(append([]byte{}, raw...), 0)[:n]
+		_, err := e.iss.Rotate(bg, "rt_"+base64.RawURLEncoding.EncodeToString(b), refresh.WithClientID("web"))
+		require.ErrorIs(t, err, refresh.ErrInvalidToken, "%d of %d bytes", n, len(raw))
+	}
+	assert.EqualValues(t, 8, e.session(t, "AAECAwQFBgcICQoLDA0ODw").Generation)
 }
