@@ -104,3 +104,27 @@ func TestReplayCacheBounds(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayWindowCoversProofLifetime: a proof is remembered for as long
+// as it can verify. Made as far ahead as its iat may be (dpopMaxFuture
+// plus Leeway), it verifies until dpopMaxAge plus Leeway past that iat;
+// until then a replay is refused, even while an attacker's own proofs, one
+// a second, turn the cache's generations over as early as they can.
+func TestReplayWindowCoversProofLifetime(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, leeway := range []time.Duration{0, 30 * time.Second, MaxLeeway} {
+		rs := newResourceServer("i", "a", "", leeway, DefaultMaxTokenSize, 0, nil)
+		lifetime := dpopMaxFuture + leeway + dpopMaxAge + leeway
+		if v := rs.dpopSeen.add("victim", "P", t0); v != replayNew {
+			t.Fatalf("leeway %v: first use: %v", leeway, v)
+		}
+		for at := t0.Add(time.Second); at.Before(t0.Add(lifetime)); at = at.Add(time.Second) {
+			if v := rs.dpopSeen.add("attacker", at.String(), at); v != replayNew {
+				t.Fatalf("leeway %v: the attacker's proof at %v: %v", leeway, at, v)
+			}
+		}
+		if v := rs.dpopSeen.add("victim", "P", t0.Add(lifetime)); v != replaySeen {
+			t.Fatalf("leeway %v: the proof replayed at the end of its life: %v, want seen", leeway, v)
+		}
+	}
+}

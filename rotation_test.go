@@ -1152,5 +1152,11 @@ func TestRefreshTokenFormatIsStable(t *testing.T) {
 		_, err := e.iss.Rotate(bg, "rt_"+base64.RawURLEncoding.EncodeToString(b), refresh.WithClientID("web"))
 		require.ErrorIs(t, err, refresh.ErrInvalidToken, "%d of %d bytes", n, len(raw))
 	}
+	// Its generation spelled as a longer varint (0x88 0x00 for 8): a token
+	// has one spelling.
+	require.Equal(t, byte(8), raw[26], "version, key id, 16-byte session id, 8-byte check, then the generation")
+	long := append(append(append([]byte{}, raw[:26]...), 0x88, 0x00), raw[27:]...)
+	_, err = e.iss.Rotate(bg, "rt_"+base64.RawURLEncoding.EncodeToString(long), refresh.WithClientID("web"))
+	require.ErrorIs(t, err, refresh.ErrInvalidToken, "a non-minimal varint")
 	assert.EqualValues(t, 8, e.session(t, "AAECAwQFBgcICQoLDA0ODw").Generation)
 }
