@@ -786,6 +786,13 @@ func TestR11_RefreshKeyRotation(t *testing.T) {
 	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(p.RefreshToken, "rt_"))
 	require.NoError(t, err)
 	assert.Equal(t, byte(2), raw[1], "new tokens carry the new key id")
+	// The same instance rotates on, on its one-round-trip path, from what
+	// it kept of the session when it checked the old key's token: every
+	// successor's session check is under the new key.
+	for range 2 {
+		p, err = rotated.iss.Rotate(bg, p.RefreshToken)
+		require.NoError(t, err)
+	}
 
 	stale := e.issue(t, "bob")
 	retired := newEnv(t, func(c *refresh.Config) {
