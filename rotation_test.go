@@ -769,6 +769,36 @@ func TestMaxSessions(t *testing.T) {
 	_, err = refresh.NewIssuer(refresh.Config{Issuer: "i", Audience: "a", Store: refresh.NewMemoryStore(),
 		Keys: e.cfg.Keys, RefreshKeys: e.cfg.RefreshKeys, MaxSessions: -1})
 	require.ErrorContains(t, err, "MaxSessions")
+
+	// A bound lowered by a new configuration ends every session beyond it
+	// at the next sign-in, least recently used first and, among those used
+	// last at one instant, the oldest sign-in first.
+	many := newEnv(t)
+	var erin []*refresh.Pair
+	for range 4 {
+		erin = append(erin, many.issue(t, "erin"))
+		many.clock.Advance(time.Second)
+	}
+	_, err = many.iss.Rotate(bg, erin[0].RefreshToken) // used now: as recently as erin[3] will be
+	require.NoError(t, err)
+	erin = append(erin, many.issue(t, "erin")) // signed in at the same instant
+	many.clock.Advance(time.Second)
+	lowered := newEnv(t, func(c *refresh.Config) { c.Store, c.MaxSessions = many.store, 2 })
+	lowered.clock.Set(many.clock.Now())
+	last := lowered.issue(t, "erin")
+	for i, wantLive := range []bool{false, false, false, false, true} {
+		assert.Equal(t, !wantLive, many.session(t, erin[i].SessionID).Revoked(), "erin's session %d", i)
+	}
+	assert.False(t, many.session(t, last.SessionID).Revoked())
+	// The tie broken by sign-in time even against the ids' order.
+	now := lowered.clock.Now()
+	for id, signedIn := range map[string]time.Time{"zzzzzzzzzzzzzzzzzzzzzw": now.Add(-time.Hour), "AAAAAAAAAAAAAAAAAAAAAA": now.Add(-time.Minute)} {
+		require.NoError(t, many.store.Create(bg, &refresh.Session{ID: id, Subject: "frank", Seed: make([]byte, 32),
+			CreatedAt: signedIn, RotatedAt: now.Add(-time.Second), ExpiresAt: now.Add(time.Hour)}))
+	}
+	lowered.issue(t, "frank")
+	assert.True(t, many.session(t, "zzzzzzzzzzzzzzzzzzzzzw").Revoked(), "the older sign-in ends")
+	assert.False(t, many.session(t, "AAAAAAAAAAAAAAAAAAAAAA").Revoked())
 }
 
 // R11: tokens minted under a previous refresh key still rotate; new tokens
@@ -803,6 +833,21 @@ func TestR11_RefreshKeyRotation(t *testing.T) {
 	require.ErrorIs(t, err, refresh.ErrInvalidToken)
 	_, err = retired.iss.Rotate(bg, p.RefreshToken)
 	require.NoError(t, err)
+
+	// With grace, that instance answers a retry of the old key's token
+	// within the window with the same successor, from its cache too.
+	g := newEnv(t, func(c *refresh.Config) { c.Grace = 5 * time.Second })
+	gp := g.issue(t, "gina")
+	gRot := newEnv(t, func(c *refresh.Config) {
+		c.Store, c.Grace = g.store, 5*time.Second
+		c.RefreshKeys = []refresh.RefreshKey{newKey, c.RefreshKeys[0]}
+	})
+	gRot.clock.Set(g.clock.Now())
+	first, err := gRot.iss.Rotate(bg, gp.RefreshToken)
+	require.NoError(t, err)
+	retry, err := gRot.iss.Rotate(bg, gp.RefreshToken)
+	require.NoError(t, err, "a grace retry of the old key's token")
+	assert.Equal(t, first.RefreshToken, retry.RefreshToken)
 }
 
 // H3 at the library level: narrower scope for one access token; wider is
