@@ -1212,3 +1212,40 @@ func TestRefreshTokenFormatIsStable(t *testing.T) {
 	require.ErrorIs(t, err, refresh.ErrInvalidToken, "a non-minimal varint")
 	assert.EqualValues(t, 8, e.session(t, "AAECAwQFBgcICQoLDA0ODw").Generation)
 }
+
+// conflictingStore answers every swap with ErrConflict, as a store would
+// whose session some other writer changes each time, and counts them; past
+// a hundred it fails, so that a Rotate that never gives up ends.
+type conflictingStore struct {
+	*refresh.MemoryStore
+	swaps atomic.Int32
+}
+
+func (c *conflictingStore) swap() error {
+	if c.swaps.Add(1) > 100 {
+		return errors.New("a hundred conflicts")
+	}
+	return refresh.ErrConflict
+}
+
+func (c *conflictingStore) Advance(context.Context, string, uint64, time.Time) error { return c.swap() }
+
+func (c *conflictingStore) AdvanceActive(context.Context, string, uint64, time.Time, time.Time) error {
+	return c.swap()
+}
+
+// A session that some other writer changes at every swap: Rotate gives
+// up after a bounded number of attempts, as a system fault, instead of
+// spinning, and changes nothing.
+func TestRotateGivesUpOnEndlessConflicts(t *testing.T) {
+	st := &conflictingStore{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	e := newEnv(t, func(c *refresh.Config) { c.Store = st })
+	p := e.issue(t, "alice")
+	_, err := e.iss.Rotate(bg, p.RefreshToken)
+	require.ErrorContains(t, err, "gave up after 8 concurrent modifications")
+	assert.False(t, refresh.IsClientError(err))
+	assert.EqualValues(t, 1+8, st.swaps.Load(), "the one-round-trip swap, then eight on fresh reads")
+	s, err := st.Get(bg, p.SessionID)
+	require.NoError(t, err)
+	assert.EqualValues(t, 0, s.Generation)
+}
