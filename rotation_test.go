@@ -929,7 +929,11 @@ func TestOnRefreshHook(t *testing.T) {
 				return disabled
 			}
 			assert.Equal(t, "alice", info.Subject)
-			assert.Equal(t, []any{"user"}, info.Claims["roles"])
+			if info.Claims == nil {
+				info.Claims = map[string]any{} // a session without claims
+			} else {
+				assert.Equal(t, []any{"user"}, info.Claims["roles"])
+			}
 			info.Claims["roles"] = []string{"admin"}
 			return nil
 		}
@@ -940,6 +944,15 @@ func TestOnRefreshHook(t *testing.T) {
 	c, err := e.iss.Verify(bg, q.AccessToken)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"admin"}, c.Roles(), "the hook reloaded the claims")
+
+	// A session without claims: the hook sees none and may add some.
+	bare, err := e.iss.Issue(bg, "alice")
+	require.NoError(t, err)
+	r, err := e.iss.Rotate(bg, bare.RefreshToken)
+	require.NoError(t, err, "a session without claims")
+	c, err = e.iss.Verify(bg, r.AccessToken)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"admin"}, c.Roles())
 
 	refuse.Store(true)
 	_, err = e.iss.Rotate(bg, q.RefreshToken)
