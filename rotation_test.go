@@ -1262,3 +1262,47 @@ func TestRotateGivesUpOnEndlessConflicts(t *testing.T) {
 	require.NoError(t, err)
 	assert.EqualValues(t, 0, s.Generation)
 }
+
+// proofSweepStore counts the expired DPoP proof records Sweep removes, and
+// fails DeleteStale on demand.
+type proofSweepStore struct {
+	*refresh.MemoryStore
+	proofsDeleted atomic.Int32
+	staleFails    atomic.Bool
+}
+
+func (p *proofSweepStore) DeleteExpiredProofs(ctx context.Context, before time.Time, limit int) (int, error) {
+	n, err := p.MemoryStore.DeleteExpiredProofs(ctx, before, limit)
+	p.proofsDeleted.Add(int32(n))
+	return n, err
+}
+
+func (p *proofSweepStore) DeleteStale(ctx context.Context, expiredBy, idleBy, revokedBy time.Time, limit int) (int, error) {
+	if p.staleFails.Load() {
+		return 0, errors.New("store down")
+	}
+	return p.MemoryStore.DeleteStale(ctx, expiredBy, idleBy, revokedBy, limit)
+}
+
+// Sweep removes the store's expired DPoP proof records with its expired
+// sessions, and reports a failure to remove sessions rather than going on.
+func TestSweepRemovesExpiredProofs(t *testing.T) {
+	st := &proofSweepStore{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	e := newEnv(t, func(c *refresh.Config) { c.Store = st })
+	alice := newDPoPClient(t)
+	proof, err := e.iss.VerifyDPoPProof(alice.proof("POST", tokenURL, "", e.clock.Now()), "POST", tokenURL, "")
+	require.NoError(t, err)
+	e.issue(t, "alice", refresh.WithDPoPProof(proof))
+	_, err = e.iss.Sweep(bg, 10)
+	require.NoError(t, err)
+	require.Zero(t, st.proofsDeleted.Load(), "a proof record still within its life stays")
+
+	e.clock.Advance(10 * time.Minute)
+	st.staleFails.Store(true)
+	_, err = e.iss.Sweep(bg, 10)
+	require.ErrorContains(t, err, "store down")
+	st.staleFails.Store(false)
+	_, err = e.iss.Sweep(bg, 10)
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, st.proofsDeleted.Load(), "the expired proof record is removed")
+}
