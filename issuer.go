@@ -467,13 +467,14 @@ func WithScope(scope ...string) Option {
 // nbf, iat, auth_time, jti, client_id, sid, scope, cnf) are refused: the
 // Issuer writes them. So are names that Go's encoding/json would read as
 // one of them or as each other: it matches names to struct fields ignoring
-// case (Unicode folding: "SUB", "ſub"), and its v2 ignores '-' and '_'
-// too, and the last member wins, so a claim named "EXP" or "Sub" would
-// set the expiry or subject that a resource server decoding into a struct
+// case (Unicode folding: "SUB", "ſub"), its v2 ignores '-' and '_' too,
+// and the last member wins, so a claim named "EXP" or "Sub" would set the
+// expiry or subject that a resource server decoding into a struct
 // (golang-jwt's RegisteredClaims) reads. Mind this where claim names come
-// from users (profile attributes). Authentication claims the Issuer cannot know, such as
-// acr and amr (RFC 9068 §2.2.1), are the login handler's to set here;
-// RequireACR reads acr. They are encoded with encoding/json once, at Issue,
+// from users (profile attributes): nest those under one claim of yours.
+// Authentication claims the Issuer cannot know, such as acr and amr (RFC
+// 9068 §2.2.1), are the login handler's to set here; RequireACR reads
+// acr. They are encoded with encoding/json once, at Issue,
 // and signed into every later token exactly so; Verify hands their numbers
 // back as json.Number (Claims.Extra).
 func WithClaims(claims map[string]any) Option { return func(o *callOptions) { o.claims = claims } }

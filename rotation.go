@@ -60,9 +60,9 @@ func (iss *Issuer) verifyRefresh(ctx context.Context, tok string) (*refreshClaim
 // longer than 1024 bytes, a scope token outside RFC 6749 §3.3, a WithDPoP
 // value that is not a SHA-256 JWK thumbprint, and claims with a registered
 // name (in any spelling Go's encoding/json takes for it: WithClaims) or
-// two names it takes for one, holding a NUL character or a lone surrogate escape, that JSON
-// cannot encode, or that would make the access token longer than
-// Config.MaxTokenSize, and metadata over MaxMetaBytes once made valid
+// two names it takes for one, holding a NUL character or a lone surrogate
+// escape, that JSON cannot encode, or that would make the access token
+// longer than Config.MaxTokenSize, and metadata over MaxMetaBytes once made valid
 // UTF-8 without NUL (U+FFFD in place of the rest). A login handler answers
 // its errors with Handlers.WriteIssueError.
 func (iss *Issuer) Issue(ctx context.Context, subject string, opts ...Option) (*Pair, error) {
