@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"math/big"
 	"net/http"
 	"strings"
 	"testing"
@@ -140,4 +141,10 @@ func dpopGet(t *testing.T, u, accessToken, proof string) int {
 	require.NoError(t, err)
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// modulusOf returns 2^bits-1: a number of exactly bits bits, which stands
+// for an RSA modulus of that length where only the length is checked.
+func modulusOf(bits int) *big.Int {
+	return new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), uint(bits)), big.NewInt(1))
 }

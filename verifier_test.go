@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -159,9 +158,8 @@ func TestNewVerifierRefusesBadConfig(t *testing.T) {
 		assert.Error(t, err, name)
 	}
 	// An RSA verification key of 2047 bits is refused, of 2048 taken.
-	rsaOf := func(bits uint) []refresh.Key {
-		n := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), bits), big.NewInt(1))
-		return []refresh.Key{{ID: "rs", Algorithm: refresh.RS256, Key: &rsa.PublicKey{N: n, E: 65537}}}
+	rsaOf := func(bits int) []refresh.Key {
+		return []refresh.Key{{ID: "rs", Algorithm: refresh.RS256, Key: &rsa.PublicKey{N: modulusOf(bits), E: 65537}}}
 	}
 	_, err := refresh.NewVerifier(refresh.VerifierConfig{Issuer: "i", Audience: "a", Keys: rsaOf(2047)})
 	assert.ErrorContains(t, err, "2048 bits")

@@ -471,10 +471,10 @@ func TestVuln7_PreAuthWorkBounded(t *testing.T) {
 
 	// DPoP keys: RSA from 2048 to 4096 bits, exponent from 3 to 2^32-1,
 	// each edge and one past it. (Only the modulus's length is checked
-	// before the signature, so 2^bits-1 stands for a modulus of that many
-	// bits.)
+	// before the signature, so modulusOf(bits) stands for a modulus of
+	// that many bits.)
 	rsaProof := func(bits int, exp int) string {
-		n := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), uint(bits)), big.NewInt(1))
+		n := modulusOf(bits)
 		ex := big.NewInt(int64(exp)).Bytes()
 		jwkJSON := `{"kty":"RSA","n":"` + base64.RawURLEncoding.EncodeToString(n.Bytes()) + `","e":"` + base64.RawURLEncoding.EncodeToString(ex) + `"}`
 		hd := `{"typ":"dpop+jwt","alg":"RS256","jwk":` + jwkJSON + `}`
