@@ -199,6 +199,35 @@ func TestVerifyDPoPProof(t *testing.T) {
 	ok(esIn+"."+base64.RawURLEncoding.EncodeToString(append(r.FillBytes(make([]byte, 32)), sg.FillBytes(make([]byte, 32))...)), "")
 	bad("garbage", "not.a.proof", "")
 	bad("huge", strings.Repeat("A", 5000), "")
+	// The length bound (4 KiB, checked before anything is decoded) at its
+	// byte: a genuine proof padded to exactly 4096 bytes verifies, one
+	// byte more is refused as too long.
+	ok(proofOfLength(t, c, u, now, 4096), "")
+	long := proofOfLength(t, c, u, now, 4097)
+	_, err = e.iss.VerifyDPoPProof(long, "GET", "https://api.example.com/me", "")
+	require.ErrorIs(t, err, refresh.ErrInvalidToken)
+	assert.ErrorContains(t, err, "too long")
+}
+
+// proofOfLength signs a genuine proof for GET u padded (an unknown header
+// member and an unknown claim, both ignored) to exactly n bytes.
+func proofOfLength(t *testing.T, c *dpopClient, u string, iat time.Time, n int) string {
+	t.Helper()
+	base := len(c.proof("GET", u, "", iat, func(h, cl map[string]any) { h["x"], cl["pad"] = "", "" }))
+	// Base64 grows by 4/3 of the padding; the header's padding reaches the
+	// lengths the payload's alone skips.
+	for hp := 0; hp < 3; hp++ {
+		for pp := max(0, (n-base)*3/4-4); pp < (n-base)*3/4+4; pp++ {
+			p := c.proof("GET", u, "", iat, func(h, cl map[string]any) {
+				h["x"], cl["pad"] = strings.Repeat("h", hp), strings.Repeat("p", pp)
+			})
+			if len(p) == n {
+				return p
+			}
+		}
+	}
+	t.Fatalf("no padding gives a proof of %d bytes", n)
+	return ""
 }
 
 // D1 over HTTP: the refresh endpoint binds and checks proofs, and the

@@ -17,3 +17,14 @@ func DPoPReplayLen(iss *Issuer) int {
 	defer iss.rs.dpopSeen.mu.Unlock()
 	return len(iss.rs.dpopSeen.cur.seen) + len(iss.rs.dpopSeen.prev.seen)
 }
+
+// MintRefresh returns the refresh token of generation gen of session s under
+// the minting key, as Rotate would hand it out.
+func MintRefresh(iss *Issuer, s *Session, gen uint64) string {
+	sid, err := b64.DecodeString(s.ID)
+	if err != nil || len(sid) != sessionIDLen {
+		panic("MintRefresh: not a session id Issue mints")
+	}
+	check, b := iss.mintKey.check(sid), binding(s)
+	return iss.mintKey.mint(sid, &check, gen, &b)
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"hash"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -39,8 +40,9 @@ const (
 	macDomain      = "refreshkit/refresh-token\x00"
 	checkDomain    = "refreshkit/refresh-check\x00"
 	bindDomain     = "refreshkit/refresh-binding\x00"
-	// maxRefreshLen is the longest well-formed refresh token.
-	maxRefreshLen = len(refreshPrefix) + (2+sessionIDLen+checkLen+binary.MaxVarintLen64+tagLen+2)/3*4
+	// maxRefreshLen is the longest well-formed refresh token: the prefix
+	// and the unpadded base64url of the longest body (a 10-byte varint).
+	maxRefreshLen = len(refreshPrefix) + ((2+sessionIDLen+checkLen+binary.MaxVarintLen64+tagLen)*8+5)/6
 )
 
 type refreshKey struct {
@@ -204,6 +206,12 @@ func (iss *Issuer) parseRefresh(tok string) (refreshClaims, error) {
 	gen, vn := binary.Uvarint(r)
 	if vn <= 0 || vn != varintLen(gen) || len(r) != vn+tagLen {
 		return rc, tokenErr(ErrInvalidToken, "malformed refresh token")
+	}
+	if gen == math.MaxUint64 {
+		// Its successor's generation would wrap to 0, the generation of
+		// the session's first token. No session rotates 2^64 − 1 times:
+		// this makes the wrap impossible rather than improbable.
+		return rc, tokenErr(ErrInvalidToken, "refresh token generation has no successor")
 	}
 	rc.gen = gen
 	copy(rc.tag[:], r[vn:])

@@ -1226,6 +1226,31 @@ func TestRefreshTokenFormatIsStable(t *testing.T) {
 	assert.EqualValues(t, 8, e.session(t, "AAECAwQFBgcICQoLDA0ODw").Generation)
 }
 
+// A session's generation never wraps. Its token of generation 2^64 − 1
+// (73 bytes, the longest a refresh token can be) is well formed, but has no
+// successor: rotating it would make generation 0 current again, and with it
+// the session's first token, long since spent. No session rotates that
+// often, and a store writer who sets a generation there holds no token of
+// it; the check makes the wrap impossible instead of improbable.
+func TestGenerationsDoNotWrap(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.Grace = 0 })
+	s := e.session(t, e.issue(t, "alice").SessionID)
+	s.ID, s.Generation = "AAECAwQFBgcICQoLDA0ODw", math.MaxUint64-1
+	require.NoError(t, e.store.Create(bg, s))
+	last, err := e.iss.Rotate(bg, refresh.MintRefresh(e.iss, s, math.MaxUint64-1))
+	require.NoError(t, err, "the generation before the last rotates")
+	assert.Len(t, last.RefreshToken, 73, "a 10-byte varint: the longest token")
+	_, err = e.iss.Rotate(bg, last.RefreshToken)
+	require.ErrorIs(t, err, refresh.ErrInvalidToken)
+	assert.ErrorContains(t, err, "no successor", "refused for its generation, not its length")
+	got := e.session(t, s.ID)
+	assert.EqualValues(t, uint64(math.MaxUint64), got.Generation)
+	assert.False(t, got.Revoked(), "refused, not reuse")
+	// The session's first token is still spent.
+	_, err = e.iss.Rotate(bg, refresh.MintRefresh(e.iss, s, 0))
+	require.ErrorIs(t, err, refresh.ErrReused)
+}
+
 // conflictingStore answers every swap with ErrConflict, as a store would
 // whose session some other writer changes each time, and counts them; past
 // a hundred it fails, so that a Rotate that never gives up ends.
