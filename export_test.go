@@ -28,3 +28,26 @@ func MintRefresh(iss *Issuer, s *Session, gen uint64) string {
 	check, b := iss.mintKey.check(sid), binding(s)
 	return iss.mintKey.mint(sid, &check, gen, &b)
 }
+
+// VerifyCacheLen is how many verified access tokens the cache of an
+// *Issuer or a *Verifier holds.
+func VerifyCacheLen(x any) int {
+	var rs *resourceServer
+	switch x := x.(type) {
+	case *Issuer:
+		rs = x.rs
+	case *Verifier:
+		rs = x.rs
+	}
+	if rs.vcache == nil {
+		return 0
+	}
+	n := 0
+	for i := range rs.vcache.m.shards {
+		sh := &rs.vcache.m.shards[i]
+		sh.mu.RLock()
+		n += len(sh.cur) + len(sh.prev)
+		sh.mu.RUnlock()
+	}
+	return n
+}

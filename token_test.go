@@ -457,6 +457,9 @@ func TestES256OnlyP256(t *testing.T) {
 // The verification cache: a hit still checks expiry and the session, and a
 // token sharing a cached token's signature but not its bytes is a miss.
 func TestVerifyCache(t *testing.T) {
+	// What the cache holds once 6 tokens have verified: all of them by
+	// default (4096), none when disabled, at most the size asked for.
+	holds := map[int]int{0: 6, -1: 0, 2: 2}
 	for _, size := range []int{0, -1, 2} {
 		e := newEnv(t, func(c *refresh.Config) { c.VerifyCacheSize = size; c.CheckSession = true })
 		p := e.issue(t, "alice")
@@ -482,6 +485,7 @@ func TestVerifyCache(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, "bob", c.Subject)
 		}
+		assert.Equal(t, holds[size], refresh.VerifyCacheLen(e.iss), "cache size %d", size)
 
 		require.NoError(t, e.iss.RevokeSession(bg, p.SessionID))
 		_, err = e.iss.Verify(bg, p.AccessToken)

@@ -140,6 +140,24 @@ func TestVerifierAttackSuite(t *testing.T) {
 	require.ErrorIs(t, err, refresh.ErrExpired)
 }
 
+// VerifierConfig.VerifyCacheSize is honoured: the default keeps every
+// token verified here, a negative size none, a size of 2 at most two.
+func TestVerifierCacheSize(t *testing.T) {
+	e := newEnv(t)
+	for size, holds := range map[int]int{0: 3, -1: 0, 2: 2} {
+		v := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) {
+			c.Keys = []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}}
+			c.VerifyCacheSize = size
+		})
+		for _, sub := range []string{"alice", "bob", "carol"} {
+			c, err := v.Verify(bg, e.issue(t, sub).AccessToken)
+			require.NoError(t, err)
+			assert.Equal(t, sub, c.Subject)
+		}
+		assert.Equal(t, holds, refresh.VerifyCacheLen(v), "VerifyCacheSize %d", size)
+	}
+}
+
 func TestNewVerifierRefusesBadConfig(t *testing.T) {
 	k := []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}}
 	for name, c := range map[string]refresh.VerifierConfig{
