@@ -51,3 +51,18 @@ func VerifyCacheLen(x any) int {
 	}
 	return n
 }
+
+// SetSessionCacheMax lowers the bound of CheckSession's cache of session
+// answers (65,536), so that a test can reach it.
+func SetSessionCacheMax(iss *Issuer, n int) {
+	iss.sessCache.mu.Lock()
+	defer iss.sessCache.mu.Unlock()
+	iss.sessCache.max = n
+}
+
+// SessionCacheLen is how many session answers that cache holds.
+func SessionCacheLen(iss *Issuer) int {
+	iss.sessCache.mu.Lock()
+	defer iss.sessCache.mu.Unlock()
+	return len(iss.sessCache.m)
+}

@@ -532,6 +532,7 @@ func collect(opts []Option) callOptions {
 // revocation cannot put the session back as live.
 type sessionCache struct {
 	ttl   time.Duration
+	max   int        // entries; sessionCacheMax but in tests
 	mu    sync.Mutex // guards m and epoch
 	m     map[string]cacheEntry
 	epoch uint64
@@ -545,7 +546,7 @@ type cacheEntry struct {
 const sessionCacheMax = 1 << 16
 
 func (c *sessionCache) init(ttl time.Duration) {
-	c.ttl = ttl
+	c.ttl, c.max = ttl, sessionCacheMax
 	c.m = make(map[string]cacheEntry)
 }
 
@@ -574,7 +575,7 @@ func (c *sessionCache) put(sid string, err error, now time.Time, epoch uint64) {
 	if c.epoch != epoch {
 		return // a revocation happened during the read: the answer may be stale
 	}
-	if len(c.m) >= sessionCacheMax {
+	if len(c.m) >= c.max {
 		clear(c.m) // bounded: start over rather than grow
 	}
 	c.m[sid] = cacheEntry{err: err, checked: now}

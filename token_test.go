@@ -369,6 +369,20 @@ func TestV8_SessionCheck(t *testing.T) {
 	require.NoError(t, err, "without CheckSession, access tokens live until exp")
 }
 
+// CheckSession's cache of answers is bounded (65,536 sessions, lowered to 3
+// here): the answer that would pass the bound starts the cache over, and
+// then holds only itself. Memory stays bounded however many sessions'
+// tokens arrive.
+func TestSessionCacheBound(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.CheckSession = true; c.SessionCheckTTL = time.Minute })
+	refresh.SetSessionCacheMax(e.iss, 3)
+	for i, want := range []int{1, 2, 3, 1, 2} {
+		_, err := e.iss.Verify(bg, e.issue(t, "alice").AccessToken)
+		require.NoError(t, err)
+		assert.Equal(t, want, refresh.SessionCacheLen(e.iss), "after the session check of token %d", i+1)
+	}
+}
+
 // V9: token kinds are not interchangeable.
 func TestV9_TokenKindsNotInterchangeable(t *testing.T) {
 	e := newEnv(t)
