@@ -1251,6 +1251,22 @@ func TestGenerationsDoNotWrap(t *testing.T) {
 	require.ErrorIs(t, err, refresh.ErrReused)
 }
 
+// A session whose stored claims are an empty object ({}, as a store may
+// keep "no claims" in a JSON column) mints a well-formed access token
+// without application claims.
+func TestEmptyClaimsObject(t *testing.T) {
+	e := newEnv(t)
+	s := e.session(t, e.issue(t, "alice").SessionID)
+	s.ID, s.Claims = "AAECAwQFBgcICQoLDA0ODw", []byte(`{}`)
+	require.NoError(t, e.store.Create(bg, s))
+	p, err := e.iss.Rotate(bg, refresh.MintRefresh(e.iss, s, 0))
+	require.NoError(t, err)
+	c, err := e.iss.Verify(bg, p.AccessToken)
+	require.NoError(t, err)
+	assert.Equal(t, "alice", c.Subject)
+	assert.Empty(t, c.Extra)
+}
+
 // conflictingStore answers every swap with ErrConflict, as a store would
 // whose session some other writer changes each time, and counts them; past
 // a hundred it fails, so that a Rotate that never gives up ends.

@@ -383,6 +383,29 @@ func TestSessionCacheBound(t *testing.T) {
 	}
 }
 
+// NumericDate at its edges (RFC 7519 §2): 0 (the epoch) and fractions of a
+// second are dates; 9999-12-31T23:59:59Z is the last one taken and a
+// second later is refused (negatives and strings: the attack suite).
+func TestNumericDateEdges(t *testing.T) {
+	e := newEnv(t)
+	with := func(claim string, v any) string {
+		c := e.goodClaims()
+		c[claim] = v
+		return forgeHS(goodHeader(), c, hsSecret)
+	}
+	for name, tok := range map[string]string{
+		"iat 0":                          with("iat", 0),
+		"iat 0.5":                        with("iat", 0.5),
+		"nbf 0":                          with("nbf", 0),
+		"exp at year 9999's last second": with("exp", 253402300799),
+	} {
+		_, err := e.iss.Verify(bg, tok)
+		require.NoError(t, err, name)
+	}
+	e.refused(t, with("exp", 253402300800), "exp a second past year 9999")
+	e.refused(t, with("iat", 253402300800), "iat a second past year 9999")
+}
+
 // V9: token kinds are not interchangeable.
 func TestV9_TokenKindsNotInterchangeable(t *testing.T) {
 	e := newEnv(t)

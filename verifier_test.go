@@ -175,13 +175,19 @@ func TestNewVerifierRefusesBadConfig(t *testing.T) {
 		_, err := refresh.NewVerifier(c)
 		assert.Error(t, err, name)
 	}
+	// MaxTokenSize below 256 bytes is refused, 256 taken.
+	_, err := refresh.NewVerifier(refresh.VerifierConfig{Issuer: "i", Audience: "a", Keys: k, MaxTokenSize: 255})
+	assert.ErrorContains(t, err, "MaxTokenSize")
+	v, err := refresh.NewVerifier(refresh.VerifierConfig{Issuer: "i", Audience: "a", Keys: k, MaxTokenSize: 256})
+	require.NoError(t, err)
+	require.NoError(t, v.Close())
 	// An RSA verification key of 2047 bits is refused, of 2048 taken.
 	rsaOf := func(bits int) []refresh.Key {
 		return []refresh.Key{{ID: "rs", Algorithm: refresh.RS256, Key: &rsa.PublicKey{N: modulusOf(bits), E: 65537}}}
 	}
-	_, err := refresh.NewVerifier(refresh.VerifierConfig{Issuer: "i", Audience: "a", Keys: rsaOf(2047)})
+	_, err = refresh.NewVerifier(refresh.VerifierConfig{Issuer: "i", Audience: "a", Keys: rsaOf(2047)})
 	assert.ErrorContains(t, err, "2048 bits")
-	v, err := refresh.NewVerifier(refresh.VerifierConfig{Issuer: "i", Audience: "a", Keys: rsaOf(2048)})
+	v, err = refresh.NewVerifier(refresh.VerifierConfig{Issuer: "i", Audience: "a", Keys: rsaOf(2048)})
 	require.NoError(t, err)
 	require.NoError(t, v.Close())
 }
