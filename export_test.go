@@ -1,5 +1,7 @@
 package refresh
 
+import "context"
+
 // Hooks for the external tests (package refresh_test) into internals that
 // cannot be reached through the API.
 
@@ -66,3 +68,7 @@ func SessionCacheLen(iss *Issuer) int {
 	defer iss.sessCache.mu.Unlock()
 	return len(iss.sessCache.m)
 }
+
+// SweepProofs runs one of the Verifier's background sweeps of its
+// VerifierConfig.Proofs now.
+func SweepProofs(v *Verifier) (int, error) { return v.sweepProofs(context.Background()) }

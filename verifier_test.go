@@ -161,16 +161,20 @@ func TestVerifierCacheSize(t *testing.T) {
 func TestNewVerifierRefusesBadConfig(t *testing.T) {
 	k := []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}}
 	for name, c := range map[string]refresh.VerifierConfig{
-		"no issuer":           {Audience: "a", Keys: k},
-		"no keys":             {Issuer: "i", Audience: "a"},
-		"keys and url":        {Issuer: "i", Audience: "a", Keys: k, JWKSURL: "https://x/jwks"},
-		"http to a host":      {Issuer: "i", Audience: "a", JWKSURL: "http://auth.example.com/jwks"},
-		"http to a LAN IP":    {Issuer: "i", Audience: "a", JWKSURL: "http://10.0.0.1/jwks"},
-		"ftp":                 {Issuer: "i", Audience: "a", JWKSURL: "ftp://auth.example.com/jwks"},
-		"relative":            {Issuer: "i", Audience: "a", JWKSURL: "/jwks"},
-		"introspection http":  {Issuer: "i", Audience: "a", Keys: k, Introspection: &refresh.IntrospectionConfig{URL: "http://auth.example.com/introspect", ClientID: "c", ClientSecret: "s"}},
-		"introspection no id": {Issuer: "i", Audience: "a", Keys: k, Introspection: &refresh.IntrospectionConfig{URL: "https://auth.example.com/introspect"}},
-		"short HMAC secret":   {Issuer: "i", Audience: "a", Keys: []refresh.Key{{Algorithm: refresh.HS256, Key: []byte("short")}}},
+		"no issuer":               {Audience: "a", Keys: k},
+		"no keys":                 {Issuer: "i", Audience: "a"},
+		"keys and url":            {Issuer: "i", Audience: "a", Keys: k, JWKSURL: "https://x/jwks"},
+		"http to a host":          {Issuer: "i", Audience: "a", JWKSURL: "http://auth.example.com/jwks"},
+		"http to a LAN IP":        {Issuer: "i", Audience: "a", JWKSURL: "http://10.0.0.1/jwks"},
+		"ftp":                     {Issuer: "i", Audience: "a", JWKSURL: "ftp://auth.example.com/jwks"},
+		"relative":                {Issuer: "i", Audience: "a", JWKSURL: "/jwks"},
+		"no host":                 {Issuer: "i", Audience: "a", JWKSURL: "https:///jwks"},
+		"opaque":                  {Issuer: "i", Audience: "a", JWKSURL: "https:jwks"},
+		"introspection http":      {Issuer: "i", Audience: "a", Keys: k, Introspection: &refresh.IntrospectionConfig{URL: "http://auth.example.com/introspect", ClientID: "c", ClientSecret: "s"}},
+		"introspection no id":     {Issuer: "i", Audience: "a", Keys: k, Introspection: &refresh.IntrospectionConfig{URL: "https://auth.example.com/introspect"}},
+		"introspection no secret": {Issuer: "i", Audience: "a", Keys: k, Introspection: &refresh.IntrospectionConfig{URL: "https://auth.example.com/introspect", ClientID: "c"}},
+		"introspection no client": {Issuer: "i", Audience: "a", Keys: k, Introspection: &refresh.IntrospectionConfig{URL: "https://auth.example.com/introspect", ClientSecret: "s"}},
+		"short HMAC secret":       {Issuer: "i", Audience: "a", Keys: []refresh.Key{{Algorithm: refresh.HS256, Key: []byte("short")}}},
 	} {
 		_, err := refresh.NewVerifier(c)
 		assert.Error(t, err, name)
@@ -905,4 +909,26 @@ func TestVerifierSharedProofs(t *testing.T) {
 	assert.Zero(t, shared.removed.Load(), "nothing has expired yet")
 	e.clock.Advance(3 * time.Minute)
 	require.Eventually(t, func() bool { return shared.removed.Load() == 2 }, 5*time.Second, 5*time.Millisecond)
+}
+
+// One sweep of a Verifier's proof records removes every expired one, in
+// batches of 1000 (2500 here: three calls), and keeps the live ones.
+func TestVerifierProofSweepBatches(t *testing.T) {
+	e := newEnv(t)
+	rec := &countingRecorder{MemoryStore: refresh.NewMemoryStore(refresh.WithSweepInterval(0))}
+	v := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) {
+		c.Keys = []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}}
+		c.Proofs, c.ProofSweepInterval = rec, time.Hour // no background sweep during the test
+	})
+	now := e.clock.Now()
+	for i := range 2500 {
+		require.NoError(t, rec.MemoryStore.RecordProof(bg, fmt.Sprint("expired-", i), now, now.Add(time.Minute)))
+	}
+	require.NoError(t, rec.MemoryStore.RecordProof(bg, "live", now, now.Add(time.Hour)))
+	e.clock.Advance(time.Minute)
+	n, err := refresh.SweepProofs(v)
+	require.NoError(t, err)
+	assert.Equal(t, 2500, n)
+	assert.EqualValues(t, 3, rec.sweeps.Load(), "1000, 1000, then 500: a short batch ends the sweep")
+	require.ErrorIs(t, rec.MemoryStore.RecordProof(bg, "live", e.clock.Now(), e.clock.Now().Add(time.Hour)), refresh.ErrProofReplayed, "the live record stays")
 }
