@@ -141,7 +141,8 @@ func TestVerifierAttackSuite(t *testing.T) {
 }
 
 // VerifierConfig.VerifyCacheSize is honoured: the default keeps every
-// token verified here, a negative size none, a size of 2 at most two.
+// token verified here, a negative size none, a size of 2 at most two. (And a
+// Verifier with static keys is Ready from the start.)
 func TestVerifierCacheSize(t *testing.T) {
 	e := newEnv(t)
 	for size, holds := range map[int]int{0: 3, -1: 0, 2: 2} {
@@ -149,6 +150,7 @@ func TestVerifierCacheSize(t *testing.T) {
 			c.Keys = []refresh.Key{{ID: "hs1", Algorithm: refresh.HS256, Key: hsSecret}}
 			c.VerifyCacheSize = size
 		})
+		require.True(t, v.Ready(), "static keys: ready at once")
 		for _, sub := range []string{"alice", "bob", "carol"} {
 			c, err := v.Verify(bg, e.issue(t, sub).AccessToken)
 			require.NoError(t, err)
