@@ -2,9 +2,12 @@ package refresh_test
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -933,4 +936,65 @@ func TestVerifierProofSweepBatches(t *testing.T) {
 	assert.Equal(t, 2500, n)
 	assert.EqualValues(t, 3, rec.sweeps.Load(), "1000, 1000, then 500: a short batch ends the sweep")
 	require.ErrorIs(t, rec.MemoryStore.RecordProof(bg, "live", e.clock.Now(), e.clock.Now().Add(time.Hour)), refresh.ErrProofReplayed, "the live record stays")
+}
+
+// Which keys a Verifier takes from a JWKS: public signature keys with a
+// kid. A key without a kid and one marked for encryption ("use":"enc") are
+// not used, whatever a token's header says; the same kind of key with a
+// kid is, with "use":"sig" or none, and so is one whose algorithm follows
+// from its type (Ed25519, no "alg").
+func TestVerifierJWKSKeySelection(t *testing.T) {
+	newEC := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		require.NoError(t, err)
+		return k
+	}
+	good, plain, noKid, enc := newEC(), newEC(), newEC(), newEC()
+	ecJWK := func(k *ecdsa.PrivateKey, members string) string {
+		return fmt.Sprintf(`{"kty":"EC","crv":"P-256","x":%q,"y":%q,%s}`,
+			b64raw(k.X.FillBytes(make([]byte, 32))), b64raw(k.Y.FillBytes(make([]byte, 32))), members)
+	}
+	set := `{"keys":[` + strings.Join([]string{
+		ecJWK(good, `"kid":"good","alg":"ES256","use":"sig"`),
+		ecJWK(plain, `"kid":"plain","alg":"ES256"`),
+		ecJWK(noKid, `"alg":"ES256","use":"sig"`),
+		ecJWK(enc, `"kid":"enc","alg":"ES256","use":"enc"`),
+		fmt.Sprintf(`{"kty":"OKP","crv":"Ed25519","kid":"ed","x":%q}`, b64raw(edKey.Public().(ed25519.PublicKey))),
+	}, ",") + `]}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, set) }))
+	defer srv.Close()
+	clock := refreshtest.NewClock(time.Now())
+	v := newVerifier(t, clock, func(c *refresh.VerifierConfig) { c.JWKSURL = srv.URL })
+	require.True(t, v.Ready())
+	claims := b64json(map[string]any{"iss": "https://auth.example.com", "aud": "https://api.example.com", "sub": "alice",
+		"exp": clock.Now().Unix() + 600, "iat": clock.Now().Unix(), "jti": "j"})
+	es256 := func(k *ecdsa.PrivateKey, kid string) string { // kid "-": none
+		h := map[string]any{"alg": "ES256", "typ": "at+jwt", "kid": kid}
+		if kid == "-" {
+			delete(h, "kid")
+		}
+		in := b64json(h) + "." + claims
+		digest := sha256.Sum256([]byte(in))
+		r, s, err := ecdsa.Sign(rand.Reader, k, digest[:])
+		require.NoError(t, err)
+		return in + "." + b64raw(append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...))
+	}
+	edIn := b64json(map[string]any{"alg": "EdDSA", "kid": "ed", "typ": "at+jwt"}) + "." + claims
+	for name, tok := range map[string]string{
+		"use sig":          es256(good, "good"),
+		"no use":           es256(plain, "plain"),
+		"EdDSA by its kty": edIn + "." + b64raw(ed25519.Sign(edKey, []byte(edIn))),
+	} {
+		_, err := v.Verify(bg, tok)
+		require.NoError(t, err, name)
+	}
+	for name, tok := range map[string]string{
+		"the kid-less key, no kid":    es256(noKid, "-"),
+		"the kid-less key, empty kid": es256(noKid, ""),
+		"the encryption key":          es256(enc, "enc"),
+		"the encryption key, no kid":  es256(enc, "-"),
+	} {
+		_, err := v.Verify(bg, tok)
+		require.ErrorIs(t, err, refresh.ErrInvalidToken, name)
+	}
 }
