@@ -72,3 +72,18 @@ func SessionCacheLen(iss *Issuer) int {
 // SweepProofs runs one of the Verifier's background sweeps of its
 // VerifierConfig.Proofs now.
 func SweepProofs(v *Verifier) (int, error) { return v.sweepProofs(context.Background()) }
+
+// SetIntrospectionCacheMax lowers the bound of a Verifier's cache of
+// introspection answers (10,000), so that a test can reach it.
+func SetIntrospectionCacheMax(v *Verifier, n int) {
+	v.intro.mu.Lock()
+	defer v.intro.mu.Unlock()
+	v.intro.max = n
+}
+
+// IntrospectionCacheLen is how many answers that cache holds.
+func IntrospectionCacheLen(v *Verifier) int {
+	v.intro.mu.Lock()
+	defer v.intro.mu.Unlock()
+	return len(v.intro.cache)
+}

@@ -202,7 +202,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 		if ttl == 0 {
 			ttl = 5 * time.Second
 		}
-		v.intro = &introspector{cfg: *in, ttl: ttl, client: cfg.HTTPClient, now: cfg.Now, cache: map[[32]byte]introAnswer{}}
+		v.intro = &introspector{cfg: *in, ttl: ttl, client: cfg.HTTPClient, now: cfg.Now, max: introCacheMax, cache: map[[32]byte]introAnswer{}}
 	}
 	if len(cfg.Keys) > 0 {
 		keys, err := compileKeys(cfg.Keys)
@@ -500,6 +500,7 @@ type introspector struct {
 	ttl    time.Duration
 	client *http.Client
 	now    func() time.Time
+	max    int        // cached answers; introCacheMax but in tests
 	mu     sync.Mutex // guards cache
 	cache  map[[32]byte]introAnswer
 }
@@ -535,7 +536,7 @@ func (in *introspector) check(ctx context.Context, token string, c *Claims) erro
 			until = c.ExpiresAt
 		}
 		in.mu.Lock()
-		if len(in.cache) >= introCacheMax {
+		if len(in.cache) >= in.max {
 			clear(in.cache)
 		}
 		in.cache[key] = introAnswer{active: active, until: until}

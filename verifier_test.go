@@ -651,6 +651,22 @@ func TestVerifierIntrospectionRevocation(t *testing.T) {
 	assert.Equal(t, 503, get(t, srv.URL+"/me", bearer(q.AccessToken)).StatusCode)
 }
 
+// The Verifier's cache of introspection answers is bounded (10,000 tokens,
+// lowered to 2 here): the answer that would pass the bound starts it over.
+func TestVerifierIntrospectionCacheBound(t *testing.T) {
+	e, auth := introspectionEnv(t)
+	v := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) {
+		c.Keys = []refresh.Key{{ID: "ed1", Algorithm: refresh.EdDSA, Key: edKey.Public()}}
+		c.Introspection = &refresh.IntrospectionConfig{URL: auth.URL + "/introspect", ClientID: "rs", ClientSecret: "rs-secret", CacheTTL: time.Minute}
+	})
+	refresh.SetIntrospectionCacheMax(v, 2)
+	for i, want := range []int{1, 2, 1, 2} {
+		_, err := v.Verify(bg, e.issue(t, "alice").AccessToken)
+		require.NoError(t, err)
+		assert.Equal(t, want, refresh.IntrospectionCacheLen(v), "after token %d", i+1)
+	}
+}
+
 func b64raw(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 // nextSlot returns nonce with its slot number one higher and its MAC kept.
