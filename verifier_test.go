@@ -667,6 +667,42 @@ func TestVerifierIntrospectionCacheBound(t *testing.T) {
 	}
 }
 
+// An introspection endpoint answering anything but 200 with a boolean
+// "active" is an outage (ErrKeysUnavailable: 503), never a pass and never
+// a panic; its answer is not cached.
+func TestVerifierIntrospectionMalformed(t *testing.T) {
+	e := newEnv(t, func(c *refresh.Config) { c.Keys = []refresh.Key{{ID: "ed1", Algorithm: refresh.EdDSA, Key: edKey}} })
+	var status atomic.Int32
+	var body atomic.Value
+	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(int(status.Load()))
+		_, _ = io.WriteString(w, body.Load().(string))
+	}))
+	defer auth.Close()
+	v := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) {
+		c.Keys = []refresh.Key{{ID: "ed1", Algorithm: refresh.EdDSA, Key: edKey.Public()}}
+		c.Introspection = &refresh.IntrospectionConfig{URL: auth.URL, ClientID: "rs", ClientSecret: "rs-secret", CacheTTL: time.Minute}
+	})
+	tok := e.issue(t, "alice").AccessToken
+	for _, answer := range []struct {
+		status int
+		body   string
+	}{
+		{200, `{}`}, {200, `{"active":null}`}, {200, `{"active":"true"}`}, {200, `{"active":1}`},
+		{200, ``}, {200, `[true]`}, {200, strings.Repeat(" ", 1<<16) + `{"active":true}`},
+		{500, `{"active":true}`}, {401, `{"active":true}`}, {302, `{"active":true}`},
+	} {
+		status.Store(int32(answer.status))
+		body.Store(answer.body)
+		_, err := v.Verify(bg, tok)
+		require.ErrorIs(t, err, refresh.ErrKeysUnavailable, "%d %.40q", answer.status, answer.body)
+	}
+	status.Store(200)
+	body.Store(`{"active":true}`)
+	_, err := v.Verify(bg, tok)
+	require.NoError(t, err, "none of those was cached")
+}
+
 func b64raw(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 // nextSlot returns nonce with its slot number one higher and its MAC kept.
