@@ -990,22 +990,46 @@ func TestVerifierProofSweepBatches(t *testing.T) {
 	require.ErrorIs(t, rec.MemoryStore.RecordProof(bg, "live", e.clock.Now(), e.clock.Now().Add(time.Hour)), refresh.ErrProofReplayed, "the live record stays")
 }
 
+// newEC returns a fresh P-256 key.
+func newEC(t *testing.T) *ecdsa.PrivateKey {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	return k
+}
+
+// ecJWK writes k's public key as a JWK with the extra members given.
+func ecJWK(k *ecdsa.PrivateKey, members string) string {
+	return fmt.Sprintf(`{"kty":"EC","crv":"P-256","x":%q,"y":%q,%s}`,
+		b64raw(k.X.FillBytes(make([]byte, 32))), b64raw(k.Y.FillBytes(make([]byte, 32))), members)
+}
+
+// es256 signs the encoded claims with k as an at+jwt with the kid given
+// ("-": none).
+func es256(t *testing.T, k *ecdsa.PrivateKey, kid, claims string) string {
+	h := map[string]any{"alg": "ES256", "typ": "at+jwt", "kid": kid}
+	if kid == "-" {
+		delete(h, "kid")
+	}
+	in := b64json(h) + "." + claims
+	digest := sha256.Sum256([]byte(in))
+	r, s, err := ecdsa.Sign(rand.Reader, k, digest[:])
+	require.NoError(t, err)
+	return in + "." + b64raw(append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...))
+}
+
+// resourceClaims encodes claims a Verifier of newVerifier accepts at clock.
+func resourceClaims(clock *refreshtest.Clock) string {
+	return b64json(map[string]any{"iss": "https://auth.example.com", "aud": "https://api.example.com", "sub": "alice",
+		"exp": clock.Now().Unix() + 600, "iat": clock.Now().Unix(), "jti": "j"})
+}
+
 // Which keys a Verifier takes from a JWKS: public signature keys with a
 // kid. A key without a kid and one marked for encryption ("use":"enc") are
 // not used, whatever a token's header says; the same kind of key with a
 // kid is, with "use":"sig" or none, and so is one whose algorithm follows
 // from its type (Ed25519, no "alg").
 func TestVerifierJWKSKeySelection(t *testing.T) {
-	newEC := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		require.NoError(t, err)
-		return k
-	}
-	good, plain, noKid, enc := newEC(), newEC(), newEC(), newEC()
-	ecJWK := func(k *ecdsa.PrivateKey, members string) string {
-		return fmt.Sprintf(`{"kty":"EC","crv":"P-256","x":%q,"y":%q,%s}`,
-			b64raw(k.X.FillBytes(make([]byte, 32))), b64raw(k.Y.FillBytes(make([]byte, 32))), members)
-	}
+	good, plain, noKid, enc := newEC(t), newEC(t), newEC(t), newEC(t)
 	set := `{"keys":[` + strings.Join([]string{
 		ecJWK(good, `"kid":"good","alg":"ES256","use":"sig"`),
 		ecJWK(plain, `"kid":"plain","alg":"ES256"`),
@@ -1018,35 +1042,62 @@ func TestVerifierJWKSKeySelection(t *testing.T) {
 	clock := refreshtest.NewClock(time.Now())
 	v := newVerifier(t, clock, func(c *refresh.VerifierConfig) { c.JWKSURL = srv.URL })
 	require.True(t, v.Ready())
-	claims := b64json(map[string]any{"iss": "https://auth.example.com", "aud": "https://api.example.com", "sub": "alice",
-		"exp": clock.Now().Unix() + 600, "iat": clock.Now().Unix(), "jti": "j"})
-	es256 := func(k *ecdsa.PrivateKey, kid string) string { // kid "-": none
-		h := map[string]any{"alg": "ES256", "typ": "at+jwt", "kid": kid}
-		if kid == "-" {
-			delete(h, "kid")
-		}
-		in := b64json(h) + "." + claims
-		digest := sha256.Sum256([]byte(in))
-		r, s, err := ecdsa.Sign(rand.Reader, k, digest[:])
-		require.NoError(t, err)
-		return in + "." + b64raw(append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...))
-	}
+	claims := resourceClaims(clock)
 	edIn := b64json(map[string]any{"alg": "EdDSA", "kid": "ed", "typ": "at+jwt"}) + "." + claims
 	for name, tok := range map[string]string{
-		"use sig":          es256(good, "good"),
-		"no use":           es256(plain, "plain"),
+		"use sig":          es256(t, good, "good", claims),
+		"no use":           es256(t, plain, "plain", claims),
 		"EdDSA by its kty": edIn + "." + b64raw(ed25519.Sign(edKey, []byte(edIn))),
 	} {
 		_, err := v.Verify(bg, tok)
 		require.NoError(t, err, name)
 	}
 	for name, tok := range map[string]string{
-		"the kid-less key, no kid":    es256(noKid, "-"),
-		"the kid-less key, empty kid": es256(noKid, ""),
-		"the encryption key":          es256(enc, "enc"),
-		"the encryption key, no kid":  es256(enc, "-"),
+		"the kid-less key, no kid":    es256(t, noKid, "-", claims),
+		"the kid-less key, empty kid": es256(t, noKid, "", claims),
+		"the encryption key":          es256(t, enc, "enc", claims),
+		"the encryption key, no kid":  es256(t, enc, "-", claims),
 	} {
 		_, err := v.Verify(bg, tok)
 		require.ErrorIs(t, err, refresh.ErrInvalidToken, name)
 	}
+}
+
+// A Verifier's default HTTP client follows no redirect. A JWKS or
+// introspection URL answering 3xx towards another server (an open redirect
+// on the auth service's host, or a downgrade to plain http past the https
+// rule) lends the Verifier none of that server's keys or answers: tokens
+// signed with the attacker's key are not accepted, and a revoked token is
+// not called active.
+func TestVerifierFollowsNoRedirects(t *testing.T) {
+	attacker := newEC(t)
+	evil := http.NewServeMux()
+	evil.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, `{"keys":[`+ecJWK(attacker, `"kid":"ec1","alg":"ES256"`)+`]}`)
+	})
+	evil.HandleFunc("/introspect", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, `{"active":true}`) })
+	evilSrv := httptest.NewServer(evil)
+	defer evilSrv.Close()
+	var followed atomic.Int32
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		followed.Add(1)
+		http.Redirect(w, r, evilSrv.URL+r.URL.Path, http.StatusTemporaryRedirect) // 307 keeps a POST a POST
+	}))
+	defer redirect.Close()
+
+	e := newEnv(t, func(c *refresh.Config) { c.Keys = []refresh.Key{{ID: "ed1", Algorithm: refresh.EdDSA, Key: edKey}} })
+	v := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) { c.JWKSURL = redirect.URL + "/jwks" })
+	assert.False(t, v.Ready(), "no keys from a redirect")
+	_, err := v.Verify(bg, es256(t, attacker, "ec1", resourceClaims(e.clock)))
+	require.ErrorIs(t, err, refresh.ErrKeysUnavailable, "the attacker's key is not taken")
+	assert.Positive(t, followed.Load(), "the JWKS URL was asked")
+
+	in := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) {
+		c.Keys = []refresh.Key{{ID: "ed1", Algorithm: refresh.EdDSA, Key: edKey.Public()}}
+		c.Introspection = &refresh.IntrospectionConfig{URL: redirect.URL + "/introspect", ClientID: "rs", ClientSecret: "rs-secret"}
+	})
+	p := e.issue(t, "alice")
+	require.NoError(t, e.iss.RevokeSession(bg, p.SessionID))
+	srv := resourceAPI(t, in)
+	assert.Equal(t, 503, get(t, srv.URL+"/me", bearer(p.AccessToken)).StatusCode, "a redirect is an outage, not an answer")
 }
