@@ -53,7 +53,11 @@ type VerifierConfig struct {
 	// tokens are refused here within Introspection.CacheTTL.
 	Introspection *IntrospectionConfig
 	// HTTPClient fetches the JWKS and calls introspection. Default: a
-	// client with a 10-second timeout that follows no redirects.
+	// client with a 10-second timeout. The Verifier uses a copy that
+	// follows no redirect unless the client has a CheckRedirect of its
+	// own, and then only to URLs the rule for JWKSURL allows (https, http
+	// only to loopback), so that no redirect downgrades a fetch to plain
+	// http.
 	HTTPClient *http.Client
 	// Leeway, MaxTokenSize, VerifyCacheSize, PublicURL and Now mean what
 	// they mean in Config.
@@ -175,12 +179,7 @@ func NewVerifier(cfg VerifierConfig) (*Verifier, error) {
 	setDefault(&cfg.JWKSMinRefresh, 5*time.Minute)
 	setDefault(&cfg.JWKSMaxRefresh, time.Hour)
 	setDefault(&cfg.JWKSRefetchInterval, time.Minute)
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{
-			Timeout:       10 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
-	}
+	cfg.HTTPClient = fetchClient(cfg.HTTPClient)
 	v := &Verifier{cfg: cfg, log: cfg.Logger}
 	if v.log == nil {
 		v.log = slog.Default()
@@ -301,6 +300,30 @@ func fetchWait(c *http.Client) time.Duration {
 		return c.Timeout
 	}
 	return 3 * time.Second
+}
+
+// fetchClient returns the client a Verifier fetches with: a copy of c (by
+// default one with a 10-second timeout) whose redirects, if its own
+// CheckRedirect allows any, must pass checkFetchURL as the configured
+// URLs do; without a CheckRedirect it follows none. A JWKS URL answering
+// with a redirect elsewhere (an open redirect on the auth service's host)
+// then lends the Verifier no other server's keys.
+func fetchClient(c *http.Client) *http.Client {
+	client := http.Client{Timeout: 10 * time.Second}
+	if c != nil {
+		client = *c
+	}
+	allow := client.CheckRedirect
+	client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if allow == nil {
+			return http.ErrUseLastResponse
+		}
+		if err := checkFetchURL(req.URL.String()); err != nil {
+			return fmt.Errorf("redirect refused: %w", err)
+		}
+		return allow(req, via)
+	}
+	return &client
 }
 
 // checkFetchURL allows https, and http only to loopback addresses.

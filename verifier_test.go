@@ -1063,12 +1063,15 @@ func TestVerifierJWKSKeySelection(t *testing.T) {
 	}
 }
 
-// A Verifier's default HTTP client follows no redirect. A JWKS or
-// introspection URL answering 3xx towards another server (an open redirect
-// on the auth service's host, or a downgrade to plain http past the https
-// rule) lends the Verifier none of that server's keys or answers: tokens
-// signed with the attacker's key are not accepted, and a revoked token is
-// not called active.
+// A Verifier follows no redirect from its JWKS or introspection URL, with
+// its default client or with one of the application's that has no
+// CheckRedirect (Go's default would follow ten). A URL answering 3xx
+// towards another server (an open redirect on the auth service's host, or
+// a downgrade to plain http past the https rule) lends the Verifier none
+// of that server's keys or answers: tokens signed with the attacker's key
+// are not accepted, and a revoked token is not called active. A client
+// whose CheckRedirect allows redirects still never follows one to a URL
+// the https rule refuses.
 func TestVerifierFollowsNoRedirects(t *testing.T) {
 	attacker := newEC(t)
 	evil := http.NewServeMux()
@@ -1081,23 +1084,60 @@ func TestVerifierFollowsNoRedirects(t *testing.T) {
 	var followed atomic.Int32
 	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		followed.Add(1)
-		http.Redirect(w, r, evilSrv.URL+r.URL.Path, http.StatusTemporaryRedirect) // 307 keeps a POST a POST
+		target := evilSrv.URL + r.URL.Path
+		if r.URL.Path == "/downgrade" {
+			target = "http://attacker.example/jwks"
+		}
+		http.Redirect(w, r, target, http.StatusTemporaryRedirect) // 307 keeps a POST a POST
 	}))
 	defer redirect.Close()
-
 	e := newEnv(t, func(c *refresh.Config) { c.Keys = []refresh.Key{{ID: "ed1", Algorithm: refresh.EdDSA, Key: edKey}} })
-	v := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) { c.JWKSURL = redirect.URL + "/jwks" })
-	assert.False(t, v.Ready(), "no keys from a redirect")
-	_, err := v.Verify(bg, es256(t, attacker, "ec1", resourceClaims(e.clock)))
-	require.ErrorIs(t, err, refresh.ErrKeysUnavailable, "the attacker's key is not taken")
-	assert.Positive(t, followed.Load(), "the JWKS URL was asked")
 
-	in := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) {
-		c.Keys = []refresh.Key{{ID: "ed1", Algorithm: refresh.EdDSA, Key: edKey.Public()}}
-		c.Introspection = &refresh.IntrospectionConfig{URL: redirect.URL + "/introspect", ClientID: "rs", ClientSecret: "rs-secret"}
-	})
-	p := e.issue(t, "alice")
-	require.NoError(t, e.iss.RevokeSession(bg, p.SessionID))
-	srv := resourceAPI(t, in)
-	assert.Equal(t, 503, get(t, srv.URL+"/me", bearer(p.AccessToken)).StatusCode, "a redirect is an outage, not an answer")
+	for name, client := range map[string]*http.Client{
+		"default client":                 nil,
+		"a client without CheckRedirect": {Timeout: time.Second},
+	} {
+		followed.Store(0)
+		v := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) { c.JWKSURL, c.HTTPClient = redirect.URL+"/jwks", client })
+		assert.False(t, v.Ready(), "%s: no keys from a redirect", name)
+		_, err := v.Verify(bg, es256(t, attacker, "ec1", resourceClaims(e.clock)))
+		require.ErrorIs(t, err, refresh.ErrKeysUnavailable, "%s: the attacker's key is not taken", name)
+		assert.Positive(t, followed.Load(), "%s: the JWKS URL was asked", name)
+
+		in := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) {
+			c.Keys = []refresh.Key{{ID: "ed1", Algorithm: refresh.EdDSA, Key: edKey.Public()}}
+			c.Introspection = &refresh.IntrospectionConfig{URL: redirect.URL + "/introspect", ClientID: "rs", ClientSecret: "rs-secret"}
+			c.HTTPClient = client
+		})
+		p := e.issue(t, "alice")
+		require.NoError(t, e.iss.RevokeSession(bg, p.SessionID))
+		srv := resourceAPI(t, in)
+		assert.Equal(t, 503, get(t, srv.URL+"/me", bearer(p.AccessToken)).StatusCode, "%s: a redirect is an outage, not an answer", name)
+	}
+
+	// The application's client allows every redirect: still none to plain
+	// http on another host.
+	var asked sync.Map
+	lenient := &http.Client{
+		Timeout:       time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return nil },
+		Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			asked.Store(r.URL.Host, true)
+			if r.URL.Hostname() != "127.0.0.1" {
+				return nil, errors.New("no network in this test")
+			}
+			return http.DefaultTransport.RoundTrip(r)
+		}),
+	}
+	v := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) { c.JWKSURL, c.HTTPClient = redirect.URL+"/downgrade", lenient })
+	assert.False(t, v.Ready())
+	_, downgraded := asked.Load("attacker.example")
+	assert.False(t, downgraded, "a redirect to http://attacker.example was followed")
+	_, ok := asked.Load(strings.TrimPrefix(redirect.URL, "http://"))
+	assert.True(t, ok, "the JWKS URL itself was asked")
 }
+
+// roundTripFunc is an http.RoundTripper.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
