@@ -40,49 +40,81 @@ func duplicateFree(data []byte) (isObject, ok bool) {
 // accepts exactly the valid JSON objects without duplicate member names, and
 // hands out values that encoding/json decodes to the same thing.
 func FuzzWalkObject(f *testing.F) {
-	for _, s := range []string{`{}`, `{"a":1}`, `{"a":1,"a":2}`, `{"a":"\u00e9\"","b":[1,{"c":null}],"d":-0.5e+3}`,
-		` {"a" : true } `, `{"a":1}x`, `[1]`, `{"a":01}`, `{"a":"\x01"}`, `{"a\u0000":1,"a\u0000":2}`, `{"a":{"b":1,"b":2}}`,
-		`{"uid":9007199254740993,"n":[-0,1E400,{"x":18446744073709551616}],"t":true,"f":false,"z":null,"s":"x"}`} {
+	for _, s := range walkObjectSeeds {
 		f.Add([]byte(s))
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		var names []string
-		values := map[string][]byte{}
-		err := walkObject(data, func(nameBytes []byte, v json.RawMessage) error {
-			name := string(nameBytes)
-			names = append(names, name)
-			values[name] = v
-			return nil
-		})
-		isObj, noDup := false, false
-		if json.Valid(data) {
-			isObj, noDup = duplicateFree(data)
-		}
-		want := isObj && noDup
-		if (err == nil) != want {
-			t.Fatalf("walkObject(%q) = %v, encoding/json says valid duplicate-free object: %v", data, err, want)
-		}
-		if err != nil {
-			return
-		}
-		exactly := func(b []byte, v any) error { // encoding/json, numbers as json.Number
-			d := json.NewDecoder(bytes.NewReader(b))
-			d.UseNumber()
-			return d.Decode(v)
-		}
-		var m map[string]any
-		if err := exactly(data, &m); err != nil || len(m) != len(names) {
-			t.Fatalf("%q: %d members, encoding/json %d (%v)", data, len(names), len(m), err)
-		}
-		for name, raw := range values {
-			// decodeJSON (the claims Verify hands out) is encoding/json
-			// with UseNumber: numbers exact, everything else the same.
-			got, err := decodeJSON(raw)
-			if err != nil || !reflect.DeepEqual(got, m[name]) {
-				t.Fatalf("%q: decodeJSON of member %q (%q) = %#v, %v; encoding/json says %#v", data, name, raw, got, err, m[name])
+	f.Fuzz(checkWalkObject)
+}
+
+var walkObjectSeeds = []string{`{}`, `{"a":1}`, `{"a":1,"a":2}`, `{"a":"\u00e9\"","b":[1,{"c":null}],"d":-0.5e+3}`,
+	` {"a" : true } `, `{"a":1}x`, `[1]`, `{"a":01}`, `{"a":"\x01"}`, `{"a\u0000":1,"a\u0000":2}`, `{"a":{"b":1,"b":2}}`,
+	`{"uid":9007199254740993,"n":[-0,1E400,{"x":18446744073709551616}],"t":true,"f":false,"z":null,"s":"x"}`}
+
+// eachDamaged calls check with every prefix of each seed, and each seed
+// with one byte left out or replaced by one of JSON's structural, escape or
+// number bytes: the inputs a scanner's off-by-one errors meet. The fuzz
+// targets find such inputs in seconds; this keeps them in every test run.
+func eachDamaged(t *testing.T, seeds []string, check func(*testing.T, []byte)) {
+	for _, s := range seeds {
+		for n := 0; n <= len(s); n++ {
+			check(t, []byte(s[:n]))
+			if n == len(s) {
+				continue
+			}
+			check(t, []byte(s[:n]+s[n+1:]))
+			for _, c := range []byte(`{}[],:" \-+.0eE9tnu`) {
+				if c != s[n] {
+					check(t, []byte(s[:n]+string(c)+s[n+1:]))
+				}
 			}
 		}
+	}
+}
+
+// A damaged object is refused (no panic) and what stays valid is read as
+// encoding/json reads it.
+func TestWalkObjectDamaged(t *testing.T) {
+	eachDamaged(t, append(walkObjectSeeds, `{"iss":"https://a.example","aud":["x","y"],"exp":1e3,"cnf":{"jkt":"\/"},"r":[[],{}]}`), checkWalkObject)
+}
+
+// checkWalkObject is FuzzWalkObject's oracle.
+func checkWalkObject(t *testing.T, data []byte) {
+	var names []string
+	values := map[string][]byte{}
+	err := walkObject(data, func(nameBytes []byte, v json.RawMessage) error {
+		name := string(nameBytes)
+		names = append(names, name)
+		values[name] = v
+		return nil
 	})
+	isObj, noDup := false, false
+	if json.Valid(data) {
+		isObj, noDup = duplicateFree(data)
+	}
+	want := isObj && noDup
+	if (err == nil) != want {
+		t.Fatalf("walkObject(%q) = %v, encoding/json says valid duplicate-free object: %v", data, err, want)
+	}
+	if err != nil {
+		return
+	}
+	exactly := func(b []byte, v any) error { // encoding/json, numbers as json.Number
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber()
+		return d.Decode(v)
+	}
+	var m map[string]any
+	if err := exactly(data, &m); err != nil || len(m) != len(names) {
+		t.Fatalf("%q: %d members, encoding/json %d (%v)", data, len(names), len(m), err)
+	}
+	for name, raw := range values {
+		// decodeJSON (the claims Verify hands out) is encoding/json
+		// with UseNumber: numbers exact, everything else the same.
+		got, err := decodeJSON(raw)
+		if err != nil || !reflect.DeepEqual(got, m[name]) {
+			t.Fatalf("%q: decodeJSON of member %q (%q) = %#v, %v; encoding/json says %#v", data, name, raw, got, err, m[name])
+		}
+	}
 }
 
 // TestClaimsClone: a clone shares nothing mutable with its original, keeps
@@ -162,25 +194,35 @@ func TestDecodeJSONRefusesWhatIsNotOneValue(t *testing.T) {
 // json.Number, and refuses the rest without panicking (the claims a store
 // returns reach it unvalidated, through Config.OnRefresh).
 func FuzzDecodeJSON(f *testing.F) {
-	for _, s := range []string{`[-]`, `{"a":-}`, `[1,-0.5e+3,"x\\u00e9",true,null,{"b":[]}]`, ` {"a":1} `, `{"a":1,"a":2}`,
-		`9007199254740993`, `"\xff"`, `[1,]`, `{"a" 1}`, `01`, `[tru]`, `"\u00"`, "[\"a\x01\"]"} {
+	for _, s := range decodeJSONSeeds {
 		f.Add([]byte(s))
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		got, err := decodeJSON(data)
-		if !json.Valid(data) {
-			if err == nil {
-				t.Fatalf("decodeJSON(%q) = %#v; encoding/json says it is not JSON", data, got)
-			}
-			return
+	f.Fuzz(checkDecodeJSON)
+}
+
+var decodeJSONSeeds = []string{`[-]`, `{"a":-}`, `[1,-0.5e+3,"x\\u00e9",true,null,{"b":[]}]`, ` {"a":1} `, `{"a":1,"a":2}`,
+	`9007199254740993`, `"\xff"`, `[1,]`, `{"a" 1}`, `01`, `[tru]`, `"\u00"`, "[\"a\x01\"]",
+	`{"n":[0,-1.5E+10,2e-3,123456789012345678901234567890],"s":"\\\"\u00e9\/\b\f\n\r\t","f":false}`}
+
+// A damaged value is refused (no panic), or read as encoding/json reads it.
+func TestDecodeJSONDamaged(t *testing.T) { eachDamaged(t, decodeJSONSeeds, checkDecodeJSON) }
+
+// checkDecodeJSON is FuzzDecodeJSON's oracle: decodeJSON reads exactly
+// what encoding/json (with UseNumber) reads.
+func checkDecodeJSON(t *testing.T, data []byte) {
+	got, err := decodeJSON(data)
+	if !json.Valid(data) {
+		if err == nil {
+			t.Fatalf("decodeJSON(%q) = %#v; encoding/json says it is not JSON", data, got)
 		}
-		d := json.NewDecoder(bytes.NewReader(data))
-		d.UseNumber()
-		var want any
-		if derr := d.Decode(&want); derr != nil || err != nil || !reflect.DeepEqual(got, want) {
-			t.Fatalf("decodeJSON(%q) = %#v, %v; encoding/json with UseNumber %#v, %v", data, got, err, want, derr)
-		}
-	})
+		return
+	}
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	var want any
+	if derr := d.Decode(&want); derr != nil || err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("decodeJSON(%q) = %#v, %v; encoding/json with UseNumber %#v, %v", data, got, err, want, derr)
+	}
 }
 
 // canonical is appendCanonical of the JSON text raw, which must be valid.
@@ -267,34 +309,43 @@ func FuzzCanonicalNumber(f *testing.F) {
 // refuses, and a text written again by encoding/json (members sorted,
 // other escapes, indented) encodes alike.
 func FuzzCanonicalJSON(f *testing.F) {
-	for _, seed := range []string{`{"a":1,"b":[true,null,"x"]}`, `{"s":"A<b>&\u00e9","n":2.50E1}`, `[1,{"a":{"a":[]}}]`,
-		`{"a":1,"a":2}`, `"\ud800"`, `{"roles":["admin"],"uid":9007199254740993}`, `{"a" 1}`, `[1,]`} {
+	for _, seed := range canonicalJSONSeeds {
 		f.Add([]byte(seed))
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		got, err := appendCanonical(nil, data)
-		v, derr := decodeJSON(data)
-		if (err == nil) != (derr == nil) {
-			t.Fatalf("%q: appendCanonical error %v, decodeJSON error %v", data, err, derr)
-		}
-		if err != nil {
-			return
-		}
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(v); err != nil {
-			return // a number encoding/json will not write back
-		}
-		again, err := appendCanonical(nil, buf.Bytes())
-		if err != nil {
-			t.Fatalf("%q written again as %q: %v", data, buf.Bytes(), err)
-		}
-		if !bytes.Equal(got, again) {
-			t.Fatalf("%q and %q are one value but encode as %q and %q", data, buf.Bytes(), got, again)
-		}
-	})
+	f.Fuzz(checkCanonicalJSON)
+}
+
+var canonicalJSONSeeds = []string{`{"a":1,"b":[true,null,"x"]}`, `{"s":"A<b>&\u00e9","n":2.50E1}`, `[1,{"a":{"a":[]}}]`,
+	`{"a":1,"a":2}`, `"\ud800"`, `{"roles":["admin"],"uid":9007199254740993}`, `{"a" 1}`, `[1,]`}
+
+// A damaged value is refused by appendCanonical exactly when decodeJSON
+// refuses it, and what stays valid encodes as its rewrite does.
+func TestCanonicalJSONDamaged(t *testing.T) { eachDamaged(t, canonicalJSONSeeds, checkCanonicalJSON) }
+
+// checkCanonicalJSON is FuzzCanonicalJSON's oracle.
+func checkCanonicalJSON(t *testing.T, data []byte) {
+	got, err := appendCanonical(nil, data)
+	v, derr := decodeJSON(data)
+	if (err == nil) != (derr == nil) {
+		t.Fatalf("%q: appendCanonical error %v, decodeJSON error %v", data, err, derr)
+	}
+	if err != nil {
+		return
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return // a number encoding/json will not write back
+	}
+	again, err := appendCanonical(nil, buf.Bytes())
+	if err != nil {
+		t.Fatalf("%q written again as %q: %v", data, buf.Bytes(), err)
+	}
+	if !bytes.Equal(got, again) {
+		t.Fatalf("%q and %q are one value but encode as %q and %q", data, buf.Bytes(), got, again)
+	}
 }
 
 // BenchmarkCanonical: the binding's work on claims. "deep" is the worst a
