@@ -458,12 +458,21 @@ func TestVuln7_PreAuthWorkBounded(t *testing.T) {
 		h["x"+string(rune('a'+i%26))+strings.Repeat("y", i/26)] = i
 	}
 	e.refused(t, forgeHS(h, e.goodClaims(), hsSecret), "a header of 43 members")
+	// The bound (32) at its edge: 32 members verify, 33 do not.
+	h = goodHeader()
+	for i := range 29 {
+		h[fmt.Sprint("n", i)] = i
+	}
+	_, err := e.iss.Verify(bg, forgeHS(h, e.goodClaims(), hsSecret))
+	require.NoError(t, err, "32 members")
+	h["n29"] = 29
+	e.refused(t, forgeHS(h, e.goodClaims(), hsSecret), "33 members")
 	h = goodHeader()
 	for i := range 28 {
 		h["m"+string(rune('a'+i%26))+strings.Repeat("z", i/26)] = i
 	}
 	tok := forgeHS(h, e.goodClaims(), hsSecret)
-	_, err := e.iss.Verify(bg, tok)
+	_, err = e.iss.Verify(bg, tok)
 	require.NoError(t, err, "31 members are fine")
 	hdr, _ := base64.RawURLEncoding.DecodeString(strings.Split(tok, ".")[0])
 	dup := base64.RawURLEncoding.EncodeToString(append(hdr[:len(hdr)-1], []byte(`,"mz":1}`)...))
