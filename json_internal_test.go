@@ -202,7 +202,8 @@ func FuzzDecodeJSON(f *testing.F) {
 
 var decodeJSONSeeds = []string{`[-]`, `{"a":-}`, `[1,-0.5e+3,"x\\u00e9",true,null,{"b":[]}]`, ` {"a":1} `, `{"a":1,"a":2}`,
 	`9007199254740993`, `"\xff"`, `[1,]`, `{"a" 1}`, `01`, `[tru]`, `"\u00"`, "[\"a\x01\"]",
-	`{"n":[0,-1.5E+10,2e-3,123456789012345678901234567890],"s":"\\\"\u00e9\/\b\f\n\r\t","f":false}`}
+	`{"n":[0,-1.5E+10,2e-3,123456789012345678901234567890],"s":"\\\"\u00e9\/\b\f\n\r\t","f":false}`,
+	`["\u00aA\u09fF\ud83d\ude00"]`} // every edge of the hex digits, and a surrogate pair
 
 // A damaged value is refused (no panic), or read as encoding/json reads it.
 func TestDecodeJSONDamaged(t *testing.T) { eachDamaged(t, decodeJSONSeeds, checkDecodeJSON) }
