@@ -1073,6 +1073,7 @@ func TestVerifierJWKSKeySelection(t *testing.T) {
 // whose CheckRedirect allows redirects still never follows one to a URL
 // the https rule refuses.
 func TestVerifierFollowsNoRedirects(t *testing.T) {
+	t.Parallel() // mostly waiting for fetches that fail: 5 s
 	attacker := newEC(t)
 	evil := http.NewServeMux()
 	evil.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
