@@ -402,3 +402,26 @@ func TestJSONBRefuses(t *testing.T) {
 		}
 	}
 }
+
+// appendString writes what encoding/json writes for every byte alone and
+// between letters (invalid UTF-8 as U+FFFD, <, > and & escaped), and for
+// the runes JSON text must or may escape; only \b and \f differ, which
+// encoding/json writes short since Go 1.22 and appendString as \u0008 and
+// \u000c (both are the same string to every decoder).
+func TestAppendStringMatchesEncodingJSON(t *testing.T) {
+	var in []string
+	for c := range 256 {
+		in = append(in, string([]byte{byte(c)}), "x"+string([]byte{byte(c)})+"y")
+	}
+	in = append(in, "\u2028", "\u2029", "é", "😀", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x80", "a\xffé\x00<", "")
+	short := strings.NewReplacer(`\b`, `\u0008`, `\f`, `\u000c`)
+	for _, s := range in {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(appendString(nil, s)); got != short.Replace(string(want)) {
+			t.Errorf("appendString(%q) = %s, encoding/json %s", s, got, want)
+		}
+	}
+}
