@@ -413,7 +413,7 @@ func TestAppendStringMatchesEncodingJSON(t *testing.T) {
 	for c := range 256 {
 		in = append(in, string([]byte{byte(c)}), "x"+string([]byte{byte(c)})+"y")
 	}
-	in = append(in, "\u2028", "\u2029", "é", "😀", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x80", "a\xffé\x00<", "")
+	in = append(in, "\u2028", "\u2029", "\ufffd", "é", "😀", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xe2\x80", "a\xffé\x00<", "")
 	short := strings.NewReplacer(`\b`, `\u0008`, `\f`, `\u000c`)
 	for _, s := range in {
 		want, err := json.Marshal(s)
