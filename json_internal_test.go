@@ -425,3 +425,14 @@ func TestAppendStringMatchesEncodingJSON(t *testing.T) {
 		}
 	}
 }
+
+// decodeJSONInto takes an object, or null as no object, and refuses every
+// other JSON value.
+func TestDecodeJSONInto(t *testing.T) {
+	for raw, ok := range map[string]bool{`{"a":1}`: true, `{}`: true, `null`: true, `[1]`: false, `"x"`: false, `1`: false, `true`: false, `{`: false} {
+		var m map[string]any
+		if err := decodeJSONInto([]byte(raw), &m); (err == nil) != ok {
+			t.Errorf("decodeJSONInto(%s): %v, want ok=%v", raw, err, ok)
+		}
+	}
+}
