@@ -386,6 +386,9 @@ func TestJSONBRefuses(t *testing.T) {
 		`["\\\\u0000"]`:                false,
 		`["\u0001\u00e9\uffff"]`:       false,
 		`["\ud83d\ude00"]`:             false, // a pair
+		`["\ud800\udc00"]`:             false, // the first pair
+		`["\udbff\udfff"]`:             false, // the last pair
+		`["\ud800\udbff"]`:             true,  // a high half after a high half
 		`["\uD83D\uDE00"]`:             false,
 		`["\ud800"]`:                   true, // a high half alone
 		`["\ud800x"]`:                  true,
