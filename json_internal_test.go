@@ -389,6 +389,7 @@ func TestJSONBRefuses(t *testing.T) {
 		`["\ud800\udc00"]`:             false, // the first pair
 		`["\udbff\udfff"]`:             false, // the last pair
 		`["\ud800\udbff"]`:             true,  // a high half after a high half
+		`["\b0000\bd800"]`:             false, // backspaces before hex digits: no \u escapes
 		`["\uD83D\uDE00"]`:             false,
 		`["\ud800"]`:                   true, // a high half alone
 		`["\ud800x"]`:                  true,
