@@ -2,8 +2,6 @@ package refresh_test
 
 import (
 	"crypto/ecdsa"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/base64"
@@ -106,11 +104,7 @@ func attackTokens(t *testing.T, e *env) map[string]string {
 
 // signES256 signs claims as the ES256 key "ec1" would: a genuine token.
 func signES256(t *testing.T, claims map[string]any) string {
-	in := b64json(map[string]any{"alg": "ES256", "kid": "ec1", "typ": "at+jwt"}) + "." + b64json(claims)
-	digest := sha256.Sum256([]byte(in))
-	r, s, err := ecdsa.Sign(rand.Reader, ecKey, digest[:])
-	require.NoError(t, err)
-	return in + "." + base64.RawURLEncoding.EncodeToString(append(r.FillBytes(make([]byte, 32)), s.FillBytes(make([]byte, 32))...))
+	return es256(t, ecKey, "ec1", b64json(claims))
 }
 
 type overflow struct{}
