@@ -57,7 +57,8 @@ type VerifierConfig struct {
 	// follows no redirect unless the client has a CheckRedirect of its
 	// own, and then only to URLs the rule for JWKSURL allows (https, http
 	// only to loopback), so that no redirect downgrades a fetch to plain
-	// http.
+	// http; a client without a Timeout is given the 10 seconds, so that
+	// a hung auth service holds no request for ever.
 	HTTPClient *http.Client
 	// Leeway, MaxTokenSize, VerifyCacheSize, PublicURL and Now mean what
 	// they mean in Config.
@@ -303,15 +304,21 @@ func fetchWait(c *http.Client) time.Duration {
 }
 
 // fetchClient returns the client a Verifier fetches with: a copy of c (by
-// default one with a 10-second timeout) whose redirects, if its own
-// CheckRedirect allows any, must pass checkFetchURL as the configured
-// URLs do; without a CheckRedirect it follows none. A JWKS URL answering
-// with a redirect elsewhere (an open redirect on the auth service's host)
-// then lends the Verifier no other server's keys.
+// default of the zero client), with a Timeout of fetchTimeout if it has
+// none, whose redirects, if its own CheckRedirect allows any, must pass
+// checkFetchURL as the configured URLs do; without a CheckRedirect it
+// follows none. A JWKS URL answering with a redirect elsewhere (an open
+// redirect on the auth service's host) then lends the Verifier no other
+// server's keys.
 func fetchClient(c *http.Client) *http.Client {
-	client := http.Client{Timeout: 10 * time.Second}
+	var client http.Client
 	if c != nil {
 		client = *c
+	}
+	if client.Timeout <= 0 {
+		// No fetch and no introspection call may wait for ever: a hung
+		// auth service would hold every request that asks it.
+		client.Timeout = fetchTimeout
 	}
 	allow := client.CheckRedirect
 	client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
@@ -325,6 +332,10 @@ func fetchClient(c *http.Client) *http.Client {
 	}
 	return &client
 }
+
+// fetchTimeout bounds a Verifier's every HTTP exchange, unless the
+// application's client has a timeout of its own.
+const fetchTimeout = 10 * time.Second
 
 // checkFetchURL allows https, and http only to loopback addresses.
 func checkFetchURL(s string) error {
