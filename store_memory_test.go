@@ -54,6 +54,47 @@ func TestMemoryStoreFarFuture(t *testing.T) {
 	require.Equal(t, 1, n)
 }
 
+// The Issuer's session ids are 22 base64url characters, which the memory
+// store keeps as 16 bytes; any other id, of a session an application
+// created on the store itself, is kept as a string. A subject's index counts
+// both kinds: one subject with sessions of each is listed, swept and
+// revoked whole, also once a sweep has removed some of them.
+func TestMemoryStoreMixedIDs(t *testing.T) {
+	m := refresh.NewMemoryStore(refresh.WithSweepInterval(0))
+	ctx := context.Background()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	create := func(id, subject string, expires time.Time) {
+		t.Helper()
+		require.NoError(t, m.Create(ctx, &refresh.Session{ID: id, Subject: subject, Seed: make([]byte, 32),
+			CreatedAt: now, RotatedAt: now, ExpiresAt: expires}))
+	}
+	issuerID := func() string {
+		b := make([]byte, 16)
+		_, _ = rand.Read(b)
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	later := now.Add(time.Hour)
+	create(issuerID(), "u", now) // ends first
+	create(issuerID(), "u", later)
+	create(issuerID(), "u", later)
+	create("legacy-1", "u", later)
+	create("legacy-2", "u", later)
+	create("legacy-3", "v", later) // a subject with only such ids
+
+	list, err := m.Sessions(ctx, "v")
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	n, err := m.DeleteExpired(ctx, now.Add(time.Nanosecond), 10)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	list, err = m.Sessions(ctx, "u")
+	require.NoError(t, err)
+	require.Len(t, list, 4, "the sweep lost the subject's other sessions")
+	n, err = m.RevokeSubject(ctx, "u", later, "logout")
+	require.NoError(t, err)
+	require.Equal(t, 4, n)
+}
+
 // callCounter counts the calls an Issuer makes to a store: round trips, for
 // a remote one.
 type callCounter struct {
