@@ -87,3 +87,16 @@ func IntrospectionCacheLen(v *Verifier) int {
 	defer v.intro.mu.Unlock()
 	return len(v.intro.cache)
 }
+
+// SweepAll runs one round of m's background sweeper, in batches of batch.
+func SweepAll(m *MemoryStore, batch int) {
+	m.batch = batch
+	m.sweepAll()
+}
+
+// ProofLen is how many proof records m holds, expired ones included.
+func ProofLen(m *MemoryStore) int {
+	m.proofs.mu.Lock()
+	defer m.proofs.mu.Unlock()
+	return len(m.proofs.m)
+}

@@ -317,18 +317,24 @@ func (m *MemoryStore) sweeper(every time.Duration) {
 		case <-m.stop:
 			return
 		case <-t.C:
-			for {
-				n, _ := m.DeleteExpired(context.Background(), m.now(), m.batch)
-				p, _ := m.DeleteExpiredProofs(context.Background(), m.now(), m.batch)
-				if n < m.batch && p < m.batch {
-					break
-				}
-				select {
-				case <-m.stop:
-					return
-				default:
-				}
-			}
+			m.sweepAll()
+		}
+	}
+}
+
+// sweepAll deletes expired sessions and proof records in batches until a
+// batch of each comes back short, or Close is called.
+func (m *MemoryStore) sweepAll() {
+	for {
+		n, _ := m.DeleteExpired(context.Background(), m.now(), m.batch)
+		p, _ := m.DeleteExpiredProofs(context.Background(), m.now(), m.batch)
+		if n < m.batch && p < m.batch {
+			return
+		}
+		select {
+		case <-m.stop:
+			return
+		default:
 		}
 	}
 }

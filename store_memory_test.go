@@ -43,6 +43,29 @@ func TestMemoryStoreSweeper(t *testing.T) {
 	require.NoError(t, m.Close(), "Close is idempotent")
 }
 
+// One round of the sweeper goes on batch after batch while a batch of
+// sessions or of proof records comes back full, so that a round leaves
+// nothing expired of either however much has built up; and stops at the
+// first round where both come back short.
+func TestMemoryStoreSweeperBatches(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	for _, tc := range []struct{ sessions, proofs int }{{25, 3}, {3, 25}, {20, 20}, {0, 0}} {
+		m := refresh.NewMemoryStore(refresh.WithSweepInterval(0), refresh.WithStoreClock(func() time.Time { return now }))
+		for i := range tc.sessions {
+			require.NoError(t, m.Create(ctx, &refresh.Session{ID: "s" + strconv.Itoa(i), Subject: "u", ExpiresAt: now}))
+		}
+		require.NoError(t, m.Create(ctx, &refresh.Session{ID: "live", Subject: "u", ExpiresAt: now.Add(time.Nanosecond)}))
+		for i := range tc.proofs {
+			require.NoError(t, m.RecordProof(ctx, "p"+strconv.Itoa(i), now.Add(-time.Minute), now))
+		}
+		require.NoError(t, m.RecordProof(ctx, "live", now, now.Add(time.Nanosecond)))
+		refresh.SweepAll(m, 10)
+		require.Equal(t, 1, m.Len(), "%d sessions, %d proofs: sessions left", tc.sessions, tc.proofs)
+		require.Equal(t, 1, refresh.ProofLen(m), "%d sessions, %d proofs: proof records left", tc.sessions, tc.proofs)
+	}
+}
+
 // Times beyond the nanosecond range keep their order: a sweep "before the
 // year 3000" deletes everything that expires earlier.
 func TestMemoryStoreFarFuture(t *testing.T) {
