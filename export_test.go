@@ -100,3 +100,9 @@ func ProofLen(m *MemoryStore) int {
 	defer m.proofs.mu.Unlock()
 	return len(m.proofs.m)
 }
+
+// SubjectIndexLen is how many session ids m's index lists for subject,
+// ids of sessions no longer stored included.
+func SubjectIndexLen(m *MemoryStore, subject string) int {
+	return len(m.subjectIDs(subject))
+}

@@ -63,6 +63,9 @@ func TestMemoryStoreSweeperBatches(t *testing.T) {
 		refresh.SweepAll(m, 10)
 		require.Equal(t, 1, m.Len(), "%d sessions, %d proofs: sessions left", tc.sessions, tc.proofs)
 		require.Equal(t, 1, refresh.ProofLen(m), "%d sessions, %d proofs: proof records left", tc.sessions, tc.proofs)
+		// The subject's index forgets what was swept: it does not grow
+		// with every session a long-running store ever held.
+		require.Equal(t, 1, refresh.SubjectIndexLen(m, "u"), "%d sessions, %d proofs: ids left in the subject's index", tc.sessions, tc.proofs)
 	}
 }
 
@@ -116,6 +119,28 @@ func TestMemoryStoreMixedIDs(t *testing.T) {
 	n, err = m.RevokeSubject(ctx, "u", later, "logout")
 	require.NoError(t, err)
 	require.Equal(t, 4, n)
+}
+
+// DeleteExpired's limit holds for sessions of other ids too (storetest's
+// sessions all have the Issuer's).
+func TestMemoryStoreDeleteLimitOtherIDs(t *testing.T) {
+	m := refresh.NewMemoryStore(refresh.WithSweepInterval(0))
+	ctx := context.Background()
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	// 300 sessions over the store's shards: several share each shard, so
+	// that a batch fills up inside one.
+	for i := range 300 {
+		require.NoError(t, m.Create(ctx, &refresh.Session{ID: "legacy-" + strconv.Itoa(i), Subject: "u", ExpiresAt: now}))
+	}
+	for left := 300; left > 0; left -= 3 {
+		n, err := m.DeleteExpired(ctx, now, 3)
+		require.NoError(t, err)
+		require.Equal(t, 3, n, "with %d left", left)
+		require.Equal(t, left-3, m.Len())
+	}
+	n, err := m.DeleteExpired(ctx, now, 3)
+	require.NoError(t, err)
+	require.Zero(t, n)
 }
 
 // callCounter counts the calls an Issuer makes to a store: round trips, for
