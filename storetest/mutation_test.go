@@ -77,6 +77,7 @@ var mutants = map[string]string{
 	"create-drops-client": "Create does not keep ClientID (a bound family comes back unbound)",
 	"create-drops-claims": "Create does not keep Claims",
 	"create-drops-meta":   "Create does not keep Meta",
+	"create-lone-reason":  "Create keeps RevokeReason in a side record made only when the session also has a client, DPoP key, claims or metadata (a session restored revoked, with none of them, loses its reason)",
 	"get-cached":          "Get answers from a cache filled at Create and never invalidated",
 	"create-resets-grace": "Create resets GraceUses",
 	"create-server-clock": "Create sets CreatedAt and RotatedAt from the database's clock (DEFAULT now())",

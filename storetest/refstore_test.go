@@ -204,6 +204,10 @@ func (r *refStore) Create(ctx context.Context, s *refresh.Session) error {
 		c.Claims = nil
 	case r.is("create-drops-meta"):
 		c.Meta = nil
+	case r.is("create-lone-reason"):
+		if c.ClientID == "" && c.DPoPKey == "" && len(c.Claims) == 0 && c.Meta == nil {
+			c.RevokeReason = ""
+		}
 	case r.is("create-trims-subject"):
 		c.Subject = strings.TrimSpace(c.Subject)
 	case r.is("subj-utf8mb3"):
