@@ -703,6 +703,43 @@ func TestVerifierIntrospectionMalformed(t *testing.T) {
 	require.NoError(t, err, "none of those was cached")
 }
 
+// An auth service that takes the introspection request and never answers
+// (a hung process, a load balancer black-holing the connection) costs a
+// request to the resource server at most the Verifier's timeout, then 503:
+// also with an application's client that has none of its own (Go's zero
+// client), which used to leave the request waiting for as long as its
+// own client would. Waits out the 10 seconds, in parallel with the rest.
+func TestVerifierHungIntrospection(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *refresh.Config) { c.Keys = []refresh.Key{{ID: "ed1", Algorithm: refresh.EdDSA, Key: edKey}} })
+	release := make(chan struct{})
+	var asked atomic.Int32
+	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer auth.Close()
+	defer close(release)
+	v := newVerifier(t, e.clock, func(c *refresh.VerifierConfig) {
+		c.Keys = []refresh.Key{{ID: "ed1", Algorithm: refresh.EdDSA, Key: edKey.Public()}}
+		c.Introspection = &refresh.IntrospectionConfig{URL: auth.URL, ClientID: "rs", ClientSecret: "rs-secret"}
+		c.HTTPClient = &http.Client{}
+	})
+	srv := resourceAPI(t, v)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/me", nil)
+	req.Header.Set("Authorization", "Bearer "+e.issue(t, "alice").AccessToken)
+	// The caller's own patience, far past the Verifier's: only a guard
+	// against the test hanging.
+	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+	require.NoError(t, err, "the resource server did not answer within a minute")
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.EqualValues(t, 1, asked.Load())
+}
+
 func b64raw(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 // nextSlot returns nonce with its slot number one higher and its MAC kept.
