@@ -242,6 +242,50 @@ func TestR2_StoreNeverSeesTokens(t *testing.T) {
 	assert.Equal(t, uint64(0), s.Generation)
 }
 
+// R2 as the thief of a copy of the database would try it, over HTTP: with
+// every row of the store (ids, subjects, generations, seeds and the rest),
+// mint each victim's current and next refresh token in the genuine format
+// under the keys one might guess (another secret, the HS256 signing key
+// that every resource server verifying HS256 holds, the session's own
+// seed) and present them to the token and revocation endpoints: each is
+// 400 invalid_grant (the revocation 200, as for any unknown token), no
+// session changes, and each victim's own token still rotates.
+func TestR2_LeakedStoreMintsNothing(t *testing.T) {
+	e := newEnv(t)
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	victims := []*refresh.Pair{e.issue(t, "alice"), e.issue(t, "bob", refresh.WithScope("admin"), refresh.WithClaims(map[string]any{"role": "admin"}))}
+	var dump []*refresh.Session
+	for _, p := range victims {
+		dump = append(dump, e.session(t, p.SessionID))
+	}
+	tried := 0
+	for _, s := range dump {
+		for _, key := range [][]byte{[]byte("another-mac-key-another-mac-key-"), hsSecret, s.Seed} {
+			thief := newEnv(t, func(c *refresh.Config) {
+				c.Keys = []refresh.Key{{ID: "t1", Algorithm: refresh.HS256, Key: []byte("thief-signing-key-thief-signing-")}}
+				c.RefreshKeys = []refresh.RefreshKey{{ID: 1, Secret: key}} // the victim's key id
+			})
+			for _, gen := range []uint64{s.Generation, s.Generation + 1} {
+				tok := refresh.MintRefresh(thief.iss, s, gen)
+				r := postForm(t, nil, srv.URL+"/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}}, nil)
+				require.Equal(t, 400, r.status, "%s's token under a guessed key", s.Subject)
+				require.Equal(t, "invalid_grant", r.body["error"])
+				r = postForm(t, nil, srv.URL+"/revoke", url.Values{"token": {tok}}, nil)
+				require.Equal(t, 200, r.status)
+				tried++
+			}
+		}
+	}
+	require.Equal(t, 12, tried)
+	for i, p := range victims {
+		s := e.session(t, p.SessionID)
+		require.False(t, s.Revoked(), "a minted token revoked %s's session", s.Subject)
+		require.Equal(t, dump[i].Generation, s.Generation)
+		r := postForm(t, nil, srv.URL+"/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {p.RefreshToken}}, nil)
+		require.Equal(t, 200, r.status, "%s's own token", s.Subject)
+	}
+}
+
 // R3: every refresh returns a new refresh token; the old one stops working.
 func TestR3_RotationReturnsNewToken(t *testing.T) {
 	e := newEnv(t, func(c *refresh.Config) { c.Grace = 10 * time.Second })
