@@ -286,6 +286,38 @@ func TestR2_LeakedStoreMintsNothing(t *testing.T) {
 	}
 }
 
+// The refresh MAC key alone mints nothing, over HTTP: a thief holding
+// RefreshKeys and the victim's access token (which names the session) but
+// not the store guesses the seed. Even given every other field of the row
+// exactly, tokens of the current and next generation minted under the
+// real key with a guessed seed (zeros, random, the session id, the key
+// itself) are 400 invalid_grant and change nothing; with the real seed the
+// same minting passes, so the seed is what the thief lacks.
+func TestRefreshKeyAloneMintsNothing(t *testing.T) {
+	e := newEnv(t)
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	victim := e.issue(t, "alice")
+	row := e.session(t, victim.SessionID)
+	random := make([]byte, 32)
+	_, _ = rand.Read(random)
+	for _, seed := range [][]byte{make([]byte, 32), random, []byte(row.ID + row.ID)[:32], macSecret} {
+		guess := row.Clone()
+		guess.Seed = seed
+		for _, gen := range []uint64{row.Generation, row.Generation + 1} {
+			tok := refresh.MintRefresh(e.iss, guess, gen)
+			r := postForm(t, nil, srv.URL+"/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok}}, nil)
+			require.Equal(t, 400, r.status, "a token with a guessed seed")
+			require.Equal(t, "invalid_grant", r.body["error"])
+		}
+	}
+	s := e.session(t, victim.SessionID)
+	require.False(t, s.Revoked())
+	require.Equal(t, row.Generation, s.Generation)
+	// The control: the real seed, the same minting.
+	r := postForm(t, nil, srv.URL+"/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refresh.MintRefresh(e.iss, row, row.Generation)}}, nil)
+	require.Equal(t, 200, r.status, "minted with the real seed")
+}
+
 // R3: every refresh returns a new refresh token; the old one stops working.
 func TestR3_RotationReturnsNewToken(t *testing.T) {
 	e := newEnv(t, func(c *refresh.Config) { c.Grace = 10 * time.Second })
