@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"math/big"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -156,4 +157,42 @@ func TestSignatureFromOtherKey(t *testing.T) {
 	mint := newEnv(t, func(c *refresh.Config) { c.Keys = []refresh.Key{{ID: "ec1", Algorithm: refresh.ES256, Key: other}} })
 	verify := newEnv(t, func(c *refresh.Config) { c.Keys = []refresh.Key{{ID: "ec1", Algorithm: refresh.ES256, Key: ecKey}} })
 	verify.refused(t, mint.issue(t, "alice").AccessToken, "signed by another key with the same kid")
+}
+
+// A leaked signing key mints access tokens for anyone until it leaves
+// Config.Keys; at every instance configured without it its tokens are
+// refused at once, genuine ones it signed included (SECURITY.md, signing
+// key leak), over HTTP through the middleware: the thief's forged admin
+// token and a genuine token of the leaked key pass an instance that still
+// holds the key, and are 401 invalid_token at one that has dropped it,
+// where the new key's tokens pass.
+func TestSigningKeyRemovalRefusesItsTokens(t *testing.T) {
+	leaked := refresh.Key{ID: "k1", Algorithm: refresh.HS256, Key: []byte("leaked-signing-key-leaked-signing")}
+	fresh := refresh.Key{ID: "k2", Algorithm: refresh.HS256, Key: []byte("fresh-signing-key-fresh-signing-")}
+	before := newEnv(t, func(c *refresh.Config) { c.Keys = []refresh.Key{leaked} })
+	during := newEnv(t, func(c *refresh.Config) { c.Keys = []refresh.Key{fresh, leaked} })
+	after := newEnv(t, func(c *refresh.Config) { c.Keys = []refresh.Key{fresh} })
+
+	genuine := before.issue(t, "alice").AccessToken
+	claims := before.goodClaims()
+	claims["sub"], claims["role"] = "mallory", "admin"
+	forged := forgeHS(map[string]any{"alg": "HS256", "kid": "k1", "typ": "at+jwt"}, claims, leaked.Key.([]byte))
+	renewed := after.issue(t, "alice").AccessToken
+
+	status := func(e *env, path, tok string) int {
+		srv := e.api()
+		defer srv.Close()
+		resp := get(t, srv.URL+path, map[string][]string{"Authorization": {"Bearer " + tok}})
+		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusUnauthorized {
+			require.Contains(t, resp.Header.Get("WWW-Authenticate"), `error="invalid_token"`)
+		}
+		return resp.StatusCode
+	}
+	require.Equal(t, 200, status(during, "/admin", forged), "the leaked key still verifies while configured")
+	require.Equal(t, 200, status(during, "/me", genuine))
+	require.Equal(t, 200, status(during, "/me", renewed))
+	require.Equal(t, 401, status(after, "/admin", forged), "the thief's token once the key is gone")
+	require.Equal(t, 401, status(after, "/me", genuine), "a genuine token of the removed key")
+	require.Equal(t, 200, status(after, "/me", renewed), "the new key's tokens")
 }
