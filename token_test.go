@@ -592,3 +592,30 @@ func TestParseKeyPEM(t *testing.T) {
 		require.Error(t, err, name)
 	}
 }
+
+// TestMACAllocations: checking an HS256 token's MAC allocates nothing (the
+// keyed HMAC and room for its sum are pooled per key); it once copied the
+// signing input to a new slice for the HMAC's Write.
+func TestMACAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates; .ci/run runs this without -race")
+	}
+	e := newEnv(t)
+	tok := e.issue(t, "alice", refresh.WithScope("read")).AccessToken
+	i := strings.LastIndexByte(tok, '.')
+	signed := tok[:i]
+	sig, err := base64.RawURLEncoding.DecodeString(tok[i+1:])
+	require.NoError(t, err)
+	require.True(t, refresh.VerifySignature(e.iss, signed, sig))
+	require.False(t, refresh.VerifySignature(e.iss, signed+"x", sig), "a longer signing input")
+	require.False(t, refresh.VerifySignature(e.iss, signed[:len(signed)-1], sig), "a shorter one")
+	bad := append([]byte(nil), sig...)
+	bad[31] ^= 1
+	require.False(t, refresh.VerifySignature(e.iss, signed, bad), "a changed MAC")
+	allocs := testing.AllocsPerRun(200, func() {
+		if !refresh.VerifySignature(e.iss, signed, sig) {
+			t.Fatal("refused")
+		}
+	})
+	require.Zero(t, allocs)
+}
