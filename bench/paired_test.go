@@ -83,22 +83,29 @@ type side []op
 const batchTime = 20 * time.Millisecond
 
 // paired runs ours and peer in alternating batches until b.Loop is done
-// and reports ns/op of each (wall time over operations, all goroutines'
-// together) and their ratio under the name ratio.
+// (ours first in even rounds, peer first in odd ones, so that neither
+// always runs on what the other left in the caches) and reports ns/op of
+// each (wall time over operations, all goroutines' together) and their
+// ratio under the name ratio.
 func paired(b *testing.B, ratio string, ours, peer side) {
 	nOurs, nPeer := batchSize(b, ours), batchSize(b, peer)
 	var tOurs, tPeer time.Duration
 	var opsOurs, opsPeer int
-	for b.Loop() {
-		d, err := run(ours, nOurs)
+	batch := func(s side, n int, t *time.Duration, ops *int) {
+		d, err := run(s, n)
 		if err != nil {
 			b.Fatal(err)
 		}
-		tOurs, opsOurs = tOurs+d, opsOurs+nOurs*len(ours)
-		if d, err = run(peer, nPeer); err != nil {
-			b.Fatal(err)
+		*t, *ops = *t+d, *ops+n*len(s)
+	}
+	for round := 0; b.Loop(); round++ {
+		if round%2 == 0 {
+			batch(ours, nOurs, &tOurs, &opsOurs)
+			batch(peer, nPeer, &tPeer, &opsPeer)
+		} else {
+			batch(peer, nPeer, &tPeer, &opsPeer)
+			batch(ours, nOurs, &tOurs, &opsOurs)
 		}
-		tPeer, opsPeer = tPeer+d, opsPeer+nPeer*len(peer)
 	}
 	ours1 := float64(tOurs) / float64(opsOurs)
 	peer1 := float64(tPeer) / float64(opsPeer)
