@@ -179,11 +179,14 @@ func TestH2H4_RefreshErrors(t *testing.T) {
 	assert.Equal(t, 400, r.status)
 }
 
-// R4 on the wire: reuse is invalid_grant and kills the session's current token.
+// R4 and R5 on the wire: reuse is invalid_grant and kills the session's
+// current token, and only that session's: the user's other device and
+// other users refresh on.
 func TestR4_ReuseOnTheWire(t *testing.T) {
 	e := newEnv(t)
 	srv, _ := e.server(t, refresh.HandlerConfig{})
 	p := e.issue(t, "alice")
+	laptop, bob := e.issue(t, "alice"), e.issue(t, "bob")
 	r1 := postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
 	require.Equal(t, 200, r1.status)
 	r2 := postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
@@ -191,6 +194,11 @@ func TestR4_ReuseOnTheWire(t *testing.T) {
 	assert.Equal(t, "invalid_grant", r2.body["error"])
 	r3 := postForm(t, nil, srv.URL+"/token", refreshForm(r1.body["refresh_token"].(string)), nil)
 	assert.Equal(t, "invalid_grant", r3.body["error"])
+	for _, other := range []*refresh.Pair{laptop, bob} {
+		r := postForm(t, nil, srv.URL+"/token", refreshForm(other.RefreshToken), nil)
+		assert.Equal(t, 200, r.status, "%s's other session after the reuse", other.Subject)
+		assert.False(t, e.session(t, other.SessionID).Revoked())
+	}
 }
 
 func TestRefreshStoreDownIs503(t *testing.T) {
