@@ -54,3 +54,42 @@ func TestFoldClaimName(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeB64RefusesOutsideTheAlphabet: every byte outside the base64url
+// alphabet, put anywhere in a valid value, is refused by both decoders:
+// the line breaks that Go's decoder would skip by hasLineBreak, every
+// other one ('=' included) by the Strict decoder. And a value of the
+// alphabet alone decodes exactly when it is the canonical spelling of
+// what it decodes to.
+func TestDecodeB64RefusesOutsideTheAlphabet(t *testing.T) {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	for _, raw := range [][]byte{{}, {0xff}, {1, 2}, []byte("any bytes at all"), []byte("thirty-three bytes, not a block!!")} {
+		valid := b64.EncodeToString(raw)
+		for c := range 256 {
+			if strings.IndexByte(alphabet, byte(c)) >= 0 {
+				continue
+			}
+			for _, at := range []int{0, len(valid) / 2, len(valid)} {
+				s := valid[:at] + string([]byte{byte(c)}) + valid[at:]
+				if _, err := decodeB64(s); err == nil {
+					t.Errorf("decodeB64 took byte %#02x at %d of %q", c, at, valid)
+				}
+				dst := make([]byte, len(s))
+				if _, err := decodeB64Into(dst, s); err == nil {
+					t.Errorf("decodeB64Into took byte %#02x at %d of %q", c, at, valid)
+				}
+			}
+		}
+	}
+	// Alphabet only: canonical spellings decode, the others do not.
+	for _, s := range []string{"", "A", "AA", "AB", "AAA", "AAB", "AAAA", "_w", "_x", "__8", "__9"} {
+		got, err := decodeB64(s)
+		canonical := err == nil && b64.EncodeToString(got) == s
+		if (err == nil) != canonical {
+			t.Errorf("decodeB64(%q) = %x, %v: a non-canonical spelling decoded", s, got, err)
+		}
+		if want := s == "" || s == "AA" || s == "AAA" || s == "AAAA" || s == "_w" || s == "__8"; (err == nil) != want {
+			t.Errorf("decodeB64(%q): err %v, want decoded %v", s, err, want)
+		}
+	}
+}
