@@ -97,7 +97,7 @@ func TestMemoryStoreMixedIDs(t *testing.T) {
 	issuerID := func() string {
 		b := make([]byte, 16)
 		_, _ = rand.Read(b)
-		return base64.RawURLEncoding.EncodeToString(b)
+		return b64raw(b)
 	}
 	later := now.Add(time.Hour)
 	create(issuerID(), "u", now) // ends first
