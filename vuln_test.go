@@ -1346,3 +1346,59 @@ func TestVuln36_ClaimNamesDecodersFold(t *testing.T) {
 	require.Equal(t, 200, q.status, "the refused refresh changed nothing: %s", q.raw)
 	agree("after the hook's fault", q.body["access_token"].(string))
 }
+
+// Other spellings of a genuine token, over HTTP: padding, the standard
+// alphabet's '+' and '/', spaces and other bytes outside base64url put into
+// it, and the last character changed so that only its unused bits differ
+// (a lenient decoder reads the same bytes). The refresh endpoint answers
+// each 400 invalid_grant without rotating or revoking the session; the
+// middleware refuses each access token spelling (400 or 401, with its
+// challenge). Only the genuine spellings work. (Line breaks: TestVuln6_LineBreaksInTokens.)
+func TestVuln6_OtherSpellingsOfTokens(t *testing.T) {
+	e := newEnv(t)
+	srv, _ := e.server(t, refresh.HandlerConfig{})
+	p := e.issue(t, "alice")
+	// spellings returns tok with each byte put in its middle and at its
+	// end, and with its last character's unused low bits set.
+	spellings := func(tok string, unused uint) []string {
+		var out []string
+		for _, b := range []string{"=", "==", "+", "/", " ", "\t", ".", "%", "~", "!", "\x00", "\xff"} {
+			out = append(out, tok[:len(tok)/2]+b+tok[len(tok)/2:], tok+b)
+		}
+		const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+		last := strings.IndexByte(alphabet, tok[len(tok)-1])
+		for bit := range unused {
+			out = append(out, tok[:len(tok)-1]+string(alphabet[last|1<<bit]))
+		}
+		return out
+	}
+	// A refresh token is 52 bytes in 70 characters (4 unused bits), an
+	// HS256 signature 32 bytes in 43 (2 unused bits).
+	for _, bent := range spellings(p.RefreshToken, 4) {
+		r := postForm(t, nil, srv.URL+"/token", refreshForm(bent), nil)
+		require.Equal(t, 400, r.status, "%q", bent)
+		require.Equal(t, "invalid_grant", r.body["error"])
+		r = postForm(t, nil, srv.URL+"/revoke", url.Values{"token": {bent}}, nil)
+		require.Equal(t, 200, r.status)
+	}
+	for _, bent := range spellings(p.AccessToken, 2) {
+		if strings.ContainsAny(bent, "\x00\xff\t") || strings.HasSuffix(bent, " ") {
+			// Not a header value a client can send; trailing white space
+			// is not part of the field value (RFC 9110 §5.5): the server
+			// reads the genuine token.
+			continue
+		}
+		// 400 invalid_request where the header breaks RFC 6750's b64token
+		// grammar, 401 invalid_token where the token fails to verify.
+		resp := get(t, srv.URL+"/me", map[string][]string{"Authorization": {"Bearer " + bent}})
+		require.Contains(t, []int{400, 401}, resp.StatusCode, "%q", bent)
+		require.Regexp(t, `error="invalid_(request|token)"`, resp.Header.Get("WWW-Authenticate"))
+	}
+	s := e.session(t, p.SessionID)
+	require.Equal(t, uint64(0), s.Generation, "no other spelling rotated the session")
+	require.False(t, s.Revoked(), "no other spelling revoked it")
+	resp := get(t, srv.URL+"/me", map[string][]string{"Authorization": {"Bearer " + p.AccessToken}})
+	require.Equal(t, 200, resp.StatusCode, "the genuine access token")
+	r := postForm(t, nil, srv.URL+"/token", refreshForm(p.RefreshToken), nil)
+	require.Equal(t, 200, r.status, "the genuine refresh token still rotates once, not as reuse")
+}
