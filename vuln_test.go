@@ -1382,7 +1382,7 @@ func TestVuln6_OtherSpellingsOfTokens(t *testing.T) {
 		require.Equal(t, 200, r.status)
 	}
 	for _, bent := range spellings(p.AccessToken, 2) {
-		if strings.ContainsAny(bent, "\x00\xff\t") || strings.HasSuffix(bent, " ") {
+		if strings.ContainsAny(bent, "\x00\t") || strings.IndexByte(bent, 0xff) >= 0 || strings.HasSuffix(bent, " ") {
 			// Not a header value a client can send; trailing white space
 			// is not part of the field value (RFC 9110 §5.5): the server
 			// reads the genuine token.
