@@ -365,6 +365,25 @@ func numericDate(v json.RawMessage) (time.Time, error) {
 	if len(v) == 0 || v[0] < '0' || v[0] > '9' {
 		return time.Time{}, errors.New("NumericDate is not a non-negative number")
 	}
+	if len(v) <= len("253402300799") {
+		// Whole seconds, as issuers write them: no float parsing. The
+		// scanner has checked the number's grammar; whatever is not all
+		// digits here (a fraction, an exponent) takes the general path.
+		var sec int64
+		for _, c := range v {
+			if c < '0' || c > '9' {
+				sec = -1
+				break
+			}
+			sec = sec*10 + int64(c-'0')
+		}
+		switch {
+		case sec > maxNumericDate:
+			return time.Time{}, errors.New("bad NumericDate")
+		case sec >= 0:
+			return time.Unix(sec, 0).UTC(), nil
+		}
+	}
 	f, err := strconv.ParseFloat(string(v), 64)
 	if err != nil || f > maxNumericDate || math.IsNaN(f) {
 		return time.Time{}, errors.New("bad NumericDate")

@@ -1,8 +1,11 @@
 package refresh
 
 import (
+	"math"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 )
 
@@ -92,4 +95,43 @@ func TestDecodeB64RefusesOutsideTheAlphabet(t *testing.T) {
 			t.Errorf("decodeB64(%q): err %v, want decoded %v", s, err, want)
 		}
 	}
+}
+
+// numericDateByFloat is numericDate's general path alone, every number
+// through strconv.ParseFloat, as it was before whole seconds got their own.
+func numericDateByFloat(v []byte) (time.Time, bool) {
+	if len(v) == 0 || v[0] < '0' || v[0] > '9' {
+		return time.Time{}, false
+	}
+	f, err := strconv.ParseFloat(string(v), 64)
+	if err != nil || f > maxNumericDate || math.IsNaN(f) {
+		return time.Time{}, false
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), true
+}
+
+// FuzzNumericDate: for every JSON number the scanner takes, numericDate's
+// whole-second path decides exactly as parsing it as a float does: the
+// same time, or a refusal of both.
+func FuzzNumericDate(f *testing.F) {
+	for _, s := range []string{"0", "1", "9", "10", "1700000000", "253402300799",
+		"253402300800", "999999999999", "1000000000000", "2534023007990",
+		"1700000000.5", "1e9", "1E+9", "0.0", "-1", "00", "1700000000 "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v := []byte(s)
+		if len(v) == 0 {
+			return
+		}
+		if end, err := skipNumber(v, 0); err != nil || end != len(v) {
+			return // not one JSON number: walkObject never passes it on
+		}
+		got, err := numericDate(v)
+		want, ok := numericDateByFloat(v)
+		if (err == nil) != ok || !got.Equal(want) || got.Location() != want.Location() {
+			t.Fatalf("numericDate(%q) = %v, %v; by float %v, %v", s, got, err, want, ok)
+		}
+	})
 }
