@@ -111,8 +111,9 @@ func (s *Session) Clone() *Session {
 // clock and drops the zone, or that compares times as text with their
 // offsets, is wrong. The Issuer hands a store times in UTC; storetest hands
 // them in other zones, as any other caller may. A cut-off outside that
-// range given to DeleteExpired compares as earlier or later than every
-// stored time.
+// range given to a sweep (DeleteExpired, DeleteStale, DeleteExpiredProofs)
+// compares as earlier or later than every stored time: one before 1678
+// must not wrap around when made Unix nanoseconds.
 //
 // Expiry. A store may drop a session by itself once its ExpiresAt has passed
 // (a key TTL in Redis, a database's row expiry); Get then reports

@@ -205,6 +205,12 @@ var mutants = map[string]string{
 	"active-race-tight":  "AdvanceActive checks and sets in two steps, back to back",
 	"grace-race-tight":   "UseGrace reads and increments in two steps, back to back",
 	"proof-race-tight":   "RecordProof checks and records in two steps, back to back",
+	// Sweeps at their edges, found by mutating the SQL and Lua of the
+	// shipped adapters (2026-12-03, sixteenth session).
+	"del-unclamped-past":     "sweep cut-offs kept as Unix nanoseconds, clamped past 2262 but not before 1678, where they wrap (year 1000 becomes 2169)",
+	"proofdel-before-strict": "DeleteExpiredProofs compares expiry < before instead of <=",
+	"stale-revoked-last":     "DeleteStale reads revocation times from an index every Revoke writes, so a second Revoke postpones the sweep (the session keeps its first time)",
+	"subj-index-dangling":    "Sessions and RevokeSubject find sessions through a set of ids per subject that nothing cleans up (a Redis set outliving its sessions' TTLs), taking each id's session without checking whose it is",
 }
 
 // variants are behaviours the contract allows: Run must pass with each.

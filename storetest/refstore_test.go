@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"math"
 	"runtime"
 	"slices"
 	"strconv"
@@ -36,13 +37,15 @@ type refBackend struct {
 	amu   sync.Mutex   // AdvanceActive's own lock (bug "active-own-lock")
 	m     map[string]*refresh.Session
 	order []string             // ids in insertion order
+	index map[string][]string  // subject to ids, never cleaned up (bug "subj-index-dangling")
+	revAt map[string]time.Time // the last Revoke's time per id (bug "stale-revoked-last")
 	scope map[string][]string  // interned scopes (bug "alias-intern-scope")
 	proof map[string]time.Time // DPoP proof records: id to expiry
 }
 
 func newRefStore(bug string) *refStore {
 	return &refStore{bug: bug, cache: map[string]*refresh.Session{},
-		refBackend: &refBackend{m: map[string]*refresh.Session{}, scope: map[string][]string{}, proof: map[string]time.Time{}}}
+		refBackend: &refBackend{m: map[string]*refresh.Session{}, index: map[string][]string{}, revAt: map[string]time.Time{}, scope: map[string][]string{}, proof: map[string]time.Time{}}}
 }
 
 // second returns another instance of the store on r's backend, as a
@@ -274,6 +277,9 @@ func (r *refStore) Create(ctx context.Context, s *refresh.Session) error {
 		r.order = append(r.order, s.ID)
 	}
 	r.m[s.ID] = c
+	if r.is("subj-index-dangling") {
+		r.index[c.Subject] = append(r.index[c.Subject], c.ID)
+	}
 	if r.is("get-cached") {
 		r.cache[s.ID] = c.Clone()
 	}
@@ -602,6 +608,9 @@ func (r *refStore) Revoke(ctx context.Context, id string, at time.Time, reason s
 		delete(r.m, s.ID)
 		return nil
 	}
+	if r.is("stale-revoked-last") { // an index of revocation times, written by every Revoke
+		r.revAt[s.ID] = r.store(at)
+	}
 	if !s.Revoked() || r.is("revoke-overwrite") {
 		s.RevokedAt, s.RevokeReason = r.store(at), reason
 		if r.is("revoke-server-clock") {
@@ -681,6 +690,16 @@ func (r *refStore) RevokeSubject(ctx context.Context, subject string, at time.Ti
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.is("subj-index-dangling") {
+		n := 0
+		for _, s := range r.indexed(subject) {
+			if !s.Revoked() {
+				s.RevokedAt, s.RevokeReason = r.store(at), reason
+				n++
+			}
+		}
+		return n, nil
+	}
 	n, seen := 0, 0
 	for _, id := range r.order {
 		s := r.get(id)
@@ -722,6 +741,13 @@ func (r *refStore) Sessions(ctx context.Context, subject string) ([]*refresh.Ses
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := []*refresh.Session{}
+	if r.is("subj-index-dangling") {
+		for _, s := range r.indexed(subject) {
+			out = append(out, r.listed(s))
+		}
+		refresh.SortSessions(out)
+		return out, nil
+	}
 	for _, key := range r.order {
 		id, owner, dup := strings.Cut(key, "\x00")
 		s := r.get(id)
@@ -783,6 +809,7 @@ func (r *refStore) DeleteExpired(ctx context.Context, before time.Time, limit in
 	if r.is("del-server-clock") { // WHERE expires_at <= now()
 		before = time.Now()
 	}
+	before = r.cutoff(before)
 	return r.deleteWhere(ctx, "deleteexpired", limit, func(s *refresh.Session) bool {
 		var expired bool
 		switch {
@@ -806,10 +833,17 @@ func (r *refStore) DeleteStale(ctx context.Context, expiredBy, idleBy, revokedBy
 	if r.is("stale-server-clock") { // WHERE expires_at <= now() OR …
 		expiredBy = time.Now()
 	}
+	expiredBy, idleBy = r.cutoff(expiredBy), r.cutoff(idleBy)
+	if !revokedBy.IsZero() {
+		revokedBy = r.cutoff(revokedBy)
+	}
 	return r.deleteWhere(ctx, "deletestale", limit, func(s *refresh.Session) bool {
 		expired := !s.ExpiresAt.After(expiredBy)
 		idle := !s.RotatedAt.After(idleBy)
 		revoked := s.Revoked() && !s.RevokedAt.After(revokedBy)
+		if at, ok := r.revAt[s.ID]; ok && s.Revoked() {
+			revoked = !at.After(revokedBy)
+		}
 		switch {
 		case r.is("stale-ignores-expired"):
 			expired = false
@@ -927,6 +961,32 @@ func (r *refStore) RecordProof(ctx context.Context, id string, now, expires time
 	return nil
 }
 
+// indexed returns the sessions the subject's index of ids names, as a
+// key-value store keeping a set of ids per subject finds them: each id
+// once, its session taken without looking at whose it is. r.mu is held.
+func (r *refStore) indexed(subject string) []*refresh.Session {
+	var out []*refresh.Session
+	ids := slices.Clone(r.index[subject])
+	slices.Sort(ids)
+	for _, id := range slices.Compact(ids) {
+		if s := r.get(id); s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// cutoff is a sweep's cut-off as the store compares it: as given, or with
+// "del-unclamped-past" as an adapter keeping Unix nanoseconds converts it,
+// clamped past 2262 (as storetest's far-future rule requires) but not
+// before 1678, where time.UnixNano wraps around.
+func (r *refStore) cutoff(t time.Time) time.Time {
+	if r.is("del-unclamped-past") && t.Before(time.Unix(0, math.MinInt64)) {
+		return time.Unix(0, t.UnixNano())
+	}
+	return t
+}
+
 // DeleteExpiredProofs implements refresh.ProofRecorder.
 func (r *refStore) DeleteExpiredProofs(ctx context.Context, before time.Time, limit int) (int, error) {
 	if err := r.start(ctx, "deleteproofs"); err != nil {
@@ -950,7 +1010,11 @@ func (r *refStore) DeleteExpiredProofs(ctx context.Context, before time.Time, li
 	defer r.mu.Unlock()
 	n := 0
 	for id, e := range r.proof {
-		if (n >= limit && !r.is("proofdel-unlimited")) || e.After(before) && !r.is("proofdel-all") {
+		expired := !e.After(before)
+		if r.is("proofdel-before-strict") {
+			expired = e.Before(before)
+		}
+		if (n >= limit && !r.is("proofdel-unlimited")) || !expired && !r.is("proofdel-all") {
 			continue
 		}
 		delete(r.proof, id)

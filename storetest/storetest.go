@@ -21,15 +21,18 @@
 // rounds of one goroutine per CPU started within nanoseconds of each other,
 // for Advance, AdvanceActive, UseGrace and RecordProof, which catch a check
 // and a write made back to back under two locks in one process), bounded
-// grace counters, revocation idempotence,
-// revocations that stand when they race a rotation or a grace retry,
+// grace counters, revocation idempotence (the first time kept, for the
+// stale sweep too), revocations that stand when they race a rotation or a
+// grace retry,
 // subjects compared as exact bytes (case, SQL and glob wildcards, prefixes
 // and "subject:" key prefixes, Unicode look-alikes and normalisations,
 // 4-byte characters), scopes and metadata that a text encoding must escape,
 // subject revocation counts and listings past 1,000-row pages, listing
-// isolation and a deterministic order, batched expiry deletion at its exact
-// boundary that keeps revoked and unexpired sessions, limits of zero and
-// below, aliasing of passed and returned values, cancelled contexts, system
+// isolation and a deterministic order, also through an id a session of
+// another subject had before it was swept or dropped, batched expiry
+// deletion at its exact boundary that keeps revoked and unexpired sessions,
+// sweep cut-offs before 1678 and after 2262, DPoP proof records swept at
+// their exact expiry, limits of zero and below, aliasing of passed and returned values, cancelled contexts, system
 // faults that must not look like sentinels (WithBrokenStore); and, through an
 // Issuer on the store, 64 goroutines rotating one refresh token with grace 0
 // (exactly one wins) and 32 and 64 concurrent refreshes over HTTP with a
@@ -112,6 +115,8 @@ func Run(t *testing.T, newStore func(t *testing.T) refresh.Store, opts ...Option
 		{"DeleteExpiredBoundary", testDeleteExpiredBoundary},
 		{"DeleteExpiredBatches", testDeleteExpiredBatches},
 		{"DeleteExpiredFarFuture", testDeleteExpiredFarFuture},
+		{"SweepFarPast", testSweepFarPast},
+		{"ReusedIDBelongsToItsNewSubject", testReusedID},
 		{"NoAliasing", testAliasing},
 		{"CancelledContext", testCancelled},
 		{"IssuerConcurrentStrict", testIssuerStrict},
@@ -699,6 +704,16 @@ func testRevokeIdempotent(t *testing.T, st refresh.Store) {
 		t.Fatal(err)
 	}
 	expectSame(t, want, mustGet(t, st, s.ID))
+	// The first time holds for the stale sweep too: retention counts from
+	// it, not from a later Revoke (an index of revocation times that took
+	// the later one would keep the session another hour).
+	if sd, ok := st.(refresh.StaleDeleter); ok {
+		early := base.Add(-time.Hour)
+		deleteStaleAll(t, sd, staleCuts{early, early, first})
+		if _, err := st.Get(ctx(t), s.ID); !errors.Is(err, refresh.ErrSessionNotFound) {
+			t.Fatalf(`rule "a second Revoke keeps the first one's time, for DeleteStale too": DeleteStale(revokedBy = the first revocation's time) kept the session (%v)`, err)
+		}
+	}
 }
 
 func testRevokeSubject(t *testing.T, st refresh.Store) {
@@ -902,6 +917,115 @@ func testDeleteExpiredFarFuture(t *testing.T, st refresh.Store) {
 	deleteAll(t, st, time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC))
 	if _, err := st.Get(ctx(t), s.ID); !errors.Is(err, refresh.ErrSessionNotFound) {
 		t.Fatalf("rule \"a cut-off past 2262 compares as later than every stored time\": DeleteExpired(year 3000) kept a session expiring at %v: %v", s.ExpiresAt, err)
+	}
+}
+
+// farPast holds cut-offs before the years that fit Unix nanoseconds
+// (1678): the zero Time among them. Converted without a clamp, they wrap
+// around int64, year 1000 to 2169 and year 1600 to 2184, and a sweep
+// "before the year 1000" would delete nearly everything.
+var farPast = []time.Time{{}, time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC)}
+
+// testSweepFarPast: a sweep's cut-off before 1678 compares as earlier than
+// every stored time, in DeleteExpired, in each rule of DeleteStale and in
+// DeleteExpiredProofs: a session (live, and revoked) and a proof record
+// stay.
+func testSweepFarPast(t *testing.T, st refresh.Store) {
+	const rule = `rule "a cut-off before 1678 compares as earlier than every stored time"`
+	live := newSession(subject(t), base)
+	revoked := newSession(subject(t), base)
+	revoked.RevokedAt, revoked.RevokeReason = base.Add(time.Second), "logout"
+	mustCreate(t, st, live)
+	mustCreate(t, st, revoked)
+	kept := func(what string, cut time.Time) {
+		t.Helper()
+		for _, s := range []*refresh.Session{live, revoked} {
+			if _, err := st.Get(ctx(t), s.ID); err != nil {
+				t.Fatalf("%s: %s(%v) lost a session expiring at %v: %v", rule, what, cut, s.ExpiresAt, err)
+			}
+		}
+	}
+	sd, stale := st.(refresh.StaleDeleter)
+	for _, cut := range farPast {
+		if _, err := st.DeleteExpired(ctx(t), cut, 1000); err != nil {
+			t.Fatalf("DeleteExpired(%v): %v", cut, err)
+		}
+		kept("DeleteExpired", cut)
+		if !stale {
+			continue
+		}
+		early := base.Add(-time.Hour) // before both sessions' times
+		for _, c := range []staleCuts{{cut, early, time.Time{}}, {early, cut, time.Time{}}, {early, early, cut}} {
+			if _, err := sd.DeleteStale(ctx(t), c.expired, c.idle, c.revoked, 1000); err != nil {
+				t.Fatalf("DeleteStale(%+v): %v", c, err)
+			}
+			kept("DeleteStale", cut)
+		}
+	}
+	pr, ok := st.(refresh.ProofRecorder)
+	if !ok {
+		return
+	}
+	id := randID() + randID()
+	if err := pr.RecordProof(ctx(t), id, base, base.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	for _, cut := range farPast {
+		if _, err := pr.DeleteExpiredProofs(ctx(t), cut, 1000); err != nil {
+			t.Fatalf("DeleteExpiredProofs(%v): %v", cut, err)
+		}
+	}
+	if err := pr.RecordProof(ctx(t), id, base, base.Add(time.Minute)); !errors.Is(err, refresh.ErrProofReplayed) {
+		t.Fatalf("%s: DeleteExpiredProofs before 1678 removed a record expiring at %v (%v)", rule, base.Add(time.Minute), err)
+	}
+}
+
+// testReusedID: a session id created again, for another subject, once the
+// first session with it is gone (swept, or dropped by the backend at its
+// expiry, as Redis does by a key's TTL), is the new session's only: an
+// index entry the first one left behind (a subject's set of ids) must not
+// let the first subject's Sessions list the new session (another user's
+// device on a devices page) or its RevokeSubject revoke it.
+func testReusedID(t *testing.T, st refresh.Store) {
+	const rule = `rule "Sessions and RevokeSubject reach only sessions of the subject, also through an id an earlier session of another subject had"`
+	a, b := subject(t), subject(t)
+	// The first subject keeps a live session, so that an index of its ids
+	// with a lifetime of its own (a Redis set living as long as its
+	// longest session) outlives the one that goes.
+	keep := newSession(a, base)
+	mustCreate(t, st, keep)
+	first := newSession(a, base.Add(-100*24*time.Hour)) // expired ten days ago
+	mustCreate(t, st, first)
+	second := newSession(b, base)
+	second.ID = first.ID
+	err := st.Create(ctx(t), second)
+	if errors.Is(err, refresh.ErrSessionExists) {
+		// Kept until swept: sweep it, then create the id again.
+		for range maxSweepBatches {
+			if _, gerr := st.Get(ctx(t), first.ID); errors.Is(gerr, refresh.ErrSessionNotFound) {
+				break
+			}
+			if _, derr := st.DeleteExpired(ctx(t), first.ExpiresAt, 500); derr != nil {
+				t.Fatalf("DeleteExpired: %v", derr)
+			}
+		}
+		err = st.Create(ctx(t), second)
+	}
+	if err != nil {
+		t.Fatalf("Create of an id whose session expired and was swept, for another subject: %v", err)
+	}
+	if list, err := st.Sessions(ctx(t), a); err != nil || len(list) != 1 || list[0].ID != keep.ID {
+		t.Fatalf("%s: Sessions(first subject) = %d sessions, %v; want its one live session (the other is gone, and its id another subject's now)", rule, len(list), err)
+	}
+	if n, err := st.RevokeSubject(ctx(t), a, base.Add(time.Second), "logout-all"); err != nil || n != 1 {
+		t.Fatalf("%s: RevokeSubject(first subject) = %d, %v; want 1", rule, n, err)
+	}
+	got := mustGet(t, st, second.ID)
+	if d := equal(second, got); d != "" {
+		t.Fatalf("%s: the new session changed: %s", rule, d)
+	}
+	if list, err := st.Sessions(ctx(t), b); err != nil || len(list) != 1 || list[0].ID != second.ID {
+		t.Fatalf("Sessions(new subject) = %d sessions, %v; want its one session", len(list), err)
 	}
 }
 
