@@ -209,6 +209,7 @@ var mutants = map[string]string{
 	// shipped adapters (2026-12-03, sixteenth session).
 	"del-unclamped-past":     "sweep cut-offs kept as Unix nanoseconds, clamped past 2262 but not before 1678, where they wrap (year 1000 becomes 2169)",
 	"proofdel-before-strict": "DeleteExpiredProofs compares expiry < before instead of <=",
+	"stale-limit-per-rule":   "DeleteStale bounds each of its three rules by limit, not the whole call (a UNION of three queries, each with its own LIMIT)",
 	"stale-revoked-last":     "DeleteStale reads revocation times from an index every Revoke writes, so a second Revoke postpones the sweep (the session keeps its first time)",
 	"subj-index-dangling":    "Sessions and RevokeSubject find sessions through a set of ids per subject that nothing cleans up (a Redis set outliving its sessions' TTLs), taking each id's session without checking whose it is",
 }

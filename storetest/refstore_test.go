@@ -837,6 +837,21 @@ func (r *refStore) DeleteStale(ctx context.Context, expiredBy, idleBy, revokedBy
 	if !revokedBy.IsZero() {
 		revokedBy = r.cutoff(revokedBy)
 	}
+	if r.is("stale-limit-per-rule") { // a UNION of three queries, each with its own LIMIT
+		total := 0
+		for _, rule := range []func(*refresh.Session) bool{
+			func(s *refresh.Session) bool { return !s.ExpiresAt.After(expiredBy) },
+			func(s *refresh.Session) bool { return !s.RotatedAt.After(idleBy) },
+			func(s *refresh.Session) bool { return s.Revoked() && !s.RevokedAt.After(revokedBy) },
+		} {
+			n, err := r.deleteWhere(ctx, "deletestale", limit, rule)
+			if err != nil {
+				return total, err
+			}
+			total += n
+		}
+		return total, nil
+	}
 	return r.deleteWhere(ctx, "deletestale", limit, func(s *refresh.Session) bool {
 		expired := !s.ExpiresAt.After(expiredBy)
 		idle := !s.RotatedAt.After(idleBy)

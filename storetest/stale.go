@@ -167,10 +167,19 @@ func testDeleteStale(t *testing.T, st refresh.Store) {
 		t.Fatal(err)
 	}
 	deleteStaleAll(t, sd, c2)
+	// Some idle, the others revoked and active since the idle cut-off: one
+	// batch can find sessions by two rules, and still takes at most limit
+	// of them (a LIMIT on each rule's query alone would take one limit per
+	// rule).
 	const stale = 25 // odd: some batch is short
 	for i := 0; i < stale; i++ {
-		at := c2.idle.Add(-time.Duration(i+1) * time.Minute)
-		mk(at, at, c2.idle.Add(100*time.Hour+time.Duration(i)*time.Hour), none)
+		if i%2 == 0 {
+			at := c2.idle.Add(-time.Duration(i+1) * time.Minute)
+			mk(at, at, c2.idle.Add(100*time.Hour+time.Duration(i)*time.Hour), none)
+			continue
+		}
+		at := c2.idle.Add(time.Duration(i) * time.Minute)
+		mk(at, at, c2.idle.Add(100*time.Hour+time.Duration(i)*time.Hour), at.Add(time.Second))
 	}
 	var (
 		mu    sync.Mutex
