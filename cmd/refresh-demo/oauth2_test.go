@@ -265,3 +265,37 @@ func TestRecentAuthFlag(t *testing.T) {
 		}
 	}
 }
+
+// The resource server refuses bad settings at start-up, naming them, before
+// it fetches anything: an -auth that is not an http(s) URL with a host (a
+// scheme it cannot fetch from, no host, no scheme at all); a -public-url
+// that is not one, or has a path (htu is this URL plus the request's
+// path); a DPOP_NONCE_SECRET that is not base64 of at least 32 bytes.
+func TestResourceServerFlags(t *testing.T) {
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// A server these settings got past would stop at once: its context has
+	// ended, and it listens on a port of its own.
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := func(o options) error {
+		o.addr = "127.0.0.1:0"
+		return runResource(ended, o, discard, io.Discard)
+	}
+	for _, auth := range []string{"", "ftp://auth.example", "http://", "https:///jwks", "auth.example:8080", "//auth.example", "http://a b", "file:///etc/passwd"} {
+		if err := start(options{authURL: auth}); err == nil || !strings.Contains(err.Error(), "-auth") {
+			t.Errorf("-auth %q: %v, want a refusal naming the flag", auth, err)
+		}
+	}
+	const auth = "http://127.0.0.1:1" // nothing listens: only a refusal before any fetch returns at once
+	for _, public := range []string{"ftp://api.example", "http://", "api.example", "https://api.example/v1", "https://api.example/?x=1", "https://api.example#top"} {
+		if err := start(options{authURL: auth, publicURL: public}); err == nil || !strings.Contains(err.Error(), "-public-url") {
+			t.Errorf("-public-url %q: %v, want a refusal naming the flag", public, err)
+		}
+	}
+	for _, secret := range []string{"not base64!", "c2hvcnQ"} { // the second: 5 bytes
+		t.Setenv("DPOP_NONCE_SECRET", secret)
+		if err := start(options{authURL: auth, dpopNonce: time.Minute}); err == nil || !strings.Contains(err.Error(), "DPOP_NONCE_SECRET") {
+			t.Errorf("DPOP_NONCE_SECRET %q: %v, want a refusal naming it", secret, err)
+		}
+	}
+}

@@ -84,6 +84,7 @@ func TestPasswordChangeEndsEverySession(t *testing.T) {
 	alice := signIn("wonderland").body["access_token"].(string)
 	for _, bad := range []struct{ body, why string }{
 		{"current_password=wonderland&password=short", "under 8 bytes"},
+		{"current_password=wonderland&password=" + strings.Repeat("x", minPasswordLen-1), "one byte under 8"},
 		{"current_password=wonderland&password=" + strings.Repeat("x", maxPasswordLen+1), "over bcrypt's 72 bytes"},
 		{"current_password=wonderland&password=open+sesame&password=other+one", "two passwords"},
 		{"current_password=wonderland&current_password=x&password=open+sesame", "two current passwords"},
@@ -149,5 +150,37 @@ func TestPasswordChangeEndsEverySession(t *testing.T) {
 	throttleClock.Add(time.Hour) // the held sign-in and the old password counted as failures
 	if r := signIn("open sesame"); r.status != 200 {
 		t.Errorf("the new password: %v", r)
+	}
+}
+
+// TestPasswordLengthBounds: a new password of exactly 8 bytes and one of
+// exactly 72 (the most bcrypt reads) are taken over HTTP and sign in;
+// with one byte less or more they are refused (above), and a 72-byte
+// password differing only in its last byte does not sign in, so no byte
+// of it is cut off.
+func TestPasswordLengthBounds(t *testing.T) {
+	iss := newTestIssuer(t)
+	srv := httptest.NewServer(newAuthMux(iss, authConfig{}))
+	t.Cleanup(srv.Close)
+	signIn := func(password string) reply {
+		return post(t, srv.URL+"/login", form, url.Values{"username": {"bob"}, "password": {password}}.Encode())
+	}
+	current := "builder"
+	for _, next := range []string{strings.Repeat("b", minPasswordLen), strings.Repeat("B", maxPasswordLen-1) + "1"} {
+		r := signIn(current)
+		if r.status != 200 {
+			t.Fatalf("bob's sign-in with %d bytes: %v", len(current), r)
+		}
+		body := url.Values{"current_password": {current}, "password": {next}}.Encode()
+		if got := post(t, srv.URL+"/password", form, body, "Authorization", "Bearer "+r.body["access_token"].(string)); got.status != 200 {
+			t.Fatalf("a new password of %d bytes: %v, want 200", len(next), got)
+		}
+		if r := signIn(next); r.status != 200 {
+			t.Fatalf("signing in with the new %d-byte password: %v", len(next), r)
+		}
+		current = next
+	}
+	if r := signIn(current[:maxPasswordLen-1] + "2"); r.status != 401 {
+		t.Fatalf("a 72-byte password differing in its last byte: %v, want 401", r)
 	}
 }
