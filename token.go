@@ -358,6 +358,8 @@ func audienceValue(v json.RawMessage) ([]string, error) {
 // maxNumericDate is 9999-12-31T23:59:59Z; later dates are refused.
 const maxNumericDate = 253402300799
 
+var errBadNumericDate = errors.New("bad NumericDate")
+
 // numericDate decodes a NumericDate (RFC 7519 §2): a non-negative JSON
 // number of seconds, possibly fractional. Strings, negatives and values
 // past year 9999 are refused.
@@ -379,14 +381,14 @@ func numericDate(v json.RawMessage) (time.Time, error) {
 		}
 		switch {
 		case sec > maxNumericDate:
-			return time.Time{}, errors.New("bad NumericDate")
+			return time.Time{}, errBadNumericDate
 		case sec >= 0:
 			return time.Unix(sec, 0).UTC(), nil
 		}
 	}
 	f, err := strconv.ParseFloat(string(v), 64)
 	if err != nil || f > maxNumericDate || math.IsNaN(f) {
-		return time.Time{}, errors.New("bad NumericDate")
+		return time.Time{}, errBadNumericDate
 	}
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil

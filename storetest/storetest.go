@@ -1001,14 +1001,7 @@ func testReusedID(t *testing.T, st refresh.Store) {
 	err := st.Create(ctx(t), second)
 	if errors.Is(err, refresh.ErrSessionExists) {
 		// Kept until swept: sweep it, then create the id again.
-		for range maxSweepBatches {
-			if _, gerr := st.Get(ctx(t), first.ID); errors.Is(gerr, refresh.ErrSessionNotFound) {
-				break
-			}
-			if _, derr := st.DeleteExpired(ctx(t), first.ExpiresAt, 500); derr != nil {
-				t.Fatalf("DeleteExpired: %v", derr)
-			}
-		}
+		deleteAll(t, st, first.ExpiresAt)
 		err = st.Create(ctx(t), second)
 	}
 	if err != nil {
